@@ -1,0 +1,70 @@
+"""The application context of one process: settings, definition, clients, tracker, warehouse.
+
+Built once per process (functions keep it across invocations) from the environment; tests and the
+CLI build their own with an injected clock or namespace.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from typing import Any, Callable
+
+from . import clients
+from .alerts import AlertSink, LogAlertSink
+from .pipeline import Pipeline, load
+from .publisher import Publisher
+from .settings import Settings
+from .tracking import Tracker, utcnow
+from .warehouse import Warehouse
+
+
+@dataclass
+class App:
+    settings: Settings
+    pipeline: Pipeline
+    clock: Callable[[], datetime] = utcnow
+    alerts: AlertSink = field(default_factory=LogAlertSink)
+
+    @staticmethod
+    def from_env(**overrides: Any) -> "App":
+        settings = Settings.from_env()
+        pipeline = load(namespace=settings.namespace)
+        return App(settings=settings, pipeline=pipeline, **overrides)
+
+    @property
+    def project(self) -> str:
+        return self.settings.project
+
+    @cached_property
+    def tracker(self) -> Tracker:
+        return Tracker(clients.firestore(self.project), self.pipeline, clock=self.clock,
+                       lease_seconds=self.settings.lease_seconds)
+
+    @cached_property
+    def warehouse(self) -> Warehouse:
+        return Warehouse(clients.bigquery(self.project), self.pipeline, self.project,
+                         timeout=self.settings.bigquery_timeout_seconds)
+
+    @cached_property
+    def publisher(self) -> Publisher:
+        return Publisher(clients.publisher(), self.project)
+
+    @cached_property
+    def storage(self) -> Any:
+        return clients.storage(self.project)
+
+
+_default: App | None = None
+_lock = threading.Lock()
+
+
+def default_app() -> App:
+    """The process-wide App (created on first use from the environment)."""
+    global _default
+    with _lock:
+        if _default is None:
+            _default = App.from_env()
+        return _default

@@ -1,0 +1,167 @@
+"""Strict mode: the defensive checks a partition must pass before it runs in daily mode.
+
+Two checks, both driven by the definition's upstreams (no per-processor code):
+
+* **Upstream Failure** (status check): for the dates the run needs, the latest state of each
+  upstream processor in an earlier phase is ``success``. ``failed``, ``blocked``, a ``running``
+  whose lease expired, or a missing partition *on the run's own date* block. Earlier dates of a
+  lookback window are covered by the gap check (data loaded outside Cascade has no state).
+* **Data Gaps** (lookback gap detection): every *expected* date (calendar-aware: no-game days are
+  not gaps) in the lookback window has rows in the upstream table. One parameterized query per
+  upstream table covering the whole window, never one per date. Lookback 30 on 2025-01-31 checks
+  2025-01-01..2025-01-31.
+
+A failed check yields a ``Blocked`` reason with a resolution command; an error inside a check is
+raised as ``TransientError`` (retry), never treated as a pass.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from .calendar import iso
+from .errors import Blocked, TransientError
+from .pipeline import Pipeline, Processor
+from .tracking import BLOCKED, FAILED, RUNNING, Partition, Tracker
+
+UPSTREAM_FAILURE = "Upstream Failure"
+DATA_GAPS = "Data Gaps"
+
+
+@dataclass
+class CheckResult:
+    name: str
+    upstream: str
+    passed: bool
+    seconds: float
+    queries: int
+    detail: str = ""
+    blocked: Blocked | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "upstream": self.upstream, "passed": self.passed,
+                "seconds": round(self.seconds, 4), "queries": self.queries, "detail": self.detail}
+
+
+@dataclass
+class CheckReport:
+    results: list[CheckResult] = field(default_factory=list)
+    skipped_reason: str = ""
+
+    @property
+    def blocked(self) -> Blocked | None:
+        return next((r.blocked for r in self.results if r.blocked), None)
+
+    @property
+    def queries(self) -> int:
+        return sum(r.queries for r in self.results)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"skipped": self.skipped_reason or None, "queries": self.queries,
+                "seconds": round(sum(r.seconds for r in self.results), 4),
+                "results": [r.to_dict() for r in self.results]}
+
+
+class Checks:
+    """Runs strict-mode checks for one processor and date."""
+
+    def __init__(self, pipeline: Pipeline, tracker: Tracker, warehouse: Any) -> None:
+        self.pipeline = pipeline
+        self.tracker = tracker
+        self.warehouse = warehouse
+
+    def run(self, proc: Processor, day: date) -> CheckReport:
+        report = CheckReport()
+        try:
+            report.results.append(self.upstream_status(proc, day))
+            report.results.extend(self.lookback_gaps(proc, day))
+        except TransientError:
+            raise
+        except Exception as exc:  # a check that cannot answer must not pass
+            raise TransientError(f"strict-mode check for {proc.name} {day} could not run: {exc}",
+                                 processor=proc.name, date=day.isoformat()) from exc
+        return report
+
+    # ------------------------------------------------------------------ upstream status
+    def upstream_status(self, proc: Processor, day: date) -> CheckResult:
+        started = time.perf_counter()
+        ups = self.pipeline.cross_phase_upstreams(proc)
+        needed: dict[str, list[date]] = {}
+        for u in ups:
+            start, end = day.__class__.fromordinal(day.toordinal() - u.lookback_days), day
+            needed[u.processor] = self.pipeline.calendar.expected_dates(start, end) or [day]
+        all_dates = sorted({d for ds in needed.values() for d in ds})
+        states = self.tracker.partitions(needed.keys(), all_dates) if needed else {}
+        now = self.tracker.clock()
+        bad: dict[str, list[tuple[str, Partition]]] = {}
+        for name, dates in needed.items():
+            for d in dates:
+                st = states[(name, d.isoformat())]
+                reason = _bad_state(st, now, is_run_date=(d == day))
+                if reason:
+                    bad.setdefault(name, []).append((reason, st))
+        elapsed = time.perf_counter() - started
+        label = ", ".join(needed) or "(none)"
+        if not bad:
+            return CheckResult(UPSTREAM_FAILURE, label, True, elapsed, 0, f"{len(all_dates)} date(s) of {label} succeeded")
+        name, items = next(iter(bad.items()))
+        dates = sorted(st.data_date for _, st in items)
+        upstream = self.pipeline.processor(name)
+        first_error = next((st.error for _, st in items if st.error), "")
+        states_txt = sorted({reason for reason, _ in items})
+        title = self.pipeline.phase(proc.phase).title
+        resolution = (
+            f"fix {name} and re-run it: "
+            + "; ".join(f"cascade trigger --date {d} --phase {upstream.phase} --processor {name} --skip-downstream-trigger" for d in dates[:5])
+            + ("; ..." if len(dates) > 5 else "")
+            + f"; then re-trigger: cascade trigger --date {day.isoformat()} --phase {proc.phase}")
+        blocked = Blocked(
+            check=UPSTREAM_FAILURE, upstream=name, dates=dates,
+            detail=(f"{title} BLOCKED: Upstream Failure — upstream processor {name} is {'/'.join(states_txt)} "
+                    f"for {dates}" + (f" ({first_error[:200]})" if first_error else "")),
+            resolution=resolution)
+        return CheckResult(UPSTREAM_FAILURE, label, False, elapsed, 0, blocked.detail, blocked)
+
+    # ------------------------------------------------------------------ lookback gaps
+    def lookback_gaps(self, proc: Processor, day: date) -> list[CheckResult]:
+        results = []
+        for u in self.pipeline.cross_phase_upstreams(proc):
+            if u.lookback_days <= 0:
+                continue
+            started = time.perf_counter()
+            table = self.pipeline.processor(u.processor).output
+            start = day.fromordinal(day.toordinal() - u.lookback_days)
+            expected = self.pipeline.calendar.expected_dates(start, day)
+            present = self.warehouse.present_dates(table, start, day) if expected else set()
+            missing = [d for d in expected if d not in present]
+            elapsed = time.perf_counter() - started
+            table_id = f"{self.pipeline.dataset_id(table.dataset)}.{table.name}"
+            if not missing:
+                results.append(CheckResult(DATA_GAPS, table_id, True, elapsed, 1,
+                                           f"{len(expected)} expected date(s) {start}..{day} present in {table_id}"))
+                continue
+            up_phase = self.pipeline.processor(u.processor).phase
+            title = self.pipeline.phase(proc.phase).title
+            blocked = Blocked(
+                check=DATA_GAPS, upstream=table_id, dates=iso(missing),
+                detail=f"{title} BLOCKED: Data Gaps — missing dates {iso(missing)} in {table_id}",
+                resolution=(f"backfill those dates first: cascade backfill --start {missing[0]} --end {missing[-1]} "
+                            f"--phase {up_phase} --skip-downstream-trigger; then re-run this phase from the first gap: "
+                            f"cascade backfill --start {missing[0]} --end {day} --phase {proc.phase}"))
+            results.append(CheckResult(DATA_GAPS, table_id, False, elapsed, 1, blocked.detail, blocked))
+        return results
+
+
+def _bad_state(st: Partition, now, is_run_date: bool) -> str:
+    if st.status in (FAILED, BLOCKED):
+        return st.status
+    if st.status == RUNNING and not st.lease_alive(now):
+        return "running with an expired lease (crashed)"
+    if st.status == RUNNING:
+        return "still running"
+    if st.status == "missing" and is_run_date:
+        return "missing"
+    return ""

@@ -1,0 +1,174 @@
+"""Day-to-day commands: describe, trigger, status, wait, history, rejected."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..errors import CascadeError
+from ..messages import Trigger, new_correlation_id
+from ._common import app, bool_arg, date_arg, handle_cascade_error, now, print_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("describe", help="print the pipeline definition (phases, processors, tables, topics)",
+                       description="Print the pipeline definition: phases, processors, fully qualified output "
+                                   "tables and MERGE keys, upstreams, lookbacks, topics and the calendar.")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_describe)
+
+    p = sub.add_parser("trigger", help="publish a trigger message for a date",
+                       description="Publish a trigger for --date to a phase's topic (the same JSON message any "
+                                   "Pub/Sub client can publish to $CASCADE_TRIGGER_TOPIC).")
+    p.add_argument("--date", type=date_arg, help="YYYY-MM-DD (default: yesterday in the pipeline's time zone)")
+    p.add_argument("--phase", type=int, help="phase to trigger (default: the first phase)")
+    p.add_argument("--processor", action="append", default=[], help="only this processor (repeatable)")
+    p.add_argument("--skip-downstream-trigger", action="store_true", help="run the phase but do not cascade")
+    p.add_argument("--mode", choices=["daily", "backfill"], default="daily")
+    p.add_argument("--strict-mode", type=bool_arg, default=True, metavar="true|false",
+                   help="run the defensive checks (default true; backfill mode skips them)")
+    p.add_argument("--generation", type=int, default=0, help="generation (see `cascade rerun`)")
+    p.add_argument("--json", action="store_true", help="print the published message as JSON")
+    p.set_defaults(func=_trigger)
+
+    p = sub.add_parser("status", help="show each phase and processor for a date",
+                       description="Show each phase and processor for --date: status, record count, duration, "
+                                   "run id, and whether the next phase was triggered.")
+    p.add_argument("--date", type=date_arg, required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_status)
+
+    p = sub.add_parser("wait", help="wait until a phase completes for a date (exit 0/1/2)",
+                       description="Wait on Firestore state until --phase is complete for --date. Exit 0 when "
+                                   "complete (or the date has no games), 1 when it or an earlier phase failed or "
+                                   "was blocked, 2 on timeout.")
+    p.add_argument("--date", type=date_arg, required=True)
+    p.add_argument("--phase", type=int, required=True)
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds (default 300)")
+    p.set_defaults(func=_wait)
+
+    p = sub.add_parser("history", help="run history of a processor and/or date",
+                       description="List recorded runs (newest first), with status, timings, counts and errors.")
+    p.add_argument("--date", type=date_arg)
+    p.add_argument("--processor")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_history)
+
+    p = sub.add_parser("rejected", help="messages refused as invalid, with their reason and payload")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_rejected)
+
+
+def _describe(args: argparse.Namespace) -> int:
+    from ..pipeline import load
+    import os
+
+    project = os.environ.get("CASCADE_PROJECT", "cascade-local")
+    d = load().describe(project)
+    if args.json:
+        print_json(d)
+        return 0
+    print(f"pipeline {d['pipeline']}: {d['description']}  (definition: {d['definition']})")
+    cal = d["calendar"]
+    print(f"calendar: time zone {cal['timezone']}; seasons "
+          + ", ".join(f"{s['name']} {s['start']}..{s['end']}" for s in cal["seasons"])
+          + f"; {len(cal['no_game'])} no-game dates")
+    print(f"raw bucket: gs://{d['raw_bucket']}")
+    for ph in d["phases"]:
+        nxt = f" -> phase {ph['next']}" if ph["next"] else ""
+        print(f"\nphase {ph['number']} {ph['title']}{nxt}\n  topic {ph['topic']}  (dead letters {ph['dead_letter_topic']})")
+        for p in ph["processors"]:
+            ups = ", ".join(u["processor"] + (f" (lookback {u['lookback_days']} d)" if u["lookback_days"] else "")
+                            for u in p["upstreams"]) or "-"
+            print(f"  {p['name']:<28} -> {p['output_table']}  keys ({p['date_column']}, {', '.join(p['keys'])})")
+            print(f"  {'':<28}    upstreams: {ups}")
+    return 0
+
+
+def _trigger(args: argparse.Namespace) -> int:
+    a = app()
+    try:
+        phase = args.phase or a.pipeline.phases[0].number
+        a.pipeline.phase(phase)
+        for name in args.processor:
+            if a.pipeline.processor(name).phase != phase:
+                return handle_cascade_error(CascadeError(f"processor {name} is in phase "
+                                                         f"{a.pipeline.processor(name).phase}, not {phase}"))
+    except CascadeError as exc:
+        return handle_cascade_error(exc)
+    day = args.date or a.pipeline.calendar.yesterday(now())
+    trig = Trigger(pipeline=a.pipeline.name, phase=phase, data_date=day, processors=tuple(args.processor),
+                   mode=args.mode, strict_mode=args.strict_mode, skip_downstream_trigger=args.skip_downstream_trigger,
+                   correlation_id=new_correlation_id(), generation=args.generation)
+    topic = a.pipeline.topic(phase)
+    message_id = a.publisher.publish(topic, trig.to_json(), trig.attributes())
+    if args.json:
+        print_json({"topic": topic, "message_id": message_id, "message": trig.to_dict()})
+    else:
+        print(f"published trigger for {day} to {topic} (message {message_id}); follow it with: "
+              f"cascade status --date {day}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from ..status import date_status
+
+    st = date_status(app(), args.date)
+    if args.json:
+        print(json.dumps(st, default=str))
+        return 0
+    print_status(st)
+    return 0
+
+
+def print_status(st: dict) -> None:
+    print(f"date {st['date']}" + (f"  ({st['note']})" if st.get("note") else ""))
+    for n, ph in st["phases"].items():
+        nxt = ""
+        if ph["next_phase"]:
+            nxt = f"  -> phase {ph['next_phase']} {'triggered' if ph['triggered_next'] else 'not triggered'}"
+        print(f"phase {n} {ph['name']:<11} {ph['status'].upper():<9} generation {ph['generation']}{nxt}")
+        for name, p in ph["processors"].items():
+            rc = "-" if p["record_count"] is None else p["record_count"]
+            dur = "-" if p["duration_s"] is None else f"{p['duration_s']:.2f}s"
+            print(f"   {name:<28} {p['status']:<8} rows {rc!s:>5}  {dur:>7}  {p['run_id'] or ''}")
+            if p.get("error") and p["status"] != "success":
+                print(f"   {'':<28} {p['error'][:300]}")
+
+
+def _wait(args: argparse.Namespace) -> int:
+    from ..status import wait_for_phase
+
+    a = app()
+    try:
+        a.pipeline.phase(args.phase)
+    except CascadeError as exc:
+        return handle_cascade_error(exc)
+    result = wait_for_phase(a, args.date, args.phase, args.timeout)
+    print(f"{args.date}: {result.reason}")
+    if result.code:
+        print_status(result.status)
+    return result.code
+
+
+def _history(args: argparse.Namespace) -> int:
+    runs = app().tracker.runs(processor=args.processor, day=args.date, limit=args.limit)
+    if args.json:
+        print(json.dumps(runs, default=str))
+        return 0
+    for r in runs:
+        print(f"{str(r.get('started_at'))[:19]}  {r.get('processor'):<28} {r.get('data_date')} g{r.get('generation')} "
+              f"{r.get('status'):<8} rows {r.get('record_count')!s:>5}  {r.get('duration_s')}s  {r.get('run_id')}"
+              + (f"\n      {r['error'][:200]}" if r.get("error") else ""))
+    return 0
+
+
+def _rejected(args: argparse.Namespace) -> int:
+    rows = app().tracker.rejected()
+    if args.json:
+        print(json.dumps(rows, default=str))
+        return 0
+    for r in rows:
+        print(f"{str(r.get('rejected_at'))[:19]} phase {r.get('phase')}: {r.get('reason')}\n      data: {r.get('data')[:200]}")
+    return 0

@@ -1,0 +1,463 @@
+"""Cascade local stack: owns starting/stopping the local emulators and phase-function processes.
+
+Every process is started in its own session / process group (``start_new_session=True``), logs to
+``STATE_DIR/logs/<name>.log`` and is recorded in ``STATE_DIR/pids/<name>.json`` together with its
+port and the start time of its leader (field 22 of ``/proc/<pid>/stat``).  Only groups whose recorded
+leader is verifiably the same process are ever signalled, so a stale pid file can never make
+:meth:`LocalStack.stop` kill an unrelated process.
+
+CLI: ``python -m shared.localstack start|stop|status --state-dir DIR [--project P]``; ``start``
+prints ``export KEY=VALUE`` lines for :meth:`Endpoints.as_env`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import requests
+
+HOST = "127.0.0.1"
+EMULATORS: tuple[str, ...] = ("pubsub", "firestore", "bigquery", "storage")
+READY_TIMEOUT = 60.0
+STOP_TIMEOUT = 10.0
+POLL_INTERVAL = 0.1
+DEFAULT_SDK_ROOT = Path("/usr/lib/google-cloud-sdk")
+BQ_LAUNCHER = Path(__file__).resolve().parents[1] / "emulators" / "bqemulator_offline.py"
+PREREQS_HINT = "run emulators/check-prereqs.sh for install instructions"
+_ENV_VARS = {  # Endpoints field -> environment variable
+    "project": "CASCADE_PROJECT",
+    "pubsub": "PUBSUB_EMULATOR_HOST",
+    "firestore": "FIRESTORE_EMULATOR_HOST",
+    "bigquery": "BIGQUERY_EMULATOR_HOST",
+    "storage": "STORAGE_EMULATOR_HOST",
+}
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_sdk_root_cache: Path | None = None
+
+
+class LocalStackError(RuntimeError):
+    """A local process could not be started, found or stopped."""
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Addresses of the four running emulators, in the forms their clients expect."""
+
+    project: str
+    pubsub: str  # "127.0.0.1:PORT"
+    firestore: str  # "127.0.0.1:PORT"
+    bigquery: str  # "http://127.0.0.1:PORT" (REST)
+    storage: str  # "http://127.0.0.1:PORT"
+
+    def as_env(self) -> dict[str, str]:
+        """Environment variables that point clients (and gcloud) at these emulators."""
+        env = {var: getattr(self, field) for field, var in _ENV_VARS.items()}
+        env["GOOGLE_CLOUD_PROJECT"] = env["CLOUDSDK_CORE_PROJECT"] = self.project
+        return env
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Endpoints:
+        """Inverse of :meth:`as_env`; raises LocalStackError naming every missing variable."""
+        missing = [var for var in _ENV_VARS.values() if not env.get(var)]
+        if missing:
+            raise LocalStackError(
+                f"missing environment variable(s) {', '.join(missing)}; start the emulators with "
+                "emulators/start.sh and eval its output"
+            )
+        return cls(**{field: env[var] for field, var in _ENV_VARS.items()})
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_in_use(port: int) -> bool:
+    """True if something listens on 127.0.0.1:*port* (the emulators hang instead of exiting then)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return True
+    return False
+
+
+def reset_firestore(endpoints: Endpoints) -> None:
+    """Delete every document in the Firestore emulator's default database."""
+    url = f"http://{endpoints.firestore}/emulator/v1/projects/{endpoints.project}/databases/(default)/documents"
+    with requests.Session() as session:
+        session.trust_env = False  # never route 127.0.0.1 through a proxy
+        session.delete(url, timeout=10).raise_for_status()
+
+
+def _http_ready(ready: Mapping[str, object]) -> bool:
+    """True if ready["url"] answers: status 200 (+ body ready["body"]), or any status < 500 if ready["any_status"]."""
+    try:
+        with requests.Session() as session:
+            session.trust_env = False
+            resp = session.get(str(ready["url"]), timeout=2)
+    except requests.RequestException:
+        return False
+    if ready.get("any_status"):
+        return resp.status_code < 500
+    return resp.status_code == 200 and (ready.get("body") is None or resp.text.strip() == ready["body"])
+
+
+def _proc_stat(pid: int) -> tuple[str, int, int, int] | None:
+    """(state, pgid, session id, start time in clock ticks) of *pid*, or None if it does not exist."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = data[data.rindex(")") + 2 :].split()  # fields[0] is field 3 (state) of proc(5)
+    return fields[0], int(fields[2]), int(fields[3]), int(fields[19])
+
+
+def _members(rec: Mapping[str, int]) -> list[int]:
+    """Live (non-zombie) processes of the group recorded in *rec*; [] if the group is not ours.
+
+    The group is ours if its leader still has the recorded start time. If the leader is gone, the
+    processes left in its session that started no earlier than it are still ours: the pid, and so
+    the session id, cannot be reused while that session has members.
+    """
+    pgid, started = int(rec["pid"]), int(rec["start_time"])
+    if pgid <= 1 or pgid == os.getpgrp():
+        return []
+    leader = _proc_stat(pgid)
+    if leader is not None and leader[3] != started:
+        return []  # the pid now belongs to someone else
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            st = _proc_stat(int(entry.name))
+            if st and st[1] == pgid and st[2] == pgid and st[3] >= started and st[0] != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def _log_tail(path: Path, lines: int = 25) -> str:
+    """The last *lines* lines of *path* (indented), for error messages."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(max(0, path.stat().st_size - 16384))
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return "  (no log)"
+    return "\n".join("  " + line for line in text.splitlines()[-lines:]) or "  (log is empty)"
+
+
+class LocalStack:
+    """Starts, tracks and stops local processes under one state directory."""
+
+    def __init__(self, state_dir: Path, project: str = "cascade-local", log: Callable[[str], object] = print):
+        self.state_dir = Path(state_dir).resolve()
+        self.project = project
+        self.log = log
+        self.pid_dir = self.state_dir / "pids"
+        self.log_dir = self.state_dir / "logs"
+        self.gcloud_config = self.state_dir / "gcloud-config"
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    # ---------------------------------------------------------------- public API
+
+    def start_emulators(self, ports: dict[str, int] | None = None) -> Endpoints:
+        """Start (or reuse) pubsub, firestore, bigquery and storage in parallel; wait until all answer.
+
+        ``ports`` maps emulator name -> port; missing names get free ports. A recorded emulator that is
+        alive, on the requested port and for this project is reused; anything else recorded is stopped.
+        """
+        ports = dict(ports or {})
+        if unknown := sorted(set(ports) - set(EMULATORS)):
+            raise LocalStackError(f"unknown emulator(s) {unknown}; expected some of {list(EMULATORS)}")
+        with self._locked(EMULATORS):
+            waiting: dict[str, dict] = {}
+            for name in EMULATORS:
+                rec = self._read(name)
+                if rec and rec.get("project") == self.project and ports.get(name, rec["port"]) == rec["port"] \
+                        and _members(rec):
+                    waiting[name] = rec
+                elif rec:
+                    self._terminate({name: rec})
+            used = {rec["port"] for rec in waiting.values()}
+            for name, port in ports.items():
+                if name not in waiting and (port in used or _port_in_use(port)):
+                    raise LocalStackError(f"cannot start {name}: port {HOST}:{port} is already in use")
+                used.add(port)
+            for name in (n for n in EMULATORS if n not in waiting):
+                port = ports.get(name) or self._pick_port(used)
+                argv, env, ready, extra = self._emulator_spec(name, port, used)
+                waiting[name] = self._launch(name, argv, env, self.state_dir, port, ready, extra)
+            self._wait_all(waiting, READY_TIMEOUT)
+        eps = self.endpoints()
+        assert eps is not None, "emulators are recorded and ready"
+        return eps
+
+    def start_process(
+        self, name: str, argv: list[str], env: dict[str, str], ready_url: str, cwd: Path | None = None,
+        timeout: float = 60,
+    ) -> None:
+        """Start (or reuse) one process, e.g. a functions-framework server, and wait for *ready_url*.
+
+        *env* is layered over os.environ. The process is ready once *ready_url* gives any HTTP answer
+        below 500. A recorded process that is alive with the same argv/env/cwd is reused; if those
+        differ it is stopped and started again.
+        """
+        if not _NAME_RE.match(name):
+            raise LocalStackError(f"invalid process name {name!r} (letters, digits, '_', '.', '-')")
+        port = urlparse(ready_url).port
+        if port is None:
+            raise LocalStackError(f"ready_url {ready_url!r} for {name} must include a port")
+        fingerprint = hashlib.sha256(json.dumps([argv, env, str(cwd)], sort_keys=True).encode()).hexdigest()
+        with self._locked([name]):
+            rec = self._read(name)
+            if not (rec and rec.get("fingerprint") == fingerprint and _members(rec)):
+                if rec:
+                    self._terminate({name: rec})
+                if _port_in_use(port):
+                    raise LocalStackError(f"cannot start {name}: port {HOST}:{port} is already in use")
+                ready = {"url": ready_url, "any_status": True}
+                rec = self._launch(name, argv, {**os.environ, "CLOUDSDK_CONFIG": str(self.gcloud_config), **env},
+                                   cwd, port, ready, {"fingerprint": fingerprint})
+            self._wait_all({name: rec}, timeout)
+
+    def stop(self, names: list[str] | None = None) -> list[str]:
+        """Stop the recorded process groups *names* (default: all); returns the names actually stopped.
+
+        SIGTERM to each verified group, up to STOP_TIMEOUT s grace, then SIGKILL. Pid files are removed
+        either way; a group whose leader is no longer the recorded process is never signalled.
+        """
+        if names is None:
+            names = sorted(p.stem for p in self.pid_dir.glob("*.json")) if self.pid_dir.is_dir() else []
+        with self._locked(names):
+            recs = {name: rec for name in names if (rec := self._read(name)) is not None}
+            return self._terminate(recs)
+
+    def running(self) -> dict[str, dict]:
+        """name -> {"pid", "port", "alive"} for every recorded process."""
+        out: dict[str, dict] = {}
+        for path in sorted(self.pid_dir.glob("*.json")) if self.pid_dir.is_dir() else []:
+            if rec := self._read(path.stem):
+                out[path.stem] = {"pid": rec["pid"], "port": rec["port"], "alive": bool(_members(rec))}
+        return out
+
+    def endpoints(self) -> Endpoints | None:
+        """Endpoints of the recorded emulators, or None unless all four are recorded and alive."""
+        recs = {name: self._read(name) for name in EMULATORS}
+        if not all(rec and _members(rec) for rec in recs.values()):
+            return None
+        port = {name: rec["port"] for name, rec in recs.items() if rec}
+        project = str(recs["bigquery"]["project"]) if recs["bigquery"] else self.project
+        return Endpoints(project, f"{HOST}:{port['pubsub']}", f"{HOST}:{port['firestore']}",
+                         f"http://{HOST}:{port['bigquery']}", f"http://{HOST}:{port['storage']}")
+
+    # ---------------------------------------------------------------- internals
+
+    @contextlib.contextmanager
+    def _locked(self, names: Iterable[str]) -> Iterator[None]:
+        """Hold an exclusive flock per name so concurrent starts/stops of one name serialize."""
+        self.pid_dir.mkdir(parents=True, exist_ok=True)
+        with contextlib.ExitStack() as stack:
+            for name in sorted(set(names)):
+                fh = stack.enter_context((self.pid_dir / f"{name}.lock").open("a"))
+                fcntl.flock(fh, fcntl.LOCK_EX)
+            yield
+
+    def _read(self, name: str) -> dict | None:
+        path = self.pid_dir / f"{name}.json"
+        try:
+            rec = json.loads(path.read_text())
+            int(rec["pid"]), int(rec["start_time"]), int(rec["port"])
+            return rec
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError):
+            self.log(f"localstack: removing unreadable pid file {path}")
+            path.unlink(missing_ok=True)
+            return None
+
+    def _pick_port(self, used: set[int]) -> int:
+        while (port := free_port()) in used:
+            pass
+        used.add(port)
+        return port
+
+    def _sdk_root(self) -> Path:
+        global _sdk_root_cache
+        if _sdk_root_cache is None:
+            _sdk_root_cache = DEFAULT_SDK_ROOT
+            if gcloud := shutil.which("gcloud"):
+                try:
+                    out = subprocess.run([gcloud, "info", "--format=value(installation.sdk_root)"],
+                                         env={**os.environ, "CLOUDSDK_CONFIG": str(self.gcloud_config)},
+                                         capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+                    _sdk_root_cache = Path(out) if out else DEFAULT_SDK_ROOT
+                except (OSError, subprocess.SubprocessError):
+                    pass
+        return _sdk_root_cache
+
+    def _emulator_spec(self, name: str, port: int, used: set[int]) -> tuple[list[str], dict[str, str], dict, dict]:
+        """(argv, env, readiness check, extra record fields) for one emulator on *port*."""
+        env = {**os.environ, "CLOUDSDK_CONFIG": str(self.gcloud_config)}
+        base = f"http://{HOST}:{port}"
+        extra: dict = {"project": self.project, "label": f"{name} emulator"}
+        if name in ("pubsub", "firestore"):
+            if shutil.which("java") is None:
+                raise LocalStackError(f"java is not on PATH (needed by the {name} emulator); {PREREQS_HINT}")
+            sdk = self._sdk_root()
+            if name == "pubsub":
+                exe = sdk / "platform/pubsub-emulator/bin/cloud-pubsub-emulator"
+                argv = [str(exe), f"--host={HOST}", f"--port={port}"]
+            else:
+                exe = sdk / "platform/cloud-firestore-emulator/cloud_firestore_emulator"
+                argv = [str(exe), "start", f"--host={HOST}", f"--port={port}"]
+            if not exe.exists():
+                raise LocalStackError(f"{exe} not found (gcloud component missing); {PREREQS_HINT}")
+            return argv, env, {"url": base + "/", "body": "Ok"}, extra
+        if name == "bigquery":
+            extra["grpc_port"] = self._pick_port(used)
+            env["BQEMU_ENABLE_FORMAT_EXTENSIONS"] = "false"
+            argv = [sys.executable, str(BQ_LAUNCHER), "start", "--project", self.project,
+                    "--rest-port", str(port), "--grpc-port", str(extra["grpc_port"])]
+            return argv, env, {"url": f"{base}/bigquery/v2/projects/{self.project}/datasets"}, extra
+        exe = Path(sys.executable).parent / "gcp-storage-emulator"
+        if not exe.exists():
+            raise LocalStackError(f"{exe} not found; install requirements.txt into the venv")
+        argv = [str(exe), "start", f"--host={HOST}", f"--port={port}", "--in-memory"]
+        return argv, env, {"url": f"{base}/storage/v1/b?project={self.project}"}, extra
+
+    def _launch(self, name: str, argv: list[str], env: Mapping[str, str], cwd: Path | None, port: int,
+                ready: dict, extra: dict) -> dict:
+        """Popen *argv* in a new session with output to logs/<name>.log and record it in pids/<name>.json."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.gcloud_config.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{name}.log"
+        with log_path.open("ab") as fh:
+            fh.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {shlex.join(argv)}\n".encode())
+            fh.flush()
+            try:
+                proc = subprocess.Popen(argv, env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL, stdout=fh,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+            except OSError as exc:
+                raise LocalStackError(f"cannot start {name} ({shlex.join(argv)}): {exc}") from exc
+        stat = _proc_stat(proc.pid)
+        assert stat is not None, "our unreaped child must exist"
+        self._children[proc.pid] = proc
+        rec = {"name": name, "pid": proc.pid, "start_time": stat[3], "port": port, "argv": argv,
+               "cwd": str(cwd) if cwd else None, "log": str(log_path), "ready": ready, **extra}
+        tmp = self.pid_dir / f".{name}.json.tmp"
+        tmp.write_text(json.dumps(rec, indent=2))
+        tmp.replace(self.pid_dir / f"{name}.json")
+        rec["_launched"] = time.monotonic()
+        return rec
+
+    def _wait_ready(self, rec: dict, timeout: float) -> None:
+        name, port = rec.get("label", rec["name"]), rec["port"]
+        deadline = time.monotonic() + timeout
+        while not _http_ready(rec["ready"]):
+            if not _members(rec):
+                proc = self._children.get(rec["pid"])
+                code = f" with exit code {proc.poll()}" if proc and proc.poll() is not None else ""
+                raise LocalStackError(f"{name} exited{code} before becoming ready on {HOST}:{port}; "
+                                      f"last log lines ({rec['log']}):\n{_log_tail(Path(rec['log']))}")
+            if time.monotonic() > deadline:
+                raise LocalStackError(f"{name} did not become ready on {HOST}:{port} within {timeout:g} s; "
+                                      f"last log lines ({rec['log']}):\n{_log_tail(Path(rec['log']))}")
+            time.sleep(POLL_INTERVAL)
+        if "_launched" in rec:
+            self.log(f"localstack: {name} ready on {HOST}:{port} (pid {rec['pid']}) after "
+                     f"{time.monotonic() - rec['_launched']:.1f} s")
+        else:
+            self.log(f"localstack: reusing {name} on {HOST}:{port} (pid {rec['pid']})")
+
+    def _wait_all(self, recs: dict[str, dict], timeout: float) -> None:
+        """Wait for all *recs* in parallel; stop the ones that fail and raise one combined error."""
+        with ThreadPoolExecutor(max_workers=max(1, len(recs))) as pool:
+            futures = {name: pool.submit(self._wait_ready, rec, timeout) for name, rec in recs.items()}
+        failed = {name: fut.exception() for name, fut in futures.items() if fut.exception() is not None}
+        if failed:
+            self._terminate({name: recs[name] for name in failed})
+            raise LocalStackError("\n".join(str(exc) for exc in failed.values()))
+
+    def _terminate(self, recs: dict[str, dict]) -> list[str]:
+        """SIGTERM the verified groups in *recs*, SIGKILL after STOP_TIMEOUT; remove their pid files."""
+        live = {name: rec for name, rec in recs.items() if _members(rec)}
+        for name, rec in live.items():
+            self.log(f"localstack: stopping {name} (pid {rec['pid']}, port {rec['port']})")
+            self._signal(rec, signal.SIGTERM)
+        deadline, killed = time.monotonic() + STOP_TIMEOUT, False
+        while left := [name for name, rec in live.items() if _members(rec)]:
+            if time.monotonic() > deadline:
+                if killed:
+                    self.log(f"localstack: WARNING {', '.join(left)} survived SIGKILL")
+                    break
+                self.log(f"localstack: {', '.join(left)} ignored SIGTERM for {STOP_TIMEOUT:g} s; sending SIGKILL")
+                for name in left:
+                    self._signal(live[name], signal.SIGKILL)
+                deadline, killed = time.monotonic() + 5, True
+            self._reap()
+            time.sleep(0.05)
+        for name in recs:
+            (self.pid_dir / f"{name}.json").unlink(missing_ok=True)
+        self._reap()
+        return sorted(live)
+
+    def _signal(self, rec: Mapping[str, int], sig: signal.Signals) -> None:
+        if _members(rec):  # re-verify right before signalling
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(int(rec["pid"]), sig)
+
+    def _reap(self) -> None:
+        """Collect exit statuses of our own finished children so they do not linger as zombies."""
+        for pid, proc in list(self._children.items()):
+            if proc.poll() is not None:
+                del self._children[pid]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point: start | stop | status."""
+    parser = argparse.ArgumentParser(prog="python -m shared.localstack", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["start", "stop", "status"])
+    parser.add_argument("--state-dir", type=Path, default=Path(os.environ.get("CASCADE_STATE_DIR", ".cascade")))
+    parser.add_argument("--project", default="cascade-local")
+    args = parser.parse_args(argv)
+    stack = LocalStack(args.state_dir, project=args.project, log=lambda msg: print(msg, file=sys.stderr))
+    try:
+        if args.command == "start":
+            for key, value in stack.start_emulators().as_env().items():
+                print(f"export {key}={shlex.quote(value)}")
+        elif args.command == "stop":
+            stopped = stack.stop()
+            print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}", file=sys.stderr)
+        else:
+            for name, info in stack.running().items():
+                print(f"{name}: pid={info['pid']} port={info['port']} {'alive' if info['alive'] else 'DEAD'}")
+            return 0 if stack.endpoints() else 1
+    except LocalStackError as exc:
+        print(f"localstack: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

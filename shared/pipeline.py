@@ -1,0 +1,362 @@
+"""The pipeline definition: the single source of truth for a pipeline's shape.
+
+Owns phases, processors, output tables (schema, date column, MERGE keys, critical columns),
+upstreams and lookbacks, intra-phase dependencies, the calendar, and every resource name derived
+from them (datasets, tables, topics, subscriptions, Firestore collections). The functions, the CLI,
+provisioning, the Terraform inputs and the docs all derive from a ``Pipeline``; nothing else
+declares a table or a topic.
+
+A ``namespace`` prefixes every resource name so that several instances of one definition (tests,
+developers) can share a project or an emulator without seeing each other.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, replace
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from .calendar import Calendar
+from .errors import DefinitionError, UnknownProcessorError
+
+DEFAULT_DEFINITION = Path(__file__).resolve().parent.parent / "pipelines" / "nba.yaml"
+
+# BigQuery column types a definition may use.
+_COLUMN_TYPES = {"DATE", "STRING", "INT64", "FLOAT64", "BOOL", "TIMESTAMP", "NUMERIC"}
+# Columns every output table gets, written by the framework on each MERGE (lineage).
+FRAMEWORK_COLUMNS = {"_run_id": "STRING", "_processed_at": "TIMESTAMP"}
+# `{dataset.table}` placeholders in processor SQL; resolved only against declared tables.
+_PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9_]*)\.([a-z][a-z0-9_]*)\}")
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Table:
+    """An output table: ``dataset.name``, partitioned by ``date_column``, MERGEd on ``keys``."""
+
+    dataset: str
+    name: str
+    date_column: str
+    keys: tuple[str, ...]
+    columns: tuple[tuple[str, str], ...]
+    critical: tuple[str, ...] = ()
+
+    @property
+    def logical(self) -> str:
+        return f"{self.dataset}.{self.name}"
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c for c, _ in self.columns]
+
+    @property
+    def merge_keys(self) -> tuple[str, ...]:
+        """The declared keys plus the date column: a MERGE only ever touches one date partition."""
+        return (self.date_column, *[k for k in self.keys if k != self.date_column])
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """An input of a processor: another processor's output, for the same date or a lookback window.
+
+    ``lookback_days`` 30 on 2025-01-31 means the window 2025-01-01..2025-01-31 (inclusive).
+    """
+
+    processor: str
+    lookback_days: int = 0
+
+
+@dataclass(frozen=True)
+class Processor:
+    """One unit of work of a phase for one date: reads upstreams, MERGEs its output table."""
+
+    name: str
+    phase: int
+    description: str
+    output: Table
+    upstreams: tuple[Upstream, ...] = ()
+    sql: str | None = None
+    source: dict[str, Any] | None = None
+
+    @property
+    def lookback_days(self) -> int:
+        return max((u.lookback_days for u in self.upstreams), default=0)
+
+    def window(self, day: date) -> tuple[date, date]:
+        """The dates this processor reads for ``day`` (inclusive on both sides)."""
+        return day - timedelta(days=self.lookback_days), day
+
+
+@dataclass(frozen=True)
+class Phase:
+    number: int
+    name: str
+    title: str
+    next: int | None = None
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A validated pipeline definition, optionally bound to a namespace."""
+
+    name: str
+    description: str
+    calendar: Calendar
+    phases: tuple[Phase, ...]
+    processors: tuple[Processor, ...]
+    raw_bucket: str = ""
+    namespace: str = ""
+    source_path: str = ""
+
+    # ------------------------------------------------------------------ naming
+    def with_namespace(self, namespace: str) -> "Pipeline":
+        """A copy whose resource names carry ``namespace`` (``""`` = none)."""
+        if namespace and not re.fullmatch(r"[a-z][a-z0-9]{0,19}", namespace):
+            raise DefinitionError(f"namespace {namespace!r} must be 1-20 lowercase letters/digits, starting with a letter")
+        return replace(self, namespace=namespace)
+
+    def dataset_id(self, dataset: str) -> str:
+        return f"{self.namespace}_{dataset}" if self.namespace else dataset
+
+    def datasets(self) -> list[str]:
+        """Dataset ids (namespaced) of every output table, plus the ops dataset."""
+        return sorted({self.dataset_id(p.output.dataset) for p in self.processors})
+
+    def table_id(self, project: str, table: Table) -> str:
+        return f"{project}.{self.dataset_id(table.dataset)}.{table.name}"
+
+    def _prefix(self) -> str:
+        return f"{self.namespace}-" if self.namespace else ""
+
+    def topic(self, phase: int) -> str:
+        """The trigger topic of ``phase``: users' triggers and the previous phase's completions."""
+        p = self.phase(phase)
+        return f"{self._prefix()}{self.name}-phase{p.number}-{p.name}"
+
+    def function_name(self, phase: int) -> str:
+        """Folder of the phase's function under ``functions/`` (and its deployed name's stem)."""
+        p = self.phase(phase)
+        return f"phase{p.number}_{p.name}"
+
+    def dead_letter_topic(self, phase: int) -> str:
+        return f"{self.topic(phase)}-dlq"
+
+    def push_subscription(self, phase: int) -> str:
+        return f"{self.topic(phase)}-push"
+
+    def dead_letter_subscription(self, phase: int) -> str:
+        return f"{self.dead_letter_topic(phase)}-sub"
+
+    def collection(self, kind: str) -> str:
+        """Firestore collection of ``kind`` (partitions, runs, triggers, phases, rejected, leases)."""
+        return f"cascade_{self.namespace or 'default'}_{self.name}_{kind}"
+
+    def bucket(self, project: str) -> str:
+        return f"{project}-{self._prefix()}{self.raw_bucket}".lower()
+
+    # ------------------------------------------------------------------ lookup
+    def phase(self, number: int) -> Phase:
+        for p in self.phases:
+            if p.number == number:
+                return p
+        raise UnknownProcessorError(
+            f"pipeline {self.name!r} has no phase {number}; phases are {[p.number for p in self.phases]}",
+            phase=number)
+
+    def processor(self, name: str) -> Processor:
+        for p in self.processors:
+            if p.name == name:
+                return p
+        raise UnknownProcessorError(
+            f"pipeline {self.name!r} has no processor {name!r}; see `cascade describe`", processor=name)
+
+    def processors_of(self, phase: int) -> list[Processor]:
+        """Processors of ``phase`` in dependency order (intra-phase upstreams first, then by name)."""
+        members = {p.name: p for p in self.processors if p.phase == phase}
+        ordered: list[Processor] = []
+        done: set[str] = set()
+        while len(ordered) < len(members):
+            ready = sorted(n for n, p in members.items() if n not in done
+                           and all(u.processor in done or u.processor not in members for u in p.upstreams))
+            if not ready:
+                raise DefinitionError(f"phase {phase} has an intra-phase dependency cycle among {sorted(set(members) - done)}")
+            for n in ready:
+                ordered.append(members[n])
+                done.add(n)
+        return ordered
+
+    def intra_phase_upstreams(self, proc: Processor) -> list[str]:
+        return [u.processor for u in proc.upstreams if self.processor(u.processor).phase == proc.phase]
+
+    def cross_phase_upstreams(self, proc: Processor) -> list[Upstream]:
+        return [u for u in proc.upstreams if self.processor(u.processor).phase != proc.phase]
+
+    def downstream_phases(self, phase: int) -> list[int]:
+        """``phase`` and every phase its completion cascades to, in order (3 -> [3, 4])."""
+        chain = [phase]
+        nxt = self.phase(phase).next
+        while nxt is not None and nxt not in chain:
+            chain.append(nxt)
+            nxt = self.phase(nxt).next
+        return chain
+
+    def render_sql(self, proc: Processor, project: str) -> str:
+        """The processor's SELECT with ``{dataset.table}`` placeholders replaced by declared table ids."""
+        if proc.sql is None:
+            raise DefinitionError(f"processor {proc.name} has no sql")
+        tables = {p.output.logical: p.output for p in self.processors}
+
+        def sub(m: re.Match[str]) -> str:
+            return f"`{self.table_id(project, tables[m.group(1) + '.' + m.group(2)])}`"
+
+        return _PLACEHOLDER.sub(sub, proc.sql)
+
+    # ------------------------------------------------------------------ export
+    def describe(self, project: str) -> dict[str, Any]:
+        """Everything a person, the CLI or Terraform needs to know about the pipeline, as plain data."""
+        return {
+            "pipeline": self.name,
+            "description": self.description,
+            "namespace": self.namespace,
+            "definition": self.source_path,
+            "calendar": self.calendar.to_dict(),
+            "raw_bucket": self.bucket(project),
+            "datasets": self.datasets(),
+            "phases": [
+                {
+                    "number": ph.number, "name": ph.name, "title": ph.title, "next": ph.next,
+                    "topic": self.topic(ph.number),
+                    "dead_letter_topic": self.dead_letter_topic(ph.number),
+                    "push_subscription": self.push_subscription(ph.number),
+                    "processors": [
+                        {
+                            "name": p.name,
+                            "description": p.description,
+                            "kind": "gcs_json_load" if p.source else "sql",
+                            "output_table": self.table_id(project, p.output),
+                            "date_column": p.output.date_column,
+                            "keys": list(p.output.keys),
+                            "critical_columns": list(p.output.critical),
+                            "columns": [{"name": c, "type": t} for c, t in p.output.columns],
+                            "upstreams": [{"processor": u.processor, "lookback_days": u.lookback_days} for u in p.upstreams],
+                            "lookback_days": p.lookback_days,
+                            "source": p.source,
+                        }
+                        for p in self.processors_of(ph.number)
+                    ],
+                }
+                for ph in self.phases
+            ],
+        }
+
+
+# ---------------------------------------------------------------------- loading
+def load(path: str | os.PathLike[str] | None = None, namespace: str | None = None) -> Pipeline:
+    """Load and validate a definition (default: ``$CASCADE_PIPELINE_FILE`` or the reference NBA one).
+
+    ``namespace`` defaults to ``$CASCADE_NAMESPACE``.
+    """
+    file = Path(path or os.environ.get("CASCADE_PIPELINE_FILE") or DEFAULT_DEFINITION)
+    try:
+        raw = yaml.safe_load(file.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise DefinitionError(f"cannot read pipeline definition {file}: {exc}") from exc
+    pipeline = from_dict(raw, source_path=str(file))
+    ns = os.environ.get("CASCADE_NAMESPACE", "") if namespace is None else namespace
+    return pipeline.with_namespace(ns)
+
+
+def from_dict(raw: dict[str, Any], source_path: str = "") -> Pipeline:
+    """Build a ``Pipeline`` from plain data, raising ``DefinitionError`` naming the first problem."""
+    try:
+        phases = tuple(Phase(int(p["number"]), str(p["name"]), str(p.get("title", p["name"]).title()),
+                             int(p["next"]) if p.get("next") is not None else None) for p in raw["phases"])
+        processors = tuple(_processor(p) for p in raw["processors"])
+        pipeline = Pipeline(name=str(raw["pipeline"]), description=str(raw.get("description", "")),
+                            calendar=Calendar.from_dict(raw["calendar"]), phases=phases,
+                            processors=processors, raw_bucket=str(raw.get("raw_bucket", "raw")),
+                            source_path=source_path)
+    except DefinitionError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DefinitionError(f"invalid pipeline definition {source_path}: {type(exc).__name__}: {exc}") from exc
+    _validate(pipeline)
+    return pipeline
+
+
+def _processor(raw: dict[str, Any]) -> Processor:
+    out = raw["output"]
+    dataset, _, table = str(out["table"]).partition(".")
+    columns = tuple((str(c), str(t).upper()) for c, t in out["columns"].items())
+    upstreams = tuple(Upstream(u) if isinstance(u, str) else Upstream(str(u["processor"]), int(u.get("lookback_days", 0)))
+                      for u in raw.get("upstreams", []))
+    return Processor(
+        name=str(raw["name"]), phase=int(raw["phase"]), description=str(raw.get("description", "")).strip(),
+        output=Table(dataset=dataset, name=table, date_column=str(out["date_column"]),
+                     keys=tuple(out["keys"]), columns=columns, critical=tuple(out.get("critical", []))),
+        upstreams=upstreams, sql=raw.get("sql"), source=raw.get("source"))
+
+
+def _validate(p: Pipeline) -> None:
+    def fail(msg: str) -> None:
+        raise DefinitionError(f"pipeline {p.name!r}: {msg}")
+
+    numbers = [ph.number for ph in p.phases]
+    if len(set(numbers)) != len(numbers):
+        fail(f"duplicate phase numbers {numbers}")
+    for ph in p.phases:
+        if ph.next is not None and ph.next not in numbers:
+            fail(f"phase {ph.number} cascades to undeclared phase {ph.next}")
+    names = [pr.name for pr in p.processors]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        fail(f"duplicate processor names {dupes}")
+    tables = [pr.output.logical for pr in p.processors]
+    if len(set(tables)) != len(tables):
+        fail("two processors write the same output table")
+    for pr in p.processors:
+        where = f"processor {pr.name!r}"
+        if not _NAME.match(pr.name) or not _NAME.match(pr.output.dataset) or not _NAME.match(pr.output.name):
+            fail(f"{where}: names must be lowercase identifiers")
+        if pr.phase not in numbers:
+            fail(f"{where}: phase {pr.phase} is not declared")
+        cols = dict(pr.output.columns)
+        bad_types = {c: t for c, t in cols.items() if t not in _COLUMN_TYPES}
+        if bad_types:
+            fail(f"{where}: unsupported column types {bad_types}")
+        if cols.get(pr.output.date_column) != "DATE":
+            fail(f"{where}: date_column {pr.output.date_column!r} must be a DATE column")
+        for k in (*pr.output.keys, *pr.output.critical):
+            if k not in cols:
+                fail(f"{where}: key/critical column {k!r} is not a declared column")
+        if (pr.sql is None) == (pr.source is None):
+            fail(f"{where}: declare exactly one of `sql` or `source`")
+        for u in pr.upstreams:
+            if u.processor not in names:
+                fail(f"{where}: upstream {u.processor!r} is not a declared processor")
+            if next(x for x in p.processors if x.name == u.processor).phase > pr.phase:
+                fail(f"{where}: upstream {u.processor!r} is in a later phase")
+        if pr.sql:
+            for ds, tb in _PLACEHOLDER.findall(pr.sql):
+                if f"{ds}.{tb}" not in tables:
+                    fail(f"{where}: sql reads undeclared table {ds}.{tb}")
+    for ph in p.phases:
+        p.processors_of(ph.number)  # raises on cycles
+
+
+def upstream_map(pipeline: Pipeline) -> dict[str, list[str]]:
+    return {p.name: [u.processor for u in p.upstreams] for p in pipeline.processors}
+
+
+def all_columns(table: Table) -> list[tuple[str, str]]:
+    """The declared columns plus the framework's lineage columns."""
+    return [*table.columns, *FRAMEWORK_COLUMNS.items()]
+
+
+def names(items: Iterable[Processor]) -> list[str]:
+    return [p.name for p in items]

@@ -1,0 +1,35 @@
+"""The processor base: the interface every processor kind implements, and the kind registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, Protocol
+
+from ..pipeline import Pipeline, Processor
+from ..warehouse import Warehouse
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a processor may use while it runs one partition."""
+
+    pipeline: Pipeline
+    project: str
+    warehouse: Warehouse
+    storage: Any  # google.cloud.storage.Client, created lazily by the caller
+    run_id: str
+
+
+class Executor(Protocol):
+    def run(self, ctx: RunContext, proc: Processor, day: date) -> int:
+        """Produce and MERGE ``proc``'s rows for ``day``; return the number of rows affected."""
+
+
+def executor_for(proc: Processor) -> Executor:
+    from .gcs_load import GcsJsonLoad
+    from .sql_transform import SqlTransform
+
+    if proc.source is not None:
+        return GcsJsonLoad()
+    return SqlTransform()

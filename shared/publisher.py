@@ -1,0 +1,29 @@
+"""Publishing messages to Pub/Sub topics of the pipeline (triggers and completions)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import TransientError
+from . import faults
+
+
+class Publisher:
+    """Publishes to topics of one project and waits for the server's message id."""
+
+    def __init__(self, client: Any, project: str, timeout: float = 60.0) -> None:
+        self.client = client
+        self.project = project
+        self.timeout = timeout
+
+    def topic_path(self, topic: str) -> str:
+        return self.client.topic_path(self.project, topic)
+
+    def publish(self, topic: str, data: bytes, attributes: dict[str, str] | None = None) -> str:
+        """Publish and return the message id; a failure is a TransientError (the caller retries)."""
+        faults.maybe_fail("publish")
+        try:
+            future = self.client.publish(self.topic_path(topic), data, **(attributes or {}))
+            return str(future.result(timeout=self.timeout))
+        except Exception as exc:  # noqa: BLE001 - any publish failure is retried by redelivery
+            raise TransientError(f"publishing to {topic} failed: {exc}", topic=topic) from exc

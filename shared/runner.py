@@ -1,0 +1,294 @@
+"""Running one phase for one date: the heart of a phase function.
+
+``PhaseRunner.run(trigger)`` follows the seeds' runbook, in order:
+
+1. Pick the processors (the trigger's list, or all of the phase) in dependency order.
+2. A date the calendar expects no games on is recorded ``skipped`` and nothing cascades.
+3. For each processor: take the partition's lease (``done`` for this generation -> skip: dedupe on
+   the business key; ``busy`` -> another delivery runs it); in strict mode run the defensive checks
+   (a failure records ``blocked`` with reason + resolution, alerts once, and is acknowledged); run
+   the processor (one MERGE) while a heartbeat renews the lease; record success / failure.
+4. When every processor of the phase succeeded for this generation: claim the downstream trigger
+   (exactly one claimer), publish the completion to the next phase's topic, mark it published -
+   unless ``skip_downstream_trigger``.
+5. If anything failed transiently (or is still running elsewhere, or a claim is unpublished) raise
+   ``TransientError`` after recording, so Pub/Sub redelivers with backoff. Permanent failures are
+   recorded, alerted and acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from . import faults
+from .alerts import Alert
+from .app import App
+from .checks import Checks
+from .errors import LeaseLostError, TransientError, is_transient
+from .faults import InjectedCrash
+from .logs import get_logger, log
+from .messages import Completion, Trigger
+from .pipeline import Processor
+from .processors import RunContext, executor_for
+from .tracking import BLOCKED, FAILED, SKIPPED, SUCCESS, new_run_id
+
+logger = get_logger("runner")
+
+
+@dataclass
+class Outcome:
+    """What happened to one processor in this invocation."""
+
+    processor: str
+    status: str  # success, failed, blocked, skipped, done (already), busy, stale, lost
+    run_id: str = ""
+    record_count: int | None = None
+    error: str = ""
+    retry: bool = False
+    checks: dict[str, Any] | None = None
+
+
+@dataclass
+class PhaseResult:
+    trigger: Trigger
+    outcomes: list[Outcome] = field(default_factory=list)
+    complete: bool = False
+    downstream: str = ""  # published, already-claimed, skipped-by-request, none (last phase), ""
+
+    @property
+    def retry(self) -> bool:
+        return any(o.retry for o in self.outcomes)
+
+    def summary(self) -> dict[str, Any]:
+        return {"phase": self.trigger.phase, "date": self.trigger.data_date.isoformat(),
+                "generation": self.trigger.generation, "complete": self.complete, "downstream": self.downstream,
+                "processors": {o.processor: o.status for o in self.outcomes}}
+
+
+class _Heartbeat:
+    """Renews a partition's lease every third of the lease until stopped; notices a lost lease."""
+
+    def __init__(self, app: App, proc: str, day, run_id: str) -> None:
+        self.app, self.proc, self.day, self.run_id = app, proc, day, run_id
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name=f"heartbeat-{proc}")
+
+    def __enter__(self) -> "_Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.app.settings.heartbeat_seconds):
+            try:
+                if not self.app.tracker.heartbeat(self.proc, self.day, self.run_id):
+                    self.lost = True
+                    return
+            except Exception as exc:  # noqa: BLE001 - a missed heartbeat is retried on the next tick
+                log(logger, logging.WARNING, f"heartbeat failed: {exc}", processor=self.proc, run_id=self.run_id)
+
+
+class PhaseRunner:
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.pipeline = app.pipeline
+        self.tracker = app.tracker
+
+    # ------------------------------------------------------------------ entry
+    def run(self, trigger: Trigger, message_id: str | None = None) -> PhaseResult:
+        result = PhaseResult(trigger)
+        day = trigger.data_date
+        labels = dict(pipeline=self.pipeline.name, phase=trigger.phase, date=day.isoformat(),
+                      generation=trigger.generation, correlation_id=trigger.correlation_id, mode=trigger.mode)
+        ordered = self.pipeline.processors_of(trigger.phase)
+        procs = [p for p in ordered if not trigger.processors or p.name in trigger.processors]
+        log(logger, logging.INFO, f"phase {trigger.phase} triggered for {day} ({len(procs)} processors)",
+            message_id=message_id, strict_mode=trigger.checks_enabled,
+            skip_downstream_trigger=trigger.skip_downstream_trigger, **labels)
+        if not self.pipeline.calendar.is_expected(day):
+            reason = f"no games on {day} ({self.pipeline.calendar.reason_not_expected(day)})"
+            for proc in procs:
+                self.tracker.record_outcome(proc.name, trigger.phase, day, trigger.generation, SKIPPED, reason,
+                                            context=self._context(trigger))
+                result.outcomes.append(Outcome(proc.name, SKIPPED, error=reason))
+            log(logger, logging.INFO, f"phase {trigger.phase} skipped: {reason}", **labels)
+            result.downstream = "none"
+            return result
+        for proc in procs:
+            result.outcomes.append(self._run_partition(proc, trigger))
+        self._complete(trigger, result)
+        log(logger, logging.INFO, f"phase {trigger.phase} for {day}: "
+            + ", ".join(f"{o.processor}={o.status}" for o in result.outcomes)
+            + f"; complete={result.complete} downstream={result.downstream or '-'}", **labels)
+        if result.retry:
+            waiting = [o.processor for o in result.outcomes if o.retry]
+            raise TransientError(f"phase {trigger.phase} {day}: {waiting} must be retried; Pub/Sub will redeliver",
+                                 date=day.isoformat(), phase=trigger.phase)
+        return result
+
+    def _context(self, trigger: Trigger) -> dict[str, Any]:
+        return {"mode": trigger.mode, "correlation_id": trigger.correlation_id,
+                "strict_mode": trigger.checks_enabled}
+
+    # ------------------------------------------------------------------ one partition
+    def _run_partition(self, proc: Processor, trigger: Trigger) -> Outcome:
+        day, gen = trigger.data_date, trigger.generation
+        iso = day.isoformat()
+        labels = dict(pipeline=self.pipeline.name, phase=proc.phase, processor=proc.name, date=iso, generation=gen)
+        # Same-phase upstreams ran earlier in this invocation (dependency order) or elsewhere.
+        intra = self.pipeline.intra_phase_upstreams(proc)
+        if intra:
+            states = self.tracker.partitions(intra, [day])
+            pending = {n: s for (n, _), s in states.items() if not s.done_for(gen)}
+            if pending:
+                if any(s.lease_alive(self.app.clock()) for s in pending.values()) or any(
+                        s.status == FAILED and s.raw.get("transient") for s in pending.values()):
+                    return Outcome(proc.name, "busy", retry=True, error=f"waiting on {sorted(pending)}")
+                reason = (f"{self.pipeline.phase(proc.phase).title} BLOCKED: same-phase upstream "
+                          f"{sorted(pending)} not successful for {iso} ({', '.join(s.status for s in pending.values())})")
+                if trigger.processors and all(s.status == "missing" for s in pending.values()):
+                    reason += f"; run them first: cascade trigger --date {iso} --phase {proc.phase}"
+                self.tracker.record_outcome(proc.name, proc.phase, day, gen, BLOCKED, reason,
+                                            blocked={"check": "Intra-phase dependency", "upstream": sorted(pending),
+                                                     "dates": [iso], "detail": reason, "resolution": ""},
+                                            context=self._context(trigger))
+                return Outcome(proc.name, BLOCKED, error=reason)
+
+        run_id = new_run_id(proc.name, day)
+        begin = self.tracker.begin(proc.name, proc.phase, day, gen, run_id, self._context(trigger))
+        if begin.outcome == "done":
+            log(logger, logging.INFO, f"{proc.name} {iso} already succeeded (generation {begin.partition.generation}); skipped",
+                **labels)
+            return Outcome(proc.name, "done", begin.partition.run_id, begin.partition.record_count)
+        if begin.outcome == "stale":
+            return Outcome(proc.name, "stale", error=f"partition is at generation {begin.partition.generation}")
+        if begin.outcome == "busy":
+            return Outcome(proc.name, "busy", begin.partition.run_id, retry=True,
+                           error=f"run {begin.partition.run_id} holds the lease")
+
+        labels["run_id"] = run_id
+        checks_info: dict[str, Any] | None = None
+        if trigger.checks_enabled:
+            try:
+                report = Checks(self.pipeline, self.tracker, self.app.warehouse).run(proc, day)
+            except TransientError as exc:
+                self._finish(proc, day, run_id, FAILED, error=str(exc), extra={"transient": True})
+                log(logger, logging.WARNING, f"strict-mode check errored; will retry: {exc}", **labels)
+                return Outcome(proc.name, FAILED, run_id, error=str(exc), retry=True)
+            checks_info = report.to_dict()
+            blocked = report.blocked
+            if blocked:
+                self._finish(proc, day, run_id, BLOCKED, error=f"{blocked.detail}; resolution: {blocked.resolution}",
+                             blocked=blocked.to_dict(), extra={"checks": checks_info})
+                self.app.alerts.send(Alert(blocked.detail, f"resolution: {blocked.resolution}", labels=labels,
+                                           details=blocked.to_dict()))
+                log(logger, logging.ERROR, f"{blocked.detail}; resolution: {blocked.resolution}", **labels)
+                return Outcome(proc.name, BLOCKED, run_id, error=blocked.detail, checks=checks_info)
+        else:
+            reason = "backfill mode" if trigger.mode == "backfill" else "strict_mode=false"
+            checks_info = {"skipped": reason, "queries": 0, "seconds": 0, "results": []}
+            log(logger, logging.INFO, f"strict-mode checks skipped ({reason})", **labels)
+
+        ctx = RunContext(self.pipeline, self.app.project, self.app.warehouse, self.app.storage, run_id)
+        started = time.perf_counter()
+        try:
+            with _Heartbeat(self.app, proc.name, day, run_id) as hb:
+                faults.maybe_fail("before_merge", proc.name, iso)
+                faults.maybe_fail("serialize", proc.name, iso)
+                count = executor_for(proc).run(ctx, proc, day)
+                faults.maybe_fail("after_merge", proc.name, iso)
+        except InjectedCrash:
+            raise  # a simulated crash leaves the partition running, as a real one would
+        except Exception as exc:  # noqa: BLE001 - classified, recorded and re-raised as needed below
+            transient = is_transient(exc)
+            gave_up = transient and begin.attempt >= self.app.settings.max_attempts
+            error = f"{type(exc).__name__}: {exc}"
+            if gave_up:
+                error = f"gave up after {begin.attempt} attempts: {error}"
+            retry = transient and not gave_up
+            try:
+                self._finish(proc, day, run_id, FAILED, error=error[:2000],
+                             extra={"transient": retry, "checks": checks_info})
+            except LeaseLostError:
+                return Outcome(proc.name, "lost", run_id, error="lease lost while failing")
+            log(logger, logging.WARNING if retry else logging.ERROR,
+                f"{proc.name} failed for {iso} (attempt {begin.attempt}): {error}"
+                + ("; will retry" if retry else f"; fix it, then: cascade trigger --date {iso} --phase {proc.phase}"),
+                **labels)
+            if not retry:
+                self.app.alerts.send(Alert(f"{proc.name} FAILED for {iso}", error[:500], labels=labels))
+            return Outcome(proc.name, FAILED, run_id, error=error, retry=retry)
+        if hb.lost:
+            log(logger, logging.ERROR, f"{proc.name} {iso}: lease lost during the run; result not recorded", **labels)
+            return Outcome(proc.name, "lost", run_id, error="lease lost")
+        try:
+            self._finish(proc, day, run_id, SUCCESS, record_count=count,
+                         extra={"checks": checks_info, "seconds": round(time.perf_counter() - started, 3),
+                                "transient": False})
+        except LeaseLostError as exc:
+            log(logger, logging.ERROR, f"{exc}; result not recorded", **labels)
+            return Outcome(proc.name, "lost", run_id, error=str(exc))
+        log(logger, logging.INFO, f"{proc.name} {iso} succeeded: {count} rows merged", record_count=count, **labels)
+        return Outcome(proc.name, SUCCESS, run_id, count, checks=checks_info)
+
+    def _finish(self, proc: Processor, day, run_id: str, status: str, **kw: Any) -> None:
+        self.tracker.finish(proc.name, day, run_id, status, **kw)
+
+    # ------------------------------------------------------------------ completion
+    def _complete(self, trigger: Trigger, result: PhaseResult) -> None:
+        day, gen, phase = trigger.data_date, trigger.generation, trigger.phase
+        names = [p.name for p in self.pipeline.processors_of(phase)]
+        states = self.tracker.partitions(names, [day])
+        if not all(s.done_for(gen) for s in states.values()):
+            return
+        result.complete = True
+        nxt = self.pipeline.phase(phase).next
+        if nxt is None:
+            result.downstream = "none"
+            return
+        if trigger.skip_downstream_trigger:
+            result.downstream = "skipped-by-request"
+            log(logger, logging.INFO, f"phase {phase} complete for {day}; downstream trigger skipped by request",
+                pipeline=self.pipeline.name, phase=phase, date=day.isoformat())
+            return
+        completion = Completion(
+            trigger=Trigger(pipeline=trigger.pipeline, phase=phase, data_date=day, mode=trigger.mode,
+                            strict_mode=trigger.strict_mode, correlation_id=trigger.correlation_id, generation=gen),
+            status="success",
+            processors={n: {"status": s.status, "record_count": s.record_count, "run_id": s.run_id}
+                        for (n, _), s in states.items()},
+            completed_at=self.app.clock().isoformat())
+        topic = self.pipeline.topic(nxt)
+        payload = completion.to_json()
+        claimer = next((o.run_id for o in result.outcomes if o.run_id), "") or "redelivery"
+        if self.tracker.claim_trigger(phase, day, gen, topic, payload, claimer):
+            message_id = self.app.publisher.publish(topic, payload, completion.attributes())
+            self.tracker.mark_published(phase, day, gen, message_id)
+            result.downstream = "published"
+            log(logger, logging.INFO, f"phase {phase} complete for {day}; triggered phase {nxt} ({topic})",
+                pipeline=self.pipeline.name, phase=phase, date=day.isoformat(), message_id=message_id)
+            return
+        claim = self.tracker.claim(phase, day, gen) or {}
+        if claim.get("status") == "published":
+            result.downstream = "already-claimed"
+            return
+        claimed_at = claim.get("claimed_at")
+        limit = timedelta(seconds=self.app.settings.republish_after_seconds)
+        if claimed_at is not None and self.app.clock() - claimed_at >= limit:
+            message_id = self.app.publisher.publish(claim["topic"], claim["payload"].encode(), completion.attributes())
+            self.tracker.mark_published(phase, day, gen, message_id)
+            result.downstream = "republished"
+            return
+        # Claimed by someone who has not published yet: keep the message until it is published.
+        result.downstream = "claimed-unpublished"
+        result.outcomes.append(Outcome(f"phase{phase}-trigger", "busy", retry=True,
+                                       error="downstream trigger claimed but not yet published"))

@@ -1,0 +1,57 @@
+"""Runtime settings: a typed record read from the environment, with documented defaults and limits.
+
+Everything that depends on where Cascade runs (project, emulator hosts, namespace) or on
+operational tuning (leases, attempts) lives here, so modules receive values instead of reading
+``os.environ`` themselves.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Operational settings of one Cascade process.
+
+    Attributes:
+        project: Google Cloud project id (``CASCADE_PROJECT`` or ``GOOGLE_CLOUD_PROJECT``).
+        namespace: prefix of every resource name (``CASCADE_NAMESPACE``; tests use one each).
+        lease_seconds: how long a running partition's lease lasts without a heartbeat (default
+            120 s; the heartbeat renews it every third of that, so a 20-minute run keeps its lease).
+        max_attempts: a partition whose transient failures reach this many attempts is recorded
+            as failed for good and acknowledged (default 5; nothing retries forever).
+        republish_after_seconds: a trigger claim left unpublished this long may be republished by
+            a redelivery or the sweeper (default 30 s; the receiver dedupes).
+        bigquery_timeout_seconds: deadline of one BigQuery job (default 300 s).
+    """
+
+    project: str = "cascade-local"
+    namespace: str = ""
+    lease_seconds: float = 120.0
+    max_attempts: int = 5
+    republish_after_seconds: float = 30.0
+    bigquery_timeout_seconds: float = 300.0
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        return max(self.lease_seconds / 3.0, 0.2)
+
+    @staticmethod
+    def from_env(env: Mapping[str, str] | None = None) -> "Settings":
+        e = os.environ if env is None else env
+        s = Settings(
+            project=e.get("CASCADE_PROJECT") or e.get("GOOGLE_CLOUD_PROJECT") or "cascade-local",
+            namespace=e.get("CASCADE_NAMESPACE", ""),
+            lease_seconds=float(e.get("CASCADE_LEASE_SECONDS", 120)),
+            max_attempts=int(e.get("CASCADE_MAX_ATTEMPTS", 5)),
+            republish_after_seconds=float(e.get("CASCADE_REPUBLISH_AFTER_SECONDS", 30)),
+            bigquery_timeout_seconds=float(e.get("CASCADE_BIGQUERY_TIMEOUT_SECONDS", 300)),
+        )
+        if not 1 <= s.max_attempts <= 100:
+            raise ValueError("CASCADE_MAX_ATTEMPTS must be between 1 and 100")
+        if s.lease_seconds < 1:
+            raise ValueError("CASCADE_LEASE_SECONDS must be at least 1")
+        return s

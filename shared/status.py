@@ -1,0 +1,118 @@
+"""What happened to a date: per phase and processor status, and waiting on it without sleeping.
+
+``date_status`` reads every partition of the date in one batched Firestore read plus the trigger
+claims. ``wait_for_phase`` watches the date's partitions with a Firestore real-time listener and
+returns as soon as the phase (or a phase before it) reaches a final state.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from google.cloud import firestore
+
+from .app import App
+from .tracking import BLOCKED, FAILED, RUNNING, SKIPPED, SUCCESS, Partition
+
+COMPLETE, PARTIAL, MISSING = "complete", "partial", "missing"
+
+
+def phase_state(states: list[Partition], generation: int, now) -> str:
+    """Roll partition states up to a phase state (complete, failed, blocked, running, skipped, partial, missing)."""
+    if states and all(s.done_for(generation) for s in states):
+        return COMPLETE
+    if any(s.status == BLOCKED for s in states):
+        return BLOCKED
+    if any(s.status == FAILED and not s.raw.get("transient") for s in states):
+        return FAILED
+    if any(s.status == RUNNING or (s.status == FAILED and s.raw.get("transient")) for s in states):
+        return RUNNING
+    if states and all(s.status == SKIPPED for s in states):
+        return SKIPPED
+    if all(s.status == "missing" for s in states):
+        return MISSING
+    return PARTIAL
+
+
+def date_status(app: App, day: date) -> dict[str, Any]:
+    """``{"date", "phases": {"2": {"status", "generation", "triggered_next", "processors": {...}}}}``."""
+    pipeline, tracker = app.pipeline, app.tracker
+    names = [p.name for p in pipeline.processors]
+    states = tracker.partitions(names, [day])
+    now = app.clock()
+    out: dict[str, Any] = {"date": day.isoformat(), "expected": pipeline.calendar.is_expected(day), "phases": {}}
+    if not out["expected"]:
+        out["note"] = f"no games: {pipeline.calendar.reason_not_expected(day)}"
+    for ph in pipeline.phases:
+        procs = pipeline.processors_of(ph.number)
+        ps = [states[(p.name, day.isoformat())] for p in procs]
+        gen = max((s.generation for s in ps if s.status != "missing"), default=0)
+        claim = tracker.claim(ph.number, day, gen) if ph.next is not None else None
+        out["phases"][str(ph.number)] = {
+            "name": ph.name,
+            "status": phase_state(ps, gen, now),
+            "generation": gen,
+            "triggered_next": bool(claim and claim.get("status") == "published"),
+            "next_phase": ph.next,
+            "trigger_claim": (claim or {}).get("status"),
+            "processors": {
+                s.processor: {
+                    "status": s.status, "record_count": s.record_count, "run_id": s.run_id or None,
+                    "duration_s": s.duration_s, "generation": s.generation, "attempts": s.attempts,
+                    "error": s.error or None,
+                    **({"resolution": (s.blocked or {}).get("resolution")} if s.blocked else {}),
+                } for s in ps
+            },
+        }
+    return out
+
+
+@dataclass(frozen=True)
+class WaitResult:
+    code: int  # 0 complete/skipped, 1 failed/blocked, 2 timeout
+    status: dict[str, Any]
+    reason: str
+
+
+def _verdict(status: dict[str, Any], chain: list[int], phase: int) -> tuple[int, str] | None:
+    for n in chain:
+        st = status["phases"][str(n)]["status"]
+        if st in (BLOCKED, FAILED):
+            return 1, f"phase {n} is {st}"
+        if st == SKIPPED:
+            return 0, f"phase {n} skipped ({status.get('note', 'no games')})"
+    final = status["phases"][str(phase)]["status"]
+    if final == COMPLETE:
+        return 0, f"phase {phase} complete"
+    return None
+
+
+def wait_for_phase(app: App, day: date, phase: int, timeout: float) -> WaitResult:
+    """Wait until ``phase`` is complete for ``day`` (0), it or an earlier phase failed/blocked (1), or timeout (2).
+
+    Woken by a Firestore listener on the date's partitions: no polling sleeps.
+    """
+    pipeline = app.pipeline
+    chain = [n for n in [p.number for p in pipeline.phases] if n <= phase and phase in pipeline.downstream_phases(n)]
+    changed = threading.Event()
+    query = app.tracker.db.collection(pipeline.collection("partitions")).where(
+        filter=firestore.FieldFilter("data_date", "==", day.isoformat()))
+    watch = query.on_snapshot(lambda *_: changed.set())
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            changed.clear()
+            status = date_status(app, day)
+            verdict = _verdict(status, chain, phase)
+            if verdict:
+                return WaitResult(verdict[0], status, verdict[1])
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return WaitResult(2, status, f"timed out after {timeout:.0f} s waiting for phase {phase}")
+            changed.wait(remaining)
+    finally:
+        watch.unsubscribe()

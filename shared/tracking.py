@@ -1,0 +1,307 @@
+"""Firestore completion tracking: partition state, leases, run history, trigger claims.
+
+Documents (collection names come from ``Pipeline.collection``):
+
+* ``partitions/{processor}__{date}`` - the state of one partition (processor x date): status
+  (running, success, failed, blocked, skipped), generation, current run id, lease expiry,
+  attempts, record count, error / blocked reason. One document per partition, so processors that
+  finish concurrently never contend on a shared document (see STACK.md).
+* ``runs/{run_id}`` - run history: one document per attempt, never overwritten by later runs.
+* ``triggers/p{phase}__{date}__g{generation}`` - the downstream-trigger claim. Created with
+  ``create()`` (exactly one creator wins, in production and on the emulator), published after the
+  claim, marked ``published`` afterwards. A claim left ``claimed`` is republished later (receivers
+  dedupe); it is never marked published when nothing was published.
+* ``rejected/{id}`` - messages refused as permanently invalid, with their raw payload and reason.
+
+State changes of a partition are compare-and-set on the document's update time, so two deliveries
+of one trigger can never both take a live lease, and a run whose lease was taken over cannot record
+its result over the new run's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from typing import Any, Callable, Iterable
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+
+from .errors import LeaseLostError, TransientError
+from .pipeline import Pipeline
+
+Clock = Callable[[], datetime]
+
+RUNNING, SUCCESS, FAILED, BLOCKED, SKIPPED = "running", "success", "failed", "blocked", "skipped"
+TERMINAL = (SUCCESS, FAILED, BLOCKED, SKIPPED)
+_CAS_ATTEMPTS = 20
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class Partition:
+    """A snapshot of one partition's state (``status`` "missing" when never run)."""
+
+    processor: str
+    data_date: str
+    status: str = "missing"
+    generation: int = 0
+    run_id: str = ""
+    record_count: int | None = None
+    attempts: int = 0
+    lease_expires_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_s: float | None = None
+    error: str = ""
+    blocked: dict[str, Any] | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def lease_alive(self, now: datetime) -> bool:
+        return self.status == RUNNING and self.lease_expires_at is not None and self.lease_expires_at > now
+
+    def done_for(self, generation: int) -> bool:
+        return self.status == SUCCESS and self.generation >= generation
+
+    @staticmethod
+    def from_doc(processor: str, day: str, data: dict[str, Any] | None) -> "Partition":
+        if not data:
+            return Partition(processor, day)
+        return Partition(
+            processor=processor, data_date=day, status=data.get("status", "missing"),
+            generation=int(data.get("generation", 0)), run_id=data.get("run_id", ""),
+            record_count=data.get("record_count"), attempts=int(data.get("attempts", 0)),
+            lease_expires_at=data.get("lease_expires_at"), started_at=data.get("started_at"),
+            finished_at=data.get("finished_at"), duration_s=data.get("duration_s"),
+            error=data.get("error", ""), blocked=data.get("blocked"), raw=data)
+
+
+@dataclass(frozen=True)
+class Begin:
+    """Outcome of asking to run a partition: ``run`` (lease taken), ``done``, ``stale`` or ``busy``."""
+
+    outcome: str
+    partition: Partition
+    attempt: int = 0
+
+
+class Tracker:
+    """Firestore state of one pipeline (namespaced)."""
+
+    def __init__(self, client: firestore.Client, pipeline: Pipeline, clock: Clock = utcnow,
+                 lease_seconds: float = 120.0) -> None:
+        self.db = client
+        self.pipeline = pipeline
+        self.clock = clock
+        self.lease = timedelta(seconds=lease_seconds)
+        self.ops = 0  # Firestore operations sent (for benchmarks)
+
+    # ------------------------------------------------------------------ references
+    def _col(self, kind: str):
+        return self.db.collection(self.pipeline.collection(kind))
+
+    def partition_ref(self, processor: str, day: date | str):
+        return self._col("partitions").document(f"{processor}__{_iso(day)}")
+
+    def claim_ref(self, phase: int, day: date | str, generation: int):
+        return self._col("triggers").document(f"p{phase}__{_iso(day)}__g{generation}")
+
+    # ------------------------------------------------------------------ reads
+    def partitions(self, processors: Iterable[str], days: Iterable[date | str]) -> dict[tuple[str, str], Partition]:
+        """States of every (processor, date) asked for, in one batched read."""
+        keys = [(p, _iso(d)) for p in processors for d in days]
+        if not keys:
+            return {}
+        refs = [self.partition_ref(p, d) for p, d in keys]
+        self.ops += 1
+        found = {snap.reference.id: snap.to_dict() for snap in self.db.get_all(refs) if snap.exists}
+        return {(p, d): Partition.from_doc(p, d, found.get(f"{p}__{d}")) for p, d in keys}
+
+    def partition(self, processor: str, day: date | str) -> Partition:
+        return self.partitions([processor], [day])[(processor, _iso(day))]
+
+    def claim(self, phase: int, day: date | str, generation: int) -> dict[str, Any] | None:
+        self.ops += 1
+        snap = self.claim_ref(phase, day, generation).get()
+        return snap.to_dict() if snap.exists else None
+
+    def claims_for(self, phase: int, day: date | str) -> list[dict[str, Any]]:
+        self.ops += 1
+        q = self._col("triggers").where(filter=firestore.FieldFilter("phase", "==", phase)).where(
+            filter=firestore.FieldFilter("data_date", "==", _iso(day)))
+        return [s.to_dict() for s in q.stream()]
+
+    def runs(self, processor: str | None = None, day: date | str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Run history, newest first."""
+        q = self._col("runs")
+        if processor:
+            q = q.where(filter=firestore.FieldFilter("processor", "==", processor))
+        if day:
+            q = q.where(filter=firestore.FieldFilter("data_date", "==", _iso(day)))
+        self.ops += 1
+        rows = [s.to_dict() for s in q.stream()]
+        rows.sort(key=lambda r: r.get("started_at") or datetime.min.replace(tzinfo=timezone.utc), reverse=True)
+        return rows[:limit]
+
+    # ------------------------------------------------------------------ partition lifecycle
+    def begin(self, processor: str, phase: int, day: date, generation: int, run_id: str,
+              context: dict[str, Any] | None = None) -> Begin:
+        """Take the partition's lease for ``run_id`` unless it is done, stale or held by a live run.
+
+        ``done``: already succeeded for this generation (or a newer one) - dedupe on the business key.
+        ``stale``: the partition moved to a newer generation than this trigger's.
+        ``busy``: another run holds a live lease.
+        """
+        ref = self.partition_ref(processor, day)
+        for _ in range(_CAS_ATTEMPTS):
+            now = self.clock()
+            self.ops += 1
+            snap = ref.get()
+            current = Partition.from_doc(processor, _iso(day), snap.to_dict() if snap.exists else None)
+            if snap.exists:
+                if generation < current.generation:
+                    return Begin("stale", current)
+                if current.done_for(generation):
+                    return Begin("done", current)
+                if current.lease_alive(now) and current.generation == generation:
+                    return Begin("busy", current)
+            attempt = current.attempts + 1 if snap.exists and current.generation == generation else 1
+            doc = {
+                "pipeline": self.pipeline.name, "phase": phase, "processor": processor,
+                "data_date": _iso(day), "generation": generation, "status": RUNNING, "run_id": run_id,
+                "attempts": attempt, "started_at": now, "finished_at": None, "duration_s": None,
+                "lease_expires_at": now + self.lease, "record_count": None, "error": "", "blocked": None,
+                "updated_at": now, **(context or {}),
+            }
+            try:
+                self.ops += 1
+                if snap.exists:
+                    ref.set(doc, option=self.db.write_option(last_update_time=snap.update_time))
+                else:
+                    ref.create(doc)
+            except (gexc.AlreadyExists, gexc.FailedPrecondition, gexc.Aborted):
+                continue  # someone else changed it between our read and write: look again
+            self._write_run(run_id, {**doc, "attempt": attempt})
+            return Begin("run", Partition.from_doc(processor, _iso(day), doc), attempt)
+        raise TransientError(f"could not take the lease on {processor} {_iso(day)}: too much contention",
+                             processor=processor, date=_iso(day))
+
+    def heartbeat(self, processor: str, day: date, run_id: str) -> bool:
+        """Extend the lease while the run is alive; False when the lease was lost to another run."""
+        def change(cur: dict[str, Any], now: datetime) -> dict[str, Any]:
+            return {**cur, "lease_expires_at": now + self.lease, "updated_at": now}
+        try:
+            self._update_own(processor, day, run_id, change)
+            return True
+        except LeaseLostError:
+            return False
+
+    def finish(self, processor: str, day: date, run_id: str, status: str, *, record_count: int | None = None,
+               error: str = "", blocked: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Partition:
+        """Record the run's outcome, only if this run still owns the partition (else LeaseLostError)."""
+        def change(cur: dict[str, Any], now: datetime) -> dict[str, Any]:
+            started = cur.get("started_at") or now
+            return {**cur, "status": status, "record_count": record_count, "error": error, "blocked": blocked,
+                    "finished_at": now, "duration_s": round((now - started).total_seconds(), 3),
+                    "lease_expires_at": None, "updated_at": now, **(extra or {})}
+        doc = self._update_own(processor, day, run_id, change)
+        self._write_run(run_id, {k: doc.get(k) for k in ("status", "record_count", "error", "blocked", "finished_at",
+                                                         "duration_s")} | (extra or {}), merge=True)
+        return Partition.from_doc(processor, _iso(day), doc)
+
+    def record_outcome(self, processor: str, phase: int, day: date, generation: int, status: str,
+                       reason: str, blocked: dict[str, Any] | None = None, context: dict[str, Any] | None = None) -> bool:
+        """Record a partition that did not run (blocked, skipped) without taking over a live run or a success.
+
+        Returns False when the partition is running under a live lease or already succeeded for this
+        generation (nothing is overwritten).
+        """
+        run_id = new_run_id(processor, day)
+        begin = self.begin(processor, phase, day, generation, run_id, context)
+        if begin.outcome != "run":
+            return False
+        self.finish(processor, day, run_id, status, error=reason, blocked=blocked)
+        return True
+
+    def _update_own(self, processor: str, day: date, run_id: str,
+                    change: Callable[[dict[str, Any], datetime], dict[str, Any]]) -> dict[str, Any]:
+        ref = self.partition_ref(processor, day)
+        for _ in range(_CAS_ATTEMPTS):
+            self.ops += 1
+            snap = ref.get()
+            cur = snap.to_dict() if snap.exists else None
+            if not cur or cur.get("run_id") != run_id:
+                raise LeaseLostError(
+                    f"run {run_id} of {processor} {_iso(day)} lost its lease to run {cur.get('run_id') if cur else None}",
+                    processor=processor, date=_iso(day), run_id=run_id)
+            doc = change(cur, self.clock())
+            try:
+                self.ops += 1
+                ref.set(doc, option=self.db.write_option(last_update_time=snap.update_time))
+                return doc
+            except (gexc.FailedPrecondition, gexc.Aborted):
+                continue
+        raise TransientError(f"could not update {processor} {_iso(day)}: too much contention")
+
+    def _write_run(self, run_id: str, data: dict[str, Any], merge: bool = False) -> None:
+        self.ops += 1
+        self._col("runs").document(run_id).set({"run_id": run_id, **data}, merge=merge)
+
+    # ------------------------------------------------------------------ downstream trigger claims
+    def claim_trigger(self, phase: int, day: date, generation: int, topic: str, payload: bytes,
+                      claimed_by: str) -> bool:
+        """Atomically claim the downstream trigger of (phase, date, generation): True for the one winner."""
+        now = self.clock()
+        try:
+            self.ops += 1
+            self.claim_ref(phase, day, generation).create({
+                "pipeline": self.pipeline.name, "phase": phase, "data_date": _iso(day), "generation": generation,
+                "status": "claimed", "topic": topic, "payload": payload.decode(), "claimed_by": claimed_by,
+                "claimed_at": now, "published_at": None, "message_id": None, "publish_attempts": 0,
+            })
+            return True
+        except gexc.AlreadyExists:
+            return False
+
+    def mark_published(self, phase: int, day: date, generation: int, message_id: str) -> None:
+        self.ops += 1
+        self.claim_ref(phase, day, generation).update({
+            "status": "published", "message_id": message_id, "published_at": self.clock(),
+            "publish_attempts": firestore.Increment(1)})
+
+    def unpublished_claims(self, older_than: timedelta) -> list[dict[str, Any]]:
+        """Claims still ``claimed`` (never marked published) for longer than ``older_than``."""
+        self.ops += 1
+        cutoff = self.clock() - older_than
+        q = self._col("triggers").where(filter=firestore.FieldFilter("status", "==", "claimed"))
+        return [s.to_dict() for s in q.stream() if (s.to_dict().get("claimed_at") or cutoff) <= cutoff]
+
+    # ------------------------------------------------------------------ rejected messages
+    def record_rejected(self, phase: int, reason: str, error: str, data: bytes | None,
+                        attributes: dict[str, str] | None, message_id: str | None) -> str:
+        """Keep a refused message (its raw payload and the reason) so nothing is lost."""
+        raw = data or b""
+        doc_id = hashlib.sha256(f"{phase}|{message_id}|".encode() + raw).hexdigest()[:32]
+        self.ops += 1
+        self._col("rejected").document(doc_id).set({
+            "pipeline": self.pipeline.name, "phase": phase, "reason": reason, "error": error,
+            "data": raw.decode("utf-8", "replace"), "attributes": dict(attributes or {}),
+            "message_id": message_id, "rejected_at": self.clock()})
+        return doc_id
+
+    def rejected(self, limit: int = 100) -> list[dict[str, Any]]:
+        self.ops += 1
+        return [s.to_dict() for s in self._col("rejected").limit(limit).stream()]
+
+
+def new_run_id(processor: str, day: date | str) -> str:
+    return f"{processor}-{_iso(day)}-{uuid.uuid4().hex[:10]}"
+
+
+def _iso(day: date | str) -> str:
+    return day if isinstance(day, str) else day.isoformat()
