@@ -70,6 +70,16 @@ class Calendar:
             raise ValueError("now must be timezone-aware")
         return (now.astimezone(ZoneInfo(self.timezone)) - timedelta(days=1)).date()
 
+    def today(self, now: datetime) -> date:
+        """The date of ``now`` in the pipeline's time zone."""
+        if now.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
+        return now.astimezone(ZoneInfo(self.timezone)).date()
+
+    def default_date(self, kind: str, now: datetime) -> date:
+        """The date a date-less trigger means: ``yesterday`` or ``today`` in the pipeline's time zone."""
+        return self.today(now) if kind == "today" else self.yesterday(now)
+
     @staticmethod
     def from_dict(raw: dict) -> "Calendar":
         seasons = tuple(Season(str(s["name"]), _d(s["start"]), _d(s["end"])) for s in raw.get("seasons", []))

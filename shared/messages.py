@@ -8,7 +8,7 @@ them without decoding. A trigger asks a phase to run for a date::
      "skip_downstream_trigger": false, "correlation_id": "...", "generation": 0}
 
 Only ``pipeline`` and ``phase`` are required; ``data_date`` defaults to yesterday in the pipeline's
-time zone. A completion (published by a phase when all its processors succeeded for a date) adds
+time zone (``today`` for a phase declared ``default_date: today``, e.g. predictions). A completion (published by a phase when all its processors succeeded for a date) adds
 ``status``, ``processors`` (name -> {status, record_count, run_id}), ``run_ids`` and
 ``completed_at``; the next phase reads it as its own trigger. Unknown fields are ignored; a missing
 or invalid required field is an ``InvalidMessageError`` (permanent: recorded and acknowledged).
@@ -127,7 +127,7 @@ def parse(data: bytes | str | None, pipeline: Pipeline, phase: int, now: datetim
     if raw_date is None and is_completion:
         raise InvalidMessageError("completion message without data_date")
     if raw_date is None:
-        day = pipeline.calendar.yesterday(now)
+        day = pipeline.calendar.default_date(pipeline.phase(phase).default_date, now)
     else:
         try:
             day = parse_date(raw_date)
@@ -151,7 +151,6 @@ def parse(data: bytes | str | None, pipeline: Pipeline, phase: int, now: datetim
         if pipeline.phase(msg_phase).next != phase:
             raise InvalidMessageError(
                 f"completion of phase {msg_phase} was delivered to phase {phase}, which it does not cascade to")
-        # A completion cascades; it never carries the upstream's skip flag past a phase that honoured it.
         return Trigger(phase=phase, processors=(), **common)
     if msg_phase != phase:
         raise InvalidMessageError(

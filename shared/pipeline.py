@@ -94,10 +94,19 @@ class Processor:
 
 @dataclass(frozen=True)
 class Phase:
+    """An ordered stage; ``next`` is the phase its completion triggers.
+
+    ``schedule`` (optional) is a cron expression in the pipeline's time zone at which a scheduler
+    publishes a date-less trigger; ``default_date`` says which date a date-less trigger means:
+    ``yesterday`` (results of games played) or ``today`` (predictions for today's games).
+    """
+
     number: int
     name: str
     title: str
     next: int | None = None
+    schedule: str | None = None
+    default_date: str = "yesterday"
 
 
 @dataclass(frozen=True)
@@ -230,6 +239,8 @@ class Pipeline:
             "phases": [
                 {
                     "number": ph.number, "name": ph.name, "title": ph.title, "next": ph.next,
+                    "schedule": ph.schedule, "default_date": ph.default_date,
+                    "function": self.function_name(ph.number),
                     "topic": self.topic(ph.number),
                     "dead_letter_topic": self.dead_letter_topic(ph.number),
                     "push_subscription": self.push_subscription(ph.number),
@@ -275,7 +286,9 @@ def from_dict(raw: dict[str, Any], source_path: str = "") -> Pipeline:
     """Build a ``Pipeline`` from plain data, raising ``DefinitionError`` naming the first problem."""
     try:
         phases = tuple(Phase(int(p["number"]), str(p["name"]), str(p.get("title", p["name"]).title()),
-                             int(p["next"]) if p.get("next") is not None else None) for p in raw["phases"])
+                             int(p["next"]) if p.get("next") is not None else None,
+                             str(p["schedule"]) if p.get("schedule") else None,
+                             str(p.get("default_date", "yesterday"))) for p in raw["phases"])
         processors = tuple(_processor(p) for p in raw["processors"])
         pipeline = Pipeline(name=str(raw["pipeline"]), description=str(raw.get("description", "")),
                             calendar=Calendar.from_dict(raw["calendar"]), phases=phases,
@@ -310,6 +323,8 @@ def _validate(p: Pipeline) -> None:
     if len(set(numbers)) != len(numbers):
         fail(f"duplicate phase numbers {numbers}")
     for ph in p.phases:
+        if ph.default_date not in ("yesterday", "today"):
+            fail(f"phase {ph.number}: default_date must be 'yesterday' or 'today'")
         if ph.next is not None and ph.next not in numbers:
             fail(f"phase {ph.number} cascades to undeclared phase {ph.next}")
     names = [pr.name for pr in p.processors]

@@ -176,12 +176,13 @@ class Tracker:
                 "data_date": _iso(day), "generation": generation, "status": RUNNING, "run_id": run_id,
                 "attempts": attempt, "started_at": now, "finished_at": None, "duration_s": None,
                 "lease_expires_at": now + self.lease, "record_count": None, "error": "", "blocked": None,
+                "checks": None, "transient": False,
                 "updated_at": now, **(context or {}),
             }
             try:
                 self.ops += 1
                 if snap.exists:
-                    ref.set(doc, option=self.db.write_option(last_update_time=snap.update_time))
+                    ref.update(doc, option=self.db.write_option(last_update_time=snap.update_time))
                 else:
                     ref.create(doc)
             except (gexc.AlreadyExists, gexc.FailedPrecondition, gexc.Aborted):
@@ -242,7 +243,7 @@ class Tracker:
             doc = change(cur, self.clock())
             try:
                 self.ops += 1
-                ref.set(doc, option=self.db.write_option(last_update_time=snap.update_time))
+                ref.update(doc, option=self.db.write_option(last_update_time=snap.update_time))
                 return doc
             except (gexc.FailedPrecondition, gexc.Aborted):
                 continue
