@@ -124,8 +124,8 @@ class PhaseRunner:
             result.downstream = "none"
             return result
         for proc in procs:
-            result.outcomes.append(self._run_partition(proc, trigger))
-        self._complete(trigger, result)
+            result.outcomes.append(self.run_partition(proc, trigger))
+        self.complete(trigger, result)
         log(logger, logging.INFO, f"phase {trigger.phase} for {day}: "
             + ", ".join(f"{o.processor}={o.status}" for o in result.outcomes)
             + f"; complete={result.complete} downstream={result.downstream or '-'}", **labels)
@@ -140,7 +140,9 @@ class PhaseRunner:
                 "strict_mode": trigger.checks_enabled}
 
     # ------------------------------------------------------------------ one partition
-    def _run_partition(self, proc: Processor, trigger: Trigger) -> Outcome:
+    def run_partition(self, proc: Processor, trigger: Trigger) -> Outcome:
+        """Run one partition (``proc`` for ``trigger.data_date``) and record it; never raises for a
+        processor failure (the Outcome says failed and whether to retry). Used by phases and backfills."""
         day, gen = trigger.data_date, trigger.generation
         iso = day.isoformat()
         labels = dict(pipeline=self.pipeline.name, phase=proc.phase, processor=proc.name, date=iso, generation=gen)
@@ -244,7 +246,9 @@ class PhaseRunner:
         self.tracker.finish(proc.name, day, run_id, status, **kw)
 
     # ------------------------------------------------------------------ completion
-    def _complete(self, trigger: Trigger, result: PhaseResult) -> None:
+    def complete(self, trigger: Trigger, result: PhaseResult) -> None:
+        """If every processor of the phase succeeded for the trigger's generation, claim and publish
+        the downstream trigger once (unless skip_downstream_trigger); updates ``result``."""
         day, gen, phase = trigger.data_date, trigger.generation, trigger.phase
         names = [p.name for p in self.pipeline.processors_of(phase)]
         states = self.tracker.partitions(names, [day])
