@@ -47,6 +47,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, default=300.0, help="seconds (default 300)")
     p.set_defaults(func=_wait)
 
+    p = sub.add_parser("check", help="run the strict-mode checks of a phase for a date, without processing",
+                       description="Run the defensive checks (upstream status, lookback gaps) of every processor "
+                                   "of --phase for --date and print what they found. Nothing is processed or "
+                                   "recorded. Exit 0 when all pass, 1 when a check would block.")
+    p.add_argument("--phase", type=int, required=True)
+    p.add_argument("--date", type=date_arg, required=True)
+    p.add_argument("--processor", action="append", default=[], help="only this processor (repeatable)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_check)
+
     p = sub.add_parser("history", help="run history of a processor and/or date",
                        description="List recorded runs (newest first), with status, timings, counts and errors.")
     p.add_argument("--date", type=date_arg)
@@ -150,6 +160,35 @@ def _wait(args: argparse.Namespace) -> int:
     if result.code:
         print_status(result.status)
     return result.code
+
+
+def _check(args: argparse.Namespace) -> int:
+    from ..checks import Checks
+
+    a = app()
+    try:
+        procs = [p for p in a.pipeline.processors_of(args.phase) if not args.processor or p.name in args.processor]
+        for name in args.processor:
+            a.pipeline.processor(name)
+    except CascadeError as exc:
+        return handle_cascade_error(exc)
+    checks = Checks(a.pipeline, a.tracker, a.warehouse)
+    report = {p.name: checks.run(p, args.date) for p in procs}
+    blocked = any(r.blocked for r in report.values())
+    if args.json:
+        print_json({"phase": args.phase, "date": args.date.isoformat(), "blocked": blocked,
+                    "processors": {n: {**r.to_dict(), "blocked": r.blocked.to_dict() if r.blocked else None}
+                                   for n, r in report.items()}})
+        return 1 if blocked else 0
+    print(f"strict-mode checks for phase {args.phase} on {args.date}:")
+    for name, r in report.items():
+        print(f"  {name}: {'BLOCKED' if r.blocked else 'ok'}  ({r.queries} queries, "
+              f"{sum(x.seconds for x in r.results):.3f}s)")
+        for res in r.results:
+            print(f"    [{'pass' if res.passed else 'FAIL'}] {res.name} on {res.upstream}: {res.detail}")
+        if r.blocked:
+            print(f"    resolution: {r.blocked.resolution}")
+    return 1 if blocked else 0
 
 
 def _history(args: argparse.Namespace) -> int:

@@ -1,0 +1,54 @@
+# Cascade - the two commands that matter: `make demo` (the local cascade) and `make test`.
+# Everything installs from the project's own files: a venv from requirements.txt (pinned).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+export CASCADE_STATE_DIR ?= $(CURDIR)/.cascade
+
+.PHONY: help prereqs venv demo test test-python test-infra bench up down tfvars clean
+
+help:
+	@echo "make demo    run the local cascade demo (emulators, phases 2->3->4), exit 0 iff it completed"
+	@echo "make test    run the whole test suite (Python on the emulators + Terraform offline checks)"
+	@echo "make bench   backfill benchmark on the emulators (prints one JSON line)"
+	@echo "make up / make down   start / stop the local stack (same as cascade up / cascade down)"
+
+prereqs:
+	@bash emulators/check-prereqs.sh
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	@echo "creating $(VENV) from requirements.txt (about a minute on a fresh machine) ..."
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	@$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+	@$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . \
+		|| $(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $@
+
+venv: prereqs $(VENV)/.installed
+
+demo: venv
+	@bash scripts/demo.sh
+
+test: venv test-python test-infra
+
+test-python: venv
+	$(VENV)/bin/python -m pytest -q -p no:bqemulator tests --ignore=tests/test_terraform.py
+
+test-infra:
+	@bash infra/check.sh
+
+bench: venv
+	$(VENV)/bin/python scripts/bench.py
+
+up: venv
+	$(VENV)/bin/cascade up --start 2024-12-16 --end 2025-01-20
+
+down:
+	$(VENV)/bin/cascade down
+
+tfvars: venv
+	$(VENV)/bin/python -m shared.tfvars --write
+
+clean:
+	-$(VENV)/bin/cascade down
+	rm -rf $(VENV) .venv-hcl .venv-checkov .cascade

@@ -1,0 +1,221 @@
+"""The backfill plan: which partitions (processor x date) of a range exist, which will run, at what cost.
+
+Owns the request's validation (range, phases, processors), the choice of processors (the cascade
+chain of the first phase by default), the dates x processors status matrix built from ONE batched
+Firestore read plus the calendar (done / missing / failed / blocked / running / no-game), the list
+of partitions to run with the generation each runs at, and the estimate of BigQuery jobs. A plan is
+recomputed from state on every invocation, so re-running a command does only what is still missing,
+failed or blocked - never "resume from the last date".
+
+Generations: a partition that exists runs at its own generation (a failed one is retried as the same
+work); a missing one at the highest generation of its phase on that date (so intra-phase checks see
+one generation); ``force`` re-runs everything, done partitions included, at ``1 + max`` of the
+phase's generations on the date, so completion tracking treats it as new work and the earlier runs'
+history stays intact.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any, Iterable
+
+from ..calendar import date_range
+from ..errors import CascadeError, UnknownProcessorError
+from ..pipeline import Pipeline, Processor
+from ..tracking import BLOCKED, FAILED, RUNNING, SKIPPED, SUCCESS, Partition
+
+MAX_RANGE_DAYS = 3 * 366
+DONE, MISSING, NO_GAME, STALE = "done", "missing", "no-game", "running-expired"
+# One character per state in the printed matrix.
+SYMBOLS = {DONE: "#", MISSING: ".", FAILED: "F", BLOCKED: "B", RUNNING: "R", STALE: "r", NO_GAME: " "}
+LEGEND = "# done  . missing  F failed  B blocked  R running  r running (lease expired)  (blank) no games"
+# States that will run (running under a live lease is waited for: the runner answers "busy").
+TO_RUN = (MISSING, FAILED, BLOCKED, STALE, RUNNING)
+
+
+class UsageError(CascadeError):
+    """A backfill request that cannot be planned (bad range, unknown phase or processor)."""
+
+
+@dataclass(frozen=True)
+class Node:
+    """One partition the backfill will run, with the generation it runs at."""
+
+    processor: str
+    phase: int
+    day: date
+    generation: int
+    table: str  # logical output table (dataset.name): the per-table MERGE limit's key
+    order: int  # position in the pipeline's dependency order (tie-break of the priority)
+    state: str  # its state in the plan (missing, failed, ...)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.processor, self.day.isoformat())
+
+    @property
+    def label(self) -> str:
+        return f"{self.processor}@{self.day.isoformat()}"
+
+
+def select_processors(pipeline: Pipeline, phases: Iterable[int] = (), processors: Iterable[str] = ()) -> list[Processor]:
+    """The processors a backfill covers, in phase then dependency order.
+
+    ``processors`` wins over ``phases``; neither means the cascade chain of the first phase.
+    Raises UsageError for an unknown phase or processor.
+    """
+    phases, processors = list(phases), list(processors)
+    try:
+        if processors:
+            chosen = {pipeline.processor(n).name for n in processors}
+        else:
+            if not phases:
+                phases = pipeline.downstream_phases(pipeline.phases[0].number)
+            for n in phases:
+                pipeline.phase(n)
+            chosen = {p.name for p in pipeline.processors if p.phase in set(phases)}
+    except UnknownProcessorError as exc:
+        raise UsageError(exc.message) from exc
+    return [p for p in ordered_processors(pipeline) if p.name in chosen]
+
+
+def ordered_processors(pipeline: Pipeline) -> list[Processor]:
+    return [p for ph in sorted(x.number for x in pipeline.phases) for p in pipeline.processors_of(ph)]
+
+
+def check_range(start: date, end: date) -> None:
+    if end < start:
+        raise UsageError(f"--end {end} is before --start {start}")
+    if (end - start).days + 1 > MAX_RANGE_DAYS:
+        raise UsageError(f"{start}..{end} spans {(end - start).days + 1} days; a backfill covers at most 3 years "
+                         f"- split it into several commands")
+
+
+def cell_state(p: Partition, expected: bool, now) -> str:
+    if not expected:
+        return NO_GAME
+    if p.status == SUCCESS:
+        return DONE
+    if p.status == RUNNING:
+        return RUNNING if p.lease_alive(now) else STALE
+    if p.status in (FAILED, BLOCKED):
+        return p.status
+    return MISSING  # never run, or skipped on a date the calendar now expects
+
+
+@dataclass
+class Plan:
+    pipeline: Pipeline
+    start: date
+    end: date
+    processors: list[Processor]
+    dates: list[date]
+    cells: dict[tuple[str, str], str]
+    states: dict[tuple[str, str], Partition]
+    nodes: list[Node]
+    force: bool = False
+    extra_queries: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def phases(self) -> list[int]:
+        return sorted({p.phase for p in self.processors})
+
+    @property
+    def expected_dates(self) -> list[date]:
+        return [d for d in self.dates if self.pipeline.calendar.is_expected(d)]
+
+    def counts(self) -> dict[str, int]:
+        c = Counter(self.cells.values())
+        return {k: c.get(k, 0) for k in (DONE, MISSING, FAILED, BLOCKED, RUNNING, STALE, NO_GAME)}
+
+    def estimate(self) -> dict[str, int]:
+        """BigQuery jobs: one MERGE per partition to run (strict checks are skipped in backfill mode),
+        plus the preflight and validation queries."""
+        merges = len(self.nodes)
+        est = {"partitions": merges, "merge_jobs": merges, "check_queries": 0, **self.extra_queries}
+        est["bigquery_jobs"] = merges + sum(self.extra_queries.values())
+        return est
+
+    def to_dict(self, matrix: bool = True) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "start": self.start.isoformat(), "end": self.end.isoformat(), "force": self.force,
+            "phases": self.phases, "processors": [p.name for p in self.processors],
+            "dates": len(self.dates), "expected_dates": len(self.expected_dates),
+            "cells": len(self.cells), "counts": self.counts(), "to_run": len(self.nodes),
+            "to_run_by_processor": dict(Counter(n.processor for n in self.nodes)),
+            "estimate": self.estimate(),
+        }
+        if matrix:
+            d["matrix"] = {day.isoformat(): {p.name: self.cells[(p.name, day.isoformat())] for p in self.processors}
+                           for day in self.dates}
+        return d
+
+    def render(self) -> str:
+        """The dates x processors matrix, one line per date, and the totals."""
+        names = [p.name for p in self.processors]
+        lines = [f"backfill plan {self.start}..{self.end}: phases {self.phases}, {len(names)} processors x "
+                 f"{len(self.dates)} dates ({len(self.expected_dates)} with games)"
+                 + ("; --force: done partitions re-run with a new generation" if self.force else "")]
+        lines += [f"  [{i:>2}] phase {p.phase} {p.name}" for i, p in enumerate(self.processors)]
+        header = "".join(f"{i % 100:>3}" for i in range(len(names)))
+        lines.append(f"{'date':<12}{header}")
+        for day in self.dates:
+            row = "".join(f"{SYMBOLS[self.cells[(n, day.isoformat())]]:>3}" for n in names)
+            note = "" if self.pipeline.calendar.is_expected(day) else \
+                f"   no games: {self.pipeline.calendar.reason_not_expected(day)}"
+            lines.append(f"{day.isoformat():<12}{row}{note}")
+        lines.append(LEGEND)
+        c = self.counts()
+        lines.append("partitions: " + ", ".join(f"{v} {k}" for k, v in c.items()))
+        e = self.estimate()
+        by = Counter(n.processor for n in self.nodes)
+        lines.append(f"will run {len(self.nodes)} partitions"
+                     + (" (" + ", ".join(f"{n} {by[n]}" for n in names if by[n]) + ")" if by else ""))
+        lines.append(f"estimated BigQuery jobs: {e['bigquery_jobs']} ({e['merge_jobs']} MERGEs, 0 strict-mode check "
+                     f"queries in backfill mode"
+                     + "".join(f", {v} {k.replace('_', ' ')}" for k, v in self.extra_queries.items()) + ")")
+        return "\n".join(lines)
+
+
+def build_plan(pipeline: Pipeline, tracker: Any, processors: list[Processor], start: date, end: date,
+               force: bool = False, now=None) -> Plan:
+    """The plan of ``processors`` over ``start..end`` from one batched Firestore read."""
+    check_range(start, end)
+    dates = list(date_range(start, end))
+    cal = pipeline.calendar
+    expected = [d for d in dates if cal.is_expected(d)]
+    now = now or tracker.clock()
+    # Every processor of the selected phases is read, so generations are per phase (not per selection).
+    phase_members = {ph: [p.name for p in pipeline.processors_of(ph)] for ph in {p.phase for p in processors}}
+    names = sorted({n for ms in phase_members.values() for n in ms})
+    states: dict[tuple[str, str], Partition] = tracker.partitions(names, expected) if expected else {}
+    cells = {(p.name, d.isoformat()): cell_state(states.get((p.name, d.isoformat()), Partition(p.name, d.isoformat())),
+                                                  cal.is_expected(d), now)
+             for p in processors for d in dates}
+    order = {p.name: i for i, p in enumerate(ordered_processors(pipeline))}
+    nodes: list[Node] = []
+    for d in expected:
+        iso = d.isoformat()
+        for p in processors:
+            cell = cells[(p.name, iso)]
+            if cell not in TO_RUN and not (force and cell == DONE):
+                continue
+            members = [states[(n, iso)] for n in phase_members[p.phase]]
+            top = max((s.generation for s in members if s.status != "missing"), default=0)
+            own = states[(p.name, iso)]
+            if force:
+                gen = top + 1
+            elif own.status == "missing" or own.status == SKIPPED:
+                gen = top
+            else:
+                gen = own.generation
+            nodes.append(Node(p.name, p.phase, d, gen, p.output.logical, order[p.name], cell))
+    nodes.sort(key=lambda n: (n.day, n.phase, n.order))
+    return Plan(pipeline, start, end, processors, dates, cells, states, nodes, force)
+
+
+def window_dates(pipeline: Pipeline, day: date, lookback_days: int) -> list[date]:
+    """Expected dates of a lookback window ending on ``day`` (inclusive)."""
+    return pipeline.calendar.expected_dates(day - timedelta(days=lookback_days), day)

@@ -1,0 +1,351 @@
+"""The dependency-aware wavefront: runs a plan's partitions as soon as their inputs are complete.
+
+A partition (processor, date) is ready when every upstream partition it reads that is *inside the
+backfill's target set* has succeeded: same-date upstreams, and every expected date of its lookback
+window (window dates outside the target are not waited for; the backfill runs in backfill mode, so
+strict checks are skipped and the preflight covers history). Ready partitions run on a pool of
+``workers`` threads through ``PhaseRunner.run_partition`` (lease, dedupe, MERGE, record), earliest
+date first then phase, so the wavefront slides across dates and phases at once; at most
+``max_merges_per_table`` run against one output table at a time; an optional rate limit spaces
+submissions.
+
+Failures: a transient one (``Outcome.retry``, a transient exception, a partition busy elsewhere) is
+retried with exponential backoff, a bounded number of times; a permanent one is recorded with its
+error and every partition depending on it (transitively) is reported - and recorded in Firestore -
+as "blocked by <upstream>@<date>" without running; the rest continue. When all of a phase's
+partitions of a date have succeeded, the phase's completion is published through
+``PhaseRunner.complete`` for the phases in ``cascade_phases`` (those whose next phase is not part
+of the backfill, unless the user asked to skip downstream triggers).
+
+Ctrl-C (or ``stop()``) stops submitting, waits for the running partitions (they record their own
+state), and returns a report marked interrupted. The main loop never sleeps blindly: it waits on an
+event that workers set, with a timeout bounded by the next retry's due time and the progress tick.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from collections import Counter, defaultdict, deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Callable
+
+from ..app import App
+from ..errors import is_transient
+from ..logs import get_logger
+from ..messages import Trigger, new_correlation_id
+from ..runner import Outcome, PhaseResult, PhaseRunner
+from ..tracking import BLOCKED, SUCCESS
+from .plan import Node, Plan
+
+logger = get_logger("backfill")
+OK_STATUSES = ("success", "done", "skipped")
+
+
+@dataclass
+class Result:
+    """What one execution of a partition returned (an Outcome, or the exception it raised)."""
+
+    node: Node
+    outcome: Outcome | None
+    error: BaseException | None
+    started: float
+    finished: float
+    generation: int
+
+
+@dataclass
+class RunReport:
+    total: int
+    succeeded: list[str] = field(default_factory=list)      # ran and succeeded now
+    already_done: list[str] = field(default_factory=list)   # the runner said done (someone else did it)
+    failed: dict[str, str] = field(default_factory=dict)    # label -> error
+    blocked: dict[str, str] = field(default_factory=dict)   # label -> "blocked by <upstream>@<date>"
+    not_run: list[str] = field(default_factory=list)        # left when interrupted
+    retries: int = 0
+    interrupted: bool = False
+    elapsed_s: float = 0.0
+    timings: dict[str, tuple[float, float]] = field(default_factory=dict)  # label -> (start, end) monotonic
+    downstream: dict[str, str] = field(default_factory=dict)  # "phase@date" -> published/already-claimed/...
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def finished(self) -> int:
+        return len(self.succeeded) + len(self.already_done) + len(self.failed) + len(self.blocked)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.blocked and not self.interrupted and not self.not_run
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"partitions": self.total, "succeeded": len(self.succeeded), "already_done": len(self.already_done),
+                "failed": self.failed, "blocked": self.blocked, "not_run": len(self.not_run),
+                "retries": self.retries, "interrupted": self.interrupted, "elapsed_s": round(self.elapsed_s, 3),
+                "downstream": dict(Counter(self.downstream.values())), "warnings": self.warnings}
+
+
+class Scheduler:
+    def __init__(self, app: App, plan: Plan, *, workers: int = 4, max_merges_per_table: int = 2,
+                 max_rate: float | None = None, max_attempts: int = 3, backoff_base: float = 0.5,
+                 cascade_phases: set[int] | frozenset[int] = frozenset(), correlation_id: str = "",
+                 progress: Any = None, on_result: Callable[[Result, "Scheduler"], None] | None = None,
+                 busy_wait_s: float | None = None) -> None:
+        if workers < 1 or max_merges_per_table < 1:
+            raise ValueError("workers and max_merges_per_table must be at least 1")
+        self.app, self.plan, self.pipeline = app, plan, app.pipeline
+        self.runner = PhaseRunner(app)
+        self.workers, self.max_per_table = workers, max_merges_per_table
+        self.interval = 1.0 / max_rate if max_rate else 0.0
+        self.max_attempts, self.backoff_base = max_attempts, backoff_base
+        self.busy_wait_s = busy_wait_s if busy_wait_s is not None else 2 * app.settings.lease_seconds
+        self.cascade_phases = set(cascade_phases)
+        self.correlation_id = correlation_id or new_correlation_id()
+        self.progress, self.on_result = progress, on_result
+        self.nodes = {n.key: n for n in plan.nodes}
+        self.generation = {k: n.generation for k, n in self.nodes.items()}
+        self.report = RunReport(total=len(self.nodes))
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._done: deque[Result] = deque()
+        self._build_graph()
+
+    # ------------------------------------------------------------------ graph
+    def _build_graph(self) -> None:
+        self.deps: dict[tuple[str, str], set[tuple[str, str]]] = {k: set() for k in self.nodes}
+        self.dependents: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
+        cal = self.pipeline.calendar
+        for key, node in self.nodes.items():
+            proc = self.pipeline.processor(node.processor)
+            for up in proc.upstreams:
+                day = node.day - timedelta(days=up.lookback_days)
+                while day <= node.day:
+                    k = (up.processor, day.isoformat())
+                    if k in self.nodes and cal.is_expected(day):
+                        self.deps[key].add(k)
+                        self.dependents[k].append(key)
+                    day += timedelta(days=1)
+        # Partitions per (phase, date) still to succeed, for completions.
+        self.open_per_phase_date: Counter = Counter((n.phase, n.day) for n in self.nodes.values())
+
+    def upstreams_of(self, key: tuple[str, str]) -> set[tuple[str, str]]:
+        """In-target partitions ``key`` waits for (for tests and the benchmark's critical path)."""
+        return set(self.deps[key])
+
+    # ------------------------------------------------------------------ control
+    def stop(self) -> None:
+        """Stop submitting; running partitions finish and record their state (Ctrl-C does the same)."""
+        self._stop.set()
+        self._wake.set()
+
+    # ------------------------------------------------------------------ main loop
+    def run(self) -> RunReport:
+        started = time.monotonic()
+        waiting = {k: len(d) for k, d in self.deps.items()}
+        ready: list[tuple] = []
+        delayed: list[tuple[float, int, tuple[str, str]]] = []
+        seq = itertools.count()
+        attempts: Counter = Counter()
+        busy_since: dict[tuple[str, str], float] = {}
+        table_inflight: Counter = Counter()
+        inflight: dict[tuple[str, str], Any] = {}
+        settled: set[tuple[str, str]] = set()
+        next_slot = 0.0
+        interrupts = 0
+
+        def push_ready(key: tuple[str, str]) -> None:
+            n = self.nodes[key]
+            heapq.heappush(ready, (n.day, n.phase, n.order, key))
+
+        for key, count in waiting.items():
+            if count == 0:
+                push_ready(key)
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="backfill")
+        aux = ThreadPoolExecutor(max_workers=2, thread_name_prefix="backfill-aux")
+        aux_futures: list[Any] = []
+        if self.cascade_phases:
+            for ph in self.cascade_phases:
+                for day in self.plan.expected_dates:
+                    if self.open_per_phase_date[(ph, day)] == 0:
+                        aux_futures.append(aux.submit(self._complete, ph, day))
+        self._draw(inflight)
+        try:
+            while True:
+                try:
+                    now = time.monotonic()
+                    if not self._stop.is_set():
+                        while delayed and delayed[0][0] <= now:
+                            push_ready(heapq.heappop(delayed)[2])
+                        held: list[tuple] = []
+                        while ready and len(inflight) < self.workers:
+                            if self.interval and now < next_slot:
+                                break
+                            item = heapq.heappop(ready)
+                            node = self.nodes[item[3]]
+                            if table_inflight[node.table] >= self.max_per_table:
+                                held.append(item)
+                                continue
+                            table_inflight[node.table] += 1
+                            inflight[node.key] = pool.submit(self._execute, node, self.generation[node.key])
+                            next_slot = max(now, next_slot) + self.interval
+                        for item in held:
+                            heapq.heappush(ready, item)
+                    if not inflight and (self._stop.is_set() or (not ready and not delayed)):
+                        break
+                    timeout = 0.25
+                    if delayed:
+                        timeout = min(timeout, max(0.0, delayed[0][0] - time.monotonic()))
+                    if self.interval and ready:
+                        timeout = min(timeout, max(0.0, next_slot - time.monotonic()))
+                    self._wake.wait(timeout)
+                    self._wake.clear()
+                    while self._done:
+                        res = self._done.popleft()
+                        key = res.node.key
+                        inflight.pop(key, None)
+                        table_inflight[res.node.table] -= 1
+                        verdict = self._classify(res, attempts, busy_since)
+                        if verdict == "retry":
+                            attempts[key] += 1
+                            self.report.retries += 1
+                            delay = self._backoff(res, attempts[key])
+                            heapq.heappush(delayed, (time.monotonic() + delay, next(seq), key))
+                        elif verdict == "ok":
+                            settled.add(key)
+                            self.report.timings[res.node.label] = (res.started, res.finished)
+                            for dep in self.dependents.get(key, ()):
+                                waiting[dep] -= 1
+                                if waiting[dep] == 0 and dep not in settled:
+                                    push_ready(dep)
+                            self._phase_progress(res.node, aux, aux_futures)
+                        else:  # failed permanently
+                            settled.add(key)
+                            self.report.timings[res.node.label] = (res.started, res.finished)
+                            self._block_dependents(key, settled, aux, aux_futures)
+                        if self.on_result:
+                            self.on_result(res, self)
+                    self._draw(inflight)
+                except KeyboardInterrupt:
+                    interrupts += 1
+                    self.stop()
+                    self.report.interrupted = True
+                    if interrupts > 1:
+                        break  # a second Ctrl-C: stop waiting for the running partitions
+        finally:
+            pool.shutdown(wait=interrupts < 2, cancel_futures=True)
+            for f in aux_futures:
+                try:
+                    f.result(timeout=60)
+                except Exception as exc:  # noqa: BLE001 - reported, never fatal
+                    self.report.warnings.append(f"{type(exc).__name__}: {exc}")
+            aux.shutdown(wait=True)
+        if self._stop.is_set():
+            self.report.interrupted = True
+        self.report.not_run = sorted(self.nodes[k].label for k in self.nodes if k not in settled)
+        self.report.elapsed_s = time.monotonic() - started
+        self._draw({}, final=True)
+        return self.report
+
+    # ------------------------------------------------------------------ workers
+    def _execute(self, node: Node, generation: int) -> None:
+        proc = self.pipeline.processor(node.processor)
+        trig = Trigger(pipeline=self.pipeline.name, phase=node.phase, data_date=node.day, processors=(node.processor,),
+                       mode="backfill", skip_downstream_trigger=True, correlation_id=self.correlation_id,
+                       generation=generation)
+        started = time.monotonic()
+        outcome, error = None, None
+        try:
+            outcome = self.runner.run_partition(proc, trig)
+        except Exception as exc:  # noqa: BLE001 - classified by the main loop
+            error = exc
+        self._done.append(Result(node, outcome, error, started, time.monotonic(), generation))
+        self._wake.set()
+
+    def _classify(self, res: Result, attempts: Counter, busy_since: dict) -> str:
+        key, label, o = res.node.key, res.node.label, res.outcome
+        if o is not None and o.status in OK_STATUSES:
+            (self.report.succeeded if o.status == SUCCESS else self.report.already_done).append(label)
+            return "ok"
+        if o is not None and o.status == "busy":
+            first = busy_since.setdefault(key, res.started)
+            if time.monotonic() - first < self.busy_wait_s:
+                return "retry"
+            self.report.failed[label] = f"still held by another run after {self.busy_wait_s:.0f} s: {o.error}"
+            return "failed"
+        if o is not None and o.status == "stale":
+            part = self.app.tracker.partition(res.node.processor, res.node.day)
+            if part.status == SUCCESS:
+                self.report.already_done.append(label)
+                return "ok"
+            self.generation[key] = part.generation  # someone moved it to a newer generation: follow
+        transient = (o.retry or o.status in ("stale", "lost")) if o is not None else is_transient(res.error)
+        error = o.error if o is not None else f"{type(res.error).__name__}: {res.error}"
+        if transient and attempts[key] + 1 < self.max_attempts:
+            return "retry"
+        if transient:
+            error = f"gave up after {attempts[key] + 1} attempts: {error}"
+        if o is not None and o.status == BLOCKED:
+            self.report.blocked[label] = error
+        else:
+            self.report.failed[label] = error
+        return "failed"
+
+    def _backoff(self, res: Result, attempt: int) -> float:
+        if res.outcome is not None and res.outcome.status == "busy":
+            return min(5.0, self.backoff_base * 2 ** min(attempt, 4))
+        return self.backoff_base * 2 ** (attempt - 1)
+
+    def _block_dependents(self, root: tuple[str, str], settled: set, aux: ThreadPoolExecutor, futures: list) -> None:
+        root_label = self.nodes[root].label
+        reason = f"blocked by {root_label}"
+        stack = list(self.dependents.get(root, ()))
+        while stack:
+            key = stack.pop()
+            if key in settled:
+                continue
+            settled.add(key)
+            node = self.nodes[key]
+            self.report.blocked[node.label] = reason
+            futures.append(aux.submit(self._record_blocked, node, root_label))
+            stack.extend(self.dependents.get(key, ()))
+
+    def _record_blocked(self, node: Node, root_label: str) -> None:
+        proc, day = root_label.split("@")
+        ph = self.pipeline.phase(node.phase)
+        detail = f"{ph.title} BLOCKED: backfill upstream {root_label} failed; {node.label} was not run"
+        resolution = (f"fix {proc} for {day}, then re-run the same backfill command (it runs only what is "
+                      f"missing, failed or blocked)")
+        self.app.tracker.record_outcome(
+            node.processor, node.phase, node.day, self.generation[node.key], BLOCKED, f"{detail}; resolution: {resolution}",
+            blocked={"check": "Backfill dependency", "upstream": proc, "dates": [day], "detail": detail,
+                     "resolution": resolution},
+            context={"mode": "backfill", "correlation_id": self.correlation_id, "strict_mode": False})
+
+    # ------------------------------------------------------------------ completions
+    def _phase_progress(self, node: Node, aux: ThreadPoolExecutor, futures: list) -> None:
+        slot = (node.phase, node.day)
+        self.open_per_phase_date[slot] -= 1
+        if self.open_per_phase_date[slot] == 0 and node.phase in self.cascade_phases:
+            futures.append(aux.submit(self._complete, node.phase, node.day))
+
+    def _complete(self, phase: int, day) -> None:
+        names = [p.name for p in self.pipeline.processors_of(phase)]
+        gens = [self.generation.get((n, day.isoformat()), self.plan.states.get((n, day.isoformat())).generation
+                                    if (n, day.isoformat()) in self.plan.states else 0) for n in names]
+        trig = Trigger(pipeline=self.pipeline.name, phase=phase, data_date=day, mode="backfill",
+                       strict_mode=False, skip_downstream_trigger=False, correlation_id=self.correlation_id,
+                       generation=min(gens, default=0))
+        result = PhaseResult(trig)
+        self.runner.complete(trig, result)
+        self.report.downstream[f"{phase}@{day.isoformat()}"] = result.downstream or "incomplete"
+
+    # ------------------------------------------------------------------ progress
+    def _draw(self, inflight: dict, final: bool = False) -> None:
+        if self.progress is None:
+            return
+        r = self.report
+        self.progress.update(done=len(r.succeeded) + len(r.already_done), failed=len(r.failed) + len(r.blocked),
+                             running=len(inflight), total=r.total, final=final)

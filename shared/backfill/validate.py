@@ -1,0 +1,187 @@
+"""Data checks around a backfill: coverage per table, duplicate keys, NULL critical columns, preflight.
+
+* ``coverage(app, start, end, phases)``: per output table, the expected dates (calendar-aware), the
+  dates present, the missing list and the percentage - one query per table for the whole range.
+* ``validate(app, start, end)``: per table, duplicate MERGE keys (GROUP BY the keys HAVING
+  COUNT(*) > 1) and NULLs in the critical columns declared in the definition - two queries per table.
+* ``preflight(app, processors, start, end, threshold)``: before a backfill, the coverage of what
+  the selected processors read but do not produce themselves - upstream tables over the range
+  widened by the lookback, or raw files in the bucket for loaders - must reach ``threshold``
+  (default 95 % of expected dates); lists the missing dates.
+
+SQL is parameterized; identifiers (tables, columns) come only from the pipeline definition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import date, timedelta
+from typing import Any, Iterable
+
+from google.cloud import bigquery
+
+from ..app import App
+from ..pipeline import Processor
+from .plan import ordered_processors
+
+DEFAULT_THRESHOLD = 0.95
+
+
+def _params(start: date, end: date) -> list:
+    return [bigquery.ScalarQueryParameter("start", "DATE", start), bigquery.ScalarQueryParameter("end", "DATE", end)]
+
+
+def _short(dates: list[str], limit: int = 12) -> str:
+    return ", ".join(dates[:limit]) + (f", ... ({len(dates) - limit} more)" if len(dates) > limit else "")
+
+
+@dataclass
+class Coverage:
+    source: str  # table id, or gs:// pattern for raw files
+    processor: str
+    phase: int
+    start: str
+    end: str
+    expected: int
+    present: int
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def pct(self) -> float:
+        return 100.0 if not self.expected else round(100.0 * (self.expected - len(self.missing)) / self.expected, 2)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "pct": self.pct}
+
+    def render(self) -> str:
+        return (f"{self.source:<58} {self.expected - len(self.missing):>4}/{self.expected:<4} {self.pct:6.2f}%"
+                + (f"  missing: {_short(self.missing)}" if self.missing else ""))
+
+
+def _processors(app: App, phases: Iterable[int] | None = None, processors: Iterable[str] | None = None) -> list[Processor]:
+    names = set(processors or ())
+    wanted = set(phases or ())
+    return [p for p in ordered_processors(app.pipeline)
+            if (not names or p.name in names) and (not wanted or p.phase in wanted)]
+
+
+def table_coverage(app: App, proc: Processor, start: date, end: date) -> Coverage:
+    """Coverage of ``proc``'s output table over ``start..end``: one query."""
+    expected = app.pipeline.calendar.expected_dates(start, end)
+    present = app.warehouse.present_dates(proc.output, start, end) if expected else set()
+    missing = [d.isoformat() for d in expected if d not in present]
+    table_id = f"{app.pipeline.dataset_id(proc.output.dataset)}.{proc.output.name}"
+    return Coverage(table_id, proc.name, proc.phase, start.isoformat(), end.isoformat(), len(expected),
+                    len(expected) - len(missing), missing)
+
+
+def raw_coverage(app: App, proc: Processor, start: date, end: date) -> Coverage:
+    """Coverage of a loader's raw files in the bucket over ``start..end``: one listing per source."""
+    assert proc.source is not None
+    pattern = str(proc.source["gcs_json"])
+    prefix = pattern.split("{date}")[0]
+    bucket = app.pipeline.bucket(app.project)
+    names = {b.name for b in app.storage.list_blobs(bucket, prefix=prefix)}
+    expected = app.pipeline.calendar.expected_dates(start, end)
+    missing = [d.isoformat() for d in expected if pattern.format(date=d.isoformat()) not in names]
+    return Coverage(f"gs://{bucket}/{pattern}", proc.name, proc.phase, start.isoformat(), end.isoformat(),
+                    len(expected), len(expected) - len(missing), missing)
+
+
+def coverage(app: App, start: date, end: date, phases: Iterable[int] | None = None,
+             processors: Iterable[str] | None = None) -> list[Coverage]:
+    return [table_coverage(app, p, start, end) for p in _processors(app, phases, processors)]
+
+
+@dataclass
+class TableValidation:
+    table: str
+    processor: str
+    duplicate_keys: int = 0
+    duplicate_examples: list[dict[str, Any]] = field(default_factory=list)
+    null_critical: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.duplicate_keys and not any(self.null_critical.values())
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.duplicate_keys:
+            ex = "; ".join(", ".join(f"{k}={v}" for k, v in e.items()) for e in self.duplicate_examples[:3])
+            out.append(f"{self.table}: {self.duplicate_keys} duplicate key(s) (e.g. {ex})")
+        for col, n in self.null_critical.items():
+            if n:
+                out.append(f"{self.table}: {n} row(s) with NULL critical column {col}")
+        return out
+
+
+def validate(app: App, start: date, end: date, phases: Iterable[int] | None = None,
+             processors: Iterable[str] | None = None) -> list[TableValidation]:
+    """Duplicate MERGE keys and NULL critical columns of every selected table over ``start..end``."""
+    out = []
+    for proc in _processors(app, phases, processors):
+        t = proc.output
+        table_id = app.warehouse.table_id(t)
+        keys = ", ".join(t.merge_keys)
+        where = f"{t.date_column} BETWEEN @start AND @end"
+        res = TableValidation(f"{app.pipeline.dataset_id(t.dataset)}.{t.name}", proc.name)
+        dupes = app.warehouse.query(
+            f"SELECT {keys}, COUNT(*) AS n FROM `{table_id}` WHERE {where} GROUP BY {keys} HAVING COUNT(*) > 1 "
+            f"ORDER BY n DESC LIMIT 20", _params(start, end))
+        res.duplicate_keys = len(dupes)
+        res.duplicate_examples = [{k: (v.isoformat() if isinstance(v, date) else v) for k, v in r.items()}
+                                  for r in dupes[:5]]
+        if t.critical:
+            sums = ", ".join(f"SUM(CASE WHEN {c} IS NULL THEN 1 ELSE 0 END) AS {c}" for c in t.critical)
+            row = app.warehouse.query(f"SELECT {sums} FROM `{table_id}` WHERE {where}", _params(start, end))[0]
+            res.null_critical = {c: int(row.get(c) or 0) for c in t.critical}
+        out.append(res)
+    return out
+
+
+@dataclass
+class Preflight:
+    threshold: float
+    checks: list[Coverage] = field(default_factory=list)
+
+    @property
+    def failing(self) -> list[Coverage]:
+        return [c for c in self.checks if c.expected and c.pct + 1e-9 < 100.0 * self.threshold]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failing
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "threshold": self.threshold, "checks": [c.to_dict() for c in self.checks],
+                "failing": [c.source for c in self.failing]}
+
+    def render(self) -> str:
+        lines = [f"preflight (upstream coverage >= {100 * self.threshold:.0f}% of expected dates):"]
+        lines += ["  " + ("ok   " if c not in self.failing else "FAIL ") + c.render() for c in self.checks]
+        if not self.checks:
+            lines.append("  nothing upstream to check")
+        if self.failing:
+            lines.append("  backfill the missing upstream dates first (or pass --skip-preflight / "
+                         "--preflight-threshold to run anyway)")
+        return "\n".join(lines)
+
+
+def preflight(app: App, processors: list[Processor], start: date, end: date,
+              threshold: float = DEFAULT_THRESHOLD) -> Preflight:
+    """Coverage of what ``processors`` read but do not produce (windows widened by their lookbacks)."""
+    selected = {p.name for p in processors}
+    lookback: dict[str, int] = {}
+    for p in processors:
+        for u in p.upstreams:
+            if u.processor not in selected:
+                lookback[u.processor] = max(lookback.get(u.processor, 0), u.lookback_days)
+    report = Preflight(threshold)
+    for p in processors:
+        if p.source is not None:
+            report.checks.append(raw_coverage(app, p, start, end))
+    for name in [p.name for p in ordered_processors(app.pipeline) if p.name in lookback]:
+        proc = app.pipeline.processor(name)
+        report.checks.append(table_coverage(app, proc, start - timedelta(days=lookback[name]), end))
+    return report
