@@ -4,7 +4,8 @@ Two checks, both driven by the definition's upstreams (no per-processor code):
 
 * **Upstream Failure** (status check): for the dates the run needs, the latest state of each
   upstream processor in an earlier phase is ``success``. ``failed``, ``blocked``, a ``running``
-  whose lease expired, or a missing partition *on the run's own date* block. Earlier dates of a
+  whose lease expired, or a missing partition *on the last date of the window* (the run's own date,
+  or yesterday for forward-looking readers) block. Earlier dates of a
   lookback window are covered by the gap check (data loaded outside Cascade has no state).
 * **Data Gaps** (lookback gap detection): every *expected* date (calendar-aware: no-game days are
   not gaps) in the lookback window has rows in the upstream table. One parameterized query per
@@ -90,9 +91,11 @@ class Checks:
         started = time.perf_counter()
         ups = self.pipeline.cross_phase_upstreams(proc)
         needed: dict[str, list[date]] = {}
+        must_exist: dict[str, date] = {}
         for u in ups:
-            start, end = day.__class__.fromordinal(day.toordinal() - u.lookback_days), day
-            needed[u.processor] = self.pipeline.calendar.expected_dates(start, end) or [day]
+            start, end = u.window(day)
+            needed[u.processor] = self.pipeline.calendar.expected_dates(start, end) or [end]
+            must_exist[u.processor] = needed[u.processor][-1]
         all_dates = sorted({d for ds in needed.values() for d in ds})
         states = self.tracker.partitions(needed.keys(), all_dates) if needed else {}
         now = self.tracker.clock()
@@ -100,7 +103,7 @@ class Checks:
         for name, dates in needed.items():
             for d in dates:
                 st = states[(name, d.isoformat())]
-                reason = _bad_state(st, now, is_run_date=(d == day))
+                reason = _bad_state(st, now, is_run_date=(d == must_exist[name]))
                 if reason:
                     bad.setdefault(name, []).append((reason, st))
         elapsed = time.perf_counter() - started
@@ -133,15 +136,15 @@ class Checks:
                 continue
             started = time.perf_counter()
             table = self.pipeline.processor(u.processor).output
-            start = day.fromordinal(day.toordinal() - u.lookback_days)
-            expected = self.pipeline.calendar.expected_dates(start, day)
-            present = self.warehouse.present_dates(table, start, day) if expected else set()
+            start, end = u.window(day)
+            expected = self.pipeline.calendar.expected_dates(start, end)
+            present = self.warehouse.present_dates(table, start, end) if expected else set()
             missing = [d for d in expected if d not in present]
             elapsed = time.perf_counter() - started
             table_id = f"{self.pipeline.dataset_id(table.dataset)}.{table.name}"
             if not missing:
                 results.append(CheckResult(DATA_GAPS, table_id, True, elapsed, 1,
-                                           f"{len(expected)} expected date(s) {start}..{day} present in {table_id}"))
+                                           f"{len(expected)} expected date(s) {start}..{end} present in {table_id}"))
                 continue
             up_phase = self.pipeline.processor(u.processor).phase
             title = self.pipeline.phase(proc.phase).title

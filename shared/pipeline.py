@@ -65,10 +65,18 @@ class Upstream:
     """An input of a processor: another processor's output, for the same date or a lookback window.
 
     ``lookback_days`` 30 on 2025-01-31 means the window 2025-01-01..2025-01-31 (inclusive).
+    ``until_previous_day`` ends the window the day before (forward-looking readers, e.g. predictions
+    for today's games, read history up to yesterday): 2025-01-17..2025-01-30 for lookback 14.
     """
 
     processor: str
     lookback_days: int = 0
+    until_previous_day: bool = False
+
+    def window(self, day: date) -> tuple[date, date]:
+        """The dates of this upstream a run for ``day`` needs (inclusive on both sides)."""
+        end = day - timedelta(days=1) if self.until_previous_day else day
+        return day - timedelta(days=self.lookback_days), end
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,12 @@ class Processor:
     upstreams: tuple[Upstream, ...] = ()
     sql: str | None = None
     source: dict[str, Any] | None = None
+    export: dict[str, Any] | None = None
+
+    @property
+    def kind(self) -> str:
+        """``gcs_json_load`` (raw files -> table), ``sql`` (SELECT -> table) or ``gcs_json_export``."""
+        return "gcs_json_load" if self.source else "gcs_json_export" if self.export else "sql"
 
     @property
     def lookback_days(self) -> int:
@@ -216,14 +230,15 @@ class Pipeline:
 
     def render_sql(self, proc: Processor, project: str) -> str:
         """The processor's SELECT with ``{dataset.table}`` placeholders replaced by declared table ids."""
-        if proc.sql is None:
+        sql = proc.sql if proc.sql is not None else (proc.export or {}).get("sql")
+        if sql is None:
             raise DefinitionError(f"processor {proc.name} has no sql")
         tables = {p.output.logical: p.output for p in self.processors}
 
         def sub(m: re.Match[str]) -> str:
             return f"`{self.table_id(project, tables[m.group(1) + '.' + m.group(2)])}`"
 
-        return _PLACEHOLDER.sub(sub, proc.sql)
+        return _PLACEHOLDER.sub(sub, sql)
 
     # ------------------------------------------------------------------ export
     def describe(self, project: str) -> dict[str, Any]:
@@ -248,15 +263,17 @@ class Pipeline:
                         {
                             "name": p.name,
                             "description": p.description,
-                            "kind": "gcs_json_load" if p.source else "sql",
+                            "kind": p.kind,
                             "output_table": self.table_id(project, p.output),
                             "date_column": p.output.date_column,
                             "keys": list(p.output.keys),
                             "critical_columns": list(p.output.critical),
                             "columns": [{"name": c, "type": t} for c, t in p.output.columns],
-                            "upstreams": [{"processor": u.processor, "lookback_days": u.lookback_days} for u in p.upstreams],
+                            "upstreams": [{"processor": u.processor, "lookback_days": u.lookback_days,
+                                           "until_previous_day": u.until_previous_day} for u in p.upstreams],
                             "lookback_days": p.lookback_days,
                             "source": p.source,
+                            "export": p.export,
                         }
                         for p in self.processors_of(ph.number)
                     ],
@@ -306,13 +323,14 @@ def _processor(raw: dict[str, Any]) -> Processor:
     out = raw["output"]
     dataset, _, table = str(out["table"]).partition(".")
     columns = tuple((str(c), str(t).upper()) for c, t in out["columns"].items())
-    upstreams = tuple(Upstream(u) if isinstance(u, str) else Upstream(str(u["processor"]), int(u.get("lookback_days", 0)))
-                      for u in raw.get("upstreams", []))
+    upstreams = tuple(Upstream(u) if isinstance(u, str) else Upstream(
+        str(u["processor"]), int(u.get("lookback_days", 0)), str(u.get("until", "same_day")) == "previous_day")
+        for u in raw.get("upstreams", []))
     return Processor(
         name=str(raw["name"]), phase=int(raw["phase"]), description=str(raw.get("description", "")).strip(),
         output=Table(dataset=dataset, name=table, date_column=str(out["date_column"]),
                      keys=tuple(out["keys"]), columns=columns, critical=tuple(out.get("critical", []))),
-        upstreams=upstreams, sql=raw.get("sql"), source=raw.get("source"))
+        upstreams=upstreams, sql=raw.get("sql"), source=raw.get("source"), export=raw.get("export"))
 
 
 def _validate(p: Pipeline) -> None:
@@ -349,15 +367,17 @@ def _validate(p: Pipeline) -> None:
         for k in (*pr.output.keys, *pr.output.critical):
             if k not in cols:
                 fail(f"{where}: key/critical column {k!r} is not a declared column")
-        if (pr.sql is None) == (pr.source is None):
-            fail(f"{where}: declare exactly one of `sql` or `source`")
+        if sum(x is not None for x in (pr.sql, pr.source, pr.export)) != 1:
+            fail(f"{where}: declare exactly one of `sql`, `source` or `export`")
+        if pr.export is not None and not {"gcs_json", "sql"} <= set(pr.export):
+            fail(f"{where}: `export` needs `gcs_json` (path with {{date}}) and `sql`")
         for u in pr.upstreams:
             if u.processor not in names:
                 fail(f"{where}: upstream {u.processor!r} is not a declared processor")
             if next(x for x in p.processors if x.name == u.processor).phase > pr.phase:
                 fail(f"{where}: upstream {u.processor!r} is in a later phase")
-        if pr.sql:
-            for ds, tb in _PLACEHOLDER.findall(pr.sql):
+        for text in (pr.sql, (pr.export or {}).get("sql")):
+            for ds, tb in _PLACEHOLDER.findall(text or ""):
                 if f"{ds}.{tb}" not in tables:
                     fail(f"{where}: sql reads undeclared table {ds}.{tb}")
     for ph in p.phases:

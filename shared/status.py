@@ -63,7 +63,7 @@ def date_status(app: App, day: date) -> dict[str, Any]:
                 s.processor: {
                     "status": s.status, "record_count": s.record_count, "run_id": s.run_id or None,
                     "duration_s": s.duration_s, "generation": s.generation, "attempts": s.attempts,
-                    "error": s.error or None,
+                    "error": s.error or None, "updated_at": s.raw.get("updated_at"),
                     **({"resolution": (s.blocked or {}).get("resolution")} if s.blocked else {}),
                 } for s in ps
             },
@@ -78,9 +78,14 @@ class WaitResult:
     reason: str
 
 
-def _verdict(status: dict[str, Any], chain: list[int], phase: int) -> tuple[int, str] | None:
+def _verdict(status: dict[str, Any], chain: list[int], phase: int, since: Any = None) -> tuple[int, str] | None:
     for n in chain:
-        st = status["phases"][str(n)]["status"]
+        ph = status["phases"][str(n)]
+        st = ph["status"]
+        if since is not None and st in (BLOCKED, FAILED) and any(
+                p["status"] in (BLOCKED, FAILED) and (p.get("updated_at") is None or p["updated_at"] < since)
+                for p in ph["processors"].values()):
+            return None  # an outcome from before the trigger we wait for: not its verdict yet
         if st in (BLOCKED, FAILED):
             return 1, f"phase {n} is {st}"
         if st == SKIPPED:
@@ -91,10 +96,11 @@ def _verdict(status: dict[str, Any], chain: list[int], phase: int) -> tuple[int,
     return None
 
 
-def wait_for_phase(app: App, day: date, phase: int, timeout: float) -> WaitResult:
+def wait_for_phase(app: App, day: date, phase: int, timeout: float, since: Any = None) -> WaitResult:
     """Wait until ``phase`` is complete for ``day`` (0), it or an earlier phase failed/blocked (1), or timeout (2).
 
-    Woken by a Firestore listener on the date's partitions: no polling sleeps.
+    Woken by a Firestore listener on the date's partitions: no polling sleeps. With ``since`` (the
+    time a re-trigger was published), failures recorded before it are not taken as the verdict.
     """
     pipeline = app.pipeline
     chain = [n for n in [p.number for p in pipeline.phases] if n <= phase and phase in pipeline.downstream_phases(n)]
@@ -107,7 +113,7 @@ def wait_for_phase(app: App, day: date, phase: int, timeout: float) -> WaitResul
         while True:
             changed.clear()
             status = date_status(app, day)
-            verdict = _verdict(status, chain, phase)
+            verdict = _verdict(status, chain, phase, since)
             if verdict:
                 return WaitResult(verdict[0], status, verdict[1])
             remaining = deadline - time.monotonic()

@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .pipeline import Pipeline, all_columns, load
+from .pipeline import _PLACEHOLDER, Pipeline, all_columns, load
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TFVARS_PATH = REPO_ROOT / "infra" / "terraform" / "pipeline.auto.tfvars.json"
@@ -115,8 +115,12 @@ def _phase_inputs(pipeline: Pipeline, number: int) -> dict[str, Any]:
     ph = pipeline.phase(number)
     procs = pipeline.processors_of(number)
     writes = sorted({pipeline.dataset_id(p.output.dataset) for p in procs})
-    reads = sorted({pipeline.dataset_id(pipeline.processor(u.processor).output.dataset)
-                    for p in procs for u in p.upstreams})
+    # Read: upstream outputs, plus any table the processors' SQL names (export SQL included).
+    read_logical = {pipeline.processor(u.processor).output.dataset for p in procs for u in p.upstreams}
+    for p in procs:
+        for text in (p.sql, (p.export or {}).get("sql")):
+            read_logical |= {ds for ds, _ in _PLACEHOLDER.findall(text or "")}
+    reads = sorted({pipeline.dataset_id(ds) for ds in read_logical})
     function = pipeline.function_name(number)
     return {
         "number": ph.number,
@@ -138,6 +142,7 @@ def _phase_inputs(pipeline: Pipeline, number: int) -> dict[str, Any]:
         "tables": sorted(f"{pipeline.dataset_id(p.output.dataset)}.{p.output.name}" for p in procs),
         "processors": [p.name for p in procs],
         "reads_raw_bucket": any(p.source is not None for p in procs),
+        "writes_export_bucket": any(p.export is not None for p in procs),
         "schedule": ph.schedule,
         "default_date": ph.default_date,
         "function_account_id": _account_id(pipeline.namespace, pipeline.name, f"phase{number}"),

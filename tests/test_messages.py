@@ -72,3 +72,8 @@ def test_unknown_phase_and_processor_are_permanent_errors():
         parse(msg(phase=9), P, 2, now=NOW)
     with pytest.raises(UnknownProcessorError, match="no processor 'nope'"):
         parse(msg(processors=["nope"]), P, 2, now=NOW)
+
+
+def test_date_less_trigger_means_today_for_a_forward_looking_phase():
+    p5 = json.dumps({"pipeline": "nba", "phase": 5}).encode()
+    assert parse(p5, P, 5, now=utc(2025, 1, 16, 15)).data_date == date(2025, 1, 16)

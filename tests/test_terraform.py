@@ -429,6 +429,9 @@ def root_problems(r: dict[str, Any], m: dict[str, Any], inputs: dict[str, Any]) 
             out.append(f"{where}: module phase write_datasets do not come from the phase's inputs")
         if not _refs(phase_call.get("read_datasets"), "each.value.reads_datasets"):
             out.append(f"{where}: module phase read_datasets do not come from the phase's inputs")
+        role = _compact(phase_call.get("bucket_role"))
+        if not ("each.value.writes_export_bucket" in role and "each.value.reads_raw_bucket" in role):
+            out.append(f"{where}: module phase bucket_role does not follow the phase's raw reads / exports")
         if not _refs(phase_call.get("source_object"), "[each.key]"):
             out.append(f"{where}: module phase source_object is not the phase's own zip")
     env = _compact(_resolve(r, (phase_call or {}).get("environment")))
@@ -588,52 +591,60 @@ def test_deployment_has_no_problems(parsed: dict[str, Any], inputs: dict[str, An
 
 
 def test_every_phase_is_deployed(parsed: dict[str, Any], inputs: dict[str, Any]) -> None:
-    assert set(inputs["phases"]) == {"2", "3", "4"}
-    assert inputs["phases"]["2"]["schedule"] and inputs["phases"]["2"]["next"] == 3
-    assert inputs["phases"]["4"]["next"] is None and inputs["phases"]["4"]["next_topic"] is None
+    phases = inputs["phases"]
+    assert {"2", "3", "4"} <= set(phases)
+    first = min(phases, key=int)
+    assert phases[first]["schedule"], "the first phase must have a daily schedule"
+    last = [k for k, p in phases.items() if p["next"] is None]
+    assert last and all(phases[k]["next_topic"] is None for k in last)
+    for key, ph in phases.items():
+        assert (REPO / ph["source_dir"] / "main.py").is_file(), f"phase {key} has no function source"
 
 
 def test_new_phases_need_no_terraform_edit(parsed: dict[str, Any]) -> None:
-    """Phases 5 (own schedule, default date today) and 6 added to the YAML: inputs only."""
+    """A further phase (own schedule, default date today) added to the YAML changes inputs only."""
     script = r"""
 import json, sys, yaml
 from pathlib import Path
 from shared.pipeline import from_dict
 from shared.tfvars import terraform_inputs
 raw = yaml.safe_load(Path("pipelines/nba.yaml").read_text())
-raw["phases"][-1]["next"] = 5
+last = next(p for p in raw["phases"] if p.get("next") is None)
+last["next"] = 97
 raw["phases"] += [
-    {"number": 5, "name": "predictions", "title": "Predictions", "next": 6, "schedule": "0 10 * * *",
+    {"number": 97, "name": "scoring", "title": "Scoring", "next": 98, "schedule": "30 10 * * *",
      "default_date": "today"},
-    {"number": 6, "name": "publishing", "title": "Publishing"},
+    {"number": 98, "name": "archive", "title": "Archive"},
 ]
+src = next(p for p in raw["processors"] if p["phase"] == last["number"])
 raw["processors"] += [
-    {"name": "points_prediction", "phase": 5, "upstreams": ["player_composite_factors"],
-     "output": {"table": "nba_predictions.points_prediction", "date_column": "game_date",
-                "keys": ["player_id"], "columns": {"game_date": "DATE", "player_id": "INT64", "points": "FLOAT64"}},
-     "sql": "SELECT @data_date AS game_date, player_id, 1.0 AS points FROM {nba_precompute.player_composite_factors}"},
-    {"name": "published_picks", "phase": 6, "upstreams": ["points_prediction"],
-     "output": {"table": "nba_publishing.published_picks", "date_column": "game_date",
-                "keys": ["player_id"], "columns": {"game_date": "DATE", "player_id": "INT64", "points": "FLOAT64"}},
-     "sql": "SELECT game_date, player_id, points FROM {nba_predictions.points_prediction}"},
+    {"name": "scoring_out", "phase": 97, "upstreams": [src["name"]],
+     "output": {"table": "nba_scoring.scoring_out", "date_column": "game_date",
+                "keys": ["item_id"], "columns": {"game_date": "DATE", "item_id": "INT64", "score": "FLOAT64"}},
+     "sql": "SELECT @data_date AS game_date, 1 AS item_id, 1.0 AS score"},
+    {"name": "archive_out", "phase": 98, "upstreams": ["scoring_out"],
+     "output": {"table": "nba_archive.archive_out", "date_column": "game_date",
+                "keys": ["item_id"], "columns": {"game_date": "DATE", "item_id": "INT64", "score": "FLOAT64"}},
+     "sql": "SELECT game_date, item_id, score FROM {nba_scoring.scoring_out}"},
 ]
-print(json.dumps(terraform_inputs(from_dict(raw, "pipelines/nba.yaml"))))
+print(json.dumps({"last": str(last["number"]), "inputs": terraform_inputs(from_dict(raw, "pipelines/nba.yaml"))}))
 """
     proc = subprocess.run([str(_main_python()), "-c", script], cwd=REPO, env=_clean_env(),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    grown = json.loads(proc.stdout)
-    assert set(grown["phases"]) == {"2", "3", "4", "5", "6"}
-    p5 = grown["phases"]["5"]
-    assert p5["schedule"] == "0 10 * * *" and p5["default_date"] == "today" and p5["next_topic"] == "nba-phase6-publishing"
-    assert grown["phases"]["4"]["next_topic"] == "nba-phase5-predictions"
-    assert grown["phases"]["6"]["reads_datasets"] == ["nba_predictions"]
-    assert "nba_predictions" in grown["datasets"] and "nba_publishing.published_picks" in grown["tables"]
-    # The function folders do not exist yet: everything else about phases 5 and 6 is in order.
+    out = json.loads(proc.stdout)
+    grown, last = out["inputs"], out["last"]
+    assert {"97", "98"} <= set(grown["phases"])
+    p97 = grown["phases"]["97"]
+    assert p97["schedule"] == "30 10 * * *" and p97["default_date"] == "today" and p97["next_topic"] == "nba-phase98-archive"
+    assert grown["phases"][last]["next_topic"] == "nba-phase97-scoring"
+    assert grown["phases"]["98"]["reads_datasets"] == ["nba_scoring"]
+    assert "nba_scoring" in grown["datasets"] and "nba_archive.archive_out" in grown["tables"]
+    # The function folders do not exist: everything else about the new phases is in order.
     found = problems(parsed, grown)
     assert sorted(found) == [
         f"inputs: phase {n}: functions/{f}/main.py does not exist (no function source to deploy)"
-        for n, f in (("5", "phase5_predictions"), ("6", "phase6_publishing"))], found
+        for n, f in (("97", "phase97_scoring"), ("98", "phase98_archive"))], found
 
 
 # ====================================================================== negative tests
@@ -672,14 +683,15 @@ def test_phase_without_resources_is_reported(parsed, inputs) -> None:
     """Per-phase modules written by hand (no for_each) leave a new phase of the JSON undeployed."""
     bad = _mutated(parsed)
     call = bad["root"]["module"].pop("phase")
-    for key in ("2", "3", "4"):
+    for key in inputs["phases"]:
         explicit = {k: v for k, v in call.items() if k != "for_each"}
         explicit["phase"] = f'${{var.pipeline.phases["{key}"]}}'
         bad["root"]["module"][f"phase{key}"] = explicit
     grown = copy.deepcopy(inputs)
-    grown["phases"]["5"] = {**copy.deepcopy(inputs["phases"]["4"]), "number": 5}
+    grown["phases"]["9"] = {**copy.deepcopy(inputs["phases"]["4"]), "number": 9, "topic": "nba-phase9-x",
+                            "dead_letter_topic": "nba-phase9-x-dlq"}
     found = problems(bad, grown, source_root=None)
-    assert any("phase 5 of the inputs has no phase module instance" in p for p in found), found
+    assert any("phase 9 of the inputs has no phase module instance" in p for p in found), found
     assert not any("phase 4 of the inputs has no phase module instance" in p for p in found), found
 
 
@@ -691,16 +703,16 @@ def test_phase_module_over_a_subset_is_reported(parsed, inputs) -> None:
 
 def test_phase_without_function_source_is_reported(parsed, inputs) -> None:
     grown = copy.deepcopy(inputs)
-    grown["phases"]["5"] = {**copy.deepcopy(inputs["phases"]["4"]), "number": 5, "function": "phase5_predictions",
-                            "source_dir": "functions/phase5_predictions", "topic": "nba-phase5-predictions",
-                            "dead_letter_topic": "nba-phase5-predictions-dlq"}
-    assert any("phase5_predictions/main.py does not exist" in p for p in problems(parsed, grown))
+    grown["phases"]["9"] = {**copy.deepcopy(inputs["phases"]["4"]), "number": 9, "function": "phase9_missing",
+                            "source_dir": "functions/phase9_missing", "topic": "nba-phase9-missing",
+                            "dead_letter_topic": "nba-phase9-missing-dlq"}
+    assert any("phase9_missing/main.py does not exist" in p for p in problems(parsed, grown))
 
 
 def test_phase_missing_fields_is_reported(parsed, inputs) -> None:
     grown = copy.deepcopy(inputs)
-    grown["phases"]["5"] = {"number": 5, "name": "predictions"}
-    assert any(p.startswith("inputs: phase 5 lacks") for p in problems(parsed, grown))
+    grown["phases"]["9"] = {"number": 9, "name": "unfinished"}
+    assert any(p.startswith("inputs: phase 9 lacks") for p in problems(parsed, grown))
 
 
 def test_wrong_ack_deadline_retry_and_oidc_are_reported(parsed, inputs) -> None:

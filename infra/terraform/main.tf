@@ -48,14 +48,14 @@ locals {
   sweeper_main    = "${local.source_root}/${var.pipeline.sweeper.source_dir}/main.py"
   sweeper_enabled = var.enable_sweeper && fileexists(local.sweeper_main)
 
+  # CASCADE_PIPELINE_FILE is relative to the function's working directory (the unpacked zip).
   function_environment = merge({
     CASCADE_PROJECT       = var.project_id
     CASCADE_PIPELINE_FILE = var.pipeline.definition_file
     CASCADE_PRODUCTION    = "1"
-    CASCADE_NAMESPACE     = var.pipeline.namespace
     CASCADE_MAX_ATTEMPTS  = tostring(var.max_delivery_attempts)
     LOG_EXECUTION_ID      = "true"
-  }, var.extra_environment)
+  }, var.pipeline.namespace == "" ? {} : { CASCADE_NAMESPACE = var.pipeline.namespace }, var.extra_environment)
 }
 
 data "google_project" "this" {
@@ -155,8 +155,8 @@ resource "google_storage_bucket" "source" {
   depends_on = [google_project_service.apis]
 }
 
-# Raw scraped files read by the raw-load processors (gs://<project>-<raw_bucket>/...); also the
-# export bucket of publishing phases (var.export_phases).
+# Raw scraped files read by the raw-load processors (gs://<project>-<raw_bucket>/...); also where
+# export processors (publishing) write their files.
 resource "google_storage_bucket" "raw" {
   project                     = var.project_id
   name                        = local.raw_bucket_name
@@ -263,7 +263,8 @@ module "phase" {
   write_datasets       = [for d in each.value.writes_datasets : google_bigquery_dataset.this[d].dataset_id]
   read_datasets        = [for d in each.value.reads_datasets : google_bigquery_dataset.this[d].dataset_id]
   bucket               = google_storage_bucket.raw.name
-  bucket_role = (contains(var.export_phases, each.key) ? "roles/storage.objectAdmin"
+  # Export processors (publishing) write files; raw loads read them; other phases get nothing.
+  bucket_role = (each.value.writes_export_bucket ? "roles/storage.objectAdmin"
   : each.value.reads_raw_bucket ? "roles/storage.objectViewer" : null)
 
   depends_on = [

@@ -76,6 +76,7 @@ variable "pipeline" {
       reads_datasets           = list(string)
       datasets                 = list(string)
       reads_raw_bucket         = bool
+      writes_export_bucket     = optional(bool, false)
       schedule                 = optional(string)
       default_date             = string
       function_account_id      = string
@@ -172,12 +173,6 @@ variable "dead_letter_retention_seconds" {
   description = "How long dead-lettered messages are kept on the dead-letter subscription (default 7 days)."
   type        = number
   default     = 604800
-}
-
-variable "export_phases" {
-  description = "Phase numbers (as strings) whose function writes to the raw/export bucket (objectAdmin); other phases get objectViewer only if they load raw files."
-  type        = list(string)
-  default     = []
 }
 
 variable "deletion_protection" {

@@ -27,9 +27,9 @@ class Executor(Protocol):
 
 
 def executor_for(proc: Processor) -> Executor:
+    from .gcs_export import GcsJsonExport
     from .gcs_load import GcsJsonLoad
     from .sql_transform import SqlTransform
 
-    if proc.source is not None:
-        return GcsJsonLoad()
-    return SqlTransform()
+    # Processor kind (from the definition) -> executor.
+    return {"gcs_json_load": GcsJsonLoad, "gcs_json_export": GcsJsonExport, "sql": SqlTransform}[proc.kind]()

@@ -1,0 +1,14 @@
+"""The backfill engine: plan, dependency-aware parallel wavefront, resume from state, progress, validation.
+
+Modules: ``plan`` (what exists, what will run, the estimate), ``scheduler`` (the wavefront on a
+thread pool), ``lease`` (one backfill per processor), ``progress`` (the progress line),
+``validate`` (coverage, duplicate keys, NULL critical columns, preflight), ``digest`` (one alert
+per backfill), ``rerun`` (new-generation re-processing), ``engine`` (the whole command).
+"""
+
+from .engine import BackfillRequest, BackfillResult, print_result, run_backfill
+from .plan import Plan, UsageError, build_plan, select_processors
+from .scheduler import RunReport, Scheduler
+
+__all__ = ["BackfillRequest", "BackfillResult", "Plan", "RunReport", "Scheduler", "UsageError", "build_plan",
+           "print_result", "run_backfill", "select_processors"]
