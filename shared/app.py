@@ -50,7 +50,7 @@ class App:
 
     @cached_property
     def publisher(self) -> Publisher:
-        return Publisher(clients.publisher(), self.project)
+        return Publisher(clients.publisher(), self.project, timeout=self.settings.publish_timeout_seconds)
 
     @cached_property
     def storage(self) -> Any:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from google.api_core.retry import Retry
+
 from .errors import TransientError
 from . import faults
 
@@ -21,9 +23,12 @@ class Publisher:
 
     def publish(self, topic: str, data: bytes, attributes: dict[str, str] | None = None) -> str:
         """Publish and return the message id; a failure is a TransientError (the caller retries)."""
-        faults.maybe_fail("publish")
         try:
-            future = self.client.publish(self.topic_path(topic), data, **(attributes or {}))
+            faults.maybe_fail("publish")
+            # Bound the client's own retries by our timeout, so a publish we report as failed is not
+            # delivered late behind our back (a later republish is deduped downstream anyway).
+            future = self.client.publish(self.topic_path(topic), data, retry=Retry(deadline=self.timeout),
+                                         timeout=self.timeout, **(attributes or {}))
             return str(future.result(timeout=self.timeout))
         except Exception as exc:  # noqa: BLE001 - any publish failure is retried by redelivery
             raise TransientError(f"publishing to {topic} failed: {exc}", topic=topic) from exc

@@ -137,7 +137,7 @@ class PhaseRunner:
 
     def _context(self, trigger: Trigger) -> dict[str, Any]:
         return {"mode": trigger.mode, "correlation_id": trigger.correlation_id,
-                "strict_mode": trigger.checks_enabled}
+                "strict_mode": trigger.strict_mode, "skip_downstream_trigger": trigger.skip_downstream_trigger}
 
     # ------------------------------------------------------------------ one partition
     def run_partition(self, proc: Processor, trigger: Trigger) -> Outcome:

@@ -26,6 +26,10 @@ class Settings:
         republish_after_seconds: a trigger claim left unpublished this long may be republished by
             a redelivery or the sweeper (default 30 s; the receiver dedupes).
         bigquery_timeout_seconds: deadline of one BigQuery job (default 300 s).
+        publish_timeout_seconds: how long a publish may take before it counts as failed (default
+            30 s); the trigger claim then stays unpublished for a redelivery or the sweeper.
+        stuck_phase_seconds: a phase whose processors are partly done for longer than this is
+            reported by the sweeper with the missing processors (default 3600 s).
     """
 
     project: str = "cascade-local"
@@ -34,6 +38,8 @@ class Settings:
     max_attempts: int = 5
     republish_after_seconds: float = 30.0
     bigquery_timeout_seconds: float = 300.0
+    publish_timeout_seconds: float = 30.0
+    stuck_phase_seconds: float = 3600.0
 
     @property
     def heartbeat_seconds(self) -> float:
@@ -49,6 +55,8 @@ class Settings:
             max_attempts=int(e.get("CASCADE_MAX_ATTEMPTS", 5)),
             republish_after_seconds=float(e.get("CASCADE_REPUBLISH_AFTER_SECONDS", 30)),
             bigquery_timeout_seconds=float(e.get("CASCADE_BIGQUERY_TIMEOUT_SECONDS", 300)),
+            publish_timeout_seconds=float(e.get("CASCADE_PUBLISH_TIMEOUT_SECONDS", 30)),
+            stuck_phase_seconds=float(e.get("CASCADE_STUCK_PHASE_SECONDS", 3600)),
         )
         if not 1 <= s.max_attempts <= 100:
             raise ValueError("CASCADE_MAX_ATTEMPTS must be between 1 and 100")

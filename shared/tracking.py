@@ -253,6 +253,34 @@ class Tracker:
         self.ops += 1
         self._col("runs").document(run_id).set({"run_id": run_id, **data}, merge=merge)
 
+    def expire(self, processor: str, day: date | str, run_id: str, reason: str) -> bool:
+        """Mark a run whose lease expired as failed (transient: to be re-run); False if it moved on."""
+        def change(cur: dict[str, Any], now: datetime) -> dict[str, Any]:
+            return {**cur, "status": FAILED, "error": reason, "transient": True, "lease_expires_at": None,
+                    "finished_at": now, "updated_at": now}
+        try:
+            self._update_own(processor, day if isinstance(day, date) else date.fromisoformat(day), run_id, change)
+        except LeaseLostError:
+            return False
+        self._write_run(run_id, {"status": FAILED, "error": reason, "finished_at": self.clock()}, merge=True)
+        return True
+
+    def partitions_where(self, field_name: str, op: str, value: Any) -> list[Partition]:
+        """Partitions matching one filter (e.g. status == running), from a single query."""
+        self.ops += 1
+        q = self._col("partitions").where(filter=firestore.FieldFilter(field_name, op, value))
+        return [Partition.from_doc(d.get("processor", ""), d.get("data_date", ""), d)
+                for d in (s.to_dict() for s in q.stream())]
+
+    def create_once(self, kind: str, doc_id: str, data: dict[str, Any]) -> bool:
+        """Create ``kind/doc_id`` unless it exists (alert-once markers); True for the creator."""
+        try:
+            self.ops += 1
+            self._col(kind).document(doc_id).create({**data, "created_at": self.clock()})
+            return True
+        except gexc.AlreadyExists:
+            return False
+
     # ------------------------------------------------------------------ downstream trigger claims
     def claim_trigger(self, phase: int, day: date, generation: int, topic: str, payload: bytes,
                       claimed_by: str) -> bool:

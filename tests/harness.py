@@ -190,3 +190,37 @@ def env_for(endpoints: Endpoints) -> dict[str, str]:
     env = dict(os.environ)
     env.update(endpoints.as_env())
     return env
+
+
+class FakeClock:
+    """An injected clock that only moves when a test says so (leases, republish delays)."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or utcnow()
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        from datetime import timedelta
+        self.now = self.now + timedelta(seconds=seconds)
+
+
+def wide_pipeline(path: Path, width: int = 20) -> str:
+    """A pipeline with ``width`` processors in phase 2 (trivial SQL) cascading to one in phase 3."""
+    import yaml
+    procs = [{"name": f"p{i:02d}", "phase": 2, "description": f"processor {i}",
+              "output": {"table": f"wide.t{i:02d}", "date_column": "d", "keys": ["k"],
+                         "columns": {"d": "DATE", "k": "INT64", "v": "INT64"}},
+              "sql": f"SELECT @data_date AS d, {i} AS k, {i * 10} AS v"} for i in range(width)]
+    procs.append({"name": "summary", "phase": 3, "description": "after all of phase 2",
+                  "upstreams": [p["name"] for p in procs],
+                  "output": {"table": "wide.summary", "date_column": "d", "keys": ["k"],
+                             "columns": {"d": "DATE", "k": "INT64", "v": "INT64"}},
+                  "sql": "SELECT @data_date AS d, 0 AS k, " + str(width) + " AS v"})
+    raw = {"pipeline": "wide", "description": "concurrency test", "raw_bucket": "wide",
+           "calendar": {"timezone": "UTC", "seasons": [{"name": "all", "start": "2020-01-01", "end": "2030-12-31"}]},
+           "phases": [{"number": 2, "name": "fanout", "next": 3}, {"number": 3, "name": "fanin"}],
+           "processors": procs}
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)

@@ -161,12 +161,12 @@ def test_interrupted_backfill_resumes_from_state_retrying_failures_and_not_redoi
     delete_raw(h, BOX, bad)
     seen = []
 
-    def stop_after_20(result, sched):
+    def ctrl_c_after_20(result, sched):
         seen.append(result.node.label)
         if len(seen) == 20:
-            sched.stop()  # what Ctrl-C does: stop submitting, let running partitions finish
+            raise KeyboardInterrupt  # Ctrl-C: stop submitting, let running partitions finish
 
-    first = backfill(h, end=end, skip_preflight=True, on_result=stop_after_20)
+    first = backfill(h, end=end, skip_preflight=True, on_result=ctrl_c_after_20)
     r1 = first.report
     assert first.exit_code == 130 and r1.interrupted and r1.not_run, first.render()
     assert f"{BOX}@{bad}" in r1.failed and "not found" in r1.failed[f"{BOX}@{bad}"]

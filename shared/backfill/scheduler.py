@@ -193,7 +193,12 @@ class Scheduler:
                             next_slot = max(now, next_slot) + self.interval
                         for item in held:
                             heapq.heappush(ready, item)
-                    if not inflight and (self._stop.is_set() or (not ready and not delayed)):
+                    if self._stop.is_set():
+                        # Every running partition has returned (its future is done only after its result
+                        # was queued) and every result was handled: nothing is left running.
+                        if all(f.done() for f in inflight.values()) and not self._done:
+                            break
+                    elif not inflight and not ready and not delayed:
                         break
                     timeout = 0.25
                     if delayed:
@@ -332,9 +337,13 @@ class Scheduler:
             futures.append(aux.submit(self._complete, node.phase, node.day))
 
     def _complete(self, phase: int, day) -> None:
-        names = [p.name for p in self.pipeline.processors_of(phase)]
-        gens = [self.generation.get((n, day.isoformat()), self.plan.states.get((n, day.isoformat())).generation
-                                    if (n, day.isoformat()) in self.plan.states else 0) for n in names]
+        gens = []
+        for p in self.pipeline.processors_of(phase):
+            key = (p.name, day.isoformat())
+            if key in self.generation:
+                gens.append(self.generation[key])
+            elif key in self.plan.states:
+                gens.append(self.plan.states[key].generation)
         trig = Trigger(pipeline=self.pipeline.name, phase=phase, data_date=day, mode="backfill",
                        strict_mode=False, skip_downstream_trigger=False, correlation_id=self.correlation_id,
                        generation=min(gens, default=0))

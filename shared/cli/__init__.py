@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import daily_cmds, local_cmds, ops_cmds
+from . import daily_cmds, local_cmds, ops_cmds, reliability_cmds
 
-_MODULES = [local_cmds, ops_cmds, daily_cmds]
+_MODULES = [local_cmds, ops_cmds, daily_cmds, reliability_cmds]
 
 try:  # command modules added by later work register themselves the same way
     from . import extra_cmds  # type: ignore[attr-defined]

@@ -1,0 +1,16 @@
+"""The sweeper Cloud Function (HTTP, called by Cloud Scheduler): repairs stuck state."""
+
+import json
+
+import functions_framework
+
+from shared import logs
+from shared.app import default_app
+from shared.sweeper import sweep
+
+
+@functions_framework.http
+def handle(request):
+    logs.configure()
+    report = sweep(default_app())
+    return json.dumps(report.to_dict()), 200, {"Content-Type": "application/json"}

@@ -1,0 +1,203 @@
+"""Reliability under faults, each test asserting nothing is lost or doubled (DESIGN invariants 1-6).
+
+Faults are injected with the environment-guarded hook in ``shared.faults``; time moves with an
+injected clock, never with sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import date
+
+import pytest
+
+from shared import faults
+from shared.errors import TransientError
+from shared.faults import InjectedCrash
+from shared.status import date_status, wait_for_phase
+from shared.sweeper import sweep
+
+from .harness import FakeClock, Harness, new_namespace, wide_pipeline
+
+D = date(2025, 1, 15)
+
+
+@pytest.fixture()
+def inject(monkeypatch):
+    def set_faults(spec: str) -> None:
+        faults._used.clear()
+        monkeypatch.setenv("CASCADE_ENABLE_FAULTS", "1")
+        monkeypatch.setenv("CASCADE_FAULTS", spec)
+    yield set_faults
+    faults._used.clear()
+
+
+def duplicates(h: Harness, processor: str, day: date) -> int:
+    rows = h.rows(processor, day)
+    keys = [tuple(r[k] for k in h.pipeline.processor(processor).output.merge_keys) for r in rows]
+    return len(keys) - len(set(keys))
+
+
+def test_crash_between_merge_and_success_then_redelivery_completes_without_duplicates(make_harness, inject):
+    clock = FakeClock()
+    h = make_harness(clock=clock, settings_overrides={"lease_seconds": 60})
+    h.write_raw(D, D)
+    inject(f"after_merge:nbac_player_boxscore@{D}*1")
+    with pytest.raises(InjectedCrash):
+        h.deliver(h.trigger(D, strict_mode=False))
+    part = h.app.tracker.partition("nbac_player_boxscore", D)
+    assert part.status == "running"  # the crash left it running: nothing half-written is marked done
+    merged = len(h.rows("nbac_player_boxscore", D))
+    with pytest.raises(TransientError):  # a redelivery while the lease is live waits (is redelivered)
+        h.deliver(h.trigger(D, strict_mode=False))
+    clock.advance(61)  # the crashed run's lease expires
+    result = h.deliver(h.trigger(D, strict_mode=False))
+    assert result.complete and result.downstream == "published"
+    assert len(h.rows("nbac_player_boxscore", D)) == merged and duplicates(h, "nbac_player_boxscore", D) == 0
+    assert h.app.tracker.partition("nbac_player_boxscore", D).attempts == 2
+    assert len(h.pull(3)) == 1
+
+
+def test_publish_failure_after_commit_is_republished_by_the_sweeper_and_runs_downstream_once(make_harness, inject):
+    clock = FakeClock()
+    h = make_harness(clock=clock)
+    h.write_raw(D, D)
+    inject("publish*1")
+    with pytest.raises(TransientError, match="publish"):
+        h.deliver(h.trigger(D, strict_mode=False))
+    claim = h.app.tracker.claim(2, D, 0)
+    assert claim["status"] == "claimed"  # never marked published when nothing was published
+    assert h.pull(3) == []
+    assert sweep(h.app).republished == []  # too recent: the publisher may still be at it
+    clock.advance(h.app.settings.republish_after_seconds + 1)
+    report = sweep(h.app)
+    assert len(report.republished) == 1
+    assert h.app.tracker.claim(2, D, 0)["status"] == "published"
+    assert sweep(h.app).republished == []  # idempotent
+    seen = h.pump()
+    assert len(seen[3]) == 1 and len(seen[4]) == 1
+    # The original message's redelivery finds everything done and publishes nothing more.
+    h.deliver(h.trigger(D, strict_mode=False))
+    assert h.pull(3) == []
+    assert date_status(h.app, D)["phases"]["4"]["status"] == "complete"
+
+
+def test_same_message_delivered_five_times_concurrently_runs_once_and_triggers_once(harness):
+    h = harness
+    h.write_raw(D, D)
+    trig = h.trigger(D, strict_mode=False)
+    redeliver: list[int] = []
+
+    def deliver(i: int) -> None:
+        try:
+            h.deliver(trig, message_id="same-id")
+        except TransientError:
+            redeliver.append(i)  # Pub/Sub would redeliver it
+
+    threads = [threading.Thread(target=deliver, args=(i,)) for i in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for _ in redeliver:
+        h.deliver(trig, message_id="same-id")
+    for proc in ("nbac_player_boxscore", "nbac_schedule"):
+        runs = h.app.tracker.runs(processor=proc, day=D)
+        assert [r["status"] for r in runs] == ["success"], runs
+        assert duplicates(h, proc, D) == 0
+    assert len(h.pull(3)) == 1
+
+
+def test_stale_run_cannot_overwrite_the_result_of_the_run_that_took_over_its_lease(make_harness):
+    from shared.errors import LeaseLostError
+    clock = FakeClock()
+    h = make_harness(clock=clock, settings_overrides={"lease_seconds": 30})
+    t = h.app.tracker
+    assert t.begin("nbac_schedule", 2, D, 0, "run-old").outcome == "run"
+    assert t.begin("nbac_schedule", 2, D, 0, "run-new").outcome == "busy"
+    clock.advance(31)  # the old run outlived its lease without a heartbeat
+    assert t.heartbeat("nbac_schedule", D, "run-old") is True  # still its lease until someone takes over
+    clock.advance(31)
+    assert t.begin("nbac_schedule", 2, D, 0, "run-new").outcome == "run"
+    t.finish("nbac_schedule", D, "run-new", "success", record_count=11)
+    with pytest.raises(LeaseLostError):
+        t.finish("nbac_schedule", D, "run-old", "failed", error="late")
+    assert t.heartbeat("nbac_schedule", D, "run-old") is False
+    part = t.partition("nbac_schedule", D)
+    assert (part.status, part.run_id, part.record_count) == ("success", "run-new", 11)
+
+
+def test_twenty_processors_of_one_phase_completing_concurrently_trigger_exactly_once(make_harness, tmp_path):
+    h = make_harness(pipeline_file=wide_pipeline(tmp_path / "wide.yaml", 20))
+    day = date(2025, 3, 3)
+    errors: list[BaseException] = []
+
+    def one(name: str) -> None:
+        try:
+            h.deliver_until_done(h.trigger(day, processors=(name,)))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(p.name,)) for p in h.pipeline.processors_of(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(h.pull(3)) == 1
+    assert len(h.app.tracker.claims_for(2, day)) == 1
+
+
+def test_pubsub_emulator_restart_mid_cascade_is_repaired_by_the_sweeper(stack, endpoints, make_harness):
+    clock = FakeClock()
+    h = make_harness(clock=clock, settings_overrides={"publish_timeout_seconds": 3})
+    h.write_raw(D, D)
+    port = int(endpoints.pubsub.rsplit(":", 1)[1])
+    stack.stop(["pubsub"])
+    try:
+        with pytest.raises(TransientError):
+            h.deliver(h.trigger(D, strict_mode=False))  # phase 2 done, its downstream publish fails
+    finally:
+        stack.start_emulators({"pubsub": port})
+    h.provision()  # the in-memory emulator lost its topics: cascade up re-creates them (idempotent)
+    assert h.app.tracker.claim(2, D, 0)["status"] == "claimed"
+    clock.advance(h.app.settings.republish_after_seconds + 1)
+    assert len(sweep(h.app).republished) == 1
+    seen = h.pump()
+    assert seen[3] and len(seen[4]) == 1
+    assert date_status(h.app, D)["phases"]["4"]["status"] == "complete"
+    for proc in h.pipeline.processors_of(3):  # however many copies arrived, phase 3 ran once
+        assert [r["status"] for r in h.app.tracker.runs(processor=proc.name, day=D)] == ["success"]
+
+
+def test_expired_lease_of_a_crashed_run_is_failed_and_retriggered_by_the_sweeper(make_harness, inject):
+    clock = FakeClock()
+    h = make_harness(clock=clock, settings_overrides={"lease_seconds": 60})
+    h.write_raw(D, D)
+    inject(f"before_merge:nbac_schedule@{D}*1")
+    with pytest.raises(InjectedCrash):
+        h.deliver(h.trigger(D, strict_mode=False, processors=("nbac_schedule",)))
+    assert sweep(h.app).expired == []  # lease still live
+    clock.advance(61)
+    report = sweep(h.app)
+    assert len(report.expired) == 1 and "nbac_schedule" in report.expired[0]
+    part = h.app.tracker.partition("nbac_schedule", D)
+    assert part.status == "failed" and "lease expired" in part.error
+    retrigger = h.pull(2)
+    assert len(retrigger) == 1 and retrigger[0]["processors"] == ["nbac_schedule"]
+    h.deliver(json.dumps(retrigger[0]).encode(), phase=2)
+    assert h.app.tracker.partition("nbac_schedule", D).status == "success"
+
+
+def test_phase_waiting_too_long_on_a_processor_is_alerted_once(make_harness):
+    clock = FakeClock()
+    h = make_harness(clock=clock, settings_overrides={"stuck_phase_seconds": 600})
+    h.write_raw(D, D)
+    h.deliver(h.trigger(D, processors=("nbac_schedule",)))  # nbac_player_boxscore never ran
+    assert sweep(h.app).stuck == []
+    clock.advance(601)
+    stuck = sweep(h.app).stuck
+    assert len(stuck) == 1 and "nbac_player_boxscore" in stuck[0] and "--processor nbac_player_boxscore" in stuck[0]
+    assert sweep(h.app).stuck == []  # alerted once
+    assert len([a for a in h.alerts.alerts if "STUCK" in a.title]) == 1
