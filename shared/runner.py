@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -191,8 +192,10 @@ class PhaseRunner:
             if blocked:
                 self._finish(proc, day, run_id, BLOCKED, error=f"{blocked.detail}; resolution: {blocked.resolution}",
                              blocked=blocked.to_dict(), extra={"checks": checks_info})
-                self.app.alerts.send(Alert(blocked.detail, f"resolution: {blocked.resolution}", labels=labels,
-                                           details=blocked.to_dict()))
+                marker = hashlib.sha256(f"{proc.name}|{iso}|{gen}|{blocked.detail}".encode()).hexdigest()[:24]
+                if self.tracker.create_once("alerts", f"blocked__{marker}", {"detail": blocked.detail}):
+                    self.app.alerts.send(Alert(blocked.detail, f"resolution: {blocked.resolution}", labels=labels,
+                                               details=blocked.to_dict()))  # once per distinct reason
                 log(logger, logging.ERROR, f"{blocked.detail}; resolution: {blocked.resolution}", **labels)
                 return Outcome(proc.name, BLOCKED, run_id, error=blocked.detail, checks=checks_info)
         else:

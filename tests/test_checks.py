@@ -176,3 +176,12 @@ def test_cascade_check_prints_findings_without_processing(h):
     data = json.loads(js.stdout)
     assert data["blocked"] is True
     assert h.app.tracker.partition("player_rolling_form", D).status == "missing"  # nothing was processed
+
+
+def test_a_duplicate_delivery_of_a_blocked_trigger_does_not_alert_again(h):
+    load_history(h, [d for d in HISTORY if d != date(2025, 2, 13)] + [D], phases=(2,))
+    trig = h.trigger(D, phase=3, processors=("player_rolling_form",))
+    h.deliver(trig)
+    h.deliver(trig)  # at-least-once delivery: the same trigger again
+    assert h.app.tracker.partition("player_rolling_form", D).status == "blocked"
+    assert len([a for a in h.alerts.alerts if "Data Gaps" in a.title]) == 1
