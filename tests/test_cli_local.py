@@ -1,0 +1,71 @@
+"""``cascade up`` / ``down`` / ``describe`` as a user runs them (subprocesses, own state dir)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from shared.localstack import _proc_stat
+
+from .harness import ROOT
+
+
+def run(state, *args, timeout=180):
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_EMULATOR_HOST") and not k.startswith("CASCADE_")}
+    env["CASCADE_STATE_DIR"] = str(state)
+    return subprocess.run([sys.executable, "-m", "shared.cli", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def env_file(state) -> dict[str, str]:
+    out = {}
+    for line in (state / "env").read_text().splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        out[key] = value
+    return out
+
+
+def test_up_is_idempotent_writes_env_and_down_stops_exactly_what_it_started(tmp_path):
+    state = tmp_path / "state"
+    first = run(state, "up", "--start", "2025-01-14", "--end", "2025-01-15")
+    try:
+        assert first.returncode == 0, first.stdout + first.stderr
+        env = env_file(state)
+        for key in ("CASCADE_PROJECT", "PUBSUB_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST", "BIGQUERY_EMULATOR_HOST",
+                    "STORAGE_EMULATOR_HOST", "CASCADE_TRIGGER_TOPIC"):
+            assert env.get(key), key
+        assert env["BIGQUERY_EMULATOR_HOST"].startswith("http://")
+        assert env["CASCADE_TRIGGER_TOPIC"] == "nba-phase2-raw"
+        assert "wrote 4 raw files for 2 game days" in first.stdout
+        pids = {p.stem: json.loads(p.read_text())["pid"] for p in (state / "pids").glob("*.json")}
+        assert {"pubsub", "firestore", "bigquery", "storage"} <= set(pids)
+        assert len([n for n in pids if n.startswith("function-")]) == 5  # one per phase (2-6)
+        second = run(state, "up")
+        assert second.returncode == 0, second.stderr
+        assert env_file(state) == env  # same emulators, same ports
+        assert {p.stem: json.loads(p.read_text())["pid"] for p in (state / "pids").glob("*.json")} == pids
+        unrelated = subprocess.Popen(["sleep", "60"])
+    finally:
+        down = run(state, "down")
+    assert down.returncode == 0
+    assert not (state / "env").exists()
+    for pid in pids.values():
+        stat = _proc_stat(pid)
+        assert stat is None or stat[0] in ("Z", "X"), pid
+    assert unrelated.poll() is None  # not ours: left alone
+    unrelated.kill()
+
+
+def test_describe_json_derives_everything_from_the_definition():
+    out = subprocess.run([sys.executable, "-m", "shared.cli", "describe", "--json"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60, env={**os.environ, "CASCADE_PROJECT": "proj", "CASCADE_NAMESPACE": ""})
+    d = json.loads(out.stdout)
+    assert [p["number"] for p in d["phases"]] == [2, 3, 4, 5, 6]
+    p3 = d["phases"][1]
+    assert p3["topic"] == "nba-phase3-analytics" and p3["dead_letter_topic"] == "nba-phase3-analytics-dlq"
+    form = next(p for p in p3["processors"] if p["name"] == "player_rolling_form")
+    assert form["output_table"] == "proj.nba_analytics.player_rolling_form"
+    assert form["keys"] == ["player_id"] and form["lookback_days"] == 30
+    assert d["calendar"]["timezone"] == "America/New_York"
