@@ -12,15 +12,15 @@ import os
 import subprocess
 import sys
 import threading
-from datetime import date, timedelta
+from datetime import date
 
 import pytest
 from google.cloud import bigquery
 
 from shared.backfill import BackfillRequest, run_backfill
 from shared.backfill.lease import BackfillLease, holders
+from shared.backfill.plan import upstream_window
 from shared.backfill.validate import coverage, validate
-from shared.calendar import date_range
 from shared.cli import main as cascade_main
 from shared.status import date_status
 
@@ -118,7 +118,8 @@ def test_wavefront_respects_lookback_then_coverage_and_validate_catch_a_gap_and_
         proc = h.pipeline.processor(name)
         day = date.fromisoformat(iso)
         for up in proc.upstreams:
-            for w in h.pipeline.calendar.expected_dates(max(START, day - timedelta(days=up.lookback_days)), day):
+            lo, hi = upstream_window(up, day)
+            for w in h.pipeline.calendar.expected_dates(max(START, lo), hi):
                 u = st[(up.processor, w.isoformat())]
                 assert s.started_at >= u.finished_at, f"{name}@{iso} started before {up.processor}@{w} finished"
                 checked += 1

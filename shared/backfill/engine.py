@@ -152,7 +152,8 @@ class BackfillResult:
             lines.append("validation: " + ("ok (no duplicate keys, no NULL critical columns)" if not self.problems
                                            else f"{len(self.problems)} problem(s)"))
             lines += [f"  {p}" for p in self.problems]
-        lines.append(f"BigQuery jobs {self.bigquery_jobs} ({self.bigquery_seconds:.1f} s), Firestore ops "
+        lines.append(f"BigQuery jobs {self.bigquery_jobs} ({self.bigquery_seconds:.1f} job-seconds, summed over "
+                     f"concurrent jobs), Firestore ops "
                      f"{self.firestore_ops}" + ("; one digest alert sent" if self.digest_sent else ""))
         if r.interrupted or r.failed or r.blocked or r.not_run:
             lines.append(f"to resume (runs only what is missing, failed or blocked): {req.command()}")

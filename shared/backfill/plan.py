@@ -8,8 +8,9 @@ recomputed from state on every invocation, so re-running a command does only wha
 failed or blocked - never "resume from the last date".
 
 Generations: a partition that exists runs at its own generation (a failed one is retried as the same
-work); a missing one at the highest generation of its phase on that date (so intra-phase checks see
-one generation); ``force`` re-runs everything, done partitions included, at ``1 + max`` of the
+work); a missing one - or one done at an older generation than its phase's newest on that date
+("outdated": an interrupted rerun or ``--force``) - at the highest generation of its phase on that
+date, so the phase ends on one generation and completion tracking sees it complete; ``force`` re-runs everything, done partitions included, at ``1 + max`` of the
 phase's generations on the date, so completion tracking treats it as new work and the earlier runs'
 history stays intact.
 """
@@ -27,12 +28,14 @@ from ..pipeline import Pipeline, Processor
 from ..tracking import BLOCKED, FAILED, RUNNING, SKIPPED, SUCCESS, Partition
 
 MAX_RANGE_DAYS = 3 * 366
-DONE, MISSING, NO_GAME, STALE = "done", "missing", "no-game", "running-expired"
+DONE, MISSING, NO_GAME, STALE, OUTDATED = "done", "missing", "no-game", "running-expired", "outdated"
 # One character per state in the printed matrix.
-SYMBOLS = {DONE: "#", MISSING: ".", FAILED: "F", BLOCKED: "B", RUNNING: "R", STALE: "r", NO_GAME: " "}
-LEGEND = "# done  . missing  F failed  B blocked  R running  r running (lease expired)  (blank) no games"
+SYMBOLS = {DONE: "#", MISSING: ".", FAILED: "F", BLOCKED: "B", RUNNING: "R", STALE: "r", OUTDATED: "o",
+           NO_GAME: " "}
+LEGEND = ("# done  . missing  F failed  B blocked  R running  r running (lease expired)  "
+          "o done at an older generation than its phase (an interrupted rerun/--force)  (blank) no games")
 # States that will run (running under a live lease is waited for: the runner answers "busy").
-TO_RUN = (MISSING, FAILED, BLOCKED, STALE, RUNNING)
+TO_RUN = (MISSING, FAILED, BLOCKED, STALE, RUNNING, OUTDATED)
 
 
 class UsageError(CascadeError):
@@ -93,11 +96,11 @@ def check_range(start: date, end: date) -> None:
                          f"- split it into several commands")
 
 
-def cell_state(p: Partition, expected: bool, now) -> str:
+def cell_state(p: Partition, expected: bool, now, phase_generation: int = 0) -> str:
     if not expected:
         return NO_GAME
     if p.status == SUCCESS:
-        return DONE
+        return DONE if p.generation >= phase_generation else OUTDATED
     if p.status == RUNNING:
         return RUNNING if p.lease_alive(now) else STALE
     if p.status in (FAILED, BLOCKED):
@@ -128,7 +131,7 @@ class Plan:
 
     def counts(self) -> dict[str, int]:
         c = Counter(self.cells.values())
-        return {k: c.get(k, 0) for k in (DONE, MISSING, FAILED, BLOCKED, RUNNING, STALE, NO_GAME)}
+        return {k: c.get(k, 0) for k in (DONE, MISSING, FAILED, BLOCKED, RUNNING, STALE, OUTDATED, NO_GAME)}
 
     def estimate(self) -> dict[str, int]:
         """BigQuery jobs: one MERGE per partition to run (strict checks are skipped in backfill mode),
@@ -191,8 +194,11 @@ def build_plan(pipeline: Pipeline, tracker: Any, processors: list[Processor], st
     phase_members = {ph: [p.name for p in pipeline.processors_of(ph)] for ph in {p.phase for p in processors}}
     names = sorted({n for ms in phase_members.values() for n in ms})
     states: dict[tuple[str, str], Partition] = tracker.partitions(names, expected) if expected else {}
+    top = {(ph, d.isoformat()): max((states[(n, d.isoformat())].generation for n in members
+                                     if states[(n, d.isoformat())].status != "missing"), default=0)
+           for ph, members in phase_members.items() for d in expected}
     cells = {(p.name, d.isoformat()): cell_state(states.get((p.name, d.isoformat()), Partition(p.name, d.isoformat())),
-                                                  cal.is_expected(d), now)
+                                                  cal.is_expected(d), now, top.get((p.phase, d.isoformat()), 0))
              for p in processors for d in dates}
     order = {p.name: i for i, p in enumerate(ordered_processors(pipeline))}
     nodes: list[Node] = []
@@ -202,13 +208,12 @@ def build_plan(pipeline: Pipeline, tracker: Any, processors: list[Processor], st
             cell = cells[(p.name, iso)]
             if cell not in TO_RUN and not (force and cell == DONE):
                 continue
-            members = [states[(n, iso)] for n in phase_members[p.phase]]
-            top = max((s.generation for s in members if s.status != "missing"), default=0)
+            phase_gen = top[(p.phase, iso)]
             own = states[(p.name, iso)]
             if force:
-                gen = top + 1
-            elif own.status == "missing" or own.status == SKIPPED:
-                gen = top
+                gen = phase_gen + 1
+            elif own.status in ("missing", SKIPPED) or cell == OUTDATED:
+                gen = phase_gen
             else:
                 gen = own.generation
             nodes.append(Node(p.name, p.phase, d, gen, p.output.logical, order[p.name], cell))
@@ -216,6 +221,9 @@ def build_plan(pipeline: Pipeline, tracker: Any, processors: list[Processor], st
     return Plan(pipeline, start, end, processors, dates, cells, states, nodes, force)
 
 
-def window_dates(pipeline: Pipeline, day: date, lookback_days: int) -> list[date]:
-    """Expected dates of a lookback window ending on ``day`` (inclusive)."""
-    return pipeline.calendar.expected_dates(day - timedelta(days=lookback_days), day)
+def upstream_window(up: Any, day: date) -> tuple[date, date]:
+    """The dates of upstream ``up`` a run for ``day`` reads (inclusive), e.g. 30 days back to ``day``, or
+    to the day before for ``until: previous_day`` readers."""
+    if hasattr(up, "window"):
+        return up.window(day)
+    return day - timedelta(days=up.lookback_days), day

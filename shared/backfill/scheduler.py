@@ -40,7 +40,7 @@ from ..logs import get_logger
 from ..messages import Trigger, new_correlation_id
 from ..runner import Outcome, PhaseResult, PhaseRunner
 from ..tracking import BLOCKED, SUCCESS
-from .plan import Node, Plan
+from .plan import Node, Plan, upstream_window
 
 logger = get_logger("backfill")
 OK_STATUSES = ("success", "done", "skipped")
@@ -121,8 +121,8 @@ class Scheduler:
         for key, node in self.nodes.items():
             proc = self.pipeline.processor(node.processor)
             for up in proc.upstreams:
-                day = node.day - timedelta(days=up.lookback_days)
-                while day <= node.day:
+                day, last = upstream_window(up, node.day)
+                while day <= last:
                     k = (up.processor, day.isoformat())
                     if k in self.nodes and cal.is_expected(day):
                         self.deps[key].add(k)

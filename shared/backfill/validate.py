@@ -15,14 +15,14 @@ SQL is parameterized; identifiers (tables, columns) come only from the pipeline 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from typing import Any, Iterable
 
 from google.cloud import bigquery
 
 from ..app import App
 from ..pipeline import Processor
-from .plan import ordered_processors
+from .plan import ordered_processors, upstream_window
 
 DEFAULT_THRESHOLD = 0.95
 
@@ -172,16 +172,20 @@ def preflight(app: App, processors: list[Processor], start: date, end: date,
               threshold: float = DEFAULT_THRESHOLD) -> Preflight:
     """Coverage of what ``processors`` read but do not produce (windows widened by their lookbacks)."""
     selected = {p.name for p in processors}
-    lookback: dict[str, int] = {}
+    first: dict[str, date] = {}
+    last: dict[str, date] = {}
     for p in processors:
         for u in p.upstreams:
             if u.processor not in selected:
-                lookback[u.processor] = max(lookback.get(u.processor, 0), u.lookback_days)
+                lo, _ = upstream_window(u, start)
+                _, hi = upstream_window(u, end)
+                first[u.processor] = min(first.get(u.processor, lo), lo)
+                last[u.processor] = max(last.get(u.processor, hi), hi)
     report = Preflight(threshold)
     for p in processors:
         if p.source is not None:
             report.checks.append(raw_coverage(app, p, start, end))
-    for name in [p.name for p in ordered_processors(app.pipeline) if p.name in lookback]:
+    for name in [p.name for p in ordered_processors(app.pipeline) if p.name in first]:
         proc = app.pipeline.processor(name)
-        report.checks.append(table_coverage(app, proc, start - timedelta(days=lookback[name]), end))
+        report.checks.append(table_coverage(app, proc, first[name], last[name]))
     return report
