@@ -33,12 +33,15 @@ class DeadLetter:
                 "delivery_attempts": self.delivery_attempts}
 
 
-def _pull(app: App, phase: int, max_messages: int) -> tuple[Any, str, list[DeadLetter]]:
+def _pull(app: App, phase: int, max_messages: int, wait_seconds: float = 0) -> tuple[Any, str, list[DeadLetter]]:
     sub = clients.subscriber()
     path = sub.subscription_path(app.project, app.pipeline.dead_letter_subscription(phase))
     out: list[DeadLetter] = []
     while len(out) < max_messages:
-        resp = sub.pull(request={"subscription": path, "max_messages": min(100, max_messages - len(out))}, timeout=10)
+        # A snapshot returns at once when nothing is there; with wait_seconds it long-polls for arrivals.
+        resp = sub.pull(request={"subscription": path, "max_messages": min(100, max_messages - len(out)),
+                                 "return_immediately": not (wait_seconds and not out)},
+                        timeout=max(wait_seconds, 10))
         if not resp.received_messages:
             break
         for m in resp.received_messages:
@@ -49,8 +52,9 @@ def _pull(app: App, phase: int, max_messages: int) -> tuple[Any, str, list[DeadL
     return sub, path, out
 
 
-def list_dead_letters(app: App, phase: int, max_messages: int = 100) -> list[DeadLetter]:
-    sub, path, letters = _pull(app, phase, max_messages)
+def list_dead_letters(app: App, phase: int, max_messages: int = 100, wait_seconds: float = 0) -> list[DeadLetter]:
+    """Dead letters of ``phase`` (left on the subscription); ``wait_seconds`` long-polls for the first."""
+    sub, path, letters = _pull(app, phase, max_messages, wait_seconds)
     if letters:  # release them: listing consumes nothing
         sub.modify_ack_deadline(request={"subscription": path, "ack_ids": [d.ack_id for d in letters],
                                          "ack_deadline_seconds": 0})

@@ -19,6 +19,9 @@ from .app import App
 from .tracking import BLOCKED, FAILED, RUNNING, SKIPPED, SUCCESS, Partition
 
 COMPLETE, PARTIAL, MISSING = "complete", "partial", "missing"
+# A Firestore listener can drop (the emulator's watch stream occasionally fails to decode under
+# load); waits then re-read state this often instead of sleeping until their timeout.
+_RECHECK_SECONDS = 2.0
 
 
 def phase_state(states: list[Partition], generation: int, now) -> str:
@@ -119,6 +122,7 @@ def wait_for_phase(app: App, day: date, phase: int, timeout: float, since: Any =
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return WaitResult(2, status, f"timed out after {timeout:.0f} s waiting for phase {phase}")
-            changed.wait(remaining)
+            # Woken by the listener; the bounded re-check only matters if the listener stream broke.
+            changed.wait(min(remaining, _RECHECK_SECONDS))
     finally:
         watch.unsubscribe()

@@ -163,12 +163,12 @@ class Harness:
 
     # ------------------------------------------------------------------ real functions
     def deploy(self, stack: LocalStack, extra_env: dict[str, str] | None = None,
-               policy: DeliveryPolicy | None = None) -> dict[int, str]:
+               policy: DeliveryPolicy | None = None, phases: list[int] | None = None) -> dict[int, str]:
         """Start functions-framework servers for this namespace and push subscriptions to them."""
         env = {"CASCADE_NAMESPACE": self.namespace, **self.settings_env(), **(extra_env or {})}
         if self.pipeline_file:
             env["CASCADE_PIPELINE_FILE"] = str(self.pipeline_file)
-        urls = start_functions(stack, self.endpoints, self.pipeline, env)
+        urls = start_functions(stack, self.endpoints, self.pipeline, env, phases)
         self.provision({n: push_endpoint(u, self.project, self.pipeline.topic(n)) for n, u in urls.items()}, policy)
         return urls
 
