@@ -289,3 +289,30 @@ def test_rerun_of_phase_3_reruns_phases_3_and_4_once_each_with_identical_row_cou
         assert {p: len(h.rows(p, day)) for p in later} == before
     finally:
         stack.stop([n for n in stack.running() if n.startswith(f"function-{h.namespace}-")])
+
+
+def test_daily_trigger_keeps_working_while_a_backfill_holds_its_processors(harness):
+    h = harness
+    s, e, daily = START, date(2025, 1, 7), date(2025, 1, 21)
+    h.write_raw(s, e)
+    h.write_raw(daily, daily)
+    go, started = threading.Event(), threading.Event()
+    out: dict = {}
+
+    def hold(result, sched):
+        started.set()
+        go.wait(30)
+
+    t = threading.Thread(target=lambda: out.setdefault("backfill", backfill(
+        h, start=s, end=e, phases=[2], skip_downstream_trigger=True, validate=False, on_result=hold)))
+    t.start()
+    try:
+        assert started.wait(30)
+        assert set(holders(h.app, [BOX, "nbac_schedule"])) == {BOX, "nbac_schedule"}  # backfill running
+        result = h.deliver(h.trigger(daily, strict_mode=False))  # the daily cascade is not starved
+        assert result.complete and result.downstream == "published"
+    finally:
+        go.set()
+        t.join(60)
+    assert out["backfill"].exit_code == 0
+    assert date_status(h.app, daily)["phases"]["2"]["status"] == "complete"
