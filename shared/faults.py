@@ -3,8 +3,11 @@
 Active only when ``CASCADE_ENABLE_FAULTS=1`` (tests set it; production never does). A fault is
 named in ``CASCADE_FAULTS`` as a comma-separated list of ``step[:processor][@date][*count]``, e.g.
 ``publish*1`` (the next publish fails once) or ``after_merge:player_game_summary@2025-01-15``.
-Steps: ``publish``, ``after_merge``, ``before_merge``, ``serialize``, ``firestore_aborted``.
-Counts are per process (each function process keeps its own).
+Steps: ``publish`` (publish fails after the Firestore commit), ``after_merge`` / ``before_merge``
+(crash), ``serialize`` (BigQuery "could not serialize access"), ``firestore_aborted`` (Firestore
+ABORTED when taking a lease), ``slow`` (the processor blocks until ``release_slow`` is set, or
+``CASCADE_FAULT_SLOW_SECONDS``) and ``heartbeat`` (the lease is not renewed: with ``slow``, a run
+that outlives its lease). Counts are per process (each function process keeps its own).
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ from .errors import TransientError
 
 _lock = threading.Lock()
 _used: dict[str, int] = {}
+
+
+release_slow = threading.Event()  # tests set it to let a "slow" processor finish
 
 
 class InjectedCrash(RuntimeError):
@@ -43,4 +49,9 @@ def maybe_fail(step: str, processor: str = "", day: str = "") -> None:
             raise gexc.Aborted("injected: Firestore ABORTED")
         if step == "publish":
             raise ConnectionError("injected: publish failed")
+        if step == "slow":
+            release_slow.wait(float(os.environ.get("CASCADE_FAULT_SLOW_SECONDS", 30)))
+            return
+        if step == "heartbeat":
+            raise InjectedCrash("injected: heartbeat skipped")
         raise InjectedCrash(f"injected crash at {step} ({processor} {day})")

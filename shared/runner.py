@@ -91,6 +91,10 @@ class _Heartbeat:
     def _loop(self) -> None:
         while not self._stop.wait(self.app.settings.heartbeat_seconds):
             try:
+                try:
+                    faults.maybe_fail("heartbeat", self.proc, self.day.isoformat())
+                except InjectedCrash:
+                    continue  # injected: this tick's renewal is lost
                 if not self.app.tracker.heartbeat(self.proc, self.day, self.run_id):
                     self.lost = True
                     return
@@ -208,6 +212,7 @@ class PhaseRunner:
         try:
             with _Heartbeat(self.app, proc.name, day, run_id) as hb:
                 faults.maybe_fail("before_merge", proc.name, iso)
+                faults.maybe_fail("slow", proc.name, iso)
                 faults.maybe_fail("serialize", proc.name, iso)
                 count = executor_for(proc).run(ctx, proc, day)
                 faults.maybe_fail("after_merge", proc.name, iso)
@@ -234,6 +239,7 @@ class PhaseRunner:
             return Outcome(proc.name, FAILED, run_id, error=error, retry=retry)
         if hb.lost:
             log(logger, logging.ERROR, f"{proc.name} {iso}: lease lost during the run; result not recorded", **labels)
+            self.tracker.mark_run(run_id, "lost", "lease lost during the run; another run took over")
             return Outcome(proc.name, "lost", run_id, error="lease lost")
         try:
             self._finish(proc, day, run_id, SUCCESS, record_count=count,
@@ -241,6 +247,7 @@ class PhaseRunner:
                                 "transient": False})
         except LeaseLostError as exc:
             log(logger, logging.ERROR, f"{exc}; result not recorded", **labels)
+            self.tracker.mark_run(run_id, "lost", str(exc))
             return Outcome(proc.name, "lost", run_id, error=str(exc))
         log(logger, logging.INFO, f"{proc.name} {iso} succeeded: {count} rows merged", record_count=count, **labels)
         return Outcome(proc.name, SUCCESS, run_id, count, checks=checks_info)

@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterable
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
+from . import faults
 from .errors import LeaseLostError, TransientError
 from .pipeline import Pipeline
 
@@ -180,6 +181,7 @@ class Tracker:
                 "updated_at": now, **(context or {}),
             }
             try:
+                faults.maybe_fail("firestore_aborted", processor, _iso(day))
                 self.ops += 1
                 if snap.exists:
                     ref.update(doc, option=self.db.write_option(last_update_time=snap.update_time))
@@ -248,6 +250,10 @@ class Tracker:
             except (gexc.FailedPrecondition, gexc.Aborted):
                 continue
         raise TransientError(f"could not update {processor} {_iso(day)}: too much contention")
+
+    def mark_run(self, run_id: str, status: str, error: str) -> None:
+        """Close a run's history entry that could not record its result (e.g. its lease was lost)."""
+        self._write_run(run_id, {"status": status, "error": error, "finished_at": self.clock()}, merge=True)
 
     def _write_run(self, run_id: str, data: dict[str, Any], merge: bool = False) -> None:
         self.ops += 1

@@ -31,6 +31,7 @@ def inject(monkeypatch):
         monkeypatch.setenv("CASCADE_FAULTS", spec)
     yield set_faults
     faults._used.clear()
+    faults.release_slow.clear()
 
 
 def duplicates(h: Harness, processor: str, day: date) -> int:
@@ -201,3 +202,48 @@ def test_phase_waiting_too_long_on_a_processor_is_alerted_once(make_harness):
     assert len(stuck) == 1 and "nbac_player_boxscore" in stuck[0] and "--processor nbac_player_boxscore" in stuck[0]
     assert sweep(h.app).stuck == []  # alerted once
     assert len([a for a in h.alerts.alerts if "STUCK" in a.title]) == 1
+
+
+def test_firestore_aborted_while_taking_a_lease_is_retried_and_the_run_completes(make_harness, inject):
+    h = make_harness()
+    h.write_raw(D, D)
+    inject(f"firestore_aborted:nbac_schedule@{D}*3")
+    result = h.deliver(h.trigger(D, strict_mode=False, skip_downstream_trigger=True))
+    assert result.complete
+    assert faults._used[f"firestore_aborted:nbac_schedule@{D}*3"] == 3  # three ABORTED, retried
+    part = h.app.tracker.partition("nbac_schedule", D)
+    assert part.status == "success" and part.attempts == 1
+
+
+def test_slow_processor_outliving_its_lease_is_taken_over_and_cannot_record_its_result(make_harness, inject):
+    clock = FakeClock()
+    h = make_harness(clock=clock, settings_overrides={"lease_seconds": 30})
+    h.write_raw(D, D)
+    inject(f"slow:nbac_schedule@{D}*1,heartbeat:nbac_schedule@{D}")
+    faults.release_slow.clear()
+    trig = h.trigger(D, strict_mode=False, processors=("nbac_schedule",))
+    out: dict = {}
+    slow = threading.Thread(target=lambda: out.setdefault("slow", h.deliver(trig)))
+    slow.start()
+    try:
+        # Wait on state: the slow run holds the lease.
+        running = threading.Event()
+        ref = h.app.tracker.partition_ref("nbac_schedule", D)
+        watch = ref.on_snapshot(lambda snaps, *_: running.set() if snaps and snaps[0].exists
+                                and snaps[0].to_dict().get("status") == "running" else None)
+        assert running.wait(30)
+        watch.unsubscribe()
+        slow_run = h.app.tracker.partition("nbac_schedule", D).run_id
+        clock.advance(31)  # no heartbeat renewed it: the lease expires
+        taken = h.deliver(trig)  # a redelivery takes over
+        assert {o.processor: o.status for o in taken.outcomes} == {"nbac_schedule": "success"}
+    finally:
+        faults.release_slow.set()
+        slow.join(60)
+    stale = {o.processor: o for o in out["slow"].outcomes}["nbac_schedule"]
+    assert stale.status == "lost" and stale.run_id == slow_run
+    part = h.app.tracker.partition("nbac_schedule", D)
+    assert part.status == "success" and part.run_id != slow_run  # the stale run did not overwrite it
+    history = {r["run_id"]: r["status"] for r in h.app.tracker.runs(processor="nbac_schedule", day=D)}
+    assert history == {slow_run: "lost", part.run_id: "success"}
+    assert duplicates(h, "nbac_schedule", D) == 0
