@@ -19,9 +19,11 @@ prereqs:
 $(VENV)/.installed: requirements.txt pyproject.toml
 	@echo "creating $(VENV) from requirements.txt (about a minute on a fresh machine) ..."
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	@$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
-	@$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . \
-		|| $(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -e .
+	@set -o pipefail; $(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt 2>&1 \
+		| { grep -v "^WARNING: Location 'file:" || true; }
+	@set -o pipefail; { $(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . \
+		|| $(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -e . ; } 2>&1 \
+		| { grep -v "^WARNING: Location 'file:" || true; }
 	@touch $@
 
 venv: prereqs $(VENV)/.installed

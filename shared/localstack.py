@@ -20,7 +20,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import signal
 import socket
 import subprocess
@@ -28,61 +27,17 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 import requests
 
-HOST = "127.0.0.1"
-EMULATORS: tuple[str, ...] = ("pubsub", "firestore", "bigquery", "storage")
+from .emulators import EMULATORS, HOST, Endpoints, LocalStackError, emulator_spec
+
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 POLL_INTERVAL = 0.1
-DEFAULT_SDK_ROOT = Path("/usr/lib/google-cloud-sdk")
-BQ_LAUNCHER = Path(__file__).resolve().parents[1] / "emulators" / "bqemulator_offline.py"
-PREREQS_HINT = "run emulators/check-prereqs.sh for install instructions"
-_ENV_VARS = {  # Endpoints field -> environment variable
-    "project": "CASCADE_PROJECT",
-    "pubsub": "PUBSUB_EMULATOR_HOST",
-    "firestore": "FIRESTORE_EMULATOR_HOST",
-    "bigquery": "BIGQUERY_EMULATOR_HOST",
-    "storage": "STORAGE_EMULATOR_HOST",
-}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_sdk_root_cache: Path | None = None
-
-
-class LocalStackError(RuntimeError):
-    """A local process could not be started, found or stopped."""
-
-
-@dataclass(frozen=True)
-class Endpoints:
-    """Addresses of the four running emulators, in the forms their clients expect."""
-
-    project: str
-    pubsub: str  # "127.0.0.1:PORT"
-    firestore: str  # "127.0.0.1:PORT"
-    bigquery: str  # "http://127.0.0.1:PORT" (REST)
-    storage: str  # "http://127.0.0.1:PORT"
-
-    def as_env(self) -> dict[str, str]:
-        """Environment variables that point clients (and gcloud) at these emulators."""
-        env = {var: getattr(self, field) for field, var in _ENV_VARS.items()}
-        env["GOOGLE_CLOUD_PROJECT"] = env["CLOUDSDK_CORE_PROJECT"] = self.project
-        return env
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Endpoints:
-        """Inverse of :meth:`as_env`; raises LocalStackError naming every missing variable."""
-        missing = [var for var in _ENV_VARS.values() if not env.get(var)]
-        if missing:
-            raise LocalStackError(
-                f"missing environment variable(s) {', '.join(missing)}; start the emulators with "
-                "emulators/start.sh and eval its output"
-            )
-        return cls(**{field: env[var] for field, var in _ENV_VARS.items()})
 
 
 def free_port() -> int:
@@ -302,49 +257,8 @@ class LocalStack:
         used.add(port)
         return port
 
-    def _sdk_root(self) -> Path:
-        global _sdk_root_cache
-        if _sdk_root_cache is None:
-            _sdk_root_cache = DEFAULT_SDK_ROOT
-            if gcloud := shutil.which("gcloud"):
-                try:
-                    out = subprocess.run([gcloud, "info", "--format=value(installation.sdk_root)"],
-                                         env={**os.environ, "CLOUDSDK_CONFIG": str(self.gcloud_config)},
-                                         capture_output=True, text=True, timeout=60, check=True).stdout.strip()
-                    _sdk_root_cache = Path(out) if out else DEFAULT_SDK_ROOT
-                except (OSError, subprocess.SubprocessError):
-                    pass
-        return _sdk_root_cache
-
     def _emulator_spec(self, name: str, port: int, used: set[int]) -> tuple[list[str], dict[str, str], dict, dict]:
-        """(argv, env, readiness check, extra record fields) for one emulator on *port*."""
-        env = {**os.environ, "CLOUDSDK_CONFIG": str(self.gcloud_config)}
-        base = f"http://{HOST}:{port}"
-        extra: dict = {"project": self.project, "label": f"{name} emulator"}
-        if name in ("pubsub", "firestore"):
-            if shutil.which("java") is None:
-                raise LocalStackError(f"java is not on PATH (needed by the {name} emulator); {PREREQS_HINT}")
-            sdk = self._sdk_root()
-            if name == "pubsub":
-                exe = sdk / "platform/pubsub-emulator/bin/cloud-pubsub-emulator"
-                argv = [str(exe), f"--host={HOST}", f"--port={port}"]
-            else:
-                exe = sdk / "platform/cloud-firestore-emulator/cloud_firestore_emulator"
-                argv = [str(exe), "start", f"--host={HOST}", f"--port={port}"]
-            if not exe.exists():
-                raise LocalStackError(f"{exe} not found (gcloud component missing); {PREREQS_HINT}")
-            return argv, env, {"url": base + "/", "body": "Ok"}, extra
-        if name == "bigquery":
-            extra["grpc_port"] = self._pick_port(used)
-            env["BQEMU_ENABLE_FORMAT_EXTENSIONS"] = "false"
-            argv = [sys.executable, str(BQ_LAUNCHER), "start", "--project", self.project,
-                    "--rest-port", str(port), "--grpc-port", str(extra["grpc_port"])]
-            return argv, env, {"url": f"{base}/bigquery/v2/projects/{self.project}/datasets"}, extra
-        exe = Path(sys.executable).parent / "gcp-storage-emulator"
-        if not exe.exists():
-            raise LocalStackError(f"{exe} not found; install requirements.txt into the venv")
-        argv = [str(exe), "start", f"--host={HOST}", f"--port={port}", "--in-memory"]
-        return argv, env, {"url": f"{base}/storage/v1/b?project={self.project}"}, extra
+        return emulator_spec(name, port, self.project, self.gcloud_config, lambda: self._pick_port(used))
 
     def _launch(self, name: str, argv: list[str], env: Mapping[str, str], cwd: Path | None, port: int,
                 ready: dict, extra: dict) -> dict:

@@ -16,7 +16,7 @@ from typing import Any
 from google.cloud import firestore
 
 from .app import App
-from .tracking import BLOCKED, FAILED, RUNNING, SKIPPED, SUCCESS, Partition
+from .tracking import BLOCKED, FAILED, RUNNING, SKIPPED, Partition
 
 COMPLETE, PARTIAL, MISSING = "complete", "partial", "missing"
 # A Firestore listener can drop (the emulator's watch stream occasionally fails to decode under

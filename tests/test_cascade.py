@@ -12,7 +12,6 @@ from datetime import date
 
 import pytest
 
-from shared.runner import PhaseRunner
 from shared.status import date_status
 
 D = date(2025, 1, 15)

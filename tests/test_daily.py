@@ -4,7 +4,7 @@ on real functions receiving pushes (only the clock is injected)."""
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
+from datetime import date
 
 import pytest
 import yaml

@@ -4,7 +4,7 @@ acknowledged, poison messages dead-lettered and replayed, and a 50-date load."""
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
+from datetime import date
 
 import pytest
 

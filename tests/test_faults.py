@@ -15,10 +15,10 @@ import pytest
 from shared import faults
 from shared.errors import TransientError
 from shared.faults import InjectedCrash
-from shared.status import date_status, wait_for_phase
+from shared.status import date_status
 from shared.sweeper import sweep
 
-from .harness import FakeClock, Harness, new_namespace, wide_pipeline
+from .harness import FakeClock, Harness, wide_pipeline
 
 D = date(2025, 1, 15)
 
