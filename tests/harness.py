@@ -224,3 +224,15 @@ def wide_pipeline(path: Path, width: int = 20) -> str:
            "processors": procs}
     path.write_text(yaml.safe_dump(raw))
     return str(path)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, every: float = 0.1) -> bool:
+    """Wait on state: re-read it until ``predicate()`` holds (True) or ``timeout`` passes (False)."""
+    import time
+    deadline = time.monotonic() + timeout
+    tick = __import__("threading").Event()
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        tick.wait(every)
+    return True

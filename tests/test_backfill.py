@@ -24,7 +24,7 @@ from shared.backfill.validate import coverage, validate
 from shared.cli import main as cascade_main
 from shared.status import date_status
 
-from .harness import ROOT, Harness, new_namespace
+from .harness import ROOT, Harness, new_namespace, wait_until
 
 START, END = date(2025, 1, 6), date(2025, 1, 19)
 BOX = "nbac_player_boxscore"
@@ -251,7 +251,7 @@ def test_concurrent_second_backfill_is_refused_naming_the_first_and_expired_leas
 
     crashed = BackfillLease(h.app, ["player_game_summary"], s, e, ttl_seconds=0.5).acquire()
     crashed._stop.set()  # the holder dies: no more heartbeats, never released
-    threading.Event().wait(0.8)
+    assert wait_until(lambda: not holders(h.app, ["player_game_summary"]), timeout=10)  # its lease expires
     taker = BackfillLease(h.app, ["player_game_summary"], s, e).acquire()
     crashed.renew()
     assert crashed.lost == ["player_game_summary"]

@@ -18,7 +18,7 @@ from shared.faults import InjectedCrash
 from shared.status import date_status
 from shared.sweeper import sweep
 
-from .harness import FakeClock, Harness, wide_pipeline
+from .harness import FakeClock, Harness, wait_until, wide_pipeline
 
 D = date(2025, 1, 15)
 
@@ -227,12 +227,7 @@ def test_slow_processor_outliving_its_lease_is_taken_over_and_cannot_record_its_
     slow.start()
     try:
         # Wait on state: the slow run holds the lease.
-        running = threading.Event()
-        ref = h.app.tracker.partition_ref("nbac_schedule", D)
-        watch = ref.on_snapshot(lambda snaps, *_: running.set() if snaps and snaps[0].exists
-                                and snaps[0].to_dict().get("status") == "running" else None)
-        assert running.wait(30)
-        watch.unsubscribe()
+        assert wait_until(lambda: h.app.tracker.partition("nbac_schedule", D).status == "running")
         slow_run = h.app.tracker.partition("nbac_schedule", D).run_id
         clock.advance(31)  # no heartbeat renewed it: the lease expires
         taken = h.deliver(trig)  # a redelivery takes over
