@@ -36,7 +36,7 @@ from .logs import get_logger, log
 from .messages import Completion, Trigger
 from .pipeline import Processor
 from .processors import RunContext, executor_for
-from .tracking import BLOCKED, FAILED, SKIPPED, SUCCESS, new_run_id
+from .tracking import BLOCKED, FAILED, RUNNING, SKIPPED, SUCCESS, new_run_id
 
 logger = get_logger("runner")
 
@@ -155,10 +155,14 @@ class PhaseRunner:
         intra = self.pipeline.intra_phase_upstreams(proc)
         if intra:
             states = self.tracker.partitions(intra, [day])
-            pending = {n: s for (n, _), s in states.items() if not s.done_for(gen)}
+            pending = {n: s for (n, _), s in states.items() if not s.done_for(gen)}  # name -> state
             if pending:
-                if any(s.lease_alive(self.app.clock()) for s in pending.values()) or any(
-                        s.status == FAILED and s.raw.get("transient") for s in pending.values()):
+                now = self.app.clock()
+                in_this_run = {n for n in pending if not trigger.processors or n in trigger.processors}
+                # Still coming: running elsewhere, failing transiently, or part of this very trigger
+                # but not run yet (another delivery of it holds the lease) -> retry later, not blocked.
+                if any(s.lease_alive(now) or (s.status == FAILED and s.raw.get("transient"))
+                       or (n in in_this_run and s.status in ("missing", RUNNING)) for n, s in pending.items()):
                     return Outcome(proc.name, "busy", retry=True, error=f"waiting on {sorted(pending)}")
                 reason = (f"{self.pipeline.phase(proc.phase).title} BLOCKED: same-phase upstream "
                           f"{sorted(pending)} not successful for {iso} ({', '.join(s.status for s in pending.values())})")

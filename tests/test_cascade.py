@@ -12,6 +12,7 @@ from datetime import date
 
 import pytest
 
+from shared.errors import TransientError
 from shared.status import date_status
 
 D = date(2025, 1, 15)
@@ -151,3 +152,42 @@ def test_run_history_keeps_every_attempt(harness):
     runs = harness.app.tracker.runs(processor="nbac_player_boxscore", day=D)
     assert [r["status"] for r in runs] == ["success", "failed"]
     assert runs[0]["record_count"] > 0 and runs[0]["duration_s"] is not None
+
+
+def test_concurrent_duplicate_deliveries_of_a_chained_phase_never_record_a_spurious_block(loaded):
+    """Phase 4's chain (TDZA+PSZA -> PDC -> PCF) delivered twice at once: the second delivery waits
+    (retry) for what the first is running; nothing is recorded as blocked."""
+    h = loaded
+    for phase in (2, 3):
+        h.deliver(h.trigger(D, phase=phase, strict_mode=False, skip_downstream_trigger=True))
+    trig = h.trigger(D, phase=4, strict_mode=False)
+    statuses: list[str] = []
+
+    def deliver() -> None:
+        try:
+            result = h.deliver(trig)
+            statuses.extend(o.status for o in result.outcomes)
+        except TransientError:
+            statuses.append("retry")
+
+    threads = [threading.Thread(target=deliver) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert "blocked" not in statuses
+    for proc in h.pipeline.processors_of(4):
+        part = h.app.tracker.partition(proc.name, D)
+        assert part.status in ("success", "running", "missing"), (proc.name, part.status, part.error)
+    h.deliver_until_done(trig)  # the redelivery finishes whatever is left
+    assert date_status(h.app, D)["phases"]["4"]["status"] == "complete"
+
+
+def test_trigger_for_a_processor_whose_same_phase_upstream_never_ran_is_blocked_with_next_step(loaded):
+    h = loaded
+    for phase in (2, 3):
+        h.deliver(h.trigger(D, phase=phase, strict_mode=False, skip_downstream_trigger=True))
+    result = h.deliver(h.trigger(D, phase=4, strict_mode=False, processors=("player_composite_factors",)))
+    out = {o.processor: o for o in result.outcomes}["player_composite_factors"]
+    assert out.status == "blocked" and "player_daily_cache" in out.error
+    assert "cascade trigger --date 2025-01-15 --phase 4" in out.error
