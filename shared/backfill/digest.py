@@ -1,6 +1,6 @@
 """Alert batching for backfills: every alert raised while a backfill runs goes into ONE digest.
 
-During a backfill the app's alert sink is swapped for a ``CollectingSink``; the runner's per-
+During a backfill the app's alert sink is swapped for a ``MemoryAlertSink``; the runner's per-
 partition alerts (a failed partition alerts once in daily operation) are kept instead of sent. At
 the end a single digest alert - counts, the failures with their errors, the blocked partitions and
 the command that resumes - goes to the real sink. No email floods (seed 004).
@@ -8,28 +8,17 @@ the command that resumes - goes to the real sink. No email floods (seed 004).
 
 from __future__ import annotations
 
-import threading
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from ..alerts import Alert
+from ..alerts import Alert, MemoryAlertSink
 from ..app import App
 
 
-class CollectingSink:
-    def __init__(self) -> None:
-        self.alerts: list[Alert] = []
-        self._lock = threading.Lock()
-
-    def send(self, alert: Alert) -> None:
-        with self._lock:
-            self.alerts.append(alert)
-
-
 @contextmanager
-def collecting_alerts(app: App) -> Iterator[CollectingSink]:
+def collecting_alerts(app: App) -> Iterator[MemoryAlertSink]:
     """Swap the app's alert sink for a collector for the duration of a backfill."""
-    original, sink = app.alerts, CollectingSink()
+    original, sink = app.alerts, MemoryAlertSink()
     app.alerts = sink
     try:
         yield sink
