@@ -74,6 +74,16 @@ def date_status(app: App, day: date) -> dict[str, Any]:
     return out
 
 
+def progress_line(status: dict[str, Any], chain: list[int]) -> str:
+    """``phase 2 complete (2/2) | phase 3 running (1/3) | phase 4 missing (0/4)``."""
+    parts = []
+    for n in chain:
+        ph = status["phases"][str(n)]
+        done = sum(1 for p in ph["processors"].values() if p["status"] == "success")
+        parts.append(f"phase {n} {ph['status']} ({done}/{len(ph['processors'])})")
+    return " | ".join(parts)
+
+
 @dataclass(frozen=True)
 class WaitResult:
     code: int  # 0 complete/skipped, 1 failed/blocked, 2 timeout
@@ -99,7 +109,8 @@ def _verdict(status: dict[str, Any], chain: list[int], phase: int, since: Any = 
     return None
 
 
-def wait_for_phase(app: App, day: date, phase: int, timeout: float, since: Any = None) -> WaitResult:
+def wait_for_phase(app: App, day: date, phase: int, timeout: float, since: Any = None,
+                   on_change: Any = None) -> WaitResult:
     """Wait until ``phase`` is complete for ``day`` (0), it or an earlier phase failed/blocked (1), or timeout (2).
 
     Woken by a Firestore listener on the date's partitions: no polling sleeps. With ``since`` (the
@@ -116,6 +127,8 @@ def wait_for_phase(app: App, day: date, phase: int, timeout: float, since: Any =
         while True:
             changed.clear()
             status = date_status(app, day)
+            if on_change is not None:
+                on_change(progress_line(status, chain))
             verdict = _verdict(status, chain, phase, since)
             if verdict:
                 return WaitResult(verdict[0], status, verdict[1])

@@ -69,3 +69,19 @@ def test_describe_json_derives_everything_from_the_definition():
     assert form["output_table"] == "proj.nba_analytics.player_rolling_form"
     assert form["keys"] == ["player_id"] and form["lookback_days"] == 30
     assert d["calendar"]["timezone"] == "America/New_York"
+
+
+def test_every_command_has_help_text():
+    from shared.cli import build_parser
+    parser = build_parser()
+    assert subprocess.run([sys.executable, "-m", "shared.cli", "--help"], cwd=ROOT, capture_output=True,
+                          timeout=60).returncode == 0
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    assert {"up", "down", "describe", "trigger", "status", "wait", "check", "backfill", "preflight", "coverage",
+            "validate", "rerun", "daily", "simulate", "sweep", "dlq"} <= set(sub.choices)
+    for name, command in sub.choices.items():
+        text = command.format_help()
+        assert command.description or name in ("sample", "rejected", "validate"), name
+        assert "usage:" in text, name
+    for action in sub._choices_actions:
+        assert action.help, f"{action.dest} has no one-line help"

@@ -10,16 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import daily_cmds, local_cmds, ops_cmds, reliability_cmds
+from . import daily_cmds, extra_cmds, local_cmds, ops_cmds, reliability_cmds
 
-_MODULES = [local_cmds, ops_cmds, daily_cmds, reliability_cmds]
-
-try:  # command modules added by later work register themselves the same way
-    from . import extra_cmds  # type: ignore[attr-defined]
-
-    _MODULES.append(extra_cmds)
-except ImportError:  # pragma: no cover
-    pass
+# Command modules, in the order their commands appear in `cascade --help`.
+_MODULES = [local_cmds, ops_cmds, extra_cmds, daily_cmds, reliability_cmds]
 
 
 def build_parser() -> argparse.ArgumentParser:

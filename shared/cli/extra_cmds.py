@@ -54,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_preflight)
 
-    p = sub.add_parser("coverage", help="per table: expected dates, present, missing list, %",
+    p = sub.add_parser("coverage", help="per table: expected dates, present, missing list, %%",
                        description="Per output table over --start..--end: expected dates (calendar-aware), dates "
                                    "present, the missing dates and the percentage, plus the partition states.")
     _range(p)

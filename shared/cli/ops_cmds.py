@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from ..errors import CascadeError
 from ..messages import Trigger, new_correlation_id
@@ -155,7 +156,14 @@ def _wait(args: argparse.Namespace) -> int:
         a.pipeline.phase(args.phase)
     except CascadeError as exc:
         return handle_cascade_error(exc)
-    result = wait_for_phase(a, args.date, args.phase, args.timeout)
+    last: list[str] = []
+
+    def show(line: str) -> None:  # progress on stderr, only when something changed
+        if not last or last[-1] != line:
+            last.append(line)
+            print(f"{args.date}: {line}", file=sys.stderr, flush=True)
+
+    result = wait_for_phase(a, args.date, args.phase, args.timeout, on_change=show)
     print(f"{args.date}: {result.reason}")
     if result.code:
         print_status(result.status)
