@@ -8,8 +8,11 @@ Exit codes: 0 success, 1 a failure the command reports (failed/blocked/validatio
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 
+from .. import logs
 from . import daily_cmds, extra_cmds, local_cmds, ops_cmds, reliability_cmds
 
 # Command modules, in the order their commands appear in `cascade --help`.
@@ -30,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Library log records go to stderr as Cloud Logging JSON lines (stdout stays the command's output).
+    logs.configure(level=getattr(logging, os.environ.get("CASCADE_LOG_LEVEL", "WARNING").upper(), logging.WARNING),
+                   stream=sys.stderr)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
