@@ -116,7 +116,11 @@ def test_skip_downstream_trigger_runs_the_phase_and_triggers_nothing(loaded):
     (json.dumps({"pipeline": "nba", "phase": 2, "processors": ["x"]}).encode(), "no processor 'x'"),
     (json.dumps({"pipeline": "nba"}).encode(), "missing required field 'phase'"),
     (json.dumps({"pipeline": "nba", "phase": 7}).encode(), "no phase 7"),
-], ids=["not-json", "feb-30", "unknown-processor", "missing-phase", "unknown-phase"])
+    (json.dumps({"pipeline": "nba", "phase": 2, "data_date": ""}).encode(), "not a valid date"),
+    (json.dumps({"pipeline": "nba", "phase": 1, "kind": "completion", "status": "success",
+                 "processors": {}}).encode(), "no phase 1"),
+], ids=["not-json", "feb-30", "unknown-processor", "missing-phase", "unknown-phase", "empty-date",
+        "completion-of-unknown-phase"])
 def test_malformed_message_is_acknowledged_and_recorded_with_reason(harness, data, reason):
     assert harness.deliver(data, phase=2) is None  # returned normally: HTTP 2xx, no redelivery
     rejected = harness.app.tracker.rejected()

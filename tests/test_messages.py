@@ -77,3 +77,9 @@ def test_unknown_phase_and_processor_are_permanent_errors():
 def test_date_less_trigger_means_today_for_a_forward_looking_phase():
     p5 = json.dumps({"pipeline": "nba", "phase": 5}).encode()
     assert parse(p5, P, 5, now=utc(2025, 1, 16, 15)).data_date == date(2025, 1, 16)
+
+
+def test_a_completion_without_its_date_is_refused():
+    body = json.dumps({"pipeline": "nba", "phase": 2, "kind": "completion", "status": "success", "processors": {}})
+    with pytest.raises(InvalidMessageError, match="completion message without data_date"):
+        parse(body.encode(), P, 3, now=NOW)
