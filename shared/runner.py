@@ -129,7 +129,10 @@ class PhaseRunner:
             result.downstream = "none"
             return result
         for proc in procs:
-            result.outcomes.append(self.run_partition(proc, trigger))
+            outcome = self.run_partition(proc, trigger)
+            if outcome.status == "busy":
+                outcome = self._wait_while_busy(proc, trigger, outcome)
+            result.outcomes.append(outcome)
         self.complete(trigger, result)
         log(logger, logging.INFO, f"phase {trigger.phase} for {day}: "
             + ", ".join(f"{o.processor}={o.status}" for o in result.outcomes)
@@ -139,6 +142,17 @@ class PhaseRunner:
             raise TransientError(f"phase {trigger.phase} {day}: {waiting} must be retried; Pub/Sub will redeliver",
                                  date=day.isoformat(), phase=trigger.phase)
         return result
+
+    def _wait_while_busy(self, proc: Processor, trigger: Trigger, outcome: Outcome) -> Outcome:
+        """Another live run holds this partition or a same-phase upstream of it (a duplicate delivery,
+        a concurrent invocation): wait for it to finish - or for its lease to expire, then take over -
+        re-reading the state, instead of spending Pub/Sub delivery attempts on it."""
+        deadline = time.monotonic() + self.app.settings.busy_wait
+        tick = threading.Event()
+        while outcome.status == "busy" and time.monotonic() < deadline:
+            tick.wait(min(0.5, max(deadline - time.monotonic(), 0)))
+            outcome = self.run_partition(proc, trigger)
+        return outcome
 
     def _context(self, trigger: Trigger) -> dict[str, Any]:
         return {"mode": trigger.mode, "correlation_id": trigger.correlation_id,

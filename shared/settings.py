@@ -30,6 +30,9 @@ class Settings:
             30 s); the trigger claim then stays unpublished for a redelivery or the sweeper.
         stuck_phase_seconds: a phase whose processors are partly done for longer than this is
             reported by the sweeper with the missing processors (default 3600 s).
+        busy_wait_seconds: a delivery that finds its partition (or a same-phase upstream) held by
+            another live run waits up to this long for it to finish or for its lease to expire,
+            instead of spending Pub/Sub delivery attempts (default: 1.5 x the lease, at most 300 s).
     """
 
     project: str = "cascade-local"
@@ -40,6 +43,11 @@ class Settings:
     bigquery_timeout_seconds: float = 300.0
     publish_timeout_seconds: float = 30.0
     stuck_phase_seconds: float = 3600.0
+    busy_wait_seconds: float | None = None
+
+    @property
+    def busy_wait(self) -> float:
+        return min(self.lease_seconds * 1.5, 300.0) if self.busy_wait_seconds is None else self.busy_wait_seconds
 
     @property
     def heartbeat_seconds(self) -> float:
@@ -57,6 +65,7 @@ class Settings:
             bigquery_timeout_seconds=float(e.get("CASCADE_BIGQUERY_TIMEOUT_SECONDS", 300)),
             publish_timeout_seconds=float(e.get("CASCADE_PUBLISH_TIMEOUT_SECONDS", 30)),
             stuck_phase_seconds=float(e.get("CASCADE_STUCK_PHASE_SECONDS", 3600)),
+            busy_wait_seconds=float(e["CASCADE_BUSY_WAIT_SECONDS"]) if e.get("CASCADE_BUSY_WAIT_SECONDS") else None,
         )
         if not 1 <= s.max_attempts <= 100:
             raise ValueError("CASCADE_MAX_ATTEMPTS must be between 1 and 100")

@@ -38,6 +38,9 @@ Clock = Callable[[], datetime]
 RUNNING, SUCCESS, FAILED, BLOCKED, SKIPPED = "running", "success", "failed", "blocked", "skipped"
 TERMINAL = (SUCCESS, FAILED, BLOCKED, SKIPPED)
 _CAS_ATTEMPTS = 20
+# Deadline of one Firestore call: a call the backend never answers fails (transient, retried by
+# redelivery) instead of hanging an invocation that holds a lease.
+FIRESTORE_TIMEOUT = 30.0
 
 
 def utcnow() -> datetime:
@@ -120,7 +123,7 @@ class Tracker:
             return {}
         refs = [self.partition_ref(p, d) for p, d in keys]
         self.ops += 1
-        found = {snap.reference.id: snap.to_dict() for snap in self.db.get_all(refs) if snap.exists}
+        found = {snap.reference.id: snap.to_dict() for snap in self.db.get_all(refs, timeout=FIRESTORE_TIMEOUT) if snap.exists}
         return {(p, d): Partition.from_doc(p, d, found.get(f"{p}__{d}")) for p, d in keys}
 
     def partition(self, processor: str, day: date | str) -> Partition:
@@ -128,14 +131,14 @@ class Tracker:
 
     def claim(self, phase: int, day: date | str, generation: int) -> dict[str, Any] | None:
         self.ops += 1
-        snap = self.claim_ref(phase, day, generation).get()
+        snap = self.claim_ref(phase, day, generation).get(timeout=FIRESTORE_TIMEOUT)
         return snap.to_dict() if snap.exists else None
 
     def claims_for(self, phase: int, day: date | str) -> list[dict[str, Any]]:
         self.ops += 1
         q = self._col("triggers").where(filter=firestore.FieldFilter("phase", "==", phase)).where(
             filter=firestore.FieldFilter("data_date", "==", _iso(day)))
-        return [s.to_dict() for s in q.stream()]
+        return [s.to_dict() for s in q.stream(timeout=FIRESTORE_TIMEOUT)]
 
     def runs(self, processor: str | None = None, day: date | str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Run history, newest first."""
@@ -145,7 +148,7 @@ class Tracker:
         if day:
             q = q.where(filter=firestore.FieldFilter("data_date", "==", _iso(day)))
         self.ops += 1
-        rows = [s.to_dict() for s in q.stream()]
+        rows = [s.to_dict() for s in q.stream(timeout=FIRESTORE_TIMEOUT)]
         rows.sort(key=lambda r: r.get("started_at") or datetime.min.replace(tzinfo=timezone.utc), reverse=True)
         return rows[:limit]
 
@@ -162,7 +165,7 @@ class Tracker:
         for _ in range(_CAS_ATTEMPTS):
             now = self.clock()
             self.ops += 1
-            snap = ref.get()
+            snap = ref.get(timeout=FIRESTORE_TIMEOUT)
             current = Partition.from_doc(processor, _iso(day), snap.to_dict() if snap.exists else None)
             if snap.exists:
                 if generation < current.generation:
@@ -184,9 +187,9 @@ class Tracker:
                 faults.maybe_fail("firestore_aborted", processor, _iso(day))
                 self.ops += 1
                 if snap.exists:
-                    ref.update(doc, option=self.db.write_option(last_update_time=snap.update_time))
+                    ref.update(doc, option=self.db.write_option(last_update_time=snap.update_time), timeout=FIRESTORE_TIMEOUT)
                 else:
-                    ref.create(doc)
+                    ref.create(doc, timeout=FIRESTORE_TIMEOUT)
             except (gexc.AlreadyExists, gexc.FailedPrecondition, gexc.Aborted):
                 continue  # someone else changed it between our read and write: look again
             self._write_run(run_id, {**doc, "attempt": attempt})
@@ -236,7 +239,7 @@ class Tracker:
         ref = self.partition_ref(processor, day)
         for _ in range(_CAS_ATTEMPTS):
             self.ops += 1
-            snap = ref.get()
+            snap = ref.get(timeout=FIRESTORE_TIMEOUT)
             cur = snap.to_dict() if snap.exists else None
             if not cur or cur.get("run_id") != run_id:
                 raise LeaseLostError(
@@ -245,7 +248,7 @@ class Tracker:
             doc = change(cur, self.clock())
             try:
                 self.ops += 1
-                ref.update(doc, option=self.db.write_option(last_update_time=snap.update_time))
+                ref.update(doc, option=self.db.write_option(last_update_time=snap.update_time), timeout=FIRESTORE_TIMEOUT)
                 return doc
             except (gexc.FailedPrecondition, gexc.Aborted):
                 continue
@@ -257,7 +260,7 @@ class Tracker:
 
     def _write_run(self, run_id: str, data: dict[str, Any], merge: bool = False) -> None:
         self.ops += 1
-        self._col("runs").document(run_id).set({"run_id": run_id, **data}, merge=merge)
+        self._col("runs").document(run_id).set({"run_id": run_id, **data}, merge=merge, timeout=FIRESTORE_TIMEOUT)
 
     def expire(self, processor: str, day: date | str, run_id: str, reason: str) -> bool:
         """Mark a run whose lease expired as failed (transient: to be re-run); False if it moved on."""
@@ -276,13 +279,13 @@ class Tracker:
         self.ops += 1
         q = self._col("partitions").where(filter=firestore.FieldFilter(field_name, op, value))
         return [Partition.from_doc(d.get("processor", ""), d.get("data_date", ""), d)
-                for d in (s.to_dict() for s in q.stream())]
+                for d in (s.to_dict() for s in q.stream(timeout=FIRESTORE_TIMEOUT))]
 
     def create_once(self, kind: str, doc_id: str, data: dict[str, Any]) -> bool:
         """Create ``kind/doc_id`` unless it exists (alert-once markers); True for the creator."""
         try:
             self.ops += 1
-            self._col(kind).document(doc_id).create({**data, "created_at": self.clock()})
+            self._col(kind).document(doc_id).create({**data, "created_at": self.clock()}, timeout=FIRESTORE_TIMEOUT)
             return True
         except gexc.AlreadyExists:
             return False
@@ -298,7 +301,7 @@ class Tracker:
                 "pipeline": self.pipeline.name, "phase": phase, "data_date": _iso(day), "generation": generation,
                 "status": "claimed", "topic": topic, "payload": payload.decode(), "claimed_by": claimed_by,
                 "claimed_at": now, "published_at": None, "message_id": None, "publish_attempts": 0,
-            })
+            }, timeout=FIRESTORE_TIMEOUT)
             return True
         except gexc.AlreadyExists:
             return False
@@ -307,14 +310,14 @@ class Tracker:
         self.ops += 1
         self.claim_ref(phase, day, generation).update({
             "status": "published", "message_id": message_id, "published_at": self.clock(),
-            "publish_attempts": firestore.Increment(1)})
+            "publish_attempts": firestore.Increment(1)}, timeout=FIRESTORE_TIMEOUT)
 
     def unpublished_claims(self, older_than: timedelta) -> list[dict[str, Any]]:
         """Claims still ``claimed`` (never marked published) for longer than ``older_than``."""
         self.ops += 1
         cutoff = self.clock() - older_than
         q = self._col("triggers").where(filter=firestore.FieldFilter("status", "==", "claimed"))
-        return [s.to_dict() for s in q.stream() if (s.to_dict().get("claimed_at") or cutoff) <= cutoff]
+        return [s.to_dict() for s in q.stream(timeout=FIRESTORE_TIMEOUT) if (s.to_dict().get("claimed_at") or cutoff) <= cutoff]
 
     # ------------------------------------------------------------------ rejected messages
     def record_rejected(self, phase: int, reason: str, error: str, data: bytes | None,
@@ -326,12 +329,12 @@ class Tracker:
         self._col("rejected").document(doc_id).set({
             "pipeline": self.pipeline.name, "phase": phase, "reason": reason, "error": error,
             "data": raw.decode("utf-8", "replace"), "attributes": dict(attributes or {}),
-            "message_id": message_id, "rejected_at": self.clock()})
+            "message_id": message_id, "rejected_at": self.clock()}, timeout=FIRESTORE_TIMEOUT)
         return doc_id
 
     def rejected(self, limit: int = 100) -> list[dict[str, Any]]:
         self.ops += 1
-        return [s.to_dict() for s in self._col("rejected").limit(limit).stream()]
+        return [s.to_dict() for s in self._col("rejected").limit(limit).stream(timeout=FIRESTORE_TIMEOUT)]
 
 
 def new_run_id(processor: str, day: date | str) -> str:

@@ -174,7 +174,8 @@ class Harness:
 
     def settings_env(self) -> dict[str, str]:
         names = {"lease_seconds": "CASCADE_LEASE_SECONDS", "max_attempts": "CASCADE_MAX_ATTEMPTS",
-                 "republish_after_seconds": "CASCADE_REPUBLISH_AFTER_SECONDS"}
+                 "republish_after_seconds": "CASCADE_REPUBLISH_AFTER_SECONDS",
+                 "busy_wait_seconds": "CASCADE_BUSY_WAIT_SECONDS"}
         return {names[k]: str(v) for k, v in self.settings_overrides.items() if k in names}
 
 

@@ -81,7 +81,7 @@ def test_message_failing_every_time_is_dead_lettered_after_n_attempts_and_can_be
 
 
 def test_fifty_dates_triggered_at_once_complete_without_duplicates_and_trigger_once(stack, endpoints):
-    h = Harness(endpoints, new_namespace())
+    h = Harness(endpoints, new_namespace(), settings_overrides={"lease_seconds": 20})
     h.deploy(stack)
     try:
         days = h.pipeline.calendar.expected_dates(date(2025, 2, 20), date(2025, 4, 13))[:50]

@@ -42,7 +42,7 @@ def duplicates(h: Harness, processor: str, day: date) -> int:
 
 def test_crash_between_merge_and_success_then_redelivery_completes_without_duplicates(make_harness, inject):
     clock = FakeClock()
-    h = make_harness(clock=clock, settings_overrides={"lease_seconds": 60})
+    h = make_harness(clock=clock, settings_overrides={"lease_seconds": 60, "busy_wait_seconds": 0})
     h.write_raw(D, D)
     inject(f"after_merge:nbac_player_boxscore@{D}*1")
     with pytest.raises(InjectedCrash):
@@ -242,3 +242,28 @@ def test_slow_processor_outliving_its_lease_is_taken_over_and_cannot_record_its_
     history = {r["run_id"]: r["status"] for r in h.app.tracker.runs(processor="nbac_schedule", day=D)}
     assert history == {slow_run: "lost", part.run_id: "success"}
     assert duplicates(h, "nbac_schedule", D) == 0
+
+
+def test_a_duplicate_delivery_waits_for_the_live_run_instead_of_spending_delivery_attempts(make_harness, inject):
+    h = make_harness(settings_overrides={"busy_wait_seconds": 30})
+    h.write_raw(D, D)
+    inject(f"slow:nbac_schedule@{D}*1")
+    faults.release_slow.clear()
+    trig = h.trigger(D, strict_mode=False)
+    out: dict = {}
+    first = threading.Thread(target=lambda: out.setdefault("first", h.deliver(trig)))
+    first.start()
+    try:
+        assert wait_until(lambda: h.app.tracker.partition("nbac_schedule", D).status == "running")
+        second = threading.Thread(target=lambda: out.setdefault("second", h.deliver(trig)))
+        second.start()  # finds nbac_schedule held by the first delivery
+        assert wait_until(lambda: h.app.tracker.partition("nbac_player_boxscore", D).status == "success")
+    finally:
+        faults.release_slow.set()
+        first.join(60)
+    second.join(60)
+    # Neither delivery raised (no redelivery needed), the partition ran once, one downstream trigger.
+    statuses = sorted(o.status for o in out["second"].outcomes)
+    assert "busy" not in statuses and "failed" not in statuses
+    assert [r["status"] for r in h.app.tracker.runs(processor="nbac_schedule", day=D)] == ["success"]
+    assert len(h.pull(3)) == 1
