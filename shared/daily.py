@@ -14,18 +14,15 @@ through Pub/Sub to the phase functions, as in production.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import date, datetime, time as dtime, timedelta
 from typing import Callable, Iterable
 from zoneinfo import ZoneInfo
 
-from google.api_core import exceptions as gexc
-
 from .app import App
 from .messages import Trigger, new_correlation_id
 from .status import date_status, wait_for_phase
-from .synthetic import day_files
+from .synthetic import write_day
 
 
 @dataclass
@@ -48,22 +45,8 @@ def scheduled_phases(app: App) -> list[tuple[int, str]]:
 
 def scrape(app: App, day: date, missing: Iterable[str] = ()) -> list[str]:
     """The Phase 1 stand-in: write ``day``'s scraped files, except those of the ``missing`` processors."""
-    skip = {str(app.pipeline.processor(p).source["gcs_json"]) for p in missing}
-    bucket = app.storage.bucket(app.pipeline.bucket(app.project))
-    written = []
-    for pattern, body in day_files(day).items():
-        if not app.pipeline.calendar.is_expected(day):
-            continue
-        path = pattern.format(date=day.isoformat())
-        if pattern in skip:  # the scraper failed: the file is not there
-            try:
-                bucket.blob(path).delete()
-            except gexc.NotFound:
-                pass
-            continue
-        bucket.blob(path).upload_from_string(json.dumps(body), content_type="application/json")
-        written.append(path)
-    return written
+    failed = {str(app.pipeline.processor(p).source["gcs_json"]) for p in missing}
+    return write_day(app.pipeline, app.storage.bucket(app.pipeline.bucket(app.project)), day, failed)
 
 
 def kick(app: App, phase: int, day: date, **fields) -> str:

@@ -19,6 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from typing import Any, Callable
 
+from google.api_core import exceptions as gexc
+
 from .calendar import date_range
 from .pipeline import Pipeline
 
@@ -71,24 +73,35 @@ def day_files(day: date) -> dict[str, dict[str, Any]]:
             "nbacom/player_boxscores/{date}.json": {"game_date": iso, "players": players}}
 
 
+def write_day(pipeline: Pipeline, bucket: Any, day: date, failed_scrapes: set[str] = frozenset()) -> list[str]:
+    """Write ``day``'s scraped files into ``bucket``; a pattern in ``failed_scrapes`` is removed instead
+    (that scraper failed). Returns the paths written. A no-game day has no files."""
+    if not pipeline.calendar.is_expected(day):
+        return []
+    patterns = {str(p.source["gcs_json"]) for p in pipeline.processors if p.source}
+    written = []
+    for pattern, body in day_files(day).items():
+        if pattern not in patterns:
+            continue
+        path = pattern.format(date=day.isoformat())
+        if pattern in failed_scrapes:
+            try:
+                bucket.blob(path).delete()
+            except gexc.NotFound:
+                pass
+            continue
+        bucket.blob(path).upload_from_string(json.dumps(body), content_type="application/json")
+        written.append(path)
+    return written
+
+
 def write_raw_files(pipeline: Pipeline, storage_client: Any, project: str, start: date, end: date,
                     progress: Callable[[str], None] | None = None) -> int:
     """Write the raw files of every game day from ``start`` to ``end`` (inclusive); returns files written."""
     bucket = storage_client.bucket(pipeline.bucket(project))
     days = pipeline.calendar.expected_dates(start, end)
-    patterns = {str(p.source["gcs_json"]) for p in pipeline.processors if p.source}
-
-    def one(day: date) -> int:
-        written = 0
-        for pattern, body in day_files(day).items():
-            if pattern in patterns:
-                bucket.blob(pattern.format(date=day.isoformat())).upload_from_string(
-                    json.dumps(body), content_type="application/json")
-                written += 1
-        return written
-
     with ThreadPoolExecutor(max_workers=8) as pool:
-        total = sum(pool.map(one, days))
+        total = sum(len(paths) for paths in pool.map(lambda d: write_day(pipeline, bucket, d), days))
     if progress:
         progress(f"wrote {total} raw files for {len(days)} game days {start}..{end} "
                  f"({len(list(date_range(start, end))) - len(days)} no-game days skipped)")
