@@ -54,6 +54,19 @@ class Calendar:
         """Game days from ``start`` to ``end`` inclusive, e.g. 2025-02-12..2025-02-21 skips the All-Star break."""
         return [d for d in date_range(start, end) if self.is_expected(d)]
 
+    def nth_expected_on_or_before(self, end: date, n: int) -> date:
+        """The ``n``-th expected date counting back from ``end`` (inclusive): the start of a window of
+        "the last n game dates". Stops at the first season's start when fewer exist."""
+        earliest = min((s.start for s in self.seasons), default=end)
+        day, found = end, 0
+        while day >= earliest:
+            if self.is_expected(day):
+                found += 1
+                if found == n:
+                    return day
+            day -= timedelta(days=1)
+        return min(earliest, end)
+
     def reason_not_expected(self, day: date) -> str:
         """Why ``day`` has no games ("All-Star break", "outside the season"), or "" for a game day."""
         if self.is_expected(day):

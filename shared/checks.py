@@ -93,7 +93,7 @@ class Checks:
         needed: dict[str, list[date]] = {}
         must_exist: dict[str, date] = {}
         for u in ups:
-            start, end = u.window(day)
+            start, end = u.window(day, self.pipeline.calendar)
             needed[u.processor] = self.pipeline.calendar.expected_dates(start, end) or [end]
             must_exist[u.processor] = needed[u.processor][-1]
         all_dates = sorted({d for ds in needed.values() for d in ds})
@@ -136,7 +136,7 @@ class Checks:
                 continue
             started = time.perf_counter()
             table = self.pipeline.processor(u.processor).output
-            start, end = u.window(day)
+            start, end = u.window(day, self.pipeline.calendar)
             expected = self.pipeline.calendar.expected_dates(start, end)
             present = self.warehouse.present_dates(table, start, end) if expected else set()
             missing = [d for d in expected if d not in present]

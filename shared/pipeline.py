@@ -65,6 +65,8 @@ class Upstream:
     """An input of a processor: another processor's output, for the same date or a lookback window.
 
     ``lookback_days`` 30 on 2025-01-31 means the window 2025-01-01..2025-01-31 (inclusive).
+    ``lookback_dates`` 10 means "the last 10 expected dates" (calendar-aware: no-game days and the
+    off-season do not count), e.g. a player's last 10 game dates, which may reach into last season.
     ``until_previous_day`` ends the window the day before (forward-looking readers, e.g. predictions
     for today's games, read history up to yesterday): 2025-01-17..2025-01-30 for lookback 14.
     """
@@ -72,11 +74,21 @@ class Upstream:
     processor: str
     lookback_days: int = 0
     until_previous_day: bool = False
+    lookback_dates: int = 0
 
-    def window(self, day: date) -> tuple[date, date]:
+    @property
+    def has_lookback(self) -> bool:
+        return self.lookback_days > 0 or self.lookback_dates > 0
+
+    def window(self, day: date, calendar: Calendar | None = None) -> tuple[date, date]:
         """The dates of this upstream a run for ``day`` needs (inclusive on both sides)."""
         end = day - timedelta(days=1) if self.until_previous_day else day
-        return day - timedelta(days=self.lookback_days), end
+        start = day - timedelta(days=self.lookback_days)
+        if self.lookback_dates > 0:
+            if calendar is None:
+                raise DefinitionError(f"upstream {self.processor}: lookback_dates needs the pipeline calendar")
+            start = min(start, calendar.nth_expected_on_or_before(end, self.lookback_dates))
+        return min(start, end), end
 
 
 @dataclass(frozen=True)
@@ -91,6 +103,7 @@ class Processor:
     sql: str | None = None
     source: dict[str, Any] | None = None
     export: dict[str, Any] | None = None
+    allow_empty: bool = False  # zero rows on an expected date is a valid result (else refused)
 
     @property
     def kind(self) -> str:
@@ -101,9 +114,11 @@ class Processor:
     def lookback_days(self) -> int:
         return max((u.lookback_days for u in self.upstreams), default=0)
 
-    def window(self, day: date) -> tuple[date, date]:
-        """The dates this processor reads for ``day`` (inclusive on both sides)."""
-        return day - timedelta(days=self.lookback_days), day
+    def window(self, day: date, calendar: Calendar | None = None) -> tuple[date, date]:
+        """The dates this processor reads for ``day`` (inclusive on both sides): the union of its
+        upstreams' windows and the day itself."""
+        starts = [u.window(day, calendar)[0] for u in self.upstreams]
+        return min([day, *starts]), day
 
 
 @dataclass(frozen=True)
@@ -121,6 +136,8 @@ class Phase:
     next: int | None = None
     schedule: str | None = None
     default_date: str = "yesterday"
+    max_instances: int = 10  # deployed function instances at most (Cloud Run autoscaling cap)
+    concurrency: int = 8  # requests one instance serves at once (gen2 concurrency)
 
 
 @dataclass(frozen=True)
@@ -255,6 +272,7 @@ class Pipeline:
                 {
                     "number": ph.number, "name": ph.name, "title": ph.title, "next": ph.next,
                     "schedule": ph.schedule, "default_date": ph.default_date,
+                    "max_instances": ph.max_instances, "concurrency": ph.concurrency,
                     "function": self.function_name(ph.number),
                     "topic": self.topic(ph.number),
                     "dead_letter_topic": self.dead_letter_topic(ph.number),
@@ -270,7 +288,9 @@ class Pipeline:
                             "critical_columns": list(p.output.critical),
                             "columns": [{"name": c, "type": t} for c, t in p.output.columns],
                             "upstreams": [{"processor": u.processor, "lookback_days": u.lookback_days,
+                                           "lookback_dates": u.lookback_dates,
                                            "until_previous_day": u.until_previous_day} for u in p.upstreams],
+                            "allow_empty": p.allow_empty,
                             "lookback_days": p.lookback_days,
                             "source": p.source,
                             "export": p.export,
@@ -305,7 +325,8 @@ def from_dict(raw: dict[str, Any], source_path: str = "") -> Pipeline:
         phases = tuple(Phase(int(p["number"]), str(p["name"]), str(p.get("title", p["name"]).title()),
                              int(p["next"]) if p.get("next") is not None else None,
                              str(p["schedule"]) if p.get("schedule") else None,
-                             str(p.get("default_date", "yesterday"))) for p in raw["phases"])
+                             str(p.get("default_date", "yesterday")),
+                             int(p.get("max_instances", 10)), int(p.get("concurrency", 8))) for p in raw["phases"])
         processors = tuple(_processor(p) for p in raw["processors"])
         pipeline = Pipeline(name=str(raw["pipeline"]), description=str(raw.get("description", "")),
                             calendar=Calendar.from_dict(raw["calendar"]), phases=phases,
@@ -324,13 +345,15 @@ def _processor(raw: dict[str, Any]) -> Processor:
     dataset, _, table = str(out["table"]).partition(".")
     columns = tuple((str(c), str(t).upper()) for c, t in out["columns"].items())
     upstreams = tuple(Upstream(u) if isinstance(u, str) else Upstream(
-        str(u["processor"]), int(u.get("lookback_days", 0)), str(u.get("until", "same_day")) == "previous_day")
+        str(u["processor"]), int(u.get("lookback_days", 0)), str(u.get("until", "same_day")) == "previous_day",
+        int(u.get("lookback_dates", 0)))
         for u in raw.get("upstreams", []))
     return Processor(
         name=str(raw["name"]), phase=int(raw["phase"]), description=str(raw.get("description", "")).strip(),
         output=Table(dataset=dataset, name=table, date_column=str(out["date_column"]),
                      keys=tuple(out["keys"]), columns=columns, critical=tuple(out.get("critical", []))),
-        upstreams=upstreams, sql=raw.get("sql"), source=raw.get("source"), export=raw.get("export"))
+        upstreams=upstreams, sql=raw.get("sql"), source=raw.get("source"), export=raw.get("export"),
+        allow_empty=bool(raw.get("allow_empty", False)))
 
 
 def _validate(p: Pipeline) -> None:
@@ -345,6 +368,8 @@ def _validate(p: Pipeline) -> None:
             fail(f"phase {ph.number}: default_date must be 'yesterday' or 'today'")
         if ph.next is not None and ph.next not in numbers:
             fail(f"phase {ph.number} cascades to undeclared phase {ph.next}")
+        if not 1 <= ph.max_instances <= 1000 or not 1 <= ph.concurrency <= 1000:
+            fail(f"phase {ph.number}: max_instances and concurrency must be between 1 and 1000")
     names = [pr.name for pr in p.processors]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -372,6 +397,8 @@ def _validate(p: Pipeline) -> None:
         if pr.export is not None and not {"gcs_json", "sql"} <= set(pr.export):
             fail(f"{where}: `export` needs `gcs_json` (path with {{date}}) and `sql`")
         for u in pr.upstreams:
+            if u.lookback_days < 0 or u.lookback_dates < 0:
+                fail(f"{where}: upstream {u.processor!r}: lookbacks must be >= 0")
             if u.processor not in names:
                 fail(f"{where}: upstream {u.processor!r} is not a declared processor")
             if next(x for x in p.processors if x.name == u.processor).phase > pr.phase:

@@ -32,11 +32,13 @@ from google.cloud import firestore
 from . import faults
 from .errors import LeaseLostError, TransientError
 from .pipeline import Pipeline
+from .state import TERMINAL, Status  # noqa: F401 - TERMINAL re-exported
 
 Clock = Callable[[], datetime]
 
-RUNNING, SUCCESS, FAILED, BLOCKED, SKIPPED = "running", "success", "failed", "blocked", "skipped"
-TERMINAL = (SUCCESS, FAILED, BLOCKED, SKIPPED)
+# Aliases of the one vocabulary (``shared.state.Status``), kept short for the modules that use them.
+MISSING, RUNNING, WAITING = Status.MISSING, Status.RUNNING, Status.WAITING
+SUCCESS, FAILED, BLOCKED, SKIPPED = Status.SUCCESS, Status.FAILED, Status.BLOCKED, Status.SKIPPED
 _CAS_ATTEMPTS = 20
 # Deadline of one Firestore call: a call the backend never answers fails (transient, retried by
 # redelivery) instead of hanging an invocation that holds a lease.

@@ -82,7 +82,7 @@ class Warehouse:
 
     def merge_select(self, proc: Processor, day: date, run_id: str) -> int:
         """MERGE the result of the processor's SELECT for ``day`` into its partition."""
-        start, end = proc.window(day)
+        start, end = proc.window(day, self.pipeline.calendar)
         params = [bigquery.ScalarQueryParameter("window_start", "DATE", start)]
         return self._merge(proc, day, run_id, self.pipeline.render_sql(proc, self.project), params)
 

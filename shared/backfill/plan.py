@@ -221,9 +221,9 @@ def build_plan(pipeline: Pipeline, tracker: Any, processors: list[Processor], st
     return Plan(pipeline, start, end, processors, dates, cells, states, nodes, force)
 
 
-def upstream_window(up: Any, day: date) -> tuple[date, date]:
+def upstream_window(up: Any, day: date, calendar: Any = None) -> tuple[date, date]:
     """The dates of upstream ``up`` a run for ``day`` reads (inclusive), e.g. 30 days back to ``day``, or
-    to the day before for ``until: previous_day`` readers."""
+    to the day before for ``until: previous_day`` readers, or its last N expected dates."""
     if hasattr(up, "window"):
-        return up.window(day)
+        return up.window(day, calendar)
     return day - timedelta(days=up.lookback_days), day

@@ -121,7 +121,7 @@ class Scheduler:
         for key, node in self.nodes.items():
             proc = self.pipeline.processor(node.processor)
             for up in proc.upstreams:
-                day, last = upstream_window(up, node.day)
+                day, last = upstream_window(up, node.day, cal)
                 while day <= last:
                     k = (up.processor, day.isoformat())
                     if k in self.nodes and cal.is_expected(day):

@@ -177,8 +177,8 @@ def preflight(app: App, processors: list[Processor], start: date, end: date,
     for p in processors:
         for u in p.upstreams:
             if u.processor not in selected:
-                lo, _ = upstream_window(u, start)
-                _, hi = upstream_window(u, end)
+                lo, _ = upstream_window(u, start, app.pipeline.calendar)
+                _, hi = upstream_window(u, end, app.pipeline.calendar)
                 first[u.processor] = min(first.get(u.processor, lo), lo)
                 last[u.processor] = max(last.get(u.processor, hi), hi)
     report = Preflight(threshold)

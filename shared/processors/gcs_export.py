@@ -31,7 +31,7 @@ def _plain(value: Any) -> Any:
 class GcsJsonExport:
     def run(self, ctx: RunContext, proc: Processor, day: date) -> int:
         assert proc.export is not None
-        start, _ = proc.window(day)
+        start, _ = proc.window(day, ctx.pipeline.calendar)
         rows = ctx.warehouse.query(ctx.pipeline.render_sql(proc, ctx.project), [
             bigquery.ScalarQueryParameter("data_date", "DATE", day),
             bigquery.ScalarQueryParameter("window_start", "DATE", start)])

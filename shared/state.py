@@ -1,0 +1,45 @@
+"""The one status vocabulary: every state a partition, a run or a plan cell can be in.
+
+``Status`` is a ``StrEnum``, so values compare equal to their plain strings (what Firestore stores)
+and render as them in JSON, logs and tables. Runner, tracking, checks, plan, scheduler, sweeper,
+status and the UI all speak it; nothing else spells a status.
+
+Partition states (stored in Firestore):
+
+* ``missing``  never run (no document)
+* ``running``  a run holds the lease (alive while ``lease_expires_at`` is in the future)
+* ``waiting``  strict mode found an upstream still running: retried with backoff, not blocked
+* ``success``  the processor's rows for the date are written
+* ``failed``   the run failed (``transient`` says whether it will be retried)
+* ``blocked``  strict mode refused to run (reason + resolution command recorded)
+* ``skipped``  a date the calendar expects no data on
+
+Outcomes of one attempt that are not stored states:
+
+* ``done``   already succeeded for this generation (dedupe on the business key)
+* ``busy``   another live run holds the partition (or the one it depends on)
+* ``stale``  the partition moved to a newer generation than the trigger's
+* ``lost``   the run lost its lease to another run; its result was not recorded
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    MISSING = "missing"
+    RUNNING = "running"
+    WAITING = "waiting"
+    SUCCESS = "success"
+    FAILED = "failed"
+    BLOCKED = "blocked"
+    SKIPPED = "skipped"
+    # outcomes of one attempt (never stored as a partition's status)
+    DONE = "done"
+    BUSY = "busy"
+    STALE = "stale"
+    LOST = "lost"
+
+
+TERMINAL = frozenset({Status.SUCCESS, Status.FAILED, Status.BLOCKED, Status.SKIPPED})
