@@ -20,6 +20,8 @@ HOST = "127.0.0.1"
 EMULATORS: tuple[str, ...] = ("pubsub", "firestore", "bigquery", "storage")
 DEFAULT_SDK_ROOT = Path("/usr/lib/google-cloud-sdk")
 BQ_LAUNCHER = Path(__file__).resolve().parents[1] / "emulators" / "bqemulator_offline.py"
+BQ_LATENCY_ENV = "CASCADE_BQ_JOB_LATENCY_S"  # read by the launcher; only set through bq_latency_s
+BQ_MIN_LATENCY_S = 0.5  # the latency model's floor (emulators/latency_model.py MIN_LATENCY_S)
 PREREQS_HINT = "run emulators/check-prereqs.sh for install instructions"
 _ENV_VARS = {  # Endpoints field -> environment variable
     "project": "CASCADE_PROJECT",
@@ -78,9 +80,16 @@ def sdk_root(gcloud_config: Path) -> Path:
     return _sdk_root_cache
 
 def emulator_spec(name: str, port: int, project: str, gcloud_config: Path,
-              pick_port: Callable[[], int]) -> tuple[list[str], dict[str, str], dict, dict]:
-    """(argv, env, readiness check, extra record fields) to start emulator *name* on *port*."""
+              pick_port: Callable[[], int], bq_latency_s: float | None = None,
+              ) -> tuple[list[str], dict[str, str], dict, dict]:
+    """(argv, env, readiness check, extra record fields) to start emulator *name* on *port*.
+
+    ``bq_latency_s`` (BigQuery only, benchmarks only) starts bqemulator with the production latency
+    model (``emulators/latency_model.py``): that fixed latency per job, 2 mutating DML per table.
+    Without it the model is off, even if ``CASCADE_BQ_JOB_LATENCY_S`` is set in the environment.
+    """
     env = {**os.environ, "CLOUDSDK_CONFIG": str(gcloud_config)}
+    env.pop(BQ_LATENCY_ENV, None)
     base = f"http://{HOST}:{port}"
     extra: dict = {"project": project, "label": f"{name} emulator"}
     if name in ("pubsub", "firestore"):
@@ -101,6 +110,11 @@ def emulator_spec(name: str, port: int, project: str, gcloud_config: Path,
         env["BQEMU_ENABLE_FORMAT_EXTENSIONS"] = "false"
         argv = [sys.executable, str(BQ_LAUNCHER), "start", "--project", project,
                 "--rest-port", str(port), "--grpc-port", str(extra["grpc_port"])]
+        extra["bq_latency_s"] = bq_latency_s
+        if bq_latency_s is not None:
+            if not bq_latency_s >= BQ_MIN_LATENCY_S:
+                raise LocalStackError(f"bq_latency_s must be at least {BQ_MIN_LATENCY_S} s, got {bq_latency_s!r}")
+            argv[2:2] = ["--job-latency-s", repr(float(bq_latency_s))]
         return argv, env, {"url": f"{base}/bigquery/v2/projects/{project}/datasets"}, extra
     exe = Path(sys.executable).parent / "gcp-storage-emulator"
     if not exe.exists():

@@ -125,9 +125,13 @@ def _log_tail(path: Path, lines: int = 25) -> str:
 class LocalStack:
     """Starts, tracks and stops local processes under one state directory."""
 
-    def __init__(self, state_dir: Path, project: str = "cascade-local", log: Callable[[str], object] = print):
+    def __init__(self, state_dir: Path, project: str = "cascade-local", log: Callable[[str], object] = print,
+                 bq_latency_s: float | None = None):
+        """``bq_latency_s``: start the BigQuery emulator with the production latency model (benchmarks
+        only; see docs/latency-model.md). None - the default, and what the tests use - runs it as shipped."""
         self.state_dir = Path(state_dir).resolve()
         self.project = project
+        self.bq_latency_s = bq_latency_s
         self.log = log
         self.pid_dir = self.state_dir / "pids"
         self.log_dir = self.state_dir / "logs"
@@ -150,7 +154,7 @@ class LocalStack:
             for name in EMULATORS:
                 rec = self._read(name)
                 if rec and rec.get("project") == self.project and ports.get(name, rec["port"]) == rec["port"] \
-                        and _members(rec):
+                        and (name != "bigquery" or rec.get("bq_latency_s") == self.bq_latency_s) and _members(rec):
                     waiting[name] = rec
                 elif rec:
                     self._terminate({name: rec})
@@ -258,7 +262,8 @@ class LocalStack:
         return port
 
     def _emulator_spec(self, name: str, port: int, used: set[int]) -> tuple[list[str], dict[str, str], dict, dict]:
-        return emulator_spec(name, port, self.project, self.gcloud_config, lambda: self._pick_port(used))
+        return emulator_spec(name, port, self.project, self.gcloud_config, lambda: self._pick_port(used),
+                             bq_latency_s=self.bq_latency_s)
 
     def _launch(self, name: str, argv: list[str], env: Mapping[str, str], cwd: Path | None, port: int,
                 ready: dict, extra: dict) -> dict:
