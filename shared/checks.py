@@ -2,15 +2,18 @@
 
 Two checks, both driven by the definition's upstreams (no per-processor code):
 
-* **Upstream Failure** (status check): for the dates the run needs, the latest state of each
-  upstream processor in an earlier phase is ``success``. ``failed``, ``blocked``, a ``running``
-  whose lease expired, or a missing partition *on the last date of the window* (the run's own date,
-  or yesterday for forward-looking readers) block. Earlier dates of a
-  lookback window are covered by the gap check (data loaded outside Cascade has no state).
+* **Upstream Failure** (status check): for the expected dates the run needs, the latest state of
+  each upstream processor in an earlier phase is ``success``. ``failed``, ``blocked``, a
+  ``running`` whose lease expired, or a missing partition *on the last date of the window* (the
+  run's own date, or yesterday for forward-looking readers) block. A *live* running upstream is
+  not a block: the report says ``waiting`` and the runner retries with backoff. Earlier dates of a
+  lookback window are covered by the gap check (data loaded outside Cascade has no state). A
+  window with no expected date (a season's opening day reading "until yesterday") passes.
 * **Data Gaps** (lookback gap detection): every *expected* date (calendar-aware: no-game days are
-  not gaps) in the lookback window has rows in the upstream table. One parameterized query per
-  upstream table covering the whole window, never one per date. Lookback 30 on 2025-01-31 checks
-  2025-01-01..2025-01-31.
+  not gaps) in the lookback window of every upstream - other phases' and the same phase's - has
+  rows in the upstream table. One parameterized query per upstream table covering the whole
+  window, never one per date. Lookback 30 on 2025-01-31 checks 2025-01-01..2025-01-31; a lookback
+  of 10 expected dates checks from the 10th game date back.
 
 A failed check yields a ``Blocked`` reason with a resolution command; an error inside a check is
 raised as ``TransientError`` (retry), never treated as a pass.
@@ -26,7 +29,7 @@ from typing import Any
 from .calendar import iso
 from .errors import Blocked, TransientError
 from .pipeline import Pipeline, Processor
-from .tracking import BLOCKED, FAILED, RUNNING, Partition, Tracker
+from .tracking import BLOCKED, FAILED, MISSING, RUNNING, SUCCESS, WAITING, Partition, Tracker
 
 UPSTREAM_FAILURE = "Upstream Failure"
 DATA_GAPS = "Data Gaps"
@@ -41,6 +44,7 @@ class CheckResult:
     queries: int
     detail: str = ""
     blocked: Blocked | None = None
+    waiting: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "upstream": self.upstream, "passed": self.passed,
@@ -51,6 +55,7 @@ class CheckResult:
 class CheckReport:
     results: list[CheckResult] = field(default_factory=list)
     skipped_reason: str = ""
+    waiting: str = ""  # a live upstream run to wait for (transient), "" when none
 
     @property
     def blocked(self) -> Blocked | None:
@@ -77,7 +82,11 @@ class Checks:
     def run(self, proc: Processor, day: date) -> CheckReport:
         report = CheckReport()
         try:
-            report.results.append(self.upstream_status(proc, day))
+            status = self.upstream_status(proc, day)
+            report.results.append(status)
+            if status.waiting:
+                report.waiting = status.detail
+                return report  # the gap check waits too: the live run may be writing that data
             report.results.extend(self.lookback_gaps(proc, day))
         except TransientError:
             raise
@@ -94,20 +103,29 @@ class Checks:
         must_exist: dict[str, date] = {}
         for u in ups:
             start, end = u.window(day, self.pipeline.calendar)
-            needed[u.processor] = self.pipeline.calendar.expected_dates(start, end) or [end]
-            must_exist[u.processor] = needed[u.processor][-1]
+            expected = self.pipeline.calendar.expected_dates(start, end)
+            if expected:  # an empty expected window (a season's opening day) needs nothing
+                needed[u.processor] = expected
+                must_exist[u.processor] = expected[-1]
         all_dates = sorted({d for ds in needed.values() for d in ds})
         states = self.tracker.partitions(needed.keys(), all_dates) if needed else {}
         now = self.tracker.clock()
         bad: dict[str, list[tuple[str, Partition]]] = {}
+        live: list[str] = []
         for name, dates in needed.items():
             for d in dates:
                 st = states[(name, d.isoformat())]
+                if st.lease_alive(now) or st.status == WAITING:
+                    live.append(f"{name}@{d.isoformat()} ({st.status}, run {st.run_id})")
+                    continue
                 reason = _bad_state(st, now, is_run_date=(d == must_exist[name]))
                 if reason:
                     bad.setdefault(name, []).append((reason, st))
         elapsed = time.perf_counter() - started
         label = ", ".join(needed) or "(none)"
+        if live and not bad:
+            return CheckResult(UPSTREAM_FAILURE, label, True, elapsed, 0,
+                               f"upstream still running: {', '.join(live[:5])}", waiting=True)
         if not bad:
             return CheckResult(UPSTREAM_FAILURE, label, True, elapsed, 0, f"{len(all_dates)} date(s) of {label} succeeded")
         name, items = next(iter(bad.items()))
@@ -131,8 +149,8 @@ class Checks:
     # ------------------------------------------------------------------ lookback gaps
     def lookback_gaps(self, proc: Processor, day: date) -> list[CheckResult]:
         results = []
-        for u in self.pipeline.cross_phase_upstreams(proc):
-            if u.lookback_days <= 0:
+        for u in proc.upstreams:  # other phases' and the same phase's upstreams
+            if not u.has_lookback:
                 continue
             started = time.perf_counter()
             table = self.pipeline.processor(u.processor).output
@@ -158,13 +176,30 @@ class Checks:
         return results
 
 
+    # ------------------------------------------------------------------ backfill-mode inputs
+    def missing_inputs(self, proc: Processor, day: date) -> str:
+        """For a backfill-mode run (strict mode off): the same-date upstreams of other phases must have
+        succeeded - one batched Firestore read. Returns what is missing ("" when all is there)."""
+        names = [u.processor for u in self.pipeline.cross_phase_upstreams(proc)
+                 if u.window(day, self.pipeline.calendar)[1] == day]
+        if not names:
+            return ""
+        states = self.tracker.partitions(names, [day])
+        bad = {n: s.status for (n, _), s in states.items() if s.status != SUCCESS}
+        if not bad:
+            return ""
+        first = self.pipeline.processor(next(iter(bad)))
+        return (f"{proc.name} cannot run for {day} in backfill mode: same-date input(s) "
+                + ", ".join(f"{n} ({st})" for n, st in bad.items())
+                + f" not successful; run them first: cascade backfill --start {day} --end {day} --phase {first.phase}"
+                + f", then: cascade backfill --start {day} --end {day} --processor {proc.name}")
+
+
 def _bad_state(st: Partition, now, is_run_date: bool) -> str:
     if st.status in (FAILED, BLOCKED):
-        return st.status
+        return str(st.status)
     if st.status == RUNNING and not st.lease_alive(now):
         return "running with an expired lease (crashed)"
-    if st.status == RUNNING:
-        return "still running"
-    if st.status == "missing" and is_run_date:
+    if st.status == MISSING and is_run_date:
         return "missing"
     return ""

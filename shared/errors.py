@@ -61,6 +61,21 @@ class ProcessorError(CascadeError):
     """A processor failed for a date (its cause is chained with ``raise ... from``)."""
 
 
+class EmptySourceError(ProcessorError, PermanentError):
+    """A processor produced no rows for a date the calendar expects data on (and does not declare
+    ``allow_empty``): refused, existing rows kept (invariant 9: never replace data with nothing)."""
+
+
+class InputMissingError(ProcessorError, PermanentError):
+    """A backfill-mode run found an input it needs missing (a same-date upstream, lookback history
+    outside the backfill's range): the partition fails with the reason instead of running on less."""
+
+
+class InvalidSourceError(ProcessorError, PermanentError):
+    """A source file the processor cannot load as declared (a value not of its column's type, duplicate
+    keys): retrying cannot help; the file must be fixed and the phase re-triggered."""
+
+
 class LeaseHeldError(CascadeError):
     """Another run holds the lease on this partition (or on this backfill)."""
 

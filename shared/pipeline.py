@@ -28,8 +28,9 @@ DEFAULT_DEFINITION = Path(__file__).resolve().parent.parent / "pipelines" / "nba
 
 # BigQuery column types a definition may use.
 _COLUMN_TYPES = {"DATE", "STRING", "INT64", "FLOAT64", "BOOL", "TIMESTAMP", "NUMERIC"}
-# Columns every output table gets, written by the framework on each MERGE (lineage).
-FRAMEWORK_COLUMNS = {"_run_id": "STRING", "_processed_at": "TIMESTAMP"}
+# Columns every output table gets, written by the framework on each MERGE: lineage (which run wrote
+# the row, when) and the write fence of that run (a run with an older fence cannot change the row).
+FRAMEWORK_COLUMNS = {"_run_id": "STRING", "_processed_at": "TIMESTAMP", "_fence": "INT64"}
 # `{dataset.table}` placeholders in processor SQL; resolved only against declared tables.
 _PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9_]*)\.([a-z][a-z0-9_]*)\}")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -381,6 +382,9 @@ def _validate(p: Pipeline) -> None:
         where = f"processor {pr.name!r}"
         if not _NAME.match(pr.name) or not _NAME.match(pr.output.dataset) or not _NAME.match(pr.output.name):
             fail(f"{where}: names must be lowercase identifiers")
+        if len(pr.name) > 64 or sum(x.phase == pr.phase for x in p.processors) > 100:  # messages.MAX_NAME_LENGTH,
+            fail(f"{where}: names are at most 64 characters, phases have at most 100 processors "  # MAX_PROCESSORS
+                 f"(the message contract's bounds)")
         if pr.phase not in numbers:
             fail(f"{where}: phase {pr.phase} is not declared")
         cols = dict(pr.output.columns)

@@ -30,13 +30,14 @@ from . import faults
 from .alerts import Alert
 from .app import App
 from .checks import Checks
-from .errors import LeaseLostError, TransientError, is_transient
+from .errors import InputMissingError, LeaseLostError, TransientError, is_transient
 from .faults import InjectedCrash
 from .logs import get_logger, log
 from .messages import Completion, Trigger
 from .pipeline import Processor
 from .processors import RunContext, executor_for
-from .tracking import BLOCKED, FAILED, RUNNING, SKIPPED, SUCCESS, new_run_id
+from .state import Status
+from .tracking import BLOCKED, FAILED, MISSING, RUNNING, SKIPPED, SUCCESS, WAITING, Begin, new_run_id
 
 logger = get_logger("runner")
 
@@ -51,6 +52,19 @@ class Outcome:
     record_count: int | None = None
     error: str = ""
     retry: bool = False
+    checks: dict[str, Any] | None = None
+
+
+@dataclass
+class _Run:
+    """One attempt that holds the partition's lease: what its steps share."""
+
+    proc: Processor
+    trigger: Trigger
+    run_id: str
+    attempt: int
+    fence: int
+    labels: dict[str, Any]
     checks: dict[str, Any] | None = None
 
 
@@ -129,9 +143,9 @@ class PhaseRunner:
             result.downstream = "none"
             return result
         for proc in procs:
-            outcome = self.run_partition(proc, trigger)
-            if outcome.status == "busy":
-                outcome = self._wait_while_busy(proc, trigger, outcome)
+            outcome = self.run_partition(proc, trigger, trigger_id=message_id or "")
+            if outcome.status == Status.BUSY:
+                outcome = self._wait_while_busy(proc, trigger, outcome, message_id or "")
             result.outcomes.append(outcome)
         self.complete(trigger, result)
         log(logger, logging.INFO, f"phase {trigger.phase} for {day}: "
@@ -143,15 +157,15 @@ class PhaseRunner:
                                  date=day.isoformat(), phase=trigger.phase)
         return result
 
-    def _wait_while_busy(self, proc: Processor, trigger: Trigger, outcome: Outcome) -> Outcome:
+    def _wait_while_busy(self, proc: Processor, trigger: Trigger, outcome: Outcome, trigger_id: str) -> Outcome:
         """Another live run holds this partition or a same-phase upstream of it (a duplicate delivery,
         a concurrent invocation): wait for it to finish - or for its lease to expire, then take over -
         re-reading the state, instead of spending Pub/Sub delivery attempts on it."""
         deadline = time.monotonic() + self.app.settings.busy_wait
         tick = threading.Event()
-        while outcome.status == "busy" and time.monotonic() < deadline:
+        while outcome.status == Status.BUSY and time.monotonic() < deadline:
             tick.wait(min(0.5, max(deadline - time.monotonic(), 0)))
-            outcome = self.run_partition(proc, trigger)
+            outcome = self.run_partition(proc, trigger, trigger_id=trigger_id)
         return outcome
 
     def _context(self, trigger: Trigger) -> dict[str, Any]:
@@ -159,119 +173,175 @@ class PhaseRunner:
                 "strict_mode": trigger.strict_mode, "skip_downstream_trigger": trigger.skip_downstream_trigger}
 
     # ------------------------------------------------------------------ one partition
-    def run_partition(self, proc: Processor, trigger: Trigger) -> Outcome:
+    def run_partition(self, proc: Processor, trigger: Trigger, trigger_id: str = "",
+                      inputs_verified: bool = False) -> Outcome:
         """Run one partition (``proc`` for ``trigger.data_date``) and record it; never raises for a
-        processor failure (the Outcome says failed and whether to retry). Used by phases and backfills."""
+        processor failure (the Outcome says failed and whether to retry). Used by phases and backfills.
+
+        The runbook, step by step: gate (same-phase upstreams done?), lease (dedupe, fence), checks
+        (strict mode, or the inputs of a backfill-mode run), execute (one fenced MERGE) and record.
+        ``trigger_id`` names the delivery (a redelivery keeps it: attempts count per trigger);
+        ``inputs_verified`` says the caller (an in-process backfill) already verified the inputs.
+        """
         day, gen = trigger.data_date, trigger.generation
-        iso = day.isoformat()
-        labels = dict(pipeline=self.pipeline.name, phase=proc.phase, processor=proc.name, date=iso, generation=gen)
-        # Same-phase upstreams ran earlier in this invocation (dependency order) or elsewhere.
-        intra = self.pipeline.intra_phase_upstreams(proc)
-        if intra:
-            states = self.tracker.partitions(intra, [day])
-            pending = {n: s for (n, _), s in states.items() if not s.done_for(gen)}  # name -> state
-            if pending:
-                now = self.app.clock()
-                in_this_run = {n for n in pending if not trigger.processors or n in trigger.processors}
-                # Still coming: running elsewhere, failing transiently, or part of this very trigger
-                # but not run yet (another delivery of it holds the lease) -> retry later, not blocked.
-                if any(s.lease_alive(now) or (s.status == FAILED and s.raw.get("transient"))
-                       or (n in in_this_run and s.status in ("missing", RUNNING)) for n, s in pending.items()):
-                    return Outcome(proc.name, "busy", retry=True, error=f"waiting on {sorted(pending)}")
-                reason = (f"{self.pipeline.phase(proc.phase).title} BLOCKED: same-phase upstream "
-                          f"{sorted(pending)} not successful for {iso} ({', '.join(s.status for s in pending.values())})")
-                if trigger.processors and all(s.status == "missing" for s in pending.values()):
-                    reason += f"; run them first: cascade trigger --date {iso} --phase {proc.phase}"
-                self.tracker.record_outcome(proc.name, proc.phase, day, gen, BLOCKED, reason,
-                                            blocked={"check": "Intra-phase dependency", "upstream": sorted(pending),
-                                                     "dates": [iso], "detail": reason, "resolution": ""},
-                                            context=self._context(trigger))
-                return Outcome(proc.name, BLOCKED, error=reason)
-
+        gated = self._gate(proc, trigger)
+        if gated is not None:
+            return gated
         run_id = new_run_id(proc.name, day)
-        begin = self.tracker.begin(proc.name, proc.phase, day, gen, run_id, self._context(trigger))
-        if begin.outcome == "done":
-            log(logger, logging.INFO, f"{proc.name} {iso} already succeeded (generation {begin.partition.generation}); skipped",
-                **labels)
-            return Outcome(proc.name, "done", begin.partition.run_id, begin.partition.record_count)
-        if begin.outcome == "stale":
-            return Outcome(proc.name, "stale", error=f"partition is at generation {begin.partition.generation}")
-        if begin.outcome == "busy":
-            return Outcome(proc.name, "busy", begin.partition.run_id, retry=True,
-                           error=f"run {begin.partition.run_id} holds the lease")
+        begin = self.tracker.begin(proc.name, proc.phase, day, gen, run_id, self._context(trigger),
+                                   trigger_id=trigger_id or trigger.correlation_id)
+        if begin.outcome != Status.RUN:
+            return self._not_taken(proc, day, begin)
+        run = _Run(proc, trigger, run_id, begin.attempt, begin.fence,
+                   dict(pipeline=self.pipeline.name, phase=proc.phase, processor=proc.name, date=day.isoformat(),
+                        generation=gen, run_id=run_id, fence=begin.fence))
+        # The lease is heartbeated from the moment it is taken: checks included.
+        with _Heartbeat(self.app, proc.name, day, run_id) as hb:
+            outcome = self._check(run, inputs_verified)
+            if outcome is None:
+                outcome = self._execute(run, hb)
+        return outcome
 
-        labels["run_id"] = run_id
-        checks_info: dict[str, Any] | None = None
-        if trigger.checks_enabled:
-            try:
-                report = Checks(self.pipeline, self.tracker, self.app.warehouse).run(proc, day)
-            except TransientError as exc:
-                self._finish(proc, day, run_id, FAILED, error=str(exc), extra={"transient": True})
-                log(logger, logging.WARNING, f"strict-mode check errored; will retry: {exc}", **labels)
-                return Outcome(proc.name, FAILED, run_id, error=str(exc), retry=True)
-            checks_info = report.to_dict()
-            blocked = report.blocked
-            if blocked:
-                self._finish(proc, day, run_id, BLOCKED, error=f"{blocked.detail}; resolution: {blocked.resolution}",
-                             blocked=blocked.to_dict(), extra={"checks": checks_info})
-                marker = hashlib.sha256(f"{proc.name}|{iso}|{gen}|{blocked.detail}".encode()).hexdigest()[:24]
-                if self.tracker.create_once("alerts", f"blocked__{marker}", {"detail": blocked.detail}):
-                    self.app.alerts.send(Alert(blocked.detail, f"resolution: {blocked.resolution}", labels=labels,
-                                               details=blocked.to_dict()))  # once per distinct reason
-                log(logger, logging.ERROR, f"{blocked.detail}; resolution: {blocked.resolution}", **labels)
-                return Outcome(proc.name, BLOCKED, run_id, error=blocked.detail, checks=checks_info)
-        else:
+    # step 1: gate ---------------------------------------------------------------------------------
+    def _gate(self, proc: Processor, trigger: Trigger) -> Outcome | None:
+        """Same-phase upstreams ran earlier in this invocation (dependency order) or elsewhere; a
+        partition waits for them (busy) or is blocked when they ended badly. None: go on."""
+        day, gen = trigger.data_date, trigger.generation
+        intra = self.pipeline.intra_phase_upstreams(proc)
+        if not intra:
+            return None
+        states = self.tracker.partitions(intra, [day])
+        pending = {n: s for (n, _), s in states.items() if not s.done_for(gen)}
+        if not pending:
+            return None
+        now = self.app.clock()
+        in_this_run = {n for n in pending if not trigger.processors or n in trigger.processors}
+        # Still coming: running elsewhere, failing transiently, or part of this very trigger but not
+        # run yet (another delivery of it holds the lease) -> retry later, not blocked.
+        if any(s.lease_alive(now) or (s.status in (FAILED, WAITING) and s.raw.get("transient"))
+               or (n in in_this_run and s.status in (MISSING, RUNNING)) for n, s in pending.items()):
+            return Outcome(proc.name, Status.BUSY, retry=True, error=f"waiting on {sorted(pending)}")
+        iso = day.isoformat()
+        reason = (f"{self.pipeline.phase(proc.phase).title} BLOCKED: same-phase upstream "
+                  f"{sorted(pending)} not successful for {iso} ({', '.join(s.status for s in pending.values())})")
+        resolution = f"run them first: cascade trigger --date {iso} --phase {proc.phase}"
+        self.tracker.record_outcome(proc.name, proc.phase, day, gen, BLOCKED, f"{reason}; resolution: {resolution}",
+                                    blocked={"check": "Intra-phase dependency", "upstream": sorted(pending),
+                                             "dates": [iso], "detail": reason, "resolution": resolution},
+                                    context=self._context(trigger))
+        return Outcome(proc.name, BLOCKED, error=f"{reason}; resolution: {resolution}")
+
+    # step 2: lease --------------------------------------------------------------------------------
+    def _not_taken(self, proc: Processor, day, begin: Begin) -> Outcome:
+        part = begin.partition
+        if begin.outcome == Status.DONE:
+            log(logger, logging.INFO, f"{proc.name} {day} already succeeded (generation {part.generation}); skipped",
+                pipeline=self.pipeline.name, processor=proc.name, date=day.isoformat())
+            return Outcome(proc.name, Status.DONE, part.run_id, part.record_count)
+        if begin.outcome == Status.STALE:
+            return Outcome(proc.name, Status.STALE, error=f"partition is at generation {part.generation}")
+        return Outcome(proc.name, Status.BUSY, part.run_id, retry=True,
+                       error=f"run {part.run_id} (generation {part.generation}) holds the lease")
+
+    # step 3: checks -------------------------------------------------------------------------------
+    def _check(self, run: "_Run", inputs_verified: bool) -> Outcome | None:
+        """Strict mode in daily mode; in backfill mode the same-date inputs must exist (unless the
+        caller verified them). Records and returns the outcome when the run must not go on."""
+        proc, trigger, day = run.proc, run.trigger, run.trigger.data_date
+        if not trigger.checks_enabled:
             reason = "backfill mode" if trigger.mode == "backfill" else "strict_mode=false"
-            checks_info = {"skipped": reason, "queries": 0, "seconds": 0, "results": []}
-            log(logger, logging.INFO, f"strict-mode checks skipped ({reason})", **labels)
+            run.checks = {"skipped": reason, "queries": 0, "seconds": 0, "results": []}
+            if trigger.mode == "backfill" and not inputs_verified:
+                missing = Checks(self.pipeline, self.tracker, self.app.warehouse).missing_inputs(proc, day)
+                if missing:
+                    return self._fail(run, InputMissingError(missing, processor=proc.name, date=day.isoformat()))
+            return None
+        try:
+            report = Checks(self.pipeline, self.tracker, self.app.warehouse).run(proc, day)
+        except TransientError as exc:
+            self._record(run, FAILED, error=str(exc), extra={"transient": True})
+            log(logger, logging.WARNING, f"strict-mode check errored; will retry: {exc}", **run.labels)
+            return Outcome(proc.name, FAILED, run.run_id, error=str(exc), retry=True)
+        run.checks = report.to_dict()
+        if report.waiting:
+            # A live upstream run is a transient condition: recorded as waiting, retried with backoff.
+            self._record(run, WAITING, error=report.waiting, extra={"transient": True, "checks": run.checks})
+            log(logger, logging.INFO, f"{proc.name} {day} waits: {report.waiting}; Pub/Sub will redeliver", **run.labels)
+            return Outcome(proc.name, WAITING, run.run_id, error=report.waiting, retry=True, checks=run.checks)
+        blocked = report.blocked
+        if blocked is None:
+            return None
+        self._record(run, BLOCKED, error=f"{blocked.detail}; resolution: {blocked.resolution}",
+                     blocked=blocked.to_dict(), extra={"checks": run.checks})
+        marker = hashlib.sha256(f"{proc.name}|{day}|{trigger.generation}|{blocked.detail}".encode()).hexdigest()[:24]
+        if self.tracker.create_once("alerts", f"blocked__{marker}", {"detail": blocked.detail}):
+            self.app.alerts.send(Alert(blocked.detail, f"resolution: {blocked.resolution}", labels=run.labels,
+                                       details=blocked.to_dict()))  # once per distinct reason
+        log(logger, logging.ERROR, f"{blocked.detail}; resolution: {blocked.resolution}", **run.labels)
+        return Outcome(proc.name, BLOCKED, run.run_id, error=blocked.detail, checks=run.checks)
 
-        ctx = RunContext(self.pipeline, self.app.project, self.app.warehouse, self.app.storage, run_id)
+    # step 4: execute ------------------------------------------------------------------------------
+    def _execute(self, run: "_Run", hb: "_Heartbeat") -> Outcome:
+        proc, day, iso = run.proc, run.trigger.data_date, run.trigger.data_date.isoformat()
+        if hb.lost:
+            return self._lost(run, "lease lost before the write")
+        ctx = RunContext(self.pipeline, self.app.project, self.app.warehouse, self.app.storage, run.run_id, run.fence)
         started = time.perf_counter()
         try:
-            with _Heartbeat(self.app, proc.name, day, run_id) as hb:
-                faults.maybe_fail("before_merge", proc.name, iso)
-                faults.maybe_fail("slow", proc.name, iso)
-                faults.maybe_fail("serialize", proc.name, iso)
-                count = executor_for(proc).run(ctx, proc, day)
-                faults.maybe_fail("after_merge", proc.name, iso)
+            faults.maybe_fail("before_merge", proc.name, iso)
+            faults.maybe_fail("slow", proc.name, iso)
+            faults.maybe_fail("serialize", proc.name, iso)
+            count = executor_for(proc).run(ctx, proc, day)
+            faults.maybe_fail("after_merge", proc.name, iso)
         except InjectedCrash:
             raise  # a simulated crash leaves the partition running, as a real one would
+        except LeaseLostError as exc:  # the fenced MERGE changed nothing: a newer run owns the partition
+            return self._lost(run, str(exc))
         except Exception as exc:  # noqa: BLE001 - classified, recorded and re-raised as needed below
-            transient = is_transient(exc)
-            gave_up = transient and begin.attempt >= self.app.settings.max_attempts
-            error = f"{type(exc).__name__}: {exc}"
-            if gave_up:
-                error = f"gave up after {begin.attempt} attempts: {error}"
-            retry = transient and not gave_up
-            try:
-                self._finish(proc, day, run_id, FAILED, error=error[:2000],
-                             extra={"transient": retry, "checks": checks_info})
-            except LeaseLostError:
-                return Outcome(proc.name, "lost", run_id, error="lease lost while failing")
-            log(logger, logging.WARNING if retry else logging.ERROR,
-                f"{proc.name} failed for {iso} (attempt {begin.attempt}): {error}"
-                + ("; will retry" if retry else f"; fix it, then: cascade trigger --date {iso} --phase {proc.phase}"),
-                **labels)
-            if not retry:
-                self.app.alerts.send(Alert(f"{proc.name} FAILED for {iso}", error[:500], labels=labels))
-            return Outcome(proc.name, FAILED, run_id, error=error, retry=retry)
+            return self._fail(run, exc)
         if hb.lost:
-            log(logger, logging.ERROR, f"{proc.name} {iso}: lease lost during the run; result not recorded", **labels)
-            self.tracker.mark_run(run_id, "lost", "lease lost during the run; another run took over")
-            return Outcome(proc.name, "lost", run_id, error="lease lost")
+            return self._lost(run, "lease lost during the run; another run took over (its rows are fenced)")
+        # step 5: record
         try:
-            self._finish(proc, day, run_id, SUCCESS, record_count=count,
-                         extra={"checks": checks_info, "seconds": round(time.perf_counter() - started, 3),
+            self._record(run, SUCCESS, record_count=count,
+                         extra={"checks": run.checks, "seconds": round(time.perf_counter() - started, 3),
                                 "transient": False})
         except LeaseLostError as exc:
-            log(logger, logging.ERROR, f"{exc}; result not recorded", **labels)
-            self.tracker.mark_run(run_id, "lost", str(exc))
-            return Outcome(proc.name, "lost", run_id, error=str(exc))
-        log(logger, logging.INFO, f"{proc.name} {iso} succeeded: {count} rows merged", record_count=count, **labels)
-        return Outcome(proc.name, SUCCESS, run_id, count, checks=checks_info)
+            return self._lost(run, str(exc))
+        log(logger, logging.INFO, f"{proc.name} {iso} succeeded: {count} rows merged", record_count=count, **run.labels)
+        return Outcome(proc.name, SUCCESS, run.run_id, count, checks=run.checks)
 
-    def _finish(self, proc: Processor, day, run_id: str, status: str, **kw: Any) -> None:
-        self.tracker.finish(proc.name, day, run_id, status, **kw)
+    def _fail(self, run: "_Run", exc: BaseException) -> Outcome:
+        """Record a failure: transient ones are retried until ``max_attempts`` for this trigger."""
+        proc, iso = run.proc, run.trigger.data_date.isoformat()
+        transient = is_transient(exc)
+        gave_up = transient and run.attempt >= self.app.settings.max_attempts
+        error = f"{type(exc).__name__}: {exc}"
+        if gave_up:
+            error = f"gave up after {run.attempt} attempts: {error}"
+        retry = transient and not gave_up
+        try:
+            self._record(run, FAILED, error=error[:2000], extra={"transient": retry, "checks": run.checks})
+        except LeaseLostError:
+            return self._lost(run, "lease lost while failing")
+        next_step = (f"cascade trigger --date {iso} --phase {proc.phase} --processor {proc.name}"
+                     if run.trigger.mode != "backfill" else
+                     f"cascade backfill --start {iso} --end {iso} --processor {proc.name}")
+        log(logger, logging.WARNING if retry else logging.ERROR,
+            f"{proc.name} failed for {iso} (attempt {run.attempt}): {error}"
+            + ("; will retry" if retry else f"; fix it, then: {next_step}"), **run.labels)
+        if not retry:
+            self.app.alerts.send(Alert(f"{proc.name} FAILED for {iso}", f"{error[:500]}; next step: {next_step}",
+                                       labels=run.labels))
+        return Outcome(proc.name, FAILED, run.run_id, error=error, retry=retry)
+
+    def _lost(self, run: "_Run", why: str) -> Outcome:
+        log(logger, logging.ERROR, f"{run.proc.name} {run.trigger.data_date}: {why}; result not recorded", **run.labels)
+        self.tracker.mark_run(run.run_id, Status.LOST.value, why)
+        return Outcome(run.proc.name, Status.LOST, run.run_id, error=why)
+
+    def _record(self, run: "_Run", status: str, **kw: Any) -> None:
+        self.tracker.finish(run.proc.name, run.trigger.data_date, run.run_id, status, **kw)
 
     # ------------------------------------------------------------------ completion
     def complete(self, trigger: Trigger, result: PhaseResult) -> None:
@@ -322,5 +392,5 @@ class PhaseRunner:
             return
         # Claimed by someone who has not published yet: keep the message until it is published.
         result.downstream = "claimed-unpublished"
-        result.outcomes.append(Outcome(f"phase{phase}-trigger", "busy", retry=True,
+        result.outcomes.append(Outcome(f"phase{phase}-trigger", Status.BUSY, retry=True,
                                        error="downstream trigger claimed but not yet published"))

@@ -16,6 +16,7 @@ Partition states (stored in Firestore):
 
 Outcomes of one attempt that are not stored states:
 
+* ``run``    the lease was taken: this attempt runs the partition
 * ``done``   already succeeded for this generation (dedupe on the business key)
 * ``busy``   another live run holds the partition (or the one it depends on)
 * ``stale``  the partition moved to a newer generation than the trigger's
@@ -36,6 +37,7 @@ class Status(StrEnum):
     BLOCKED = "blocked"
     SKIPPED = "skipped"
     # outcomes of one attempt (never stored as a partition's status)
+    RUN = "run"  # the lease was taken: this attempt runs
     DONE = "done"
     BUSY = "busy"
     STALE = "stale"

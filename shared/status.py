@@ -16,7 +16,7 @@ from typing import Any
 from google.cloud import firestore
 
 from .app import App
-from .tracking import BLOCKED, FAILED, RUNNING, SKIPPED, Partition
+from .tracking import BLOCKED, FAILED, RUNNING, SKIPPED, WAITING, Partition
 
 COMPLETE, PARTIAL, MISSING = "complete", "partial", "missing"
 # A Firestore listener can drop (the emulator's watch stream occasionally fails to decode under
@@ -25,13 +25,16 @@ _RECHECK_SECONDS = 2.0
 
 
 def phase_state(states: list[Partition], generation: int, now) -> str:
-    """Roll partition states up to a phase state (complete, failed, blocked, running, skipped, partial, missing)."""
+    """Roll partition states up to a phase state (complete, failed, blocked, waiting, running, skipped,
+    partial, missing)."""
     if states and all(s.done_for(generation) for s in states):
         return COMPLETE
     if any(s.status == BLOCKED for s in states):
         return BLOCKED
     if any(s.status == FAILED and not s.raw.get("transient") for s in states):
         return FAILED
+    if any(s.status == WAITING for s in states):
+        return WAITING
     if any(s.status == RUNNING or (s.status == FAILED and s.raw.get("transient")) for s in states):
         return RUNNING
     if states and all(s.status == SKIPPED for s in states):

@@ -71,6 +71,10 @@ class Partition:
     def lease_alive(self, now: datetime) -> bool:
         return self.status == RUNNING and self.lease_expires_at is not None and self.lease_expires_at > now
 
+    @property
+    def fence(self) -> int:
+        return int(self.raw.get("fence") or 0)
+
     def done_for(self, generation: int) -> bool:
         return self.status == SUCCESS and self.generation >= generation
 
@@ -94,6 +98,22 @@ class Begin:
     outcome: str
     partition: Partition
     attempt: int = 0
+    fence: int = 0  # the run's write fence (monotonic per partition)
+
+
+def _next_attempt(current: Partition, generation: int, trigger_id: str) -> int:
+    """Attempts count transient failures of one generation for one trigger: a redelivery (same
+    trigger) after a transient failure, or a crashed run the sweeper expired, is the next attempt;
+    a takeover of an expired lease keeps the count; anything else - a new trigger, a new generation,
+    after a block, a success or a permanent failure - starts again at 1. Busy waits write nothing."""
+    if current.status == MISSING or current.generation != generation:
+        return 1
+    if current.status == RUNNING:
+        return max(current.attempts, 1)
+    if current.status == FAILED and current.raw.get("transient") and (
+            current.raw.get("expired") or current.raw.get("trigger_id") == trigger_id):
+        return current.attempts + 1
+    return 1
 
 
 class Tracker:
@@ -156,12 +176,17 @@ class Tracker:
 
     # ------------------------------------------------------------------ partition lifecycle
     def begin(self, processor: str, phase: int, day: date, generation: int, run_id: str,
-              context: dict[str, Any] | None = None) -> Begin:
+              context: dict[str, Any] | None = None, trigger_id: str = "") -> Begin:
         """Take the partition's lease for ``run_id`` unless it is done, stale or held by a live run.
 
         ``done``: already succeeded for this generation (or a newer one) - dedupe on the business key.
         ``stale``: the partition moved to a newer generation than this trigger's.
-        ``busy``: another run holds a live lease.
+        ``busy``: another run holds a live lease - of any generation: a newer generation waits for a
+        live older run instead of running beside it.
+
+        Taking the lease increments the partition's ``fence``: every write of this run carries it,
+        and a run whose fence is older than the partition's current one cannot change its rows.
+        The partition update and the run-history record are one atomic batch.
         """
         ref = self.partition_ref(processor, day)
         for _ in range(_CAS_ATTEMPTS):
@@ -171,73 +196,120 @@ class Tracker:
             current = Partition.from_doc(processor, _iso(day), snap.to_dict() if snap.exists else None)
             if snap.exists:
                 if generation < current.generation:
-                    return Begin("stale", current)
+                    return Begin(Status.STALE, current)
                 if current.done_for(generation):
-                    return Begin("done", current)
-                if current.lease_alive(now) and current.generation == generation:
-                    return Begin("busy", current)
-            attempt = current.attempts + 1 if snap.exists and current.generation == generation else 1
+                    return Begin(Status.DONE, current)
+                if current.lease_alive(now):
+                    return Begin(Status.BUSY, current)
+            attempt = _next_attempt(current, generation, trigger_id)
+            fence = current.fence + 1
             doc = {
                 "pipeline": self.pipeline.name, "phase": phase, "processor": processor,
-                "data_date": _iso(day), "generation": generation, "status": RUNNING, "run_id": run_id,
-                "attempts": attempt, "started_at": now, "finished_at": None, "duration_s": None,
+                "data_date": _iso(day), "generation": generation, "status": RUNNING.value, "run_id": run_id,
+                "attempts": attempt, "fence": fence, "trigger_id": trigger_id[:200],
+                "started_at": now, "finished_at": None, "duration_s": None,
                 "lease_expires_at": now + self.lease, "record_count": None, "error": "", "blocked": None,
-                "checks": None, "transient": False,
+                "checks": None, "transient": False, "expired": False,
                 "updated_at": now, **(context or {}),
             }
+            batch = self.db.batch()
+            if snap.exists:
+                batch.update(ref, doc, option=self.db.write_option(last_update_time=snap.update_time))
+            else:
+                batch.create(ref, doc)
+            batch.set(self._col("runs").document(run_id), {"run_id": run_id, **doc, "attempt": attempt})
             try:
                 faults.maybe_fail("firestore_aborted", processor, _iso(day))
                 self.ops += 1
-                if snap.exists:
-                    ref.update(doc, option=self.db.write_option(last_update_time=snap.update_time), timeout=FIRESTORE_TIMEOUT)
-                else:
-                    ref.create(doc, timeout=FIRESTORE_TIMEOUT)
-            except (gexc.AlreadyExists, gexc.FailedPrecondition, gexc.Aborted):
+                batch.commit(timeout=FIRESTORE_TIMEOUT)
+            except (gexc.AlreadyExists, gexc.FailedPrecondition, gexc.Aborted, gexc.NotFound):
                 continue  # someone else changed it between our read and write: look again
-            self._write_run(run_id, {**doc, "attempt": attempt})
-            return Begin("run", Partition.from_doc(processor, _iso(day), doc), attempt)
+            return Begin(Status.RUN, Partition.from_doc(processor, _iso(day), doc), attempt, fence)
         raise TransientError(f"could not take the lease on {processor} {_iso(day)}: too much contention",
                              processor=processor, date=_iso(day))
 
     def heartbeat(self, processor: str, day: date, run_id: str) -> bool:
         """Extend the lease while the run is alive; False when the lease was lost to another run."""
         def change(cur: dict[str, Any], now: datetime) -> dict[str, Any]:
-            return {**cur, "lease_expires_at": now + self.lease, "updated_at": now}
+            return {"lease_expires_at": now + self.lease, "updated_at": now}
         try:
             self._update_own(processor, day, run_id, change)
             return True
         except LeaseLostError:
             return False
 
+    def owns(self, processor: str, day: date, run_id: str) -> bool:
+        """True while ``run_id`` still holds a live lease on the partition (checked before writing)."""
+        p = self.partition(processor, day)
+        return p.run_id == run_id and p.lease_alive(self.clock())
+
     def finish(self, processor: str, day: date, run_id: str, status: str, *, record_count: int | None = None,
                error: str = "", blocked: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Partition:
-        """Record the run's outcome, only if this run still owns the partition (else LeaseLostError)."""
+        """Record the run's outcome, only if this run still owns the partition (else LeaseLostError).
+
+        The partition and its run-history record are written in one atomic batch."""
         def change(cur: dict[str, Any], now: datetime) -> dict[str, Any]:
             started = cur.get("started_at") or now
-            return {**cur, "status": status, "record_count": record_count, "error": error, "blocked": blocked,
+            return {"status": str(status), "record_count": record_count, "error": error, "blocked": blocked,
                     "finished_at": now, "duration_s": round((now - started).total_seconds(), 3),
                     "lease_expires_at": None, "updated_at": now, **(extra or {})}
-        doc = self._update_own(processor, day, run_id, change)
-        self._write_run(run_id, {k: doc.get(k) for k in ("status", "record_count", "error", "blocked", "finished_at",
-                                                         "duration_s")} | (extra or {}), merge=True)
+
+        def history(doc: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+            return run_id, {k: doc.get(k) for k in ("status", "record_count", "error", "blocked", "finished_at",
+                                                    "duration_s")} | (extra or {})
+        doc = self._update_own(processor, day, run_id, change, history)
         return Partition.from_doc(processor, _iso(day), doc)
 
     def record_outcome(self, processor: str, phase: int, day: date, generation: int, status: str,
-                       reason: str, blocked: dict[str, Any] | None = None, context: dict[str, Any] | None = None) -> bool:
-        """Record a partition that did not run (blocked, skipped) without taking over a live run or a success.
+                       reason: str, blocked: dict[str, Any] | None = None, context: dict[str, Any] | None = None,
+                       extra: dict[str, Any] | None = None) -> bool:
+        """Record a partition that did not run (blocked, skipped, failed on its inputs) without taking
+        over a live run or a success.
 
         Returns False when the partition is running under a live lease or already succeeded for this
         generation (nothing is overwritten).
         """
         run_id = new_run_id(processor, day)
         begin = self.begin(processor, phase, day, generation, run_id, context)
-        if begin.outcome != "run":
+        if begin.outcome != Status.RUN:
             return False
-        self.finish(processor, day, run_id, status, error=reason, blocked=blocked)
+        self.finish(processor, day, run_id, status, error=reason, blocked=blocked, extra=extra)
         return True
 
+    # ------------------------------------------------------------------ generations
+    def generation_ref(self, day: date | str):
+        return self._col("generations").document(_iso(day))
+
+    def new_generation(self, day: date | str) -> int:
+        """Allocate the next generation of ``day`` for the whole cascade: higher than every generation
+        ever allocated for the date and than every partition of the date (any phase), atomically
+        (create() or compare-and-set on one document per date), so two reruns never share one and a
+        (phase, date, generation) claim is never reused."""
+        ref = self.generation_ref(day)
+        names = [p.name for p in self.pipeline.processors]
+        for _ in range(_CAS_ATTEMPTS):
+            self.ops += 1
+            snap = ref.get(timeout=FIRESTORE_TIMEOUT)
+            seen = [p.generation for p in self.partitions(names, [day]).values()]
+            top = max([int((snap.to_dict() or {}).get("generation", 0)) if snap.exists else 0, *seen])
+            doc = {"data_date": _iso(day), "generation": top + 1, "updated_at": self.clock()}
+            try:
+                self.ops += 1
+                if snap.exists:
+                    ref.update(doc, option=self.db.write_option(last_update_time=snap.update_time),
+                               timeout=FIRESTORE_TIMEOUT)
+                else:
+                    ref.create(doc, timeout=FIRESTORE_TIMEOUT)
+                return top + 1
+            except (gexc.AlreadyExists, gexc.FailedPrecondition, gexc.Aborted):
+                continue
+        raise TransientError(f"could not allocate a generation for {_iso(day)}: too much contention", date=_iso(day))
+
     def _update_own(self, processor: str, day: date, run_id: str,
-                    change: Callable[[dict[str, Any], datetime], dict[str, Any]]) -> dict[str, Any]:
+                    change: Callable[[dict[str, Any], datetime], dict[str, Any]],
+                    history: Callable[[dict[str, Any]], tuple[str, dict[str, Any]]] | None = None) -> dict[str, Any]:
+        """Compare-and-set ``change`` on a partition this run owns; ``history`` (optional) gives the
+        run-history record written in the same atomic batch."""
         ref = self.partition_ref(processor, day)
         for _ in range(_CAS_ATTEMPTS):
             self.ops += 1
@@ -247,11 +319,16 @@ class Tracker:
                 raise LeaseLostError(
                     f"run {run_id} of {processor} {_iso(day)} lost its lease to run {cur.get('run_id') if cur else None}",
                     processor=processor, date=_iso(day), run_id=run_id)
-            doc = change(cur, self.clock())
+            fields = change(cur, self.clock())
+            batch = self.db.batch()
+            batch.update(ref, fields, option=self.db.write_option(last_update_time=snap.update_time))
+            if history is not None:
+                rid, data = history({**cur, **fields})
+                batch.set(self._col("runs").document(rid), {"run_id": rid, **data}, merge=True)
             try:
                 self.ops += 1
-                ref.update(doc, option=self.db.write_option(last_update_time=snap.update_time), timeout=FIRESTORE_TIMEOUT)
-                return doc
+                batch.commit(timeout=FIRESTORE_TIMEOUT)
+                return {**cur, **fields}
             except (gexc.FailedPrecondition, gexc.Aborted):
                 continue
         raise TransientError(f"could not update {processor} {_iso(day)}: too much contention")
@@ -265,15 +342,18 @@ class Tracker:
         self._col("runs").document(run_id).set({"run_id": run_id, **data}, merge=merge, timeout=FIRESTORE_TIMEOUT)
 
     def expire(self, processor: str, day: date | str, run_id: str, reason: str) -> bool:
-        """Mark a run whose lease expired as failed (transient: to be re-run); False if it moved on."""
+        """Mark a run whose lease expired as failed (transient: to be re-run); False if it moved on.
+        The crash counts as a failed attempt (``expired``), so a partition that kills its process
+        every time is given up on after ``max_attempts`` instead of being re-triggered forever."""
         def change(cur: dict[str, Any], now: datetime) -> dict[str, Any]:
-            return {**cur, "status": FAILED, "error": reason, "transient": True, "lease_expires_at": None,
-                    "finished_at": now, "updated_at": now}
+            return {"status": FAILED.value, "error": reason, "transient": True, "expired": True,
+                    "lease_expires_at": None, "finished_at": now, "updated_at": now}
         try:
-            self._update_own(processor, day if isinstance(day, date) else date.fromisoformat(day), run_id, change)
+            self._update_own(processor, day if isinstance(day, date) else date.fromisoformat(day), run_id, change,
+                             lambda doc: (run_id, {"status": FAILED.value, "error": reason,
+                                                   "finished_at": doc["finished_at"]}))
         except LeaseLostError:
             return False
-        self._write_run(run_id, {"status": FAILED, "error": reason, "finished_at": self.clock()}, merge=True)
         return True
 
     def partitions_where(self, field_name: str, op: str, value: Any) -> list[Partition]:
@@ -324,19 +404,47 @@ class Tracker:
     # ------------------------------------------------------------------ rejected messages
     def record_rejected(self, phase: int, reason: str, error: str, data: bytes | None,
                         attributes: dict[str, str] | None, message_id: str | None) -> str:
-        """Keep a refused message (its raw payload and the reason) so nothing is lost."""
+        """Keep a refused message (its raw payload and the reason) so nothing is lost.
+
+        Whatever its size, the record fits one Firestore document: the payload is kept up to
+        ``MAX_RECORDED_BYTES`` (16 KiB) with its original size in ``data_bytes``; attributes up to
+        Pub/Sub's limits (100 of them, keys 256 bytes, values 1024 bytes) with their count.
+        """
+        from .messages import (MAX_ATTRIBUTE_KEY_BYTES, MAX_ATTRIBUTE_VALUE_BYTES, MAX_ATTRIBUTES,
+                               MAX_RECORDED_BYTES, truncate_utf8)
+
         raw = data or b""
-        doc_id = hashlib.sha256(f"{phase}|{message_id}|".encode() + raw).hexdigest()[:32]
+        attrs = dict(attributes or {})
+        doc_id = hashlib.sha256(f"{phase}|{message_id}|".encode("utf-8", "replace") + raw).hexdigest()[:32]
+        # Attribute names become map keys: Firestore refuses empty ones and reserves __names__.
+        kept = {f"[{truncate_utf8(str(k), MAX_ATTRIBUTE_KEY_BYTES)}]" if not str(k) or str(k).startswith("__")
+                else truncate_utf8(str(k), MAX_ATTRIBUTE_KEY_BYTES): truncate_utf8(str(v), MAX_ATTRIBUTE_VALUE_BYTES)
+                for k, v in list(attrs.items())[:MAX_ATTRIBUTES]}
         self.ops += 1
         self._col("rejected").document(doc_id).set({
-            "pipeline": self.pipeline.name, "phase": phase, "reason": reason, "error": error,
-            "data": raw.decode("utf-8", "replace"), "attributes": dict(attributes or {}),
-            "message_id": message_id, "rejected_at": self.clock()}, timeout=FIRESTORE_TIMEOUT)
+            "pipeline": self.pipeline.name, "phase": phase, "reason": truncate_utf8(reason, MAX_RECORDED_BYTES),
+            "error": truncate_utf8(error, 256),
+            "data": truncate_utf8(raw[:MAX_RECORDED_BYTES].decode("utf-8", "replace"), MAX_RECORDED_BYTES),
+            "data_bytes": len(raw), "data_truncated": len(raw) > MAX_RECORDED_BYTES,
+            "attributes": kept, "attribute_count": len(attrs),
+            "message_id": None if message_id is None else truncate_utf8(str(message_id), 256),
+            "rejected_at": self.clock()}, timeout=FIRESTORE_TIMEOUT)
         return doc_id
 
     def rejected(self, limit: int = 100) -> list[dict[str, Any]]:
         self.ops += 1
         return [s.to_dict() for s in self._col("rejected").limit(limit).stream(timeout=FIRESTORE_TIMEOUT)]
+
+    # ------------------------------------------------------------------ read-only views (cascade ui)
+    def rejected_counts(self) -> dict[int, int]:
+        """Rejected messages per phase (e.g. ``{2: 3}``), from one query that reads only ``phase``."""
+        self.ops += 1
+        counts: dict[int, int] = {}
+        for snap in self._col("rejected").select(["phase"]).stream(timeout=FIRESTORE_TIMEOUT):
+            phase = (snap.to_dict() or {}).get("phase")
+            if isinstance(phase, int):
+                counts[phase] = counts.get(phase, 0) + 1
+        return counts
 
 
 def new_run_id(processor: str, day: date | str) -> str:

@@ -5,6 +5,19 @@ only from the pipeline definition; every value (dates, rows) is a query paramete
 MERGE per (table, date partition) on the declared keys: a re-run replaces the partition's rows
 atomically (matched rows updated, new rows inserted, rows gone from the source deleted), so
 redelivery never duplicates a row. There is no DELETE+INSERT and no streaming insert.
+
+Two guards live inside that one MERGE (still one BigQuery job per partition):
+
+* **Fencing.** Every row carries the ``_fence`` of the run that wrote it (the partition's lease
+  counter in Firestore, incremented by every run that takes the lease). A MERGE with fence ``f``
+  updates and deletes only rows with ``_fence <= f``, and its source is empty when the partition
+  already holds a row with a newer fence - so a run that lost its lease (a slow job, a takeover)
+  can never change rows written by the run that took over. Residual window, documented: if the
+  newer run legitimately wrote *zero* rows (``allow_empty``), a stale run committing afterwards
+  could insert into the empty partition; its own Firestore record then fails (lease lost).
+* **Never replace data with nothing.** Unless the processor declares ``allow_empty``, the delete
+  branch runs only when the source has rows, and a source with zero rows is refused
+  (``EmptySourceError``: failed with the reason, existing rows kept).
 """
 
 from __future__ import annotations
@@ -19,6 +32,7 @@ from google.api_core import exceptions as gexc
 from google.api_core.retry import Retry
 from google.cloud import bigquery
 
+from .errors import EmptySourceError, LeaseLostError
 from .pipeline import FRAMEWORK_COLUMNS, Pipeline, Processor, Table, all_columns
 
 # Definition column type -> BigQuery query-parameter type (the same names, spelled once here).
@@ -64,49 +78,87 @@ class Warehouse:
         return self.pipeline.table_id(self.project, table)
 
     # ------------------------------------------------------------------ writes
-    def merge_rows(self, proc: Processor, day: date, rows: Sequence[dict[str, Any]], run_id: str) -> int:
+    def merge_rows(self, proc: Processor, day: date, rows: Sequence[dict[str, Any]], run_id: str, fence: int = 0) -> int:
         """MERGE ``rows`` (already shaped like the output table) into ``day``'s partition."""
         table = proc.output
         cols = table.column_names
+        if not rows:
+            if not proc.allow_empty:
+                self._refuse_empty(proc, day)
+            return self._merge(proc, day, run_id, fence, "SELECT " + ", ".join(
+                f"CAST(NULL AS {t}) AS {c}" for c, t in table.columns) + " FROM UNNEST([1]) WHERE FALSE", [])
         struct_rows = [
             bigquery.StructQueryParameter(None, *[
                 bigquery.ScalarQueryParameter(c, _PARAM_TYPE[t], row.get(c)) for c, t in table.columns])
             for row in rows
         ]
-        if not struct_rows:
-            return self._merge(proc, day, run_id, "SELECT " + ", ".join(
-                f"CAST(NULL AS {t}) AS {c}" for c, t in table.columns) + " FROM UNNEST([1]) WHERE FALSE", [])
         source = "SELECT " + ", ".join(f"r.{c} AS {c}" for c in cols) + " FROM UNNEST(@rows) AS r"
         params = [bigquery.ArrayQueryParameter("rows", "STRUCT", struct_rows)]
-        return self._merge(proc, day, run_id, source, params)
+        return self._merge(proc, day, run_id, fence, source, params)
 
-    def merge_select(self, proc: Processor, day: date, run_id: str) -> int:
+    def merge_select(self, proc: Processor, day: date, run_id: str, fence: int = 0) -> int:
         """MERGE the result of the processor's SELECT for ``day`` into its partition."""
         start, end = proc.window(day, self.pipeline.calendar)
         params = [bigquery.ScalarQueryParameter("window_start", "DATE", start)]
-        return self._merge(proc, day, run_id, self.pipeline.render_sql(proc, self.project), params)
+        return self._merge(proc, day, run_id, fence, self.pipeline.render_sql(proc, self.project), params)
 
-    def _merge(self, proc: Processor, day: date, run_id: str, source_sql: str, params: list) -> int:
+    def merge_sql(self, proc: Processor, source_sql: str) -> str:
+        """The fenced MERGE statement Cascade sends for ``proc`` around ``source_sql`` (parameters:
+        ``@data_date`` DATE, ``@run_id`` STRING, ``@fence`` INT64, plus the source's own)."""
         table = proc.output
+        target = f"`{self.table_id(table)}`"
         cols = table.column_names
         keys = table.merge_keys
         non_keys = [c for c in cols if c not in keys]
-        on = " AND ".join([f"T.{table.date_column} = @data_date"] + [f"T.{k} = S.{k}" for k in keys])
+        dc = table.date_column
+        on = " AND ".join([f"T.{dc} = @data_date"] + [f"T.{k} = S.{k}" for k in keys])
         lineage = list(FRAMEWORK_COLUMNS)
-        sql = (
-            f"MERGE `{self.table_id(table)}` AS T\n"
-            f"USING (\n{source_sql}\n) AS S\n"
+        has_rows = "" if proc.allow_empty else f" AND EXISTS (SELECT 1 FROM (\n{source_sql}\n))"
+        return (
+            f"MERGE {target} AS T\n"
+            f"USING (\nSELECT src.* FROM (\n{source_sql}\n) AS src\n"
+            f"WHERE NOT EXISTS (SELECT 1 FROM {target} AS F WHERE F.{dc} = @data_date AND F._fence > @fence)\n) AS S\n"
             f"ON {on}\n"
-            f"WHEN MATCHED THEN UPDATE SET "
-            + ", ".join([f"{c} = S.{c}" for c in non_keys] + ["_run_id = @run_id", "_processed_at = CURRENT_TIMESTAMP()"])
+            f"WHEN MATCHED AND COALESCE(T._fence, 0) <= @fence THEN UPDATE SET "
+            + ", ".join([f"{c} = S.{c}" for c in non_keys]
+                        + ["_run_id = @run_id", "_processed_at = CURRENT_TIMESTAMP()", "_fence = @fence"])
             + "\nWHEN NOT MATCHED THEN INSERT (" + ", ".join(cols + lineage) + ") VALUES ("
-            + ", ".join([f"S.{c}" for c in cols] + ["@run_id", "CURRENT_TIMESTAMP()"]) + ")\n"
-            f"WHEN NOT MATCHED BY SOURCE AND T.{table.date_column} = @data_date THEN DELETE"
+            + ", ".join([f"S.{c}" for c in cols] + ["@run_id", "CURRENT_TIMESTAMP()", "@fence"]) + ")\n"
+            f"WHEN NOT MATCHED BY SOURCE AND T.{dc} = @data_date AND COALESCE(T._fence, 0) <= @fence{has_rows} THEN DELETE"
         )
+
+    def _merge(self, proc: Processor, day: date, run_id: str, fence: int, source_sql: str, params: list) -> int:
         params = [*params, bigquery.ScalarQueryParameter("data_date", "DATE", day),
-                  bigquery.ScalarQueryParameter("run_id", "STRING", run_id)]
-        job = self._run(sql, params)
-        return int(job.num_dml_affected_rows or 0)
+                  bigquery.ScalarQueryParameter("run_id", "STRING", run_id),
+                  bigquery.ScalarQueryParameter("fence", "INT64", fence)]
+        job = self._run(self.merge_sql(proc, source_sql), params)
+        affected = int(job.num_dml_affected_rows or 0)
+        if affected == 0:
+            # Nothing changed: the source was empty, or a newer run fenced this one out. One small
+            # query (only on this rare path) tells which.
+            table = proc.output
+            row = self.query(
+                f"SELECT COUNT(*) AS n, COUNTIF(_fence > @fence) AS newer FROM `{self.table_id(table)}` "
+                f"WHERE {table.date_column} = @d",
+                [bigquery.ScalarQueryParameter("d", "DATE", day), bigquery.ScalarQueryParameter("fence", "INT64", fence)])[0]
+            if int(row["newer"] or 0):
+                raise LeaseLostError(f"{proc.name} {day}: a newer run (fence > {fence}) already wrote this partition; "
+                                     f"this run's MERGE changed nothing", processor=proc.name, date=day.isoformat())
+            if not proc.allow_empty:
+                self._refuse_empty(proc, day, int(row["n"] or 0))
+        return affected
+
+    def _refuse_empty(self, proc: Processor, day: date, kept: int | None = None) -> None:
+        if kept is None:
+            kept = self.count_rows(proc.output, day)
+        iso = day.isoformat()
+        raise EmptySourceError(
+            f"{proc.name} produced no rows for {iso}, a date the calendar expects data on; refused: "
+            + (f"the partition's {kept} existing rows were kept. " if kept else "nothing was written. ")
+            + f"Check its inputs for {iso} (cascade status --date {iso}), fix them, then re-run: "
+            f"cascade trigger --date {iso} --phase {proc.phase} --processor {proc.name} "
+            f"(or declare `allow_empty: true` on {proc.name} if no rows is a valid result)",
+            processor=proc.name, date=iso, rows_kept=kept)
 
     # ------------------------------------------------------------------ reads
     def query(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:

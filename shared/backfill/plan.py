@@ -25,17 +25,17 @@ from typing import Any, Iterable
 from ..calendar import date_range
 from ..errors import CascadeError, UnknownProcessorError
 from ..pipeline import Pipeline, Processor
-from ..tracking import BLOCKED, FAILED, RUNNING, SKIPPED, SUCCESS, Partition
+from ..tracking import BLOCKED, FAILED, RUNNING, SKIPPED, SUCCESS, WAITING, Partition
 
 MAX_RANGE_DAYS = 3 * 366
 DONE, MISSING, NO_GAME, STALE, OUTDATED = "done", "missing", "no-game", "running-expired", "outdated"
 # One character per state in the printed matrix.
 SYMBOLS = {DONE: "#", MISSING: ".", FAILED: "F", BLOCKED: "B", RUNNING: "R", STALE: "r", OUTDATED: "o",
-           NO_GAME: " "}
-LEGEND = ("# done  . missing  F failed  B blocked  R running  r running (lease expired)  "
+           NO_GAME: " ", WAITING: "w"}
+LEGEND = ("# done  . missing  F failed  B blocked  w waiting  R running  r running (lease expired)  "
           "o done at an older generation than its phase (an interrupted rerun/--force)  (blank) no games")
 # States that will run (running under a live lease is waited for: the runner answers "busy").
-TO_RUN = (MISSING, FAILED, BLOCKED, STALE, RUNNING, OUTDATED)
+TO_RUN = (MISSING, FAILED, BLOCKED, STALE, RUNNING, OUTDATED, WAITING)
 
 
 class UsageError(CascadeError):
@@ -103,7 +103,7 @@ def cell_state(p: Partition, expected: bool, now, phase_generation: int = 0) -> 
         return DONE if p.generation >= phase_generation else OUTDATED
     if p.status == RUNNING:
         return RUNNING if p.lease_alive(now) else STALE
-    if p.status in (FAILED, BLOCKED):
+    if p.status in (FAILED, BLOCKED, WAITING):
         return p.status
     return MISSING  # never run, or skipped on a date the calendar now expects
 
@@ -131,7 +131,7 @@ class Plan:
 
     def counts(self) -> dict[str, int]:
         c = Counter(self.cells.values())
-        return {k: c.get(k, 0) for k in (DONE, MISSING, FAILED, BLOCKED, RUNNING, STALE, OUTDATED, NO_GAME)}
+        return {k: c.get(k, 0) for k in (DONE, MISSING, FAILED, BLOCKED, WAITING, RUNNING, STALE, OUTDATED, NO_GAME)}
 
     def estimate(self) -> dict[str, int]:
         """BigQuery jobs: one MERGE per partition to run (strict checks are skipped in backfill mode),

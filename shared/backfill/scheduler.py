@@ -39,11 +39,12 @@ from ..errors import is_transient
 from ..logs import get_logger
 from ..messages import Trigger, new_correlation_id
 from ..runner import Outcome, PhaseResult, PhaseRunner
+from ..state import Status
 from ..tracking import BLOCKED, SUCCESS
 from .plan import Node, Plan, upstream_window
 
 logger = get_logger("backfill")
-OK_STATUSES = ("success", "done", "skipped")
+OK_STATUSES = (Status.SUCCESS, Status.DONE, Status.SKIPPED)
 
 
 @dataclass
@@ -263,7 +264,9 @@ class Scheduler:
         started = time.monotonic()
         outcome, error = None, None
         try:
-            outcome = self.runner.run_partition(proc, trig)
+            # Inputs inside the range are this wavefront's own dependencies; those outside it were
+            # verified by the engine before the run (``validate.outside_inputs``).
+            outcome = self.runner.run_partition(proc, trig, trigger_id=self.correlation_id, inputs_verified=True)
         except Exception as exc:  # noqa: BLE001 - classified by the main loop
             error = exc
         self._done.append(Result(node, outcome, error, started, time.monotonic(), generation))
@@ -274,19 +277,19 @@ class Scheduler:
         if o is not None and o.status in OK_STATUSES:
             (self.report.succeeded if o.status == SUCCESS else self.report.already_done).append(label)
             return "ok"
-        if o is not None and o.status == "busy":
+        if o is not None and o.status == Status.BUSY:
             first = busy_since.setdefault(key, res.started)
             if time.monotonic() - first < self.busy_wait_s:
                 return "retry"
             self.report.failed[label] = f"still held by another run after {self.busy_wait_s:.0f} s: {o.error}"
             return "failed"
-        if o is not None and o.status == "stale":
+        if o is not None and o.status == Status.STALE:
             part = self.app.tracker.partition(res.node.processor, res.node.day)
             if part.status == SUCCESS:
                 self.report.already_done.append(label)
                 return "ok"
             self.generation[key] = part.generation  # someone moved it to a newer generation: follow
-        transient = (o.retry or o.status in ("stale", "lost")) if o is not None else is_transient(res.error)
+        transient = (o.retry or o.status in (Status.STALE, Status.LOST)) if o is not None else is_transient(res.error)
         error = o.error if o is not None else f"{type(res.error).__name__}: {res.error}"
         if transient and attempts[key] + 1 < self.max_attempts:
             return "retry"

@@ -19,6 +19,7 @@ class RunContext:
     warehouse: Warehouse
     storage: Any  # google.cloud.storage.Client, created lazily by the caller
     run_id: str
+    fence: int = 0  # the run's write fence: every MERGE of this run carries it
 
 
 class Executor(Protocol):

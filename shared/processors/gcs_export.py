@@ -41,5 +41,5 @@ class GcsJsonExport:
         ctx.storage.bucket(bucket).blob(path).upload_from_string(json.dumps(body), content_type="application/json")
         manifest = {c: None for c in proc.output.column_names}
         manifest.update({proc.output.date_column: day, "path": f"gs://{bucket}/{path}", "row_count": len(rows)})
-        ctx.warehouse.merge_rows(proc, day, [manifest], ctx.run_id)
+        ctx.warehouse.merge_rows(proc, day, [manifest], ctx.run_id, ctx.fence)
         return len(rows)

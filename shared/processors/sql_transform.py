@@ -14,4 +14,4 @@ from .base import RunContext
 
 class SqlTransform:
     def run(self, ctx: RunContext, proc: Processor, day: date) -> int:
-        return ctx.warehouse.merge_select(proc, day, ctx.run_id)
+        return ctx.warehouse.merge_select(proc, day, ctx.run_id, ctx.fence)
