@@ -46,6 +46,9 @@ def _pull(app: App, phase: int, max_messages: int, wait_seconds: float = 0) -> t
             break
         for m in resp.received_messages:
             attrs = dict(m.message.attributes)
+            # When it was dead-lettered (minutes after its publish) rides along a replay, so a date-less
+            # trigger replayed days later keeps its date (entry.py reads this attribute).
+            attrs.setdefault("cascade_published_at", m.message.publish_time.isoformat())
             count = attrs.get("CloudPubSubDeadLetterSourceDeliveryCount")
             out.append(DeadLetter(m.message.message_id, bytes(m.message.data), attrs,
                                   int(count) if count else None, m.ack_id))

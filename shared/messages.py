@@ -12,11 +12,42 @@ time zone (``today`` for a phase declared ``default_date: today``, e.g. predicti
 ``status``, ``processors`` (name -> {status, record_count, run_id}), ``run_ids`` and
 ``completed_at``; the next phase reads it as its own trigger. Unknown fields are ignored; a missing
 or invalid required field is an ``InvalidMessageError`` (permanent: recorded and acknowledged).
+
+Every field is bounded at the boundary, so whatever is derived from a message (Firestore fields,
+Pub/Sub attributes of at most 1024 bytes each, the completion of the next phase) always fits:
+
+=========================  ==================================================================
+field                      accepted
+=========================  ==================================================================
+(whole payload)            at most ``MAX_PAYLOAD_BYTES`` (64 KiB) of UTF-8 JSON, an object
+``schema_version``         ``1``
+``kind``                   ``"trigger"`` or ``"completion"`` (optional)
+``pipeline``               this pipeline's name (at most ``MAX_NAME_LENGTH`` = 64 characters)
+``phase``                  an integer naming a declared phase
+``data_date``              a ``YYYY-MM-DD`` string (10 characters), a real date
+``processors`` (trigger)   a list of at most ``MAX_PROCESSORS`` (100) names of this phase
+``processors`` (completion) an object of at most ``MAX_PROCESSORS`` entries, name -> object
+``run_ids``                a list of at most ``MAX_PROCESSORS`` strings of at most
+                           ``MAX_RUN_ID_LENGTH`` (128) characters
+``mode``                   ``"daily"`` or ``"backfill"``
+``strict_mode``,           ``true``/``false`` (or the strings ``"true"``/``"false"``)
+``skip_downstream_trigger``
+``correlation_id``         at most ``MAX_CORRELATION_ID_LENGTH`` (128) characters of
+                           ``A-Z a-z 0-9 . _ : @ / + -`` (empty or absent: a new one is made)
+``generation``             an integer in ``0..MAX_GENERATION`` (2**53 - 1: exact in JSON
+                           numbers and in Firestore's int64)
+``status``                 ``"success"`` (completion)
+``completed_at``           a string of at most ``MAX_TIMESTAMP_LENGTH`` (64) characters
+=========================  ==================================================================
+
+A date-less trigger takes its date from the message's publish time (``published``), so a replay
+days later still runs the date its publisher meant.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime
@@ -28,7 +59,25 @@ from .pipeline import Pipeline
 
 SCHEMA_VERSION = 1
 MODES = ("daily", "backfill")
+KINDS = ("trigger", "completion")
 EXAMPLE = '{"pipeline": "nba", "phase": 2, "data_date": "2025-01-15"}'
+
+# Bounds of the message contract (see the table in the module docstring).
+MAX_PAYLOAD_BYTES = 64 * 1024
+MAX_NAME_LENGTH = 64
+MAX_PROCESSORS = 100
+MAX_RUN_ID_LENGTH = 128
+MAX_CORRELATION_ID_LENGTH = 128
+MAX_GENERATION = 2**53 - 1
+MAX_TIMESTAMP_LENGTH = 64
+CORRELATION_ID_PATTERN = re.compile(r"[A-Za-z0-9._:@/+-]+")
+# Pub/Sub's limits on message attributes (what ``_attributes`` derives always fits them).
+MAX_ATTRIBUTE_KEY_BYTES = 256
+MAX_ATTRIBUTE_VALUE_BYTES = 1024
+MAX_ATTRIBUTES = 100
+# A rejected message is recorded with its payload cut to this many bytes (and its original size),
+# its attributes cut to Pub/Sub's limits: a record always fits Firestore's 1 MiB document.
+MAX_RECORDED_BYTES = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -89,9 +138,20 @@ class Completion:
         return _attributes(self.to_dict())
 
 
+# Message fields mirrored as Pub/Sub attributes.
+_ATTRIBUTE_KEYS = ("kind", "pipeline", "phase", "data_date", "mode", "generation", "correlation_id")
+
+
 def _attributes(d: Mapping[str, Any]) -> dict[str, str]:
-    keys = ("kind", "pipeline", "phase", "data_date", "mode", "generation", "correlation_id")
-    return {k: str(d[k]) for k in keys if d.get(k) not in (None, "")}
+    """The routing fields as Pub/Sub attributes, each value cut to Pub/Sub's 1024-byte limit (a
+    parsed message is within the contract's bounds already; this guards triggers built in code)."""
+    return {k: truncate_utf8(str(d[k]), MAX_ATTRIBUTE_VALUE_BYTES) for k in _ATTRIBUTE_KEYS
+            if d.get(k) not in (None, "")}
+
+
+def truncate_utf8(text: str, max_bytes: int) -> str:
+    """``text`` cut to at most ``max_bytes`` bytes of UTF-8, never inside a character."""
+    return text.encode("utf-8", "replace")[:max_bytes].decode("utf-8", "ignore")
 
 
 def new_correlation_id() -> str:
@@ -102,52 +162,58 @@ def parse(data: bytes | str | None, pipeline: Pipeline, phase: int, now: datetim
     """Parse a message delivered to ``phase``'s topic into the trigger that phase must run.
 
     A trigger for ``phase`` is returned as is; a completion of the phase that cascades into
-    ``phase`` becomes a trigger for ``phase`` (all processors). ``now`` (timezone-aware) decides
-    the default date: yesterday in the pipeline's time zone.
+    ``phase`` becomes a trigger for ``phase`` (all processors). ``now`` (timezone-aware; the entry
+    point passes the message's publish time) decides the default date: yesterday in the pipeline's
+    time zone, e.g. a date-less trigger published at 2025-01-16T11:00Z runs 2025-01-15 in New York.
 
     Raises:
-        InvalidMessageError: not JSON, not an object, a missing/invalid field, a date like
-            2024-02-30, a message for another pipeline or phase.
+        InvalidMessageError: not JSON, not an object, a missing/invalid field, a field beyond its
+            bound (see the module docstring), a date like 2024-02-30, a message for another
+            pipeline or phase.
         UnknownProcessorError: a processor this phase does not declare, or an unknown phase.
     """
     body = _json_object(data)
     version = body.get("schema_version", SCHEMA_VERSION)
-    if version != SCHEMA_VERSION:
-        raise InvalidMessageError(f"schema_version {version!r} is not supported (expected {SCHEMA_VERSION})")
+    if version != SCHEMA_VERSION or isinstance(version, bool):
+        raise InvalidMessageError(f"schema_version {_show(version)} is not supported (expected {SCHEMA_VERSION})",
+                                  field="schema_version")
+    kind = body.get("kind")
+    if kind is not None and kind not in KINDS:
+        raise InvalidMessageError(f"kind {_show(kind)} must be one of {list(KINDS)} (or absent)", field="kind")
     name = body.get("pipeline")
     if name != pipeline.name:
         raise InvalidMessageError(
-            f"message is for pipeline {name!r} but this is pipeline {pipeline.name!r}; "
+            f"message is for pipeline {_show(name)} but this is pipeline {pipeline.name!r}; "
             f"set \"pipeline\": \"{pipeline.name}\"" if name is not None else
-            f"missing required field \"pipeline\"; publish e.g. {EXAMPLE}")
+            f"missing required field \"pipeline\"; publish e.g. {EXAMPLE}", field="pipeline")
     msg_phase = _int(body, "phase", required=True)
     pipeline.phase(msg_phase)  # UnknownProcessorError for a phase the pipeline does not declare
-    is_completion = body.get("kind") == "completion" or "status" in body and isinstance(body.get("processors"), dict)
+    is_completion = kind == "completion" or kind is None and "status" in body and isinstance(body.get("processors"), dict)
     raw_date = body.get("data_date")
     if raw_date is None and is_completion:
-        raise InvalidMessageError("completion message without data_date")
+        raise InvalidMessageError("completion message without data_date", field="data_date")
     if raw_date is None:
         day = pipeline.calendar.default_date(pipeline.phase(phase).default_date, now)
     else:
         try:
             day = parse_date(raw_date)
         except (TypeError, ValueError) as exc:
-            raise InvalidMessageError(f"data_date {raw_date!r} is not a valid date (YYYY-MM-DD): {exc}",
+            raise InvalidMessageError(f"data_date {_show(raw_date)} is not a valid date (YYYY-MM-DD)",
                                       field="data_date") from exc
     mode = body.get("mode", "daily")
     if mode not in MODES:
-        raise InvalidMessageError(f"mode {mode!r} must be one of {list(MODES)}", field="mode")
+        raise InvalidMessageError(f"mode {_show(mode)} must be one of {list(MODES)}", field="mode")
     generation = _int(body, "generation", required=False, default=0)
-    if generation < 0:
-        raise InvalidMessageError("generation must be >= 0", field="generation")
+    if not 0 <= generation <= MAX_GENERATION:
+        raise InvalidMessageError(f"generation {_show(generation)} must be an integer from 0 to {MAX_GENERATION} "
+                                  f"(2**53 - 1)", field="generation")
     common = dict(pipeline=pipeline.name, data_date=day, mode=mode,
                   strict_mode=_bool(body, "strict_mode", True),
                   skip_downstream_trigger=_bool(body, "skip_downstream_trigger", False),
-                  correlation_id=str(body.get("correlation_id") or new_correlation_id()),
+                  correlation_id=_correlation_id(body.get("correlation_id")),
                   generation=generation)
     if is_completion:
-        if body.get("status") != "success":
-            raise InvalidMessageError(f"completion of phase {msg_phase} has status {body.get('status')!r}, not 'success'")
+        _check_completion(body, msg_phase)
         if pipeline.phase(msg_phase).next != phase:
             raise InvalidMessageError(
                 f"completion of phase {msg_phase} was delivered to phase {phase}, which it does not cascade to")
@@ -159,6 +225,7 @@ def parse(data: bytes | str | None, pipeline: Pipeline, phase: int, now: datetim
     procs = body.get("processors") or []
     if not isinstance(procs, list) or not all(isinstance(p, str) for p in procs):
         raise InvalidMessageError("processors must be a list of processor names", field="processors")
+    _check_names(procs, "processors")
     for p in procs:
         if pipeline.processor(p).phase != phase:
             raise InvalidMessageError(f"processor {p!r} belongs to phase {pipeline.processor(p).phase}, not {phase}",
@@ -169,15 +236,68 @@ def parse(data: bytes | str | None, pipeline: Pipeline, phase: int, now: datetim
 def _json_object(data: bytes | str | None) -> dict[str, Any]:
     if data is None or data == b"" or data == "":
         raise InvalidMessageError(f"message has no data; publish a JSON object such as {EXAMPLE}")
+    size = len(data.encode("utf-8", "replace") if isinstance(data, str) else data)
+    if size > MAX_PAYLOAD_BYTES:
+        raise InvalidMessageError(f"message data is {size} bytes; at most {MAX_PAYLOAD_BYTES} bytes are accepted "
+                                  f"(a trigger is a small JSON object such as {EXAMPLE})", size=size)
     try:
         body = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         preview = (data[:80] if isinstance(data, str) else data[:80].decode("utf-8", "replace"))
-        raise InvalidMessageError(f"message data is not JSON ({exc.__class__.__name__}: {exc}); got {preview!r}; "
+        detail = "nested too deeply" if isinstance(exc, RecursionError) else f"{exc.__class__.__name__}: {exc}"
+        raise InvalidMessageError(f"message data is not JSON ({detail}); got {preview!r}; "
                                   f"publish a JSON object such as {EXAMPLE}") from exc
     if not isinstance(body, dict):
         raise InvalidMessageError(f"message data must be a JSON object such as {EXAMPLE}, got {type(body).__name__}")
     return body
+
+
+def _check_completion(body: Mapping[str, Any], msg_phase: int) -> None:
+    """The completion-only fields: ``status``, ``processors`` (name -> object), ``run_ids``, ``completed_at``."""
+    if body.get("status") != "success":
+        raise InvalidMessageError(f"completion of phase {msg_phase} has status {_show(body.get('status'))}, "
+                                  f"not 'success'", field="status")
+    procs = body.get("processors") or {}
+    if not isinstance(procs, dict) or not all(isinstance(v, dict) for v in procs.values()):
+        raise InvalidMessageError("completion processors must be an object of processor name -> "
+                                  "{status, record_count, run_id}", field="processors")
+    _check_names(list(procs), "processors")
+    run_ids = body.get("run_ids") or []
+    if (not isinstance(run_ids, list) or len(run_ids) > MAX_PROCESSORS
+            or not all(isinstance(r, str) and len(r) <= MAX_RUN_ID_LENGTH for r in run_ids)):
+        raise InvalidMessageError(f"run_ids must be a list of at most {MAX_PROCESSORS} strings of at most "
+                                  f"{MAX_RUN_ID_LENGTH} characters", field="run_ids")
+    completed_at = body.get("completed_at") or ""
+    if not isinstance(completed_at, str) or len(completed_at) > MAX_TIMESTAMP_LENGTH:
+        raise InvalidMessageError(f"completed_at must be a timestamp string of at most {MAX_TIMESTAMP_LENGTH} "
+                                  f"characters, got {_show(completed_at)}", field="completed_at")
+
+
+def _check_names(names: list[str], key: str) -> None:
+    if len(names) > MAX_PROCESSORS:
+        raise InvalidMessageError(f"{key} names {len(names)} processors; at most {MAX_PROCESSORS} are accepted "
+                                  f"(omit {key} to run every processor of the phase)", field=key)
+    long = next((n for n in names if len(n) > MAX_NAME_LENGTH), None)
+    if long is not None:
+        raise InvalidMessageError(f"processor name {_show(long)} is longer than {MAX_NAME_LENGTH} characters; "
+                                  f"name a processor the pipeline declares", field=key)
+
+
+def _correlation_id(value: Any) -> str:
+    if value is None or value == "":
+        return new_correlation_id()
+    if (not isinstance(value, str) or len(value) > MAX_CORRELATION_ID_LENGTH
+            or not CORRELATION_ID_PATTERN.fullmatch(value)):
+        raise InvalidMessageError(
+            f"correlation_id {_show(value)} must be a string of 1 to {MAX_CORRELATION_ID_LENGTH} characters from "
+            f"A-Z a-z 0-9 . _ : @ / + - (or absent: a new one is made)", field="correlation_id")
+    return value
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for error messages about unbounded input."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _int(body: Mapping[str, Any], key: str, required: bool, default: int = 0) -> int:
@@ -186,12 +306,15 @@ def _int(body: Mapping[str, Any], key: str, required: bool, default: int = 0) ->
             raise InvalidMessageError(f"missing required field {key!r}; publish e.g. {EXAMPLE}", field=key)
         return default
     value = body[key]
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise InvalidMessageError(f"{key} must be an integer, got {value!r}", field=key)
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or isinstance(value, str) and len(value) > 20:
+        raise InvalidMessageError(f"{key} must be an integer, got {_show(value)}", field=key)
     try:
-        return int(value)
+        number = int(value)
     except ValueError as exc:
-        raise InvalidMessageError(f"{key} must be an integer, got {value!r}", field=key) from exc
+        raise InvalidMessageError(f"{key} must be an integer, got {_show(value)}", field=key) from exc
+    if not -2**63 <= number < 2**63:
+        raise InvalidMessageError(f"{key} {_show(number)} is out of range (a 64-bit integer)", field=key)
+    return number
 
 
 def _bool(body: Mapping[str, Any], key: str, default: bool) -> bool:
@@ -200,4 +323,4 @@ def _bool(body: Mapping[str, Any], key: str, default: bool) -> bool:
         return value
     if isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
-    raise InvalidMessageError(f"{key} must be true or false, got {value!r}", field=key)
+    raise InvalidMessageError(f"{key} must be true or false, got {_show(value)}", field=key)

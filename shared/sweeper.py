@@ -11,6 +11,11 @@ Three repairs, each a query plus per-item compare-and-set, so two sweepers never
 3. **Stuck phases** - a phase with some processors done and others missing or failed for longer
    than ``stuck_phase_seconds``: one alert (ever) naming the missing processors and the command
    that re-runs them.
+
+Each repair item (one claim, one expired lease, one stuck phase) is handled in isolation: an item
+that cannot be repaired (its topic was deleted, Firestore refused the write ...) is logged with its
+date, phase or processor and the next step, listed in ``SweepReport.errors``, and the sweep goes
+on with the others - one broken item never disables the rest of the repair.
 """
 
 from __future__ import annotations
@@ -18,87 +23,137 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Callable
 
 from .alerts import Alert
 from .app import App
 from .logs import get_logger, log
 from .messages import Trigger, new_correlation_id
-from .tracking import RUNNING, SUCCESS
+from .tracking import RUNNING, SUCCESS, Partition
 
 logger = get_logger("sweeper")
 
 
 @dataclass
 class SweepReport:
+    """What one sweep repaired, and in ``errors`` what it could not (each with its next step)."""
+
     republished: list[str] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
     stuck: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
 
     def to_dict(self) -> dict[str, Any]:
-        return {"republished": self.republished, "expired": self.expired, "stuck": self.stuck}
+        return {"republished": self.republished, "expired": self.expired, "stuck": self.stuck, "errors": self.errors}
 
 
 def sweep(app: App, recent_days: int = 3) -> SweepReport:
     report = SweepReport()
-    _republish(app, report)
-    _expire(app, report)
-    _stuck(app, report, recent_days)
-    log(logger, logging.INFO, f"sweep: {len(report.republished)} republished, {len(report.expired)} expired leases, "
-        f"{len(report.stuck)} stuck phases", pipeline=app.pipeline.name, **report.to_dict())
+    for repair in (_republish, _expire, lambda a, r: _stuck(a, r, recent_days)):
+        repair(app, report)
+    log(logger, logging.INFO if report.ok else logging.ERROR,
+        f"sweep: {len(report.republished)} republished, {len(report.expired)} expired leases, "
+        f"{len(report.stuck)} stuck phases, {len(report.errors)} could not be repaired",
+        pipeline=app.pipeline.name, **report.to_dict())
     return report
+
+
+def _isolated(app: App, report: SweepReport, what: str, next_step: str, repair: Callable[[], None],
+              **labels: Any) -> None:
+    """Run one repair item; its failure is logged and reported with ``next_step``, never propagated."""
+    try:
+        repair()
+    except Exception as exc:  # noqa: BLE001 - one broken item must not stop the repair of the others
+        error = f"{what}: {type(exc).__name__}: {str(exc)[:500]}; next step: {next_step}"
+        log(logger, logging.ERROR, f"sweep could not repair {error}", pipeline=app.pipeline.name, **labels)
+        report.errors.append(error)
+
+
+def _listed(app: App, report: SweepReport, what: str, query: Callable[[], list[Any]]) -> list[Any]:
+    """The items a repair walks; a failing query is reported (that repair is skipped), not raised."""
+    found: list[Any] = []
+    _isolated(app, report, f"listing {what}", "check Firestore, then run `cascade sweep` again",
+              lambda: found.extend(query()))
+    return found
 
 
 def _republish(app: App, report: SweepReport) -> None:
     limit = timedelta(seconds=app.settings.republish_after_seconds)
-    for claim in app.tracker.unpublished_claims(limit):
-        phase, day, gen = claim["phase"], claim["data_date"], claim["generation"]
-        message_id = app.publisher.publish(claim["topic"], claim["payload"].encode(),
-                                           {"kind": "completion", "pipeline": app.pipeline.name, "phase": str(phase),
-                                            "data_date": day, "generation": str(gen), "republished": "sweeper"})
-        app.tracker.mark_published(phase, day, gen, message_id)
-        report.republished.append(f"phase {phase} {day} g{gen} -> {claim['topic']}")
+    for claim in _listed(app, report, "unpublished trigger claims", lambda: app.tracker.unpublished_claims(limit)):
+        phase, day, gen, topic = claim["phase"], claim["data_date"], claim["generation"], claim.get("topic")
+
+        def republish(claim: dict[str, Any] = claim) -> None:
+            message_id = app.publisher.publish(claim["topic"], claim["payload"].encode(),
+                                               {"kind": "completion", "pipeline": app.pipeline.name,
+                                                "phase": str(phase), "data_date": day, "generation": str(gen),
+                                                "republished": "sweeper"})
+            app.tracker.mark_published(phase, day, gen, message_id)
+            report.republished.append(f"phase {phase} {day} g{gen} -> {topic}")
+
+        _isolated(app, report, f"trigger claim of phase {phase} for {day} g{gen} -> {topic}",
+                  f"make sure topic {topic} exists (`cascade up` or `terraform apply` re-creates it), then run "
+                  f"`cascade sweep` again; the claim stays unpublished until then", republish,
+                  phase=phase, date=day, generation=gen)
 
 
 def _expire(app: App, report: SweepReport) -> None:
     now = app.clock()
-    for part in app.tracker.partitions_where("status", "==", RUNNING):
+    for part in _listed(app, report, "running partitions", lambda: app.tracker.partitions_where("status", "==", RUNNING)):
         if part.lease_alive(now):
             continue
-        reason = (f"run {part.run_id} stopped heartbeating (lease expired at {part.lease_expires_at}); "
-                  f"re-triggered by the sweeper")
-        if not app.tracker.expire(part.processor, part.data_date, part.run_id, reason):
-            continue  # someone else moved it on
-        raw = part.raw
-        trig = Trigger(pipeline=app.pipeline.name, phase=int(raw["phase"]), data_date=_d(part.data_date),
-                       processors=(part.processor,), mode=raw.get("mode", "daily"),
-                       strict_mode=bool(raw.get("strict_mode", True)),
-                       skip_downstream_trigger=bool(raw.get("skip_downstream_trigger", False)),
-                       correlation_id=raw.get("correlation_id") or new_correlation_id(), generation=part.generation)
-        app.publisher.publish(app.pipeline.topic(trig.phase), trig.to_json(), trig.attributes())
-        report.expired.append(f"{part.processor} {part.data_date} (run {part.run_id})")
+        _isolated(app, report, f"expired lease of {part.processor} for {part.data_date} (run {part.run_id})",
+                  f"re-run it: cascade trigger --date {part.data_date} --phase {part.raw.get('phase')} "
+                  f"--processor {part.processor}", lambda part=part: _expire_one(app, report, part),
+                  processor=part.processor, date=part.data_date)
+
+
+def _expire_one(app: App, report: SweepReport, part: Partition) -> None:
+    reason = (f"run {part.run_id} stopped heartbeating (lease expired at {part.lease_expires_at}); "
+              f"re-triggered by the sweeper")
+    if not app.tracker.expire(part.processor, part.data_date, part.run_id, reason):
+        return  # someone else moved it on
+    raw = part.raw
+    trig = Trigger(pipeline=app.pipeline.name, phase=int(raw["phase"]), data_date=_d(part.data_date),
+                   processors=(part.processor,), mode=raw.get("mode", "daily"),
+                   strict_mode=bool(raw.get("strict_mode", True)),
+                   skip_downstream_trigger=bool(raw.get("skip_downstream_trigger", False)),
+                   correlation_id=raw.get("correlation_id") or new_correlation_id(), generation=part.generation)
+    app.publisher.publish(app.pipeline.topic(trig.phase), trig.to_json(), trig.attributes())
+    report.expired.append(f"{part.processor} {part.data_date} (run {part.run_id})")
 
 
 def _stuck(app: App, report: SweepReport, recent_days: int) -> None:
     now = app.clock()
     deadline = now - timedelta(seconds=app.settings.stuck_phase_seconds)
-    recent = [p for p in app.tracker.partitions_where("updated_at", ">=", now - timedelta(days=recent_days))
+    recent = [p for p in _listed(app, report, "recently updated partitions",
+                                 lambda: app.tracker.partitions_where("updated_at", ">=", now - timedelta(days=recent_days)))
               if p.raw.get("updated_at") and p.raw["updated_at"] <= deadline]
     groups = {(int(p.raw["phase"]), p.data_date, p.generation) for p in recent if p.status == SUCCESS}
     for phase, day, gen in sorted(groups):
-        names = [p.name for p in app.pipeline.processors_of(phase)]
-        states = app.tracker.partitions(names, [day])
-        missing = sorted(n for (n, _), s in states.items() if not s.done_for(gen))
-        if not missing:
-            continue
-        if not app.tracker.create_once("alerts", f"stuck__p{phase}__{day}__g{gen}", {"missing": missing}):
-            continue
-        msg = (f"phase {phase} for {day} has waited more than {app.settings.stuck_phase_seconds:.0f} s on {missing} "
-               f"({', '.join(states[(n, day)].status for n in missing)}); re-run them: "
-               f"cascade trigger --date {day} --phase {phase} " + " ".join(f"--processor {n}" for n in missing))
-        app.alerts.send(Alert(f"Phase {phase} STUCK for {day}", msg,
-                              labels={"pipeline": app.pipeline.name, "phase": phase, "date": day}))
-        report.stuck.append(msg)
+        _isolated(app, report, f"stuck-phase check of phase {phase} for {day} g{gen}",
+                  f"see `cascade status --date {day}` and re-run what is missing: cascade trigger --date {day} "
+                  f"--phase {phase}", lambda phase=phase, day=day, gen=gen: _stuck_one(app, report, phase, day, gen),
+                  phase=phase, date=day, generation=gen)
+
+
+def _stuck_one(app: App, report: SweepReport, phase: int, day: str, gen: int) -> None:
+    names = [p.name for p in app.pipeline.processors_of(phase)]
+    states = app.tracker.partitions(names, [day])
+    missing = sorted(n for (n, _), s in states.items() if not s.done_for(gen))
+    if not missing:
+        return
+    if not app.tracker.create_once("alerts", f"stuck__p{phase}__{day}__g{gen}", {"missing": missing}):
+        return
+    msg = (f"phase {phase} for {day} has waited more than {app.settings.stuck_phase_seconds:.0f} s on {missing} "
+           f"({', '.join(states[(n, day)].status for n in missing)}); re-run them: "
+           f"cascade trigger --date {day} --phase {phase} " + " ".join(f"--processor {n}" for n in missing))
+    app.alerts.send(Alert(f"Phase {phase} STUCK for {day}", msg,
+                          labels={"pipeline": app.pipeline.name, "phase": phase, "date": day}))
+    report.stuck.append(msg)
 
 
 def _d(text: str):

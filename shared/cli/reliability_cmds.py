@@ -14,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Republish downstream triggers that were claimed but never published, mark "
                                    "partitions whose lease expired as failed and re-trigger them, and alert once "
                                    "about phases waiting on processors too long. Idempotent; safe to run "
-                                   "concurrently (production runs it every 10 minutes).")
+                                   "concurrently (production runs it every 10 minutes). Exits 1 if some item could "
+                                   "not be repaired (listed under `errors` with its next step).")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_sweep)
 
@@ -35,12 +36,12 @@ def _sweep(args: argparse.Namespace) -> int:
     report = sweep(app())
     if args.json:
         print_json(report.to_dict())
-        return 0
+        return 0 if report.ok else 1
     for kind, items in report.to_dict().items():
         print(f"{kind}: {len(items)}")
         for item in items:
             print(f"  - {item}")
-    return 0
+    return 0 if report.ok else 1  # exit 1: some items could not be repaired (listed under errors)
 
 
 def _dlq(args: argparse.Namespace) -> int:
