@@ -51,6 +51,21 @@ _BQ_TYPES = {"INT64": "INTEGER", "FLOAT64": "FLOAT", "BOOL": "BOOLEAN"}
 _ACCOUNT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 _MAX_CLUSTERING = 4  # BigQuery allows at most four clustering columns.
 
+# Cloud Run (functions gen2) serves more than one request per instance only with at least 1 vCPU.
+_CPU_CONCURRENT = "1"
+_CPU_SINGLE = "0.5"
+# A daily cron "M H * * *" (minute, hour): the only schedules a wall-clock freshness objective fits.
+_DAILY_CRON = re.compile(r"^(\d{1,2}) (\d{1,2}) \* \* \*$")
+_HH_MM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+# Freshness: a phase must be complete this long after its chain's schedule unless the definition
+# says otherwise (``complete_by: "HH:MM"``, pipeline time zone).
+DEFAULT_COMPLETE_AFTER_MINUTES = 120
+# How long the deadline tick of a freshness objective stays "on" (see infra/terraform/monitoring.tf):
+# the completion window is (complete_by - schedule) + this, so any evaluation during the tick sees
+# the whole day's window. Completion windows stay below Cloud Monitoring's 23.5 h limit.
+DEADLINE_TICK_SECONDS = 1800
+_MAX_WINDOW_SECONDS = 23 * 3600 + 1800
+
 
 def _account_id(*parts: str) -> str:
     """A service-account id (6-30 chars, ``[a-z][a-z0-9-]*``) from name parts, hash-shortened if long."""
@@ -111,6 +126,141 @@ def _table_inputs(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
     return dict(sorted(tables.items()))
 
 
+def _services(pipeline: Pipeline) -> list[str]:
+    """Cloud Run service names of every function of the pipeline (phases and the sweeper)."""
+    return [_resource_name(pipeline, pipeline.function_name(ph.number)) for ph in pipeline.phases] + [
+        _resource_name(pipeline, "sweeper")]
+
+
+def _or(values: list[str]) -> str:
+    """A Cloud Logging ``(\"a\" OR \"b\")`` value list."""
+    return "(" + " OR ".join(json.dumps(v) for v in values) + ")"
+
+
+def metric_prefix(pipeline: Pipeline) -> str:
+    """Prefix of the pipeline's log-based metric names, e.g. ``cascade/nba`` (``cascade/dev-nba``)."""
+    return f"cascade/{pipeline._prefix()}{pipeline.name}"
+
+
+def alert_log_filter(pipeline: Pipeline) -> str:
+    """The Cloud Logging filter of Cascade's alert entries (``shared.alerts.LogAlertSink``).
+
+    An alert is one structured line on the function's stdout: ``severity`` ERROR, ``alert: true``
+    (a jsonPayload field) and the ``logging.googleapis.com/labels`` pipeline/phase/processor/date
+    (entry labels). The filter names exactly those, on the pipeline's own Cloud Run services.
+    """
+    return "\n".join([
+        'resource.type="cloud_run_revision"',
+        f"resource.labels.service_name={_or(_services(pipeline))}",
+        "severity=ERROR",
+        "jsonPayload.alert=true",
+        f"labels.pipeline={json.dumps(pipeline.name)}",
+    ])
+
+
+def _daily_start(schedule: str | None) -> int | None:
+    """Minutes after midnight of a daily cron ``"M H * * *"``; None for any other schedule."""
+    m = _DAILY_CRON.match(schedule or "")
+    if not m or int(m.group(1)) > 59 or int(m.group(2)) > 23:
+        return None
+    return int(m.group(2)) * 60 + int(m.group(1))
+
+
+def _chain_root(pipeline: Pipeline, number: int) -> list[int] | None:
+    """The phases from the scheduled phase whose daily run reaches ``number``, to ``number`` itself.
+
+    Phase 4 of the reference pipeline: [2, 3, 4] (2 is scheduled, cascades to 3, then 4). None when
+    no scheduled phase leads to it, or when several phases cascade into one on the way (ambiguous).
+    """
+    chain = [number]
+    while pipeline.phase(chain[0]).schedule is None:
+        preds = [p.number for p in pipeline.phases if p.next == chain[0]]
+        if len(preds) != 1 or preds[0] in chain:
+            return None
+        chain.insert(0, preds[0])
+    return chain
+
+
+def _hh_mm(minutes: int) -> str:
+    return f"{minutes // 60 % 24:02d}:{minutes % 60:02d}"
+
+
+def freshness(pipeline: Pipeline, number: int) -> dict[str, Any] | None:
+    """The freshness objective of a phase: "its daily run is complete by HH:MM" (pipeline time zone).
+
+    The deadline is the phase's ``complete_by`` when the definition has one, else the schedule of the
+    phase's chain plus ``DEFAULT_COMPLETE_AFTER_MINUTES``: phase 4 of the reference pipeline (chain
+    2 -> 3 -> 4, scheduled "0 6 * * *") must have finished yesterday's date by 08:00. A day the
+    calendar expects no games counts as done when any phase of the chain logs its ``skipped: no
+    games`` line (nothing cascades then). None for phases no daily schedule reaches.
+    """
+    chain = _chain_root(pipeline, number)
+    if chain is None:
+        return None
+    root = pipeline.phase(chain[0])
+    start = _daily_start(root.schedule)
+    explicit = getattr(pipeline.phase(number), "complete_by", None)
+    if start is None:
+        if explicit:
+            raise ValueError(f"phase {number}: complete_by needs a daily schedule 'M H * * *' on phase {root.number}")
+        return None
+    if explicit:
+        m = _HH_MM.match(str(explicit))
+        if not m:
+            raise ValueError(f"phase {number}: complete_by {explicit!r} is not HH:MM")
+        deadline = int(m.group(1)) * 60 + int(m.group(2))
+    else:
+        deadline = start + DEFAULT_COMPLETE_AFTER_MINUTES
+    after = (deadline - start) % (24 * 60)
+    window = after * 60 + DEADLINE_TICK_SECONDS
+    if after == 0 or window > _MAX_WINDOW_SECONDS:
+        raise ValueError(f"phase {number}: complete_by {_hh_mm(deadline)} must be after its schedule "
+                         f"{_hh_mm(start)} and at most {(_MAX_WINDOW_SECONDS - DEADLINE_TICK_SECONDS) // 60} minutes later")
+    services = [_resource_name(pipeline, pipeline.function_name(n)) for n in chain]
+    skips = _or([str(n) for n in chain])
+    log_filter = "\n".join([
+        'resource.type="cloud_run_revision"',
+        f"resource.labels.service_name={_or(services)}",
+        f"labels.pipeline={json.dumps(pipeline.name)}",
+        'labels.mode="daily"',
+        f'((labels.phase="{number}" AND jsonPayload.message=~"^phase {number} for [0-9-]+: .*complete=True")'
+        f' OR (labels.phase={skips} AND jsonPayload.message=~"^phase [0-9]+ skipped: no games on "))',
+    ])
+    return {
+        "complete_by": _hh_mm(deadline),
+        "schedule_phase": root.number,
+        "starts": _hh_mm(start),
+        "chain": chain,
+        "deadline_schedule": f"{deadline % 60} {deadline // 60 % 24} * * *",
+        "deadline_topic": f"{pipeline.topic(number)}-deadline",
+        "tick_seconds": DEADLINE_TICK_SECONDS,
+        "window_seconds": window,
+        "metric": f"{metric_prefix(pipeline)}/phase{number}_daily_done",
+        "log_filter": log_filter,
+    }
+
+
+def _prefix_of(template: str, where: str) -> str:
+    """The fixed folder of an object path template: ``exports/predictions/{date}.json`` -> ``exports/predictions/``."""
+    fixed = template.split("{", 1)[0]
+    folder = fixed[: fixed.rfind("/") + 1]
+    if not folder:
+        raise ValueError(f"{where}: path {template!r} has no fixed folder before its first placeholder; "
+                         "its function could not be limited to a prefix of the bucket")
+    return folder
+
+
+def burst_messages(pipeline: Pipeline) -> int:
+    """The burst a phase's push subscription must absorb without dead-lettering a message that
+    never ran: every date the calendar expects triggered at once (a replay of the whole history,
+    e.g. ``cascade dlq replay`` after an outage or a loop of ``cascade trigger``)."""
+    seasons = pipeline.calendar.seasons
+    if not seasons:
+        return 1
+    first, last = min(s.start for s in seasons), max(s.end for s in seasons)
+    return max(1, len(pipeline.calendar.expected_dates(first, last)))
+
+
 def _phase_inputs(pipeline: Pipeline, number: int) -> dict[str, Any]:
     ph = pipeline.phase(number)
     procs = pipeline.processors_of(number)
@@ -143,8 +293,22 @@ def _phase_inputs(pipeline: Pipeline, number: int) -> dict[str, Any]:
         "processors": [p.name for p in procs],
         "reads_raw_bucket": any(p.source is not None for p in procs),
         "writes_export_bucket": any(p.export is not None for p in procs),
+        # The raw files the phase reads (the contract its scraper meets) and the bucket folders it
+        # may read / write: its IAM on the bucket is limited to these prefixes.
+        "raw_sources": [{"processor": p.name, "path": str(p.source["gcs_json"]),
+                         "records": str(p.source.get("records", "records"))} for p in procs if p.source],
+        "read_prefixes": sorted({_prefix_of(str(p.source["gcs_json"]), f"processor {p.name}")
+                                 for p in procs if p.source}),
+        "export_prefixes": sorted({_prefix_of(str(p.export["gcs_json"]), f"processor {p.name}")
+                                   for p in procs if p.export}),
         "schedule": ph.schedule,
         "default_date": ph.default_date,
+        # Scaling: at most max_instances instances, each serving `concurrency` requests at once
+        # (Cloud Run needs >= 1 vCPU for concurrency > 1).
+        "max_instances": ph.max_instances,
+        "concurrency": ph.concurrency,
+        "cpu": _CPU_CONCURRENT if ph.concurrency > 1 else _CPU_SINGLE,
+        "freshness": freshness(pipeline, number),
         "function_account_id": _account_id(pipeline.namespace, pipeline.name, f"phase{number}"),
         "push_account_id": _account_id(pipeline.namespace, pipeline.name, f"phase{number}", "push"),
     }
@@ -184,6 +348,13 @@ def terraform_inputs(pipeline: Pipeline, project_placeholder: str = "${project}"
         },
         "phases": {str(ph.number): _phase_inputs(pipeline, ph.number) for ph in pipeline.phases},
         "tables": _table_inputs(pipeline),
+        "burst_messages": burst_messages(pipeline),
+        "monitoring": {
+            "metric_prefix": metric_prefix(pipeline),
+            "alert_metric": f"{metric_prefix(pipeline)}/alerts",
+            "alert_log_filter": alert_log_filter(pipeline),
+            "services": _services(pipeline),
+        },
     }
 
 

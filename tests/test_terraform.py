@@ -42,6 +42,8 @@ MAX_FUNCTION_TIMEOUT = 540
 ACK_DEADLINE = 600
 MIN_BACKOFF, MAX_BACKOFF = 10, 600
 DEAD_LETTER_RETENTION = 7 * 24 * 3600
+PUBSUB_MAX_DELIVERY_ATTEMPTS = 100  # Pub/Sub accepts 5..100
+MAX_CONDITION_WINDOW = 23 * 3600 + 1800  # Cloud Monitoring's longest window (23.5 h)
 
 
 # ====================================================================== parsing
@@ -163,6 +165,8 @@ def problems(parsed_tf: dict[str, Any], inputs: dict[str, Any], source_root: Pat
     out += input_problems(inputs, source_root)
     out += phase_module_problems(parsed_tf["phase"])
     out += root_problems(parsed_tf["root"], parsed_tf["phase"], inputs)
+    out += burst_problems(parsed_tf["root"], inputs)
+    out += monitoring_problems(parsed_tf["root"], inputs)
     return out
 
 
@@ -204,6 +208,27 @@ def input_problems(inputs: dict[str, Any], source_root: Path | None = REPO) -> l
         for acc in (ph["function_account_id"], ph["push_account_id"]):
             if not re.fullmatch(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", acc):
                 out.append(f"{where}: invalid service account id {acc!r}")
+        # Scaling (docs/deploy.md, "Bursts"): concurrency > 1 needs at least 1 vCPU.
+        conc, inst, cpu = ph.get("concurrency"), ph.get("max_instances"), ph.get("cpu")
+        if not (isinstance(conc, int) and isinstance(inst, int) and conc >= 1 and inst >= 1 and cpu):
+            out.append(f"{where}: max_instances / concurrency / cpu missing or < 1")
+        else:
+            if conc == 1:
+                out.append(f"{where}: concurrency is 1: each instance takes one push at a time, a burst is answered 429")
+            if conc > 1 and float(cpu) < 1:
+                out.append(f"{where}: concurrency {conc} with cpu {cpu}: Cloud Run needs >= 1 vCPU for concurrency > 1")
+        for field in ("read_prefixes", "export_prefixes"):
+            for prefix in ph.get(field, []):
+                if not prefix.endswith("/") or prefix == "/" or "{" in prefix:
+                    out.append(f"{where}: {field} {prefix!r} is not a fixed folder of the bucket")
+        if bool(ph.get("read_prefixes")) != bool(ph.get("reads_raw_bucket")):
+            out.append(f"{where}: read_prefixes do not match reads_raw_bucket")
+        if bool(ph.get("export_prefixes")) != bool(ph.get("writes_export_bucket")):
+            out.append(f"{where}: export_prefixes do not match writes_export_bucket")
+        for src in ph.get("raw_sources", []):
+            if not any(src["path"].startswith(pre) for pre in ph.get("read_prefixes", [])):
+                out.append(f"{where}: raw source {src['path']} is outside the phase's read_prefixes")
+        out += _freshness_input_problems(where, key, ph, phases, inputs)
     if len(set(topics)) != len(topics):
         out.append("inputs: topic names are not unique")
     for tid, t in (inputs.get("tables") or {}).items():
@@ -218,6 +243,61 @@ def input_problems(inputs: dict[str, Any], source_root: Path | None = REPO) -> l
         for k in t["clustering"]:
             if cols.get(k, {}).get("mode") != "REQUIRED":
                 out.append(f"{where}: key {k} must be REQUIRED")
+    return out
+
+
+def _minutes(hh_mm: str) -> int:
+    h, m = hh_mm.split(":")
+    return int(h) * 60 + int(m)
+
+
+def _chain_to(phases: dict[str, Any], key: str) -> list[str] | None:
+    """Phase keys from the scheduled phase whose daily run reaches ``key`` to ``key`` (None if none)."""
+    chain = [key]
+    while not phases[chain[0]].get("schedule"):
+        preds = [k for k, p in phases.items() if str(p.get("next")) == chain[0]]
+        if len(preds) != 1 or preds[0] in chain:
+            return None
+        chain.insert(0, preds[0])
+    return chain
+
+
+def _freshness_input_problems(where: str, key: str, ph: dict[str, Any], phases: dict[str, Any],
+                              inputs: dict[str, Any]) -> list[str]:
+    """A phase reached by a daily schedule has a freshness objective whose windows add up."""
+    out: list[str] = []
+    fr = ph.get("freshness")
+    chain = _chain_to(phases, key)
+    daily = chain is not None and re.fullmatch(r"\d{1,2} \d{1,2} \* \* \*", phases[chain[0]].get("schedule") or "")
+    if daily and fr is None:
+        out.append(f"{where}: reached by the daily schedule of phase {chain[0]} but has no freshness objective")
+    if fr is None:
+        return out
+    if not daily:
+        out.append(f"{where}: freshness objective without a daily schedule upstream")
+        return out
+    minute, hour = phases[chain[0]]["schedule"].split()[:2]
+    start = int(hour) * 60 + int(minute)
+    deadline = _minutes(fr["complete_by"])
+    if fr["starts"] != f"{start // 60:02d}:{start % 60:02d}" or str(fr["schedule_phase"]) != chain[0]:
+        out.append(f"{where}: freshness starts {fr['starts']} / phase {fr['schedule_phase']} is not the schedule of phase {chain[0]}")
+    if [str(n) for n in fr["chain"]] != chain:
+        out.append(f"{where}: freshness chain {fr['chain']} is not {chain}")
+    if fr["deadline_schedule"] != f"{deadline % 60} {deadline // 60} * * *":
+        out.append(f"{where}: deadline_schedule {fr['deadline_schedule']} does not fire at complete_by {fr['complete_by']}")
+    after = (deadline - start) % (24 * 60)
+    if fr["window_seconds"] != after * 60 + fr["tick_seconds"] or after == 0:
+        out.append(f"{where}: freshness window {fr['window_seconds']} s is not complete_by - schedule + tick "
+                   f"({after * 60 + fr['tick_seconds']} s): it would miss today's run or count yesterday's")
+    if fr["window_seconds"] > MAX_CONDITION_WINDOW:
+        out.append(f"{where}: freshness window {fr['window_seconds']} s exceeds Cloud Monitoring's 23.5 h")
+    flt = fr["log_filter"]
+    services = [phases[k].get("deployed_name") for k in chain]
+    for needle in ('labels.mode="daily"', f'labels.pipeline="{inputs.get("name")}"',
+                   f'labels.phase="{key}" AND jsonPayload.message=~"^phase {key} for [0-9-]+: .*complete=True"',
+                   "skipped: no games on ", *[f'"{svc}"' for svc in services]):
+        if needle not in flt:
+            out.append(f"{where}: freshness log filter lacks {needle}")
     return out
 
 
@@ -268,8 +348,16 @@ def phase_module_problems(m: dict[str, Any]) -> list[str]:
             out.append(f"{where}: function timeout {timeout} is not bounded by {MAX_FUNCTION_TIMEOUT}")
         if not _refs(sc.get("service_account_email"), "google_service_account."):
             out.append(f"{where}: function {name} does not run as its own service account")
-        if not _refs(sc.get("max_instance_count"), "var."):
-            out.append(f"{where}: function {name} max_instance_count is not a variable")
+        # Scaling from the definition (docs/deploy.md, "Bursts").
+        if _compact(sc.get("max_instance_count")) != "${var.phase.max_instances}":
+            out.append(f"{where}: function {name} max_instance_count is not the definition's (var.phase.max_instances)")
+        if _compact(sc.get("max_instance_request_concurrency")) != "${var.phase.concurrency}":
+            out.append(f"{where}: function {name} max_instance_request_concurrency is not the definition's "
+                       f"(var.phase.concurrency)")
+        if _compact(sc.get("available_cpu")) != "${var.phase.cpu}":
+            out.append(f"{where}: function {name} available_cpu is not var.phase.cpu (>= 1 vCPU for concurrency > 1)")
+        if "THREADS=tostring(var.phase.concurrency)" not in _compact(sc.get("environment_variables")):
+            out.append(f"{where}: function {name} does not run THREADS = concurrency request threads")
         if not sc.get("environment_variables"):
             out.append(f"{where}: function {name} has no environment variables")
     fn_sa = None
@@ -373,10 +461,191 @@ def phase_module_problems(m: dict[str, Any]) -> list[str]:
         if _resources(m, rtype):
             out.append(f"{where}: uses authoritative IAM {rtype}")
 
+    # ---- the concurrency/CPU rule is enforced at plan time too
+    if not any("var.phase.concurrency==1||tonumber(var.phase.cpu)>=1" in _compact(v.get("condition"))
+               for v in _blocks(m["variable"].get("phase"), "validation")):
+        out.append(f"{where}: var.phase has no validation that concurrency > 1 comes with >= 1 vCPU")
+
+    # ---- the bucket: only the phase's own folders, by IAM condition on the object name
+    bucket_iam = _resources(m, "google_storage_bucket_iam_member")
+    for kind, role, prefixes in (("read", "roles/storage.objectViewer", "var.phase.read_prefixes"),
+                                 ("export", "roles/storage.objectAdmin", "var.phase.export_prefixes")):
+        good = [b for b in bucket_iam.values() if b.get("role") == role and _refs(b.get("for_each"), prefixes)
+                and _refs(b.get("member"), fn_member)]
+        if not good:
+            out.append(f"{where}: no {role} for the function over {prefixes} ({kind} folders of the bucket)")
+    for name, b in bucket_iam.items():
+        cond = _block(b, "condition") or {}
+        expr = _compact(cond.get("expression"))
+        if not (b.get("role") in ("roles/storage.objectViewer", "roles/storage.objectAdmin")
+                and 'resource.name.startsWith(\\"projects/_/buckets/${var.bucket}/objects/${each.value}\\")' in expr):
+            out.append(f"{where}: google_storage_bucket_iam_member.{name} is not limited to a folder of the bucket "
+                       f"(condition resource.name.startsWith(\"projects/_/buckets/<bucket>/objects/<prefix>\"))")
+    for rtype in ("google_storage_bucket_iam_binding", "google_storage_bucket_iam_policy"):
+        if _resources(m, rtype):
+            out.append(f"{where}: uses authoritative IAM {rtype}")
+
     # ---- every variable is described; the timeout is capped
     for name, v in m["variable"].items():
         if not v.get("description"):
             out.append(f"{where}: variable {name} has no description")
+    return out
+
+
+def backoff_schedule(attempts: int, minimum: float, maximum: float) -> list[float]:
+    """The delays before redeliveries 2..attempts: exponential from ``minimum``, capped at ``maximum``.
+
+    10-600 s: 10, 20, 40, 80, 160, 320, 600, 600, ... (docs/deploy.md, "Bursts").
+    """
+    return [min(maximum, minimum * 2 ** k) for k in range(attempts - 1)]
+
+
+def burst_problems(r: dict[str, Any], inputs: dict[str, Any]) -> list[str]:
+    """A burst of ``inputs.burst_messages`` on one phase must not dead-letter a message that never ran.
+
+    Capacity is max_instances x concurrency pushes at once; a push beyond it is answered 429 and
+    counts as a failed delivery. At worst every run takes the function timeout, so the burst drains
+    in ceil(N / capacity) waves of `timeout` seconds. The retry policy keeps a message alive for the
+    sum of its backoffs: that must outlast the drain (with exponential backoff), and even with the
+    backoff stuck at its minimum it must outlast one wave.
+    """
+    out: list[str] = []
+    where = "root: burst"
+    n = inputs.get("burst_messages")
+    if not isinstance(n, int) or n < 1:
+        return [f"{where}: inputs carry no burst_messages (documented burst size)"]
+    attempts = _number(r, "${var.max_delivery_attempts}")
+    lo, hi = _number(r, "${var.min_retry_backoff_seconds}"), _number(r, "${var.max_retry_backoff_seconds}")
+    run = _number(r, "${var.function_timeout_seconds}")
+    if None in (attempts, lo, hi, run):
+        return [f"{where}: max_delivery_attempts, retry backoffs or the function timeout have no default"]
+    if not 5 <= attempts <= PUBSUB_MAX_DELIVERY_ATTEMPTS:
+        out.append(f"{where}: max_delivery_attempts {attempts:g} is outside Pub/Sub's 5..100")
+    survive = sum(backoff_schedule(int(attempts), lo, hi))
+    survive_floor = (attempts - 1) * lo
+    for key, ph in sorted((inputs.get("phases") or {}).items()):
+        capacity = (ph.get("max_instances") or 0) * (ph.get("concurrency") or 0)
+        if capacity < 1:
+            continue  # reported by input_problems
+        drain = -(-n // capacity) * run
+        if survive < drain:
+            out.append(f"{where}: phase {key}: {attempts:g} deliveries survive {survive:g} s of backoff, but a burst of "
+                       f"{n} messages at {ph['max_instances']} x {ph['concurrency']} takes up to {drain:g} s to drain "
+                       f"({-(-n // capacity)} waves of {run:g} s): messages that never ran would be dead-lettered")
+        if survive_floor < run:
+            out.append(f"{where}: phase {key}: with the backoff at its minimum, {attempts:g} deliveries last {survive_floor:g} s, "
+                       f"less than one wave of runs ({run:g} s)")
+    return out
+
+
+def _policies(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return _resources(r, "google_monitoring_alert_policy")
+
+
+def _conditions(policy: dict[str, Any]) -> list[dict[str, Any]]:
+    return [_block(c, "condition_threshold") or {} for c in _blocks(policy, "conditions")]
+
+
+def monitoring_problems(r: dict[str, Any], inputs: dict[str, Any]) -> list[str]:
+    """Alerting and the dashboard, derived from the inputs (docs/deploy.md, "Alerting")."""
+    out: list[str] = []
+    where = "root: monitoring"
+    mon = inputs.get("monitoring") or {}
+    name = inputs.get("name", "")
+
+    # ---- channels: a list of ids and/or an e-mail; every policy notifies them
+    channels = _compact(r["locals"].get("notification_channels"))
+    if not ("var.notification_channels" in channels and "google_monitoring_notification_channel.email" in channels):
+        out.append(f"{where}: local.notification_channels is not var.notification_channels + the alert_email channel")
+    if r["variable"].get("notification_channels", {}).get("default") != []:
+        out.append(f"{where}: variable notification_channels (list of channel ids, default []) is missing")
+    for pname, pol in _policies(r).items():
+        if _compact(pol.get("notification_channels")) != "${local.notification_channels}":
+            out.append(f"{where}: alert policy {pname} does not notify local.notification_channels")
+        if not (_block(pol, "documentation") or {}).get("content"):
+            out.append(f"{where}: alert policy {pname} has no documentation")
+
+    # ---- Cascade's alert entries: severity, the alert flag and the pipeline label, exactly
+    flt = mon.get("alert_log_filter", "")
+    for needle in ('resource.type="cloud_run_revision"', "severity=ERROR", "jsonPayload.alert=true",
+                   f'labels.pipeline="{name}"', *[f'"{svc}"' for svc in mon.get("services", [])]):
+        if needle not in flt:
+            out.append(f"{where}: the alert log filter lacks {needle}")
+    services = {p.get("deployed_name") for p in (inputs.get("phases") or {}).values()} | {inputs.get("sweeper", {}).get("deployed_name")}
+    if set(mon.get("services", [])) != services:
+        out.append(f"{where}: monitoring services {mon.get('services')} are not every function of the pipeline")
+    metrics = _resources(r, "google_logging_metric")
+    alert_metric = next((n for n, b in metrics.items()
+                         if _compact(b.get("filter")) == "${var.pipeline.monitoring.alert_log_filter}"), None)
+    if alert_metric is None:
+        out.append(f"{where}: no log-based metric with filter var.pipeline.monitoring.alert_log_filter")
+    elif not any(_refs(c.get("filter"), f"google_logging_metric.{alert_metric}.name") and c.get("comparison") == "COMPARISON_GT"
+                 for pol in _policies(r).values() if not pol.get("for_each") for c in _conditions(pol)):
+        out.append(f"{where}: no alert policy on the alert-entry metric google_logging_metric.{alert_metric}")
+
+    # ---- per phase: dead letters, oldest unacked on the push subscription, function 5xx ratio
+    def per_phase(label: str, *needles: str, threshold: str, denominator: str | None = None) -> None:
+        for pol in _policies(r).values():
+            if not _is_all_phases(r, pol.get("for_each")):
+                continue
+            for c in _conditions(pol):
+                text = _compact(c.get("filter"))
+                if (all(x in text for x in needles) and _compact(c.get("threshold_value")) == threshold
+                        and c.get("comparison") == "COMPARISON_GT"
+                        and (denominator is None or denominator in _compact(c.get("denominator_filter")))):
+                    return
+        out.append(f"{where}: no per-phase alert policy on {label}")
+
+    per_phase("dead-letter subscription backlog", "module.phase[each.key].dead_letter_subscription_name",
+              "subscription/num_undelivered_messages", threshold="0")
+    per_phase("the push subscription's oldest unacked message age", "module.phase[each.key].push_subscription_name",
+              "subscription/oldest_unacked_message_age", threshold="${var.oldest_unacked_alert_seconds}")
+    per_phase("the function's 5xx ratio", "module.phase[each.key].function_name", "run.googleapis.com/request_count",
+              'response_code_class=\\"5xx\\"', threshold="${var.function_error_ratio}",
+              denominator="module.phase[each.key].function_name")
+
+    # ---- freshness: deadline tick AND nothing done in the window, per phase with an objective
+    fresh_local = _compact(r["locals"].get("freshness_phases"))
+    if not re.fullmatch(r"\$\{\{for(\w+),(\w+)inlocal\.phases:\1=>\2if\2\.freshness!=null\}\}", fresh_local):
+        out.append(f"{where}: local.freshness_phases is not the phases with a freshness objective")
+    fresh = "local.freshness_phases"
+    jobs = [b for b in _resources(r, "google_cloud_scheduler_job").values() if _compact(b.get("for_each")) == "${" + fresh + "}"]
+    if not any(_compact(b.get("schedule")) == "${each.value.freshness.deadline_schedule}"
+               and _compact(b.get("time_zone")) == "${var.pipeline.time_zone}"
+               and _refs((_block(b, "pubsub_target") or {}).get("topic_name"), "google_pubsub_topic.") for b in jobs):
+        out.append(f"{where}: no deadline Cloud Scheduler job per freshness phase at complete_by in the pipeline's time zone")
+    done = next((n for n, b in metrics.items() if _compact(b.get("for_each")) == "${" + fresh + "}"
+                 and _compact(b.get("filter")) == "${each.value.freshness.log_filter}"), None)
+    if done is None:
+        out.append(f"{where}: no daily-done log metric per freshness phase (filter each.value.freshness.log_filter)")
+    good = False
+    for pol in _policies(r).values():
+        if _compact(pol.get("for_each")) != "${" + fresh + "}":
+            continue
+        conds = _conditions(pol)
+        tick = any("topic/send_message_operation_count" in _compact(c.get("filter"))
+                   and _refs(c.get("filter"), "google_pubsub_topic.") and c.get("comparison") == "COMPARISON_GT"
+                   and _compact((_block(c, "aggregations") or {}).get("alignment_period")) == "${each.value.freshness.tick_seconds}s"
+                   for c in conds)
+        absent = any(done and _refs(c.get("filter"), f"google_logging_metric.{done}[each.key].name")
+                     and c.get("comparison") == "COMPARISON_LT" and c.get("threshold_value") == 1
+                     and c.get("evaluation_missing_data") == "EVALUATION_MISSING_DATA_ACTIVE"
+                     and _compact((_block(c, "aggregations") or {}).get("alignment_period")) == "${each.value.freshness.window_seconds}s"
+                     for c in conds)
+        good = good or (pol.get("combiner") == "AND" and tick and absent)
+    if not good:
+        out.append(f"{where}: no freshness alert policy per phase (AND of the deadline tick and no daily-done entry "
+                   f"over the window, missing data counted as not done)")
+
+    # ---- the dashboard: built from the phases (push + dead-letter subscriptions, function)
+    dashboards = _resources(r, "google_monitoring_dashboard")
+    series = _compact(r["locals"].get("dashboard_series"))
+    if not any(_refs(b.get("dashboard_json"), "local.dashboard_series") for b in dashboards.values()):
+        out.append(f"{where}: no google_monitoring_dashboard built from local.dashboard_series")
+    for needle in ("forkinlocal.phases", "p.push_subscription", "p.dead_letter_subscription", "p.deployed_name",
+                   "forkinlocal.freshness_phases"):
+        if needle not in series.replace("k,p", "k"):
+            out.append(f"{where}: the dashboard lacks per-phase series ({needle})")
     return out
 
 
@@ -419,8 +688,8 @@ def root_problems(r: dict[str, Any], m: dict[str, Any], inputs: dict[str, Any]) 
         for arg, var in (("min_retry_backoff_seconds", MIN_BACKOFF), ("max_retry_backoff_seconds", MAX_BACKOFF)):
             if _number(r, phase_call.get(arg)) != var:
                 out.append(f"{where}: {arg} defaults to {_number(r, phase_call.get(arg))}, want {var}")
-        if _number(r, phase_call.get("max_delivery_attempts")) != 5:
-            out.append(f"{where}: max_delivery_attempts does not default to 5")
+        if not _refs(phase_call.get("max_delivery_attempts"), "var.max_delivery_attempts"):
+            out.append(f"{where}: module phase max_delivery_attempts is not var.max_delivery_attempts")
         t = _number(r, phase_call.get("timeout_seconds"))
         var = re.fullmatch(r"\$\{var\.(\w+)\}", str(phase_call.get("timeout_seconds")))
         if t is None or t > MAX_FUNCTION_TIMEOUT or not (var and _validation_caps(r, var.group(1), MAX_FUNCTION_TIMEOUT)):
@@ -429,14 +698,13 @@ def root_problems(r: dict[str, Any], m: dict[str, Any], inputs: dict[str, Any]) 
             out.append(f"{where}: module phase write_datasets do not come from the phase's inputs")
         if not _refs(phase_call.get("read_datasets"), "each.value.reads_datasets"):
             out.append(f"{where}: module phase read_datasets do not come from the phase's inputs")
-        role = _compact(phase_call.get("bucket_role"))
-        if not ("each.value.writes_export_bucket" in role and "each.value.reads_raw_bucket" in role):
-            out.append(f"{where}: module phase bucket_role does not follow the phase's raw reads / exports")
+        if "bucket_role" in phase_call or _compact(phase_call.get("phase")) != "${each.value}":
+            out.append(f"{where}: module phase bucket access must come from the phase's inputs (read/export prefixes)")
         if not _refs(phase_call.get("source_object"), "[each.key]"):
             out.append(f"{where}: module phase source_object is not the phase's own zip")
     env = _compact(_resolve(r, (phase_call or {}).get("environment")))
     for key, want in (("CASCADE_PROJECT", "var.project_id"), ("CASCADE_PIPELINE_FILE", "var.pipeline.definition_file"),
-                      ('CASCADE_PRODUCTION', '"1"')):
+                      ('CASCADE_PRODUCTION', '"1"'), ("CASCADE_MAX_ATTEMPTS", "tostring(var.max_run_attempts)")):
         if f"{key}={want}" not in env:
             out.append(f"{where}: function environment lacks {key} = {want}")
 
@@ -515,7 +783,11 @@ def root_problems(r: dict[str, Any], m: dict[str, Any], inputs: dict[str, Any]) 
             out.append(f"{where}: table schemas do not come from the inputs")
         if "deletion_protection" not in b:
             out.append(f"{where}: tables lack deletion_protection")
+    if r["variable"].get("force_destroy", {}).get("default") is not False:
+        out.append(f"{where}: variable force_destroy must exist and default to false")
     for name, b in _resources(r, "google_storage_bucket").items():
+        if _compact(b.get("force_destroy")) != "${var.force_destroy}":
+            out.append(f"{where}: bucket {name} force_destroy is not var.force_destroy")
         if b.get("uniform_bucket_level_access") is not True:
             out.append(f"{where}: bucket {name} lacks uniform bucket-level access")
         if (_block(b, "versioning") or {}).get("enabled") is not True:
@@ -827,3 +1099,353 @@ def test_stale_inputs_are_reported(inputs) -> None:
     found = input_problems(bad)
     assert any("next_topic" in p for p in found)
     assert any("clustering" in p for p in found)
+
+
+# ====================================================================== Part A: scaling and bursts
+def definition_problems(inputs: dict[str, Any], described: dict[str, Any]) -> list[str]:
+    """The scaling of every deployed phase is the definition's (``Pipeline.describe()``)."""
+    out = []
+    for ph in described["phases"]:
+        got = (inputs.get("phases") or {}).get(str(ph["number"]), {})
+        for field in ("max_instances", "concurrency"):
+            if got.get(field) != ph[field]:
+                out.append(f"inputs: phase {ph['number']} {field} {got.get(field)} is not the definition's {ph[field]}")
+    return out
+
+
+def _described() -> dict[str, Any]:
+    script = "import json; from shared.pipeline import load; print(json.dumps(load().describe('p')))"
+    proc = subprocess.run([str(_main_python()), "-c", script], cwd=REPO, env=_clean_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_scaling_is_the_definitions_and_concurrent_with_a_full_cpu(inputs) -> None:
+    described = _described()
+    assert definition_problems(inputs, described) == []
+    for ph in inputs["phases"].values():
+        assert ph["concurrency"] > 1 and float(ph["cpu"]) >= 1, ph["name"]
+
+
+def test_scaling_other_than_the_definitions_is_reported(inputs) -> None:
+    described = _described()
+    bad = copy.deepcopy(inputs)
+    bad["phases"]["3"]["max_instances"] += 1
+    bad["phases"]["4"]["concurrency"] = 1
+    found = definition_problems(bad, described)
+    assert any("phase 3 max_instances" in p for p in found), found
+    assert any("phase 4 concurrency" in p for p in found), found
+
+
+def test_backoff_schedule_is_exponential_and_capped() -> None:
+    assert backoff_schedule(9, 10, 600) == [10, 20, 40, 80, 160, 320, 600, 600]
+    assert sum(backoff_schedule(100, 10, 600)) == 630 + 93 * 600  # 56 430 s, about 15.7 h
+    assert sum(backoff_schedule(5, 10, 600)) == 150
+
+
+def test_the_retry_policy_outlasts_the_documented_burst(parsed, inputs) -> None:
+    """502 messages (every expected date) at 10 instances x 8 requests: 7 waves of <= 540 s = 3780 s,
+    against 56 430 s of backoff over 100 deliveries (docs/deploy.md, "Bursts")."""
+    assert inputs["burst_messages"] >= 100
+    assert burst_problems(parsed["root"], inputs) == []
+    assert _number(parsed["root"], "${var.max_delivery_attempts}") == PUBSUB_MAX_DELIVERY_ATTEMPTS
+
+
+def test_five_delivery_attempts_or_a_single_request_instance_are_reported(parsed, inputs) -> None:
+    bad = _mutated(parsed)
+    bad["root"]["variable"]["max_delivery_attempts"]["default"] = 5
+    found = burst_problems(bad["root"], inputs)
+    assert any("phase 2: 5 deliveries survive 150 s" in p for p in found), found
+    assert any("less than one wave" in p for p in found), found
+    # 100 deliveries are not enough when a phase serves one request on one instance.
+    small = copy.deepcopy(inputs)
+    small["phases"]["4"].update(max_instances=1, concurrency=1)
+    found = burst_problems(parsed["root"], small)
+    assert [p for p in found if "phase 4" in p and "would be dead-lettered" in p], found
+    assert not [p for p in found if "phase 3" in p], found
+    assert any("concurrency is 1" in p for p in input_problems(small))
+
+
+def test_single_request_functions_and_a_fractional_cpu_are_reported(parsed, inputs) -> None:
+    bad = _mutated(parsed)
+    sc = next(iter(bad["phase"]["resource"]["google_cloudfunctions2_function"].values()))["service_config"][0]
+    sc["max_instance_request_concurrency"] = 1
+    sc["max_instance_count"] = 10
+    del sc["available_cpu"]
+    sc["environment_variables"] = "${var.environment}"
+    bad["phase"]["variable"]["phase"]["validation"] = []
+    found = problems(bad, inputs)
+    for needle in ("max_instance_request_concurrency is not the definition's", "max_instance_count is not the definition's",
+                   "available_cpu is not var.phase.cpu", "THREADS", "concurrency > 1 comes with >= 1 vCPU"):
+        assert any(needle in p for p in found), (needle, found)
+    small = copy.deepcopy(inputs)
+    small["phases"]["3"]["cpu"] = "0.5"
+    assert any("concurrency 8 with cpu 0.5" in p for p in input_problems(small))
+
+
+def test_run_attempts_are_not_tied_to_delivery_attempts(parsed, inputs) -> None:
+    bad = _mutated(parsed)
+    env = bad["root"]["locals"]["function_environment"]
+    bad["root"]["locals"]["function_environment"] = env.replace("var.max_run_attempts", "var.max_delivery_attempts")
+    assert any("CASCADE_MAX_ATTEMPTS" in p for p in problems(bad, inputs))
+
+
+# ====================================================================== Part B: bucket access, teardown
+def test_bucket_access_is_limited_to_the_phase_folders(parsed, inputs) -> None:
+    assert inputs["phases"]["6"]["export_prefixes"] == ["exports/predictions/"]
+    assert inputs["phases"]["2"]["read_prefixes"] == ["nbacom/player_boxscores/", "nbacom/schedule/"]
+    bad = _mutated(parsed)
+    iam = bad["phase"]["resource"]["google_storage_bucket_iam_member"]
+    del iam["exporter"]["condition"]
+    found = problems(bad, inputs)
+    assert any("google_storage_bucket_iam_member.exporter is not limited to a folder" in p for p in found), found
+    bad = _mutated(parsed)
+    iam = bad["phase"]["resource"]["google_storage_bucket_iam_member"]
+    iam["exporter"]["condition"][0]["expression"] = 'resource.name.startsWith(\\"projects/_/buckets/${var.bucket}/objects/\\")'
+    iam["whole"] = {"bucket": "${var.bucket}", "role": "roles/storage.objectAdmin",
+                    "member": "${google_service_account.function.member}"}
+    found = problems(bad, inputs)
+    assert any("exporter is not limited" in p for p in found), found
+    assert any("google_storage_bucket_iam_member.whole is not limited" in p for p in found), found
+    bad = _mutated(parsed)
+    bad["phase"]["resource"]["google_storage_bucket_iam_member"].pop("exporter")
+    assert any("no roles/storage.objectAdmin" in p for p in problems(bad, inputs))
+    grown = copy.deepcopy(inputs)
+    grown["phases"]["6"]["export_prefixes"] = ["{date}/"]
+    assert any("is not a fixed folder" in p for p in input_problems(grown))
+
+
+def test_force_destroy_is_an_explicit_variable_defaulting_to_false(parsed, inputs) -> None:
+    bad = _mutated(parsed)
+    bad["root"]["resource"]["google_storage_bucket"]["raw"]["force_destroy"] = True
+    bad["root"]["variable"]["force_destroy"]["default"] = True
+    found = problems(bad, inputs)
+    assert any("bucket raw force_destroy is not var.force_destroy" in p for p in found), found
+    assert any("force_destroy must exist and default to false" in p for p in found), found
+
+
+# ====================================================================== Part B: alerting
+_TOKEN = re.compile(r'\s*(\(|\)|=~|=|"(?:[^"\\]|\\.)*"|[A-Za-z0-9_.\-/@]+)')
+
+
+def _tokens(text: str) -> list[str]:
+    out, pos = [], 0
+    text = text.strip()
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        assert m, f"cannot tokenize {text[pos:]!r}"
+        out.append(m.group(1))
+        pos = m.end()
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+    return out
+
+
+def log_filter_matches(log_filter: str, entry: dict[str, Any]) -> bool:
+    """Evaluate the subset of the Cloud Logging query language our filters use on one LogEntry:
+    lines and AND are conjunctions, OR, parentheses, ``path=value``, ``path=(v1 OR v2)``, ``path=~"re"``."""
+    toks = _tokens(" AND ".join(line for line in log_filter.splitlines() if line.strip()))
+    pos = 0
+
+    def value_of(path: str) -> Any:
+        cur: Any = entry
+        for part in path.split("."):
+            cur = cur.get(part) if isinstance(cur, dict) else None
+        return cur
+
+    def literal(tok: str) -> str:
+        return json.loads(tok) if tok.startswith('"') else tok
+
+    def as_text(v: Any) -> str | None:
+        return None if v is None else (str(v).lower() if isinstance(v, bool) else str(v))
+
+    def comparison() -> bool:
+        nonlocal pos
+        path, op = toks[pos], toks[pos + 1]
+        pos += 2
+        got = as_text(value_of(path))
+        if op == "=~":
+            pattern = literal(toks[pos])
+            pos += 1
+            return got is not None and re.search(pattern, got) is not None
+        if toks[pos] == "(":
+            pos += 1
+            options = []
+            while toks[pos] != ")":
+                if toks[pos] != "OR":
+                    options.append(literal(toks[pos]))
+                pos += 1
+            pos += 1
+            return got in options
+        want = literal(toks[pos])
+        pos += 1
+        return got == want
+
+    def factor() -> bool:
+        nonlocal pos
+        if toks[pos] == "(":
+            pos += 1
+            v = expr()
+            assert toks[pos] == ")"
+            pos += 1
+            return v
+        return comparison()
+
+    def term() -> bool:
+        nonlocal pos
+        v = factor()
+        while pos < len(toks) and toks[pos] == "AND":
+            pos += 1
+            v = factor() and v
+        return v
+
+    def expr() -> bool:
+        nonlocal pos
+        v = term()
+        while pos < len(toks) and toks[pos] == "OR":
+            pos += 1
+            v = term() or v
+        return v
+
+    result = expr()
+    assert pos == len(toks), f"unparsed: {toks[pos:]}"
+    return result
+
+
+def _as_log_entry(line: str, service: str) -> dict[str, Any]:
+    """One stdout JSON line as Cloud Logging stores it (structured logging on Cloud Run)."""
+    payload = json.loads(line)
+    return {"resource": {"type": "cloud_run_revision", "labels": {"service_name": service}},
+            "severity": payload.pop("severity"), "labels": payload.pop("logging.googleapis.com/labels", {}),
+            "jsonPayload": payload}
+
+
+def _alert_log_line() -> str:
+    """What shared.alerts.LogAlertSink writes for a failed partition (the runner's labels)."""
+    script = """
+import io
+from shared import logs
+from shared.alerts import Alert, LogAlertSink
+buf = io.StringIO()
+logs.configure(stream=buf)
+LogAlertSink().send(Alert("player_game_summary FAILED for 2025-01-15", "boom", labels=dict(
+    pipeline="nba", phase=3, processor="player_game_summary", date="2025-01-15", generation=0)))
+print(buf.getvalue().strip().splitlines()[-1])
+"""
+    proc = subprocess.run([str(_main_python()), "-c", script], cwd=REPO, env=_clean_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def test_the_alert_metric_counts_exactly_cascade_alert_entries(inputs) -> None:
+    flt = inputs["monitoring"]["alert_log_filter"]
+    entry = _as_log_entry(_alert_log_line(), inputs["phases"]["3"]["deployed_name"])
+    assert log_filter_matches(flt, entry), (flt, entry)
+    # Not an ordinary error line, not another pipeline's alert, not another service's.
+    plain = copy.deepcopy(entry)
+    del plain["jsonPayload"]["alert"]
+    other = copy.deepcopy(entry)
+    other["labels"]["pipeline"] = "mlb"
+    elsewhere = copy.deepcopy(entry)
+    elsewhere["resource"]["labels"]["service_name"] = "someone-else"
+    warning = copy.deepcopy(entry)
+    warning["severity"] = "WARNING"
+    for e in (plain, other, elsewhere, warning):
+        assert not log_filter_matches(flt, e), e
+
+
+def test_an_alert_filter_that_misses_the_alert_entry_fails(inputs) -> None:
+    entry = _as_log_entry(_alert_log_line(), inputs["phases"]["3"]["deployed_name"])
+    flt = inputs["monitoring"]["alert_log_filter"]
+    for wrong in (flt.replace("severity=ERROR", "severity=CRITICAL"), flt.replace("jsonPayload.alert=true", "jsonPayload.alerted=true"),
+                  flt.replace('labels.pipeline="nba"', 'jsonPayload.pipeline="nba"')):
+        assert not log_filter_matches(wrong, entry), wrong
+    bad = copy.deepcopy(inputs)
+    bad["monitoring"]["alert_log_filter"] = flt.replace("severity=ERROR\n", "")
+    assert any("lacks severity=ERROR" in p for p in monitoring_problems(parse_dir(TF_ROOT), bad))
+
+
+def _runner_log_lines(phase: int, day: str = "2025-01-15") -> dict[str, str]:
+    """The runner's summary and no-game lines for ``phase``, rendered from its source's f-strings, so a
+    change of their wording fails here (and the freshness filters must follow it)."""
+    src = (REPO / "shared" / "runner.py").read_text()
+    for needle in ('f"phase {trigger.phase} for {day}: "', '+ f"; complete={result.complete} downstream=',
+                   'f"phase {trigger.phase} skipped: {reason}"', 'reason = f"no games on {day} (', "mode=trigger.mode"):
+        assert needle in src, f"shared/runner.py no longer logs {needle}: update shared/tfvars.py freshness()"
+    return {"complete": f"phase {phase} for {day}: a=success, b=success; complete=True downstream=none",
+            "incomplete": f"phase {phase} for {day}: a=success, b=failed; complete=False downstream=-",
+            "skipped": f"phase {phase} skipped: no games on {day} (All-Star break)"}
+
+
+def _runner_entry(inputs: dict[str, Any], phase: int, message: str, mode: str = "daily") -> dict[str, Any]:
+    return {"resource": {"type": "cloud_run_revision",
+                         "labels": {"service_name": inputs["phases"][str(phase)]["deployed_name"]}},
+            "severity": "INFO", "labels": {"pipeline": inputs["name"], "phase": str(phase), "date": "2025-01-15",
+                                           "mode": mode}, "jsonPayload": {"message": message}}
+
+
+def test_freshness_counts_daily_completions_and_no_game_days_of_the_chain(inputs) -> None:
+    fr = inputs["phases"]["4"]["freshness"]
+    assert (fr["complete_by"], fr["starts"], fr["chain"], fr["window_seconds"]) == ("08:00", "06:00", [2, 3, 4], 9000)
+    assert inputs["phases"]["6"]["freshness"]["complete_by"] == "11:00"
+    flt = fr["log_filter"]
+    lines4, lines2 = _runner_log_lines(4), _runner_log_lines(2)
+    assert log_filter_matches(flt, _runner_entry(inputs, 4, lines4["complete"]))
+    assert log_filter_matches(flt, _runner_entry(inputs, 2, lines2["skipped"]))  # no games: nothing cascades
+    for e in (_runner_entry(inputs, 4, lines4["incomplete"]),
+              _runner_entry(inputs, 4, lines4["complete"], mode="backfill"),  # a backfill is not today's run
+              _runner_entry(inputs, 3, _runner_log_lines(3)["complete"]),   # phase 3 done is not phase 4 done
+              _runner_entry(inputs, 5, _runner_log_lines(5)["skipped"])):   # another chain's no-game day
+        assert not log_filter_matches(flt, e), e
+
+
+def test_missing_or_wrong_freshness_is_reported(parsed, inputs) -> None:
+    bad = copy.deepcopy(inputs)
+    bad["phases"]["4"]["freshness"] = None
+    assert any("phase 4: reached by the daily schedule of phase 2 but has no freshness" in p for p in input_problems(bad))
+    bad = copy.deepcopy(inputs)
+    bad["phases"]["3"]["freshness"]["window_seconds"] = 24 * 3600
+    bad["phases"]["4"]["freshness"]["deadline_schedule"] = "0 9 * * *"
+    bad["phases"]["6"]["freshness"]["log_filter"] = bad["phases"]["6"]["freshness"]["log_filter"].replace(
+        'labels.mode="daily"\n', "")
+    found = input_problems(bad)
+    assert any("phase 3: freshness window 86400" in p for p in found), found
+    assert any("phase 4: deadline_schedule 0 9" in p for p in found), found
+    assert any('phase 6: freshness log filter lacks labels.mode="daily"' in p for p in found), found
+    mutated = _mutated(parsed)
+    mutated["root"]["resource"]["google_monitoring_alert_policy"]["freshness"]["combiner"] = "OR"
+    assert any("no freshness alert policy" in p for p in problems(mutated, inputs))
+    mutated = _mutated(parsed)
+    cond = mutated["root"]["resource"]["google_monitoring_alert_policy"]["freshness"]["conditions"][1]
+    del cond["condition_threshold"][0]["evaluation_missing_data"]
+    assert any("no freshness alert policy" in p for p in problems(mutated, inputs))
+    mutated = _mutated(parsed)
+    mutated["root"]["resource"]["google_cloud_scheduler_job"]["deadline"]["time_zone"] = "UTC"
+    assert any("no deadline Cloud Scheduler job" in p for p in problems(mutated, inputs))
+
+
+def test_missing_alert_policies_channels_and_dashboard_are_reported(parsed, inputs) -> None:
+    for policy, needle in (("alerts", "no alert policy on the alert-entry metric"),
+                           ("dead_letters", "dead-letter subscription backlog"),
+                           ("oldest_unacked", "oldest unacked message age"),
+                           ("error_ratio", "5xx ratio")):
+        bad = _mutated(parsed)
+        bad["root"]["resource"]["google_monitoring_alert_policy"].pop(policy)
+        assert any(needle in p for p in problems(bad, inputs)), policy
+    bad = _mutated(parsed)
+    bad["root"]["resource"]["google_monitoring_alert_policy"]["oldest_unacked"]["for_each"] = '${{for k, p in local.phases : k => p if k == "2"}}'
+    assert any("oldest unacked message age" in p for p in problems(bad, inputs))
+    bad = _mutated(parsed)
+    bad["root"]["resource"]["google_monitoring_alert_policy"]["error_ratio"]["notification_channels"] = []
+    bad["root"]["variable"].pop("notification_channels")
+    found = problems(bad, inputs)
+    assert any("error_ratio does not notify" in p for p in found), found
+    assert any("variable notification_channels" in p for p in found), found
+    bad = _mutated(parsed)
+    bad["root"]["resource"].pop("google_monitoring_dashboard")
+    bad["root"]["locals"]["dashboard_series"] = "${[]}"
+    found = problems(bad, inputs)
+    assert any("no google_monitoring_dashboard" in p for p in found), found
+    assert any("the dashboard lacks per-phase series" in p for p in found), found

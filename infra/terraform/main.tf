@@ -53,7 +53,7 @@ locals {
     CASCADE_PROJECT       = var.project_id
     CASCADE_PIPELINE_FILE = var.pipeline.definition_file
     CASCADE_PRODUCTION    = "1"
-    CASCADE_MAX_ATTEMPTS  = tostring(var.max_delivery_attempts)
+    CASCADE_MAX_ATTEMPTS  = tostring(var.max_run_attempts)
     LOG_EXECUTION_ID      = "true"
   }, var.pipeline.namespace == "" ? {} : { CASCADE_NAMESPACE = var.pipeline.namespace }, var.extra_environment)
 }
@@ -134,7 +134,7 @@ resource "google_storage_bucket" "source" {
   location                    = var.region
   uniform_bucket_level_access = true
   public_access_prevention    = "enforced"
-  force_destroy               = false
+  force_destroy               = var.force_destroy
   labels                      = local.labels
 
   versioning {
@@ -156,14 +156,15 @@ resource "google_storage_bucket" "source" {
 }
 
 # Raw scraped files read by the raw-load processors (gs://<project>-<raw_bucket>/...); also where
-# export processors (publishing) write their files.
+# export processors (publishing) write their files. Each function may touch only its own folders
+# (module phase: read_prefixes / export_prefixes).
 resource "google_storage_bucket" "raw" {
   project                     = var.project_id
   name                        = local.raw_bucket_name
   location                    = var.region
   uniform_bucket_level_access = true
   public_access_prevention    = "enforced"
-  force_destroy               = false
+  force_destroy               = var.force_destroy
   labels                      = local.labels
 
   versioning {
@@ -251,7 +252,6 @@ module "phase" {
   runtime               = var.python_runtime
   environment           = local.function_environment
 
-  max_instances             = var.max_instances
   memory                    = var.function_memory
   timeout_seconds           = var.function_timeout_seconds
   max_delivery_attempts     = var.max_delivery_attempts
@@ -262,10 +262,9 @@ module "phase" {
   pubsub_service_agent = local.pubsub_service_agent
   write_datasets       = [for d in each.value.writes_datasets : google_bigquery_dataset.this[d].dataset_id]
   read_datasets        = [for d in each.value.reads_datasets : google_bigquery_dataset.this[d].dataset_id]
-  bucket               = google_storage_bucket.raw.name
-  # Export processors (publishing) write files; raw loads read them; other phases get nothing.
-  bucket_role = (each.value.writes_export_bucket ? "roles/storage.objectAdmin"
-  : each.value.reads_raw_bucket ? "roles/storage.objectViewer" : null)
+  # Raw loads read their source folders, export processors write their export folder (each.value
+  # read_prefixes / export_prefixes); other phases get nothing of the bucket.
+  bucket = google_storage_bucket.raw.name
 
   depends_on = [
     google_project_service.apis,
@@ -474,46 +473,4 @@ resource "google_cloud_scheduler_job" "sweeper" {
   }
 
   depends_on = [google_cloud_run_v2_service_iam_member.sweeper_invoker]
-}
-
-# ------------------------------------------------------------------ Alerting (optional)
-resource "google_monitoring_notification_channel" "email" {
-  count = var.alert_email == null ? 0 : 1
-
-  project      = var.project_id
-  display_name = "Cascade ${var.pipeline.name} alerts"
-  type         = "email"
-  labels = {
-    email_address = var.alert_email
-  }
-}
-
-# A message in a dead-letter subscription means a trigger failed transiently max_delivery_attempts
-# times: a person has to look (docs/deploy.md, "Dead letters").
-resource "google_monitoring_alert_policy" "dead_letters" {
-  for_each = var.alert_email == null ? {} : local.phases
-
-  project               = var.project_id
-  display_name          = "Cascade ${var.pipeline.name} phase ${each.key} dead letters"
-  combiner              = "OR"
-  notification_channels = [google_monitoring_notification_channel.email[0].id]
-
-  conditions {
-    display_name = "${each.value.dead_letter_subscription} holds messages"
-    condition_threshold {
-      filter          = "resource.type = \"pubsub_subscription\" AND resource.labels.subscription_id = \"${module.phase[each.key].dead_letter_subscription_name}\" AND metric.type = \"pubsub.googleapis.com/subscription/num_undelivered_messages\""
-      comparison      = "COMPARISON_GT"
-      threshold_value = 0
-      duration        = "300s"
-      aggregations {
-        alignment_period   = "300s"
-        per_series_aligner = "ALIGN_MAX"
-      }
-    }
-  }
-
-  documentation {
-    content   = "Messages reached ${each.value.dead_letter_subscription} after ${var.max_delivery_attempts} failed deliveries. See docs/deploy.md (Dead letters)."
-    mime_type = "text/markdown"
-  }
 }

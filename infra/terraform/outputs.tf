@@ -47,3 +47,23 @@ output "pubsub_service_agent" {
   description = "The Pub/Sub service agent granted dead-lettering permissions."
   value       = local.pubsub_service_agent
 }
+
+output "raw_file_contract" {
+  description = "Where each raw-load processor expects its file ({date} = the partition date, YYYY-MM-DD) and the key of its records list. One JSON object per date, written before the phase's schedule."
+  value = flatten([for k, p in local.phases : [for s in p.raw_sources : {
+    phase     = p.number
+    processor = s.processor
+    uri       = "gs://${google_storage_bucket.raw.name}/${s.path}"
+    records   = s.records
+  }]])
+}
+
+output "freshness_objectives" {
+  description = "Per phase with a daily schedule upstream: the time (pipeline time zone) its daily run must be complete by."
+  value       = { for k, p in local.freshness_phases : k => "${p.freshness.complete_by} ${var.pipeline.time_zone}" }
+}
+
+output "dashboard" {
+  description = "The Cloud Monitoring dashboard of the pipeline."
+  value       = google_monitoring_dashboard.this.id
+}

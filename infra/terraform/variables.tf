@@ -81,6 +81,28 @@ variable "pipeline" {
       default_date             = string
       function_account_id      = string
       push_account_id          = string
+      max_instances            = number
+      concurrency              = number
+      cpu                      = string
+      raw_sources = list(object({
+        processor = string
+        path      = string
+        records   = string
+      }))
+      read_prefixes   = list(string)
+      export_prefixes = list(string)
+      freshness = optional(object({
+        complete_by       = string
+        schedule_phase    = number
+        starts            = string
+        chain             = list(number)
+        deadline_schedule = string
+        deadline_topic    = string
+        tick_seconds      = number
+        window_seconds    = number
+        metric            = string
+        log_filter        = string
+      }))
     }))
     tables = map(object({
       dataset     = string
@@ -93,6 +115,13 @@ variable "pipeline" {
         mode = string
       }))
     }))
+    burst_messages = number
+    monitoring = object({
+      metric_prefix    = string
+      alert_metric     = string
+      alert_log_filter = string
+      services         = list(string)
+    })
   })
 }
 
@@ -106,17 +135,6 @@ variable "python_runtime" {
   description = "Cloud Functions runtime of every function."
   type        = string
   default     = "python311"
-}
-
-variable "max_instances" {
-  description = "Maximum instances of each phase function (bounds concurrent BigQuery jobs and cost)."
-  type        = number
-  default     = 10
-
-  validation {
-    condition     = var.max_instances >= 1 && var.max_instances <= 100
-    error_message = "max_instances must be between 1 and 100."
-  }
 }
 
 variable "function_memory" {
@@ -137,13 +155,24 @@ variable "function_timeout_seconds" {
 }
 
 variable "max_delivery_attempts" {
-  description = "Deliveries of one message before Pub/Sub moves it to the phase's dead-letter topic (also CASCADE_MAX_ATTEMPTS of the functions)."
+  description = "Deliveries of one message before Pub/Sub moves it to the phase's dead-letter topic. Every rejected push counts, including the 429s of a burst that never reached the code: 100 (the Pub/Sub maximum) lets the retry policy outlast a burst (docs/deploy.md, \"Bursts\"). Failures of runs that did start are bounded by max_run_attempts."
   type        = number
-  default     = 5
+  default     = 100
 
   validation {
     condition     = var.max_delivery_attempts >= 5 && var.max_delivery_attempts <= 100
     error_message = "max_delivery_attempts must be between 5 and 100 (Pub/Sub limits)."
+  }
+}
+
+variable "max_run_attempts" {
+  description = "Runs of one partition that may fail transiently before it is recorded failed for good and acknowledged (CASCADE_MAX_ATTEMPTS of the functions). Counts runs that started, not deliveries."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.max_run_attempts >= 1 && var.max_run_attempts <= 100
+    error_message = "max_run_attempts must be between 1 and 100."
   }
 }
 
@@ -210,10 +239,49 @@ variable "scheduler_paused" {
   default     = false
 }
 
+variable "force_destroy" {
+  description = "Let `terraform destroy` delete the buckets with their objects (raw files, exports, function sources). Keep false in production; set true only to tear the deployment down (docs/deploy.md, \"Tear down\")."
+  type        = bool
+  default     = false
+}
+
 variable "alert_email" {
-  description = "Optional e-mail address notified when a dead-letter subscription holds messages (null: no alerting)."
+  description = "Optional e-mail address: creates an e-mail notification channel that every Cascade alert policy notifies (in addition to notification_channels)."
   type        = string
   default     = null
+}
+
+variable "notification_channels" {
+  description = "Existing Cloud Monitoring notification channel ids (projects/<p>/notificationChannels/<id>) every Cascade alert policy notifies. With none (and no alert_email) the policies still open incidents in the console."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for c in var.notification_channels : can(regex("^projects/[^/]+/notificationChannels/[^/]+$", c))])
+    error_message = "notification_channels must be ids like projects/<project>/notificationChannels/<id>."
+  }
+}
+
+variable "oldest_unacked_alert_seconds" {
+  description = "Alert when the oldest unacknowledged message of a push subscription is older than this (a phase is not keeping up, or its deliveries keep failing)."
+  type        = number
+  default     = 3600
+
+  validation {
+    condition     = var.oldest_unacked_alert_seconds >= 600
+    error_message = "oldest_unacked_alert_seconds must be at least 600 (one ack deadline)."
+  }
+}
+
+variable "function_error_ratio" {
+  description = "Alert when more than this fraction of a phase function's requests answered 5xx over 15 minutes (transient failures answer 5xx to be redelivered, so a few are normal)."
+  type        = number
+  default     = 0.25
+
+  validation {
+    condition     = var.function_error_ratio > 0 && var.function_error_ratio <= 1
+    error_message = "function_error_ratio must be in (0, 1]."
+  }
 }
 
 variable "labels" {

@@ -74,16 +74,22 @@ resource "google_cloudfunctions2_function" "this" {
     }
   }
 
+  # Scaling comes from the definition (phase max_instances, concurrency): one instance serves up to
+  # `concurrency` pushes at once (Cloud Run needs >= 1 vCPU for that; var.phase.cpu says so), and
+  # functions-framework's gunicorn runs as many threads (THREADS). A burst beyond
+  # max_instances x concurrency is answered 429 and redelivered with backoff; see docs/deploy.md
+  # ("Bursts") for why that cannot dead-letter a message that never ran.
   service_config {
     min_instance_count               = 0
-    max_instance_count               = var.max_instances
-    max_instance_request_concurrency = 1
+    max_instance_count               = var.phase.max_instances
+    max_instance_request_concurrency = var.phase.concurrency
+    available_cpu                    = var.phase.cpu
     available_memory                 = var.memory
     timeout_seconds                  = var.timeout_seconds
     ingress_settings                 = "ALLOW_INTERNAL_ONLY"
     all_traffic_on_latest_revision   = true
     service_account_email            = google_service_account.function.email
-    environment_variables            = var.environment
+    environment_variables            = merge(var.environment, { THREADS = tostring(var.phase.concurrency) })
   }
 }
 
@@ -192,10 +198,33 @@ resource "google_project_iam_member" "datastore_user" {
   member  = google_service_account.function.member
 }
 
-resource "google_storage_bucket_iam_member" "bucket" {
-  count = var.bucket_role == null ? 0 : 1
+# The raw/export bucket, limited to the folders the definition names: raw loads read their source
+# folders (objectViewer), export processors write their export folder (objectAdmin); nothing else of
+# the bucket. IAM conditions on resource.name need uniform bucket-level access (set on the bucket).
+resource "google_storage_bucket_iam_member" "raw_reader" {
+  for_each = toset(var.phase.read_prefixes)
 
   bucket = var.bucket
-  role   = var.bucket_role
+  role   = "roles/storage.objectViewer"
   member = google_service_account.function.member
+
+  condition {
+    title       = "read ${each.value}"
+    description = "Phase ${var.phase.number} reads raw files under ${each.value} only."
+    expression  = "resource.name.startsWith(\"projects/_/buckets/${var.bucket}/objects/${each.value}\")"
+  }
+}
+
+resource "google_storage_bucket_iam_member" "exporter" {
+  for_each = toset(var.phase.export_prefixes)
+
+  bucket = var.bucket
+  role   = "roles/storage.objectAdmin"
+  member = google_service_account.function.member
+
+  condition {
+    title       = "write ${each.value}"
+    description = "Phase ${var.phase.number} writes its exports under ${each.value} only."
+    expression  = "resource.name.startsWith(\"projects/_/buckets/${var.bucket}/objects/${each.value}\")"
+  }
 }

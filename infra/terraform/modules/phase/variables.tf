@@ -22,7 +22,22 @@ variable "phase" {
     dead_letter_subscription = string
     function_account_id      = string
     push_account_id          = string
+    max_instances            = number
+    concurrency              = number
+    cpu                      = string
+    read_prefixes            = list(string)
+    export_prefixes          = list(string)
   })
+
+  validation {
+    condition     = var.phase.concurrency == 1 || tonumber(var.phase.cpu) >= 1
+    error_message = "A function serving more than one request at once (concurrency > 1) needs at least 1 vCPU."
+  }
+
+  validation {
+    condition     = alltrue([for p in concat(var.phase.read_prefixes, var.phase.export_prefixes) : endswith(p, "/") && length(p) > 1])
+    error_message = "Bucket prefixes must be non-empty folders ending with '/'."
+  }
 }
 
 variable "labels" {
@@ -55,11 +70,6 @@ variable "runtime" {
 variable "environment" {
   description = "Environment variables of the function (CASCADE_PROJECT, CASCADE_PIPELINE_FILE, CASCADE_PRODUCTION, ...)."
   type        = map(string)
-}
-
-variable "max_instances" {
-  description = "Maximum instances of the function."
-  type        = number
 }
 
 variable "memory" {
@@ -116,17 +126,6 @@ variable "read_datasets" {
 }
 
 variable "bucket" {
-  description = "The raw/export bucket."
+  description = "The raw/export bucket; the function gets access to var.phase.read_prefixes / export_prefixes of it only."
   type        = string
-}
-
-variable "bucket_role" {
-  description = "Role of the function on the raw/export bucket (roles/storage.objectViewer or objectAdmin), or null for none."
-  type        = string
-  default     = null
-
-  validation {
-    condition     = var.bucket_role == null ? true : contains(["roles/storage.objectViewer", "roles/storage.objectAdmin"], var.bucket_role)
-    error_message = "bucket_role must be null, roles/storage.objectViewer or roles/storage.objectAdmin."
-  }
 }
