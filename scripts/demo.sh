@@ -6,9 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CASCADE_STATE_DIR="${CASCADE_STATE_DIR:-$PWD/.cascade}"
 CASCADE=".venv/bin/cascade"
-DEMO_DATE="${DEMO_DATE:-2025-01-15}"
-HISTORY_START="${HISTORY_START:-2024-12-16}"
-HISTORY_END="${HISTORY_END:-2025-01-14}"
+DEMO_DATE="${DEMO_DATE:-2024-11-20}"
+HISTORY_START="${HISTORY_START:-2024-10-22}"
+HISTORY_END="${HISTORY_END:-2024-11-19}"
 
 cleanup() { "$CASCADE" down || true; }
 trap cleanup EXIT
@@ -16,7 +16,7 @@ trap cleanup EXIT
 echo "== 1/5 cascade up: emulators, phase functions, topics, tables, synthetic raw files"
 "$CASCADE" up --start "$HISTORY_START" --end "$DEMO_DATE"
 
-echo "== 2/5 backfill the 30-day lookback history ($HISTORY_START..$HISTORY_END) that phases 3-4 read"
+echo "== 2/5 backfill the history phases 3-4 read (30-day lookbacks), from the season start: $HISTORY_START..$HISTORY_END"
 "$CASCADE" backfill --start "$HISTORY_START" --end "$HISTORY_END" --workers 4
 
 echo "== 3/5 kick the demo date with one trigger message (strict mode on, as in daily operations)"

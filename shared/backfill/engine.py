@@ -24,7 +24,8 @@ from .lease import BackfillLease, describe_holder, holders
 from .plan import Plan, UsageError, build_plan, check_range, select_processors
 from .progress import Progress
 from .scheduler import RunReport, Scheduler
-from .validate import DEFAULT_THRESHOLD, Coverage, Preflight, TableValidation, coverage, preflight, validate
+from .validate import (DEFAULT_THRESHOLD, Coverage, Preflight, TableValidation, coverage, outside_inputs, preflight,
+                       validate)
 
 
 @dataclass
@@ -166,10 +167,13 @@ def run_backfill(app: App, req: BackfillRequest, progress_stream: TextIO | None 
     """Plan and (unless dry-run) run a backfill. Raises UsageError for bad input."""
     req.check()
     procs = select_processors(app.pipeline, req.phases, req.processors)
-    plan = build_plan(app.pipeline, app.tracker, procs, req.start, req.end, force=req.force)
+    plan = build_plan(app.pipeline, app.tracker, procs, req.start, req.end, force=req.force,
+                      allocate=None if req.dry_run else app.tracker.new_generation)
     selected = {p.name for p in procs}
     upstream_tables = {u.processor for p in procs for u in p.upstreams if u.processor not in selected}
     plan.extra_queries = {"preflight_queries": 0 if req.skip_preflight else len(upstream_tables),
+                          "input_queries": len({u.processor for n in plan.nodes
+                                                for u in app.pipeline.processor(n.processor).upstreams}),
                           "validation_queries": (3 * len(procs) - sum(1 for p in procs if not p.output.critical))
                           if req.validate else 0}
     result = BackfillResult(req, plan)
@@ -183,6 +187,9 @@ def run_backfill(app: App, req: BackfillRequest, progress_stream: TextIO | None 
                               f"backfill the upstream first, or pass --skip-preflight")
             return result
     jobs0, secs0, ops0 = app.warehouse.stats.jobs, app.warehouse.stats.seconds, app.tracker.ops
+    # Every partition's inputs outside the backfill (history before --start, unselected upstreams)
+    # are verified before anything runs; those short of input fail with the dates and the fix.
+    gaps = outside_inputs(app, plan)
     lease = BackfillLease(app, sorted(selected), req.start, req.end, req.lease_ttl_seconds, command=req.command())
     try:
         lease.acquire()
@@ -195,7 +202,7 @@ def run_backfill(app: App, req: BackfillRequest, progress_stream: TextIO | None 
         with collecting_alerts(app) as sink:
             sched = Scheduler(app, plan, workers=req.workers, max_merges_per_table=req.max_merges_per_table,
                               max_rate=req.max_rate, max_attempts=req.max_attempts, backoff_base=req.backoff_base,
-                              cascade_phases=cascade, on_result=on_result,
+                              cascade_phases=cascade, on_result=on_result, input_gaps=gaps,
                               progress=progress if progress is not None else Progress(progress_stream))
             if on_scheduler:
                 on_scheduler(sched)

@@ -10,8 +10,10 @@ failed or blocked - never "resume from the last date".
 Generations: a partition that exists runs at its own generation (a failed one is retried as the same
 work); a missing one - or one done at an older generation than its phase's newest on that date
 ("outdated": an interrupted rerun or ``--force``) - at the highest generation of its phase on that
-date, so the phase ends on one generation and completion tracking sees it complete; ``force`` re-runs everything, done partitions included, at ``1 + max`` of the
-phase's generations on the date, so completion tracking treats it as new work and the earlier runs'
+date, so the phase ends on one generation and completion tracking sees it complete; ``force`` re-runs
+everything, done partitions included, at a NEW generation of the date allocated for the whole
+cascade (``Tracker.new_generation``, one per date, when the backfill starts; a dry run shows the
+next one), so completion tracking treats it as new work, no claim is reused, and the earlier runs'
 history stays intact.
 """
 
@@ -183,8 +185,11 @@ class Plan:
 
 
 def build_plan(pipeline: Pipeline, tracker: Any, processors: list[Processor], start: date, end: date,
-               force: bool = False, now=None) -> Plan:
-    """The plan of ``processors`` over ``start..end`` from one batched Firestore read."""
+               force: bool = False, now=None, allocate: Any = None) -> Plan:
+    """The plan of ``processors`` over ``start..end`` from one batched Firestore read.
+
+    ``allocate(day) -> int`` (with ``force``) allocates the new generation of each date; without it
+    (a dry run) the plan shows the next generation without allocating it."""
     check_range(start, end)
     dates = list(date_range(start, end))
     cal = pipeline.calendar
@@ -202,6 +207,7 @@ def build_plan(pipeline: Pipeline, tracker: Any, processors: list[Processor], st
              for p in processors for d in dates}
     order = {p.name: i for i, p in enumerate(ordered_processors(pipeline))}
     nodes: list[Node] = []
+    fresh: dict[date, int] = {}
     for d in expected:
         iso = d.isoformat()
         for p in processors:
@@ -211,7 +217,9 @@ def build_plan(pipeline: Pipeline, tracker: Any, processors: list[Processor], st
             phase_gen = top[(p.phase, iso)]
             own = states[(p.name, iso)]
             if force:
-                gen = phase_gen + 1
+                if d not in fresh:
+                    fresh[d] = allocate(d) if allocate else 1 + max(top[(ph, iso)] for ph in phase_members)
+                gen = fresh[d]
             elif own.status in ("missing", SKIPPED) or cell == OUTDATED:
                 gen = phase_gen
             else:

@@ -1,10 +1,12 @@
 """Re-processing a phase (and everything downstream) after a fix: ``cascade rerun``.
 
-For each expected date of the range, the new generation is 1 + the highest generation among the
-phase's partitions for that date (one batched Firestore read for the whole range). A trigger with
-that generation is published to the phase's topic, so the normal cascade re-runs the phase - every
-partition is "not done for this generation" - and its completion (carrying the generation) re-runs
-the phases after it, each exactly once (claims are per phase, date and generation). Earlier runs
+For each expected date of the range, a new generation is allocated for the date across the whole
+cascade (``Tracker.new_generation``: higher than any generation ever allocated for the date and
+than every partition of the date, in any phase - atomically). A trigger with that generation is
+published to the phase's topic, so the normal cascade re-runs the phase - every partition is "not
+done for this generation" - and its completion (carrying the generation) re-runs the phases after
+it, each exactly once (claims are per phase, date and generation, and a generation is never reused:
+a rerun of phase 2 after a rerun of phase 3 re-runs 2, 3 and 4). Earlier runs
 stay in the ``runs`` collection. Strict mode and ``skip_downstream_trigger`` apply as for any
 trigger.
 """
@@ -40,13 +42,11 @@ def rerun(app: App, phase: int, start: date, end: date, strict_mode: bool = True
     cal = pipeline.calendar
     days = [d for d in date_range(start, end) if cal.is_expected(d)]
     skipped = [f"{d} ({cal.reason_not_expected(d)})" for d in date_range(start, end) if not cal.is_expected(d)]
-    names = [p.name for p in pipeline.processors_of(phase)]
-    states = app.tracker.partitions(names, days) if days else {}
     topic = pipeline.topic(phase)
     cid = new_correlation_id()
     out = []
     for d in days:
-        gen = 1 + max((states[(n, d.isoformat())].generation for n in names), default=0)
+        gen = app.tracker.new_generation(d)
         trig = Trigger(pipeline=pipeline.name, phase=phase, data_date=d, mode="daily", strict_mode=strict_mode,
                        skip_downstream_trigger=skip_downstream_trigger, correlation_id=cid, generation=gen)
         message_id = app.publisher.publish(topic, trig.to_json(), trig.attributes())

@@ -94,7 +94,7 @@ class Scheduler:
                  max_rate: float | None = None, max_attempts: int = 3, backoff_base: float = 0.5,
                  cascade_phases: set[int] | frozenset[int] = frozenset(), correlation_id: str = "",
                  progress: Any = None, on_result: Callable[[Result, "Scheduler"], None] | None = None,
-                 busy_wait_s: float | None = None) -> None:
+                 busy_wait_s: float | None = None, input_gaps: dict[tuple[str, str], str] | None = None) -> None:
         if workers < 1 or max_merges_per_table < 1:
             raise ValueError("workers and max_merges_per_table must be at least 1")
         self.app, self.plan, self.pipeline = app, plan, app.pipeline
@@ -107,6 +107,8 @@ class Scheduler:
         self.correlation_id = correlation_id or new_correlation_id()
         self.progress, self.on_result = progress, on_result
         self.nodes = {n.key: n for n in plan.nodes}
+        # Partitions whose inputs outside the backfill are missing: failed up front, never run.
+        self.input_gaps = {k: v for k, v in (input_gaps or {}).items() if k in self.nodes}
         self.generation = {k: n.generation for k, n in self.nodes.items()}
         self.report = RunReport(total=len(self.nodes))
         self._stop = threading.Event()
@@ -161,12 +163,17 @@ class Scheduler:
             n = self.nodes[key]
             heapq.heappush(ready, (n.day, n.phase, n.order, key))
 
-        for key, count in waiting.items():
-            if count == 0:
-                push_ready(key)
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="backfill")
         aux = ThreadPoolExecutor(max_workers=2, thread_name_prefix="backfill-aux")
         aux_futures: list[Any] = []
+        for key, reason in self.input_gaps.items():
+            settled.add(key)
+            self.report.failed[self.nodes[key].label] = reason
+            aux_futures.append(aux.submit(self._record_input_gap, self.nodes[key], reason))
+            self._block_dependents(key, settled, aux, aux_futures)
+        for key, count in waiting.items():
+            if count == 0 and key not in settled:
+                push_ready(key)
         if self.cascade_phases:
             for ph in self.cascade_phases:
                 for day in self.plan.expected_dates:
@@ -319,6 +326,12 @@ class Scheduler:
             self.report.blocked[node.label] = reason
             futures.append(aux.submit(self._record_blocked, node, root_label))
             stack.extend(self.dependents.get(key, ()))
+
+    def _record_input_gap(self, node: Node, reason: str) -> None:
+        self.app.tracker.record_outcome(
+            node.processor, node.phase, node.day, self.generation[node.key], Status.FAILED, reason,
+            context={"mode": "backfill", "correlation_id": self.correlation_id, "strict_mode": False},
+            extra={"transient": False})
 
     def _record_blocked(self, node: Node, root_label: str) -> None:
         proc, day = root_label.split("@")

@@ -4,6 +4,10 @@
   dates present, the missing list and the percentage - one query per table for the whole range.
 * ``validate(app, start, end)``: per table, duplicate MERGE keys (GROUP BY the keys HAVING
   COUNT(*) > 1) and NULLs in the critical columns declared in the definition - two queries per table.
+* ``outside_inputs(app, plan)``: every input a planned partition reads that the backfill itself does
+  not produce - lookback history before ``--start`` (of selected upstreams too), upstreams not
+  selected - verified per partition before anything runs: one query per upstream table. A
+  partition whose inputs are short fails with the missing dates and the command that fills them.
 * ``preflight(app, processors, start, end, threshold)``: before a backfill, the coverage of what
   the selected processors read but do not produce themselves - upstream tables over the range
   widened by the lookback, or raw files in the bucket for loaders - must reach ``threshold``
@@ -137,6 +141,46 @@ def validate(app: App, start: date, end: date, phases: Iterable[int] | None = No
             row = app.warehouse.query(f"SELECT {sums} FROM `{table_id}` WHERE {where}", _params(start, end))[0]
             res.null_critical = {c: int(row.get(c) or 0) for c in t.critical}
         out.append(res)
+    return out
+
+
+def outside_inputs(app: App, plan: Any) -> dict[tuple[str, str], str]:
+    """Partitions of ``plan`` (key -> reason) whose inputs outside the backfill are missing.
+
+    An input is outside when its date is before ``--start`` / after ``--end`` or its processor is not
+    selected; inside inputs are the wavefront's own dependencies. Presence is read from the
+    upstream tables (data is the truth, whoever loaded it): one query per upstream table over the
+    union of the dates needed, never one per date."""
+    pipeline, cal = app.pipeline, app.pipeline.calendar
+    selected = {p.name for p in plan.processors}
+    needs: dict[tuple[str, str], list[tuple[str, date]]] = {}
+    wanted: dict[str, set[date]] = {}
+    for node in plan.nodes:
+        for u in pipeline.processor(node.processor).upstreams:
+            lo, hi = u.window(node.day, cal)
+            for d in cal.expected_dates(lo, hi):
+                if u.processor in selected and plan.start <= d <= plan.end:
+                    continue
+                needs.setdefault(node.key, []).append((u.processor, d))
+                wanted.setdefault(u.processor, set()).add(d)
+    present = {name: app.warehouse.present_dates(pipeline.processor(name).output, min(ds), max(ds))
+               for name, ds in wanted.items()}
+    out: dict[tuple[str, str], str] = {}
+    for key, items in needs.items():
+        missing: dict[str, list[str]] = {}
+        for name, d in items:
+            if d not in present[name]:
+                missing.setdefault(name, []).append(d.isoformat())
+        if not missing:
+            continue
+        name, dates = next(iter(missing.items()))
+        up = pipeline.processor(name)
+        table = f"{pipeline.dataset_id(up.output.dataset)}.{up.output.name}"
+        out[key] = (f"inputs outside the backfill are missing: "
+                    + "; ".join(f"{pipeline.dataset_id(pipeline.processor(n).output.dataset)}."
+                                f"{pipeline.processor(n).output.name} lacks {_short(ds, 6)}" for n, ds in missing.items())
+                    + f"; fill them first: cascade backfill --start {dates[0]} --end {dates[-1]} --processor {name}"
+                    + f" (then re-run this backfill; {table} is read by {key[0]} for {key[1]})")
     return out
 
 
