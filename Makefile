@@ -5,13 +5,14 @@ PYTHON ?= python3.11
 VENV := .venv
 export CASCADE_STATE_DIR ?= $(CURDIR)/.cascade
 
-.PHONY: help prereqs venv demo test test-python test-infra bench up down tfvars clean
+.PHONY: help prereqs venv demo test test-python test-infra bench up down ui tfvars clean
 
 help:
 	@echo "make demo    run the local cascade demo (emulators, phases 2->3->4), exit 0 iff it completed"
 	@echo "make test    run the whole test suite (Python on the emulators + Terraform offline checks)"
 	@echo "make bench   backfill benchmark on the emulators (prints one JSON line)"
 	@echo "make up / make down   start / stop the local stack (same as cascade up / cascade down)"
+	@echo "make ui      serve the status page of the local stack on http://127.0.0.1:8765/ (cascade ui)"
 
 prereqs:
 	@bash emulators/check-prereqs.sh
@@ -47,6 +48,9 @@ up: venv
 
 down:
 	$(VENV)/bin/cascade down
+
+ui: venv
+	$(VENV)/bin/cascade ui --start 2024-12-16 --end 2025-01-20
 
 tfvars: venv
 	$(VENV)/bin/python -m shared.tfvars --write

@@ -88,6 +88,19 @@ ${SUDO}apt-get update && ${SUDO}apt-get install -y terraform
 INSTALL
 fi
 
+# --- chromium + chromedriver (optional: the status page's browser test) -------------
+# tests/test_ui.py drives Debian's headless Chromium through Selenium; without these two packages
+# that one test is skipped (saying how to install them) and everything else runs. .ci/run installs
+# them when it runs as root.
+if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
+  ok "chromium + chromedriver (browser test): $(/usr/bin/chromedriver --version 2>/dev/null | cut -d' ' -f1-2)"
+else
+  printf 'OPTIONAL %s\n  install with:\n' "chromium + chromedriver at /usr/bin (the browser test tests/test_ui.py skips without them)"
+  sed 's/^/    /' <<INSTALL
+${SUDO}apt-get update && ${SUDO}apt-get install -y chromium chromium-driver
+INSTALL
+fi
+
 if [ "$missing" -ne 0 ]; then
   echo "Some prerequisites are missing (see above)." >&2
   exit 1

@@ -13,10 +13,10 @@ import os
 import sys
 
 from .. import logs
-from . import daily_cmds, extra_cmds, local_cmds, ops_cmds, reliability_cmds
+from . import daily_cmds, extra_cmds, local_cmds, ops_cmds, reliability_cmds, ui_cmds
 
 # Command modules, in the order their commands appear in `cascade --help`.
-_MODULES = [local_cmds, ops_cmds, extra_cmds, daily_cmds, reliability_cmds]
+_MODULES = [local_cmds, ops_cmds, extra_cmds, daily_cmds, reliability_cmds, ui_cmds]
 
 
 def build_parser() -> argparse.ArgumentParser:

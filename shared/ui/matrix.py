@@ -1,0 +1,210 @@
+"""The status matrix: dates x processors (grouped by phase) built from partition states already read.
+
+``build_matrix`` is pure: it takes the states of one batched read (``Tracker.partitions(names,
+days)`` - a single ``get_all``) and the calendar, and returns immutable rows of cells. Each cell
+carries the partition's status exactly as stored (the ``Status`` vocabulary, what
+``shared.status.date_status`` reports per processor) and whether the calendar expects data that day:
+a no-game date is greyed, never shown as a gap. Each row also carries the phase roll-up
+(``shared.status.phase_state``: complete, blocked, failed, running, skipped, partial, missing).
+
+``recovery_commands`` says what to run for a partition: the ``cascade`` commands of a blocked
+reason's ``resolution``, or ``cascade trigger --date D --phase N --processor P`` for a failed or
+missing one. Example: ``player_rolling_form`` blocked on 2025-02-22 because ``nbac_player_boxscore``
+failed on 2025-02-21 gives ``cascade trigger --date 2025-02-21 --phase 2 --processor
+nbac_player_boxscore --skip-downstream-trigger`` then ``cascade trigger --date 2025-02-22 --phase 3``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any, Mapping
+
+from ..calendar import date_range
+from ..pipeline import Pipeline
+from ..state import Status
+from ..status import phase_state
+from ..tracking import Partition
+
+# The widest range one page shows (one batched read of days x processors documents).
+MAX_DAYS = 366
+# Default range: the last 30 days, today (pipeline time zone) included.
+DEFAULT_DAYS = 30
+# One letter per status inside a cell, so the matrix reads without colour too.
+GLYPHS = {Status.SUCCESS: "", Status.RUNNING: "R", Status.WAITING: "W", Status.BLOCKED: "B",
+           Status.FAILED: "F", Status.MISSING: "", Status.SKIPPED: "-"}
+# A command inside a blocked reason's resolution text: "…: cascade trigger --date … ; then …".
+_COMMAND = re.compile(r"cascade [^;]+")
+
+
+@dataclass(frozen=True)
+class Cell:
+    processor: str
+    phase: int
+    day: str
+    status: str  # the partition's stored status (Status vocabulary)
+    expected: bool  # the calendar expects data on ``day``
+    title: str  # tooltip: status, rows, duration, error or blocked reason
+
+    @property
+    def css(self) -> str:
+        """``s-<status>``, plus ``nogame`` when a no-game date has nothing run (greyed)."""
+        nogame = not self.expected and self.status in (Status.MISSING, Status.SKIPPED)
+        return f"s-{self.status}" + (" nogame" if nogame else "")
+
+    @property
+    def glyph(self) -> str:
+        if not self.expected and self.status in (Status.MISSING, Status.SKIPPED):
+            return ""
+        return GLYPHS.get(self.status, "?")
+
+
+@dataclass(frozen=True)
+class PhaseCells:
+    """One phase of one date: its roll-up state and its processors' cells."""
+
+    number: int
+    state: str
+    cells: tuple[Cell, ...]
+
+
+@dataclass(frozen=True)
+class Row:
+    day: str
+    weekday: str
+    expected: bool
+    note: str  # why there are no games ("All-Star break"), "" on a game day
+    phases: tuple[PhaseCells, ...]  # in phase order
+
+    @property
+    def cells(self) -> tuple[Cell, ...]:
+        return tuple(c for ph in self.phases for c in ph.cells)
+
+
+@dataclass(frozen=True)
+class PhaseGroup:
+    number: int
+    title: str
+    processors: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """Rows newest date first; ``counts`` of partition statuses over expected dates."""
+
+    start: date
+    end: date
+    groups: tuple[PhaseGroup, ...]
+    rows: tuple[Row, ...]
+    counts: Mapping[str, int]
+
+    @property
+    def cells(self) -> int:
+        return sum(len(r.cells) for r in self.rows)
+
+    def states(self) -> dict[str, Any]:
+        """What the page polls: ``{"cells": {"proc|date": status}, "phases": {"n|date": state}}``."""
+        return {"start": self.start.isoformat(), "end": self.end.isoformat(), "counts": dict(self.counts),
+                "cells": {f"{c.processor}|{c.day}": c.status for r in self.rows for c in r.cells},
+                "phases": {f"{ph.number}|{r.day}": ph.state for r in self.rows for ph in r.phases}}
+
+
+def default_range(pipeline: Pipeline, now: datetime, days: int = DEFAULT_DAYS) -> tuple[date, date]:
+    """The last ``days`` days up to today in the pipeline's time zone, e.g. 2025-01-02..2025-01-31."""
+    end = pipeline.calendar.today(now)
+    return end - timedelta(days=days - 1), end
+
+
+def check_range(start: date, end: date) -> None:
+    """Raise ValueError with the exact problem when the range cannot be shown."""
+    if end < start:
+        raise ValueError(f"end {end} is before start {start}")
+    if (end - start).days + 1 > MAX_DAYS:
+        raise ValueError(f"{start}..{end} is {(end - start).days + 1} days; one page shows at most {MAX_DAYS}")
+
+
+def groups_of(pipeline: Pipeline, processors: list[str] | None = None) -> tuple[PhaseGroup, ...]:
+    """Phases in order with their processors (dependency order), limited to ``processors`` if given."""
+    wanted = set(processors) if processors is not None else None
+    out = []
+    for ph in pipeline.phases:
+        names = tuple(p.name for p in pipeline.processors_of(ph.number) if wanted is None or p.name in wanted)
+        if names:
+            out.append(PhaseGroup(ph.number, ph.title, names))
+    return tuple(out)
+
+
+def build_matrix(pipeline: Pipeline, states: Mapping[tuple[str, str], Partition], start: date, end: date,
+                 now: datetime, processors: list[str] | None = None) -> Matrix:
+    """The matrix of ``start..end`` (inclusive on both sides) from states already read.
+
+    ``states`` maps (processor, ISO date) to a ``Partition`` (as ``Tracker.partitions`` returns);
+    a key absent from it is shown as missing.
+    """
+    cal = pipeline.calendar
+    groups = groups_of(pipeline, processors)
+    counts: Counter[str] = Counter()
+    rows = []
+    for day in reversed(list(date_range(start, end))):
+        iso = day.isoformat()
+        expected = cal.is_expected(day)
+        note = cal.reason_not_expected(day)
+        phases = []
+        for g in groups:
+            parts = [states.get((name, iso)) or Partition(name, iso) for name in g.processors]
+            gen = max((s.generation for s in parts if s.status != Status.MISSING), default=0)
+            cells = tuple(Cell(part.processor, g.number, iso, str(part.status), expected,
+                               _title(part, expected, note, now)) for part in parts)
+            if expected:
+                counts.update(c.status for c in cells)
+            phases.append(PhaseCells(g.number, str(phase_state(parts, gen, now)), cells))
+        rows.append(Row(iso, day.strftime("%a"), expected, note, tuple(phases)))
+    return Matrix(start, end, groups, tuple(rows), dict(counts))
+
+
+def _title(part: Partition, expected: bool, no_game: str, now: datetime) -> str:
+    head = f"{part.processor} {part.data_date}: {part.status}"
+    if not expected and part.status in (Status.MISSING, Status.SKIPPED):
+        return f"{head} (no games: {no_game})"
+    bits = [head]
+    if part.record_count is not None:
+        bits.append(f"{part.record_count} rows")
+    if part.duration_s is not None:
+        bits.append(f"{part.duration_s:.2f} s")
+    if part.status == Status.RUNNING and not part.lease_alive(now):
+        bits.append("lease expired (crashed run; `cascade sweep` re-triggers it)")
+    if part.status == Status.FAILED and part.raw.get("transient"):
+        bits.append("transient: will be retried")
+    text = ", ".join(bits)
+    if part.blocked:
+        text += f"\n{part.blocked.get('detail') or part.error}"
+    elif part.error and part.status != Status.SUCCESS:
+        text += f"\n{part.error[:300]}"
+    return text
+
+
+def recovery_commands(pipeline: Pipeline, part: Partition, now: datetime) -> list[str]:
+    """The exact commands that recover ``part`` ([] when nothing is to be done).
+
+    * blocked: the ``cascade`` commands of ``blocked.resolution``, in order;
+    * failed, or missing on a game day: ``cascade trigger --date D --phase N --processor P``;
+    * running with an expired lease: ``cascade sweep``; running or waiting: ``cascade wait``.
+    """
+    day = date.fromisoformat(part.data_date)
+    phase = pipeline.processor(part.processor).phase
+    trigger = f"cascade trigger --date {part.data_date} --phase {phase} --processor {part.processor}"
+    if part.status == Status.BLOCKED:
+        resolution = (part.blocked or {}).get("resolution") or ""
+        found = [c.strip() for c in _COMMAND.findall(resolution)]
+        return found or [trigger]
+    if part.status == Status.FAILED:
+        return [trigger]
+    if part.status == Status.MISSING and pipeline.calendar.is_expected(day):
+        return [trigger]
+    if part.status == Status.RUNNING and not part.lease_alive(now):
+        return ["cascade sweep"]
+    if part.status in (Status.RUNNING, Status.WAITING):
+        return [f"cascade wait --date {part.data_date} --phase {phase}"]
+    return []

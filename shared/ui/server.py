@@ -1,0 +1,217 @@
+"""The status page's WSGI application (Werkzeug routing, Jinja2 templates) and its local server.
+
+Routes (all GET, all read-only):
+
+* ``/?start=S&end=E``           the page: the matrix server-rendered, then refreshed live
+* ``/api/matrix?start=S&end=E`` what the page polls: every cell's status from ONE batched read
+* ``/partition?processor=P&date=D``  the detail of one partition (HTML fragment): state, run
+  history, rows, duration, error or blocked reason, recovery commands with copy buttons
+* ``/panels?start=S&end=E``     backfills, dead letters / rejected per phase, coverage per table
+* ``/static/<file>``            the stylesheet and the script (no build step)
+
+The app holds an ``App`` (emulators or production: the same clients as every command) and never
+writes anything. Dead letters and coverage cost a Pub/Sub pull per phase and a BigQuery query per
+table, so they are cached for ``slow_ttl`` seconds; the matrix and the backfills are read fresh.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Callable
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.routing import Map, Rule
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+from ..app import App
+from ..calendar import parse_date
+from ..errors import UnknownProcessorError
+from ..tracking import Partition
+from . import matrix as mx
+from . import panels
+
+_HERE = Path(__file__).resolve().parent
+# Files served under /static/ (name -> content type); nothing else on disk is reachable.
+_STATIC = {"ui.css": "text/css; charset=utf-8", "ui.js": "text/javascript; charset=utf-8"}
+_STATUS_ORDER = ("success", "running", "waiting", "blocked", "failed", "missing", "skipped")
+
+
+def environment() -> Environment:
+    env = Environment(loader=FileSystemLoader(_HERE / "templates"), autoescape=select_autoescape(["html"]),
+                      trim_blocks=True, lstrip_blocks=True)
+    env.filters["when"] = _when
+    env.filters["short"] = _short
+    return env
+
+
+def _when(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
+    return "" if value is None else str(value)
+
+
+def _short(value: Any) -> str:
+    return value.strftime("%m-%d %H:%M:%S") if isinstance(value, datetime) else _when(value)
+
+
+def render_matrix(env: Environment, matrix: mx.Matrix) -> str:
+    """The matrix table alone (what the speed figure in the README measures)."""
+    return env.get_template("_matrix.html").render(m=matrix)
+
+
+class _TTLCache:
+    """Values kept ``ttl`` seconds per key (slow panels), safe across the server's threads."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._values: dict[Any, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Any, compute: Callable[[], Any]) -> Any:
+        with self._lock:
+            hit = self._values.get(key)
+            if hit and time.monotonic() - hit[0] < self.ttl:
+                return hit[1]
+        value = compute()
+        with self._lock:
+            self._values[key] = (time.monotonic(), value)
+        return value
+
+
+@dataclass
+class StatusPage:
+    """The WSGI application. ``start``/``end`` are the range shown when the URL names none."""
+
+    app: App
+    start: date | None = None
+    end: date | None = None
+    refresh_s: float = 5.0
+    slow_ttl: float = 30.0
+    env: Environment = field(default_factory=environment)
+
+    def __post_init__(self) -> None:
+        self._slow = _TTLCache(self.slow_ttl)
+        self.urls = Map([
+            Rule("/", endpoint="page"),
+            Rule("/api/matrix", endpoint="api_matrix"),
+            Rule("/partition", endpoint="partition"),
+            Rule("/panels", endpoint="panels"),
+            Rule("/static/<name>", endpoint="static"),
+        ])
+
+    # ------------------------------------------------------------------ WSGI
+    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Any:
+        request = Request(environ)
+        adapter = self.urls.bind_to_environ(environ)
+        try:
+            endpoint, values = adapter.match(method="GET")
+            response = getattr(self, f"_{endpoint}")(request, **values)
+        except HTTPException as exc:
+            response = exc.get_response(environ)
+        except _BadRequest as exc:
+            response = self._error(request, 400, str(exc))
+        except Exception as exc:  # noqa: BLE001 - e.g. Firestore unreachable: say so, keep serving
+            response = self._error(request, 503, f"{type(exc).__name__}: {exc}")
+        response.headers["Cache-Control"] = "no-store"
+        return response(environ, start_response)
+
+    def _error(self, request: Request, code: int, message: str) -> Response:
+        if request.path.startswith("/api/"):
+            return Response(json.dumps({"error": message}), code, mimetype="application/json")
+        html = self.env.get_template("_error.html").render(message=message, full=request.path == "/")
+        return Response(html, code, mimetype="text/html")
+
+    # ------------------------------------------------------------------ reads
+    def _range(self, request: Request) -> tuple[date, date]:
+        default_start, default_end = mx.default_range(self.app.pipeline, self.app.clock())
+        try:
+            start = parse_date(request.args["start"]) if request.args.get("start") else self.start or default_start
+            end = parse_date(request.args["end"]) if request.args.get("end") else self.end or default_end
+        except ValueError as exc:
+            raise _BadRequest(f"not a date (YYYY-MM-DD): {exc}") from exc
+        try:
+            mx.check_range(start, end)
+        except ValueError as exc:
+            raise _BadRequest(str(exc)) from exc
+        return start, end
+
+    def matrix(self, start: date, end: date) -> mx.Matrix:
+        """ONE batched Firestore read (every processor x every date of the range), then pure code."""
+        names = [p.name for p in self.app.pipeline.processors]
+        days = [start.fromordinal(o) for o in range(start.toordinal(), end.toordinal() + 1)]
+        states = self.app.tracker.partitions(names, days)
+        return mx.build_matrix(self.app.pipeline, states, start, end, self.app.clock())
+
+    # ------------------------------------------------------------------ endpoints
+    def _page(self, request: Request) -> Response:
+        start, end = self._range(request)
+        m = self.matrix(start, end)
+        html = self.env.get_template("page.html").render(
+            m=m, pipeline=self.app.pipeline, project=self.app.project, refresh_ms=int(self.refresh_s * 1000),
+            statuses=_STATUS_ORDER, generated_at=self.app.clock(),
+            glyphs_json=json.dumps({str(k): v for k, v in mx.GLYPHS.items()}),
+            matrix_html=render_matrix(self.env, m))
+        return Response(html, mimetype="text/html")
+
+    def _api_matrix(self, request: Request) -> Response:
+        start, end = self._range(request)
+        data = self.matrix(start, end).states()
+        data["generated_at"] = self.app.clock().isoformat()
+        return Response(json.dumps(data), mimetype="application/json")
+
+    def _partition(self, request: Request) -> Response:
+        name = request.args.get("processor", "")
+        try:
+            proc = self.app.pipeline.processor(name)
+            day = parse_date(request.args.get("date", ""))
+        except UnknownProcessorError as exc:
+            raise _BadRequest(exc.message) from exc
+        except ValueError as exc:
+            raise _BadRequest(f"not a date (YYYY-MM-DD): {exc}") from exc
+        now = self.app.clock()
+        part: Partition = self.app.tracker.partition(name, day)
+        runs = self.app.tracker.runs(processor=name, day=day, limit=50)
+        cal = self.app.pipeline.calendar
+        html = self.env.get_template("_detail.html").render(
+            p=part, proc=proc, phase=self.app.pipeline.phase(proc.phase), runs=runs,
+            expected=cal.is_expected(day), no_game=cal.reason_not_expected(day),
+            lease_alive=part.lease_alive(now), commands=mx.recovery_commands(self.app.pipeline, part, now),
+            checks=(part.raw.get("checks") or {}).get("results") or [])
+        return Response(html, mimetype="text/html")
+
+    def _panels(self, request: Request) -> Response:
+        start, end = self._range(request)
+        html = self.env.get_template("_panels.html").render(
+            backfills=panels.active_backfills(self.app),
+            messages=self._slow.get("messages", lambda: panels.message_counts(self.app)),
+            coverage=self._slow.get(("coverage", start, end), lambda: panels.table_coverage(self.app, start, end)),
+            start=start, end=end, slow_ttl=int(self.slow_ttl), peek=panels.DLQ_PEEK)
+        return Response(html, mimetype="text/html")
+
+    def _static(self, request: Request, name: str) -> Response:
+        if name not in _STATIC:
+            raise NotFound()
+        return Response((_HERE / "static" / name).read_bytes(), content_type=_STATIC[name])
+
+
+class _BadRequest(Exception):
+    """A request the page cannot answer (bad date, range too wide, unknown processor): HTTP 400."""
+
+
+def serve(page: StatusPage, host: str = "127.0.0.1", port: int = 8765,
+          on_ready: Callable[[str], None] | None = None) -> None:
+    """Serve ``page`` until interrupted (threaded: a poll never waits behind a slow panel)."""
+    server = make_server(host, port, page, threaded=True)
+    if on_ready is not None:
+        on_ready(f"http://{host}:{server.server_port}/")
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
