@@ -6,7 +6,10 @@ tests parse every ``.tf`` file with python-hcl2 and check the deployment's contr
 2nd-gen function reachable only internally, a push subscription with OIDC, a 600 s ack deadline,
 10-600 s backoff and dead-lettering; run.invoker for the push identity; publisher only on the next
 phase's topic; dataset-level dataEditor; and every phase of the generated inputs covered without a
-Terraform edit.
+Terraform edit. Also: scaling from the definition (concurrency > 1 with >= 1 vCPU) and a retry policy
+that outlasts the documented burst (docs/deploy.md, "Bursts"); bucket IAM limited to each phase's
+folders; force_destroy as a variable; alerting (alert-entry metric whose filter matches what
+shared.alerts really logs, dead letters, backlog age, 5xx ratio, freshness) and the dashboard.
 
 The checks are ``problems(parsed_tf, inputs) -> list[str]`` so the negative tests can run them on
 mutated copies and prove each check reports what it guards against.
