@@ -239,7 +239,7 @@ _READ_CELLS = """return Array.from(document.querySelectorAll('#matrix td[data-ke
 
 
 def test_the_matrix_in_chromium_shows_date_status_greys_no_game_days_and_opens_a_blocked_cell(
-        cascade, served, browser):
+        browser, cascade, served):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
