@@ -67,8 +67,10 @@ def start_functions(stack: LocalStack, endpoints: Endpoints, pipeline: Pipeline,
         argv = [ff, "--target=handle", "--signature-type=cloudevent", f"--source={source}",
                 "--host=127.0.0.1", f"--port={port}"]
         url = f"http://127.0.0.1:{port}"
-        stack.start_process(f"{_fn_prefix(pipeline)}{ph.number}", argv, function_env(endpoints, pipeline, extra_env),
-                            ready_url=url + "/", cwd=REPO)
+        env = function_env(endpoints, pipeline, extra_env)
+        # Requests one instance serves at once: the phase's declared concurrency, as deployed.
+        env["THREADS"] = os.environ.get("CASCADE_FUNCTION_THREADS") or str(ph.concurrency)
+        stack.start_process(f"{_fn_prefix(pipeline)}{ph.number}", argv, env, ready_url=url + "/", cwd=REPO)
         urls[ph.number] = url
     return urls
 

@@ -30,6 +30,28 @@ START, END = date(2025, 1, 6), date(2025, 1, 19)
 BOX = "nbac_player_boxscore"
 
 
+@pytest.fixture(scope="module")
+def season_from_start(tmp_path_factory) -> str:
+    """The reference pipeline with its 2024-25 season starting at START: lookbacks before START reach
+    outside the season (not expected), so a backfill from START has all its inputs - a backfill
+    elsewhere must find its history present (``test_edges_state``)."""
+    import yaml
+
+    from shared.pipeline import DEFAULT_DEFINITION
+    raw = yaml.safe_load(DEFAULT_DEFINITION.read_text())
+    for season in raw["calendar"]["seasons"]:
+        if season["name"] == "2024-25":
+            season["start"] = START.isoformat()
+    path = tmp_path_factory.mktemp("defs") / "nba_from_start.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+@pytest.fixture()
+def harness(make_harness, season_from_start) -> Harness:
+    return make_harness(pipeline_file=season_from_start)
+
+
 def backfill(h: Harness, **kw) -> "object":
     hooks = {k: kw.pop(k) for k in ("on_result", "on_scheduler") if k in kw}
     req = BackfillRequest(**{"start": START, "end": END, **kw})
@@ -194,9 +216,9 @@ def test_interrupted_backfill_resumes_from_state_retrying_failures_and_not_redoi
 # ---------------------------------------------------------------------- permanent failure
 def test_permanent_failure_is_reported_dependents_blocked_others_complete_one_digest_alert(harness):
     h = harness
-    start, end = date(2025, 1, 9), date(2025, 1, 12)
+    start, end = START, date(2025, 1, 9)
     h.write_raw(start, end)
-    bad = date(2025, 1, 11)
+    bad = date(2025, 1, 8)
     delete_raw(h, BOX, bad)
 
     refused = backfill(h, start=start, end=end)
@@ -259,8 +281,9 @@ def test_concurrent_second_backfill_is_refused_naming_the_first_and_expired_leas
 
 
 # ---------------------------------------------------------------------- rerun through real pushes
-def test_rerun_of_phase_3_reruns_phases_3_and_4_once_each_with_identical_row_counts(stack, endpoints):
-    h = Harness(endpoints, new_namespace())
+def test_rerun_of_phase_3_reruns_phases_3_and_4_once_each_with_identical_row_counts(stack, endpoints,
+                                                                                     season_from_start):
+    h = Harness(endpoints, new_namespace(), pipeline_file=season_from_start).provision()
     h.deploy(stack)
     try:
         s, day = date(2025, 1, 6), date(2025, 1, 8)
