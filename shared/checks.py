@@ -201,5 +201,5 @@ def _bad_state(st: Partition, now, is_run_date: bool) -> str:
     if st.status == RUNNING and not st.lease_alive(now):
         return "running with an expired lease (crashed)"
     if st.status == MISSING and is_run_date:
-        return "missing"
+        return str(MISSING)
     return ""

@@ -23,6 +23,7 @@ from .app import App
 from .messages import Trigger, new_correlation_id
 from .status import date_status, wait_for_phase
 from .synthetic import write_day
+from .state import Status
 
 
 @dataclass
@@ -91,7 +92,7 @@ def _explain(app: App, day: date, phase: int, morning: Morning) -> None:
         return
     for n in app.pipeline.downstream_phases(phase):
         for name, p in st["phases"][str(n)]["processors"].items():
-            if p["status"] in ("blocked", "failed") and p.get("error"):
+            if p["status"] in (Status.BLOCKED, Status.FAILED) and p.get("error"):
                 morning.notes.append(f"{day} {name} {p['status'].upper()}: {p['error'].split('; resolution')[0][:160]}")
 
 
@@ -111,13 +112,13 @@ def simulate(app: App, start: datetime, days: int, fails: list[tuple[str, date]]
         def recover(morning: Morning) -> None:
             # The runbook: restore yesterday's failed scrapes and re-run the failed phase, then
             # re-trigger what strict mode blocked this morning because of them.
-            blocked_now = sorted({date.fromisoformat(d) for (d, n), st in morning.runs.items() if st == "blocked"})
+            blocked_now = sorted({date.fromisoformat(d) for (d, n), st in morning.runs.items() if st == Status.BLOCKED})
             for day in sorted(pending) + [d for d in blocked_now if d not in pending]:
                 scrape(app, day)
                 st = date_status(app, day)
                 first_bad = next((int(n) for n, ph in st["phases"].items()
                                   if int(n) in app.pipeline.downstream_phases(app.pipeline.phases[0].number)
-                                  and ph["status"] in ("failed", "blocked", "missing", "partial")), None)
+                                  and ph["status"] in (Status.FAILED, Status.BLOCKED, Status.MISSING, Status.PARTIAL)), None)
                 if first_bad is None:
                     continue
                 result = run_chain(app, first_bad, day, timeout)
@@ -129,7 +130,7 @@ def simulate(app: App, start: datetime, days: int, fails: list[tuple[str, date]]
         morning = run_morning(app, now, timeout, missing, before_predictions=recover)
         for (iso, n), status in morning.runs.items():
             day = date.fromisoformat(iso)
-            if status in ("failed", "blocked") and n < 5 and day not in to_recover:
+            if status in (Status.FAILED, Status.BLOCKED) and n < 5 and day not in to_recover:
                 to_recover.append(day)
                 missing.pop(day, None)  # the scraper is fixed by the next morning
         mornings.append(morning)

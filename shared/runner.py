@@ -365,7 +365,7 @@ class PhaseRunner:
         completion = Completion(
             trigger=Trigger(pipeline=trigger.pipeline, phase=phase, data_date=day, mode=trigger.mode,
                             strict_mode=trigger.strict_mode, correlation_id=trigger.correlation_id, generation=gen),
-            status="success",
+            status=Status.SUCCESS.value,
             processors={n: {"status": s.status, "record_count": s.record_count, "run_id": s.run_id}
                         for (n, _), s in states.items()},
             completed_at=self.app.clock().isoformat())

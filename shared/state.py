@@ -21,6 +21,9 @@ Outcomes of one attempt that are not stored states:
 * ``busy``   another live run holds the partition (or the one it depends on)
 * ``stale``  the partition moved to a newer generation than the trigger's
 * ``lost``   the run lost its lease to another run; its result was not recorded
+
+Derived views: a backfill plan's cells add ``no-game``, ``running-expired`` and ``outdated``; a
+phase's roll-up for a date adds ``complete`` and ``partial``.
 """
 
 from __future__ import annotations
@@ -38,6 +41,13 @@ class Status(StrEnum):
     SKIPPED = "skipped"
     # outcomes of one attempt (never stored as a partition's status)
     RUN = "run"  # the lease was taken: this attempt runs
+    # cells of a backfill plan and the status page (derived from a partition and the calendar)
+    NO_GAME = "no-game"  # a date the calendar expects no data on
+    EXPIRED = "running-expired"  # running, but its lease expired (a crashed run)
+    OUTDATED = "outdated"  # done at an older generation than its phase's newest on that date
+    # a phase's roll-up for a date (``cascade status``)
+    COMPLETE = "complete"
+    PARTIAL = "partial"
     DONE = "done"
     BUSY = "busy"
     STALE = "stale"

@@ -16,9 +16,10 @@ from typing import Any
 from google.cloud import firestore
 
 from .app import App
+from .state import Status
 from .tracking import BLOCKED, FAILED, RUNNING, SKIPPED, WAITING, Partition
 
-COMPLETE, PARTIAL, MISSING = "complete", "partial", "missing"
+COMPLETE, PARTIAL, MISSING = Status.COMPLETE, Status.PARTIAL, Status.MISSING
 # A Firestore listener can drop (the emulator's watch stream occasionally fails to decode under
 # load); waits then re-read state this often instead of sleeping until their timeout.
 _RECHECK_SECONDS = 2.0
@@ -39,7 +40,7 @@ def phase_state(states: list[Partition], generation: int, now) -> str:
         return RUNNING
     if states and all(s.status == SKIPPED for s in states):
         return SKIPPED
-    if all(s.status == "missing" for s in states):
+    if all(s.status == MISSING for s in states):
         return MISSING
     return PARTIAL
 
@@ -56,7 +57,7 @@ def date_status(app: App, day: date) -> dict[str, Any]:
     for ph in pipeline.phases:
         procs = pipeline.processors_of(ph.number)
         ps = [states[(p.name, day.isoformat())] for p in procs]
-        gen = max((s.generation for s in ps if s.status != "missing"), default=0)
+        gen = max((s.generation for s in ps if s.status != MISSING), default=0)
         claim = tracker.claim(ph.number, day, gen) if ph.next is not None else None
         out["phases"][str(ph.number)] = {
             "name": ph.name,
@@ -82,7 +83,7 @@ def progress_line(status: dict[str, Any], chain: list[int]) -> str:
     parts = []
     for n in chain:
         ph = status["phases"][str(n)]
-        done = sum(1 for p in ph["processors"].values() if p["status"] == "success")
+        done = sum(1 for p in ph["processors"].values() if p["status"] == Status.SUCCESS)
         parts.append(f"phase {n} {ph['status']} ({done}/{len(ph['processors'])})")
     return " | ".join(parts)
 

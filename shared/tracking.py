@@ -55,7 +55,7 @@ class Partition:
 
     processor: str
     data_date: str
-    status: str = "missing"
+    status: str = Status.MISSING
     generation: int = 0
     run_id: str = ""
     record_count: int | None = None
@@ -83,7 +83,7 @@ class Partition:
         if not data:
             return Partition(processor, day)
         return Partition(
-            processor=processor, data_date=day, status=data.get("status", "missing"),
+            processor=processor, data_date=day, status=_status(data.get("status")),
             generation=int(data.get("generation", 0)), run_id=data.get("run_id", ""),
             record_count=data.get("record_count"), attempts=int(data.get("attempts", 0)),
             lease_expires_at=data.get("lease_expires_at"), started_at=data.get("started_at"),
@@ -445,6 +445,14 @@ class Tracker:
             if isinstance(phase, int):
                 counts[phase] = counts.get(phase, 0) + 1
         return counts
+
+
+def _status(value: Any) -> str:
+    """A stored status as the vocabulary's member (an unknown value is kept as it is, never dropped)."""
+    try:
+        return Status(value or Status.MISSING)
+    except ValueError:
+        return str(value)
 
 
 def new_run_id(processor: str, day: date | str) -> str:

@@ -27,10 +27,11 @@ from typing import Any, Iterable
 from ..calendar import date_range
 from ..errors import CascadeError, UnknownProcessorError
 from ..pipeline import Pipeline, Processor
+from ..state import Status
 from ..tracking import BLOCKED, FAILED, RUNNING, SKIPPED, SUCCESS, WAITING, Partition
 
 MAX_RANGE_DAYS = 3 * 366
-DONE, MISSING, NO_GAME, STALE, OUTDATED = "done", "missing", "no-game", "running-expired", "outdated"
+DONE, MISSING, NO_GAME, STALE, OUTDATED = Status.DONE, Status.MISSING, Status.NO_GAME, Status.EXPIRED, Status.OUTDATED
 # One character per state in the printed matrix.
 SYMBOLS = {DONE: "#", MISSING: ".", FAILED: "F", BLOCKED: "B", RUNNING: "R", STALE: "r", OUTDATED: "o",
            NO_GAME: " ", WAITING: "w"}

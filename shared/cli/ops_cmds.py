@@ -112,6 +112,11 @@ def _trigger(args: argparse.Namespace) -> int:
     trig = Trigger(pipeline=a.pipeline.name, phase=phase, data_date=day, processors=tuple(args.processor),
                    mode=args.mode, strict_mode=args.strict_mode, skip_downstream_trigger=args.skip_downstream_trigger,
                    correlation_id=new_correlation_id(), generation=args.generation)
+    try:  # the receiving phase would reject it: refuse here, with the same reason
+        from ..messages import parse
+        parse(trig.to_json(), a.pipeline, phase, now())
+    except CascadeError as exc:
+        return handle_cascade_error(exc)
     topic = a.pipeline.topic(phase)
     message_id = a.publisher.publish(topic, trig.to_json(), trig.attributes())
     if args.json:
