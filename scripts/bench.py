@@ -1,23 +1,48 @@
 #!/usr/bin/env python3
-"""Backfill benchmark (``make bench``): the wavefront vs the seeds' naive loop, on fresh local emulators.
+"""Backfill benchmark (``make bench``): the wavefront vs the seeds' naive loop, in two BigQuery profiles.
 
-Starts its own emulators (in a temporary directory), provisions two namespaces of the reference
-pipeline with the synthetic raw files, then:
+Each profile starts its own emulators (in a temporary directory), provisions two namespaces of the
+reference pipeline with the synthetic raw files, then:
 
-1. backfills phases 2 -> 4 over the range with the dependency-aware wavefront (``--workers``, default 4);
+1. backfills phases 2 -> 4 over its range with the dependency-aware wavefront;
 2. in the second namespace, does the same work the naive way the seeds did - date by date, phase
-   after phase, one partition at a time (in-process ``PhaseRunner.run_partition``).
+   after phase, one partition at a time (in-process ``PhaseRunner.run_partition``);
+3. the daily path: the phase functions (functions-framework, one per phase, Pub/Sub push) are started
+   for the first namespace, the next game day after the range is scraped and phase 2 is triggered in
+   daily mode with strict mode on; timed until phase 4 is complete for that date. The strict-mode
+   BigQuery queries per processor run come from the check reports recorded in the run history.
 
-Prints ONE JSON line: partitions, wall_s, partitions_per_s, naive_wall_s, speedup,
-ideal_lower_bound_s (the largest of: the critical path - the longest dependency chain summed over
-measured partition durations -, total work / workers, and total BigQuery-job seconds / 1 since the
-BigQuery emulator executes one job at a time; job seconds measured in the serial naive run, where
-no job waits behind another), achieved_fraction (bound / wall), overhead_per_partition_s (wall time
-during which no BigQuery job was in flight, per partition), bq_jobs_per_partition,
-firestore_ops_per_partition, peak_rss_mb. Progress goes to stderr.
+Profiles:
 
-    python scripts/bench.py                              # the full 2024-25 season
-    python scripts/bench.py --start 2025-01-06 --end 2025-01-26   # a quick 3-week run
+* **emulator** - the local BigQuery as shipped: it executes one job at a time (~0.1 s per MERGE),
+  so its serial job time bounds everything (``--workers``, default 4). Range ``--start/--end``,
+  default 2024-10-22..2024-12-31 (the season's first ten weeks; the full season, 2025-04-13, fits
+  the bench alone but not both profiles in ~15 minutes on 2 cores);
+* **latency_model** - the same emulator started with the production latency model
+  (emulators/latency_model.py, docs/latency-model.md): a fixed latency per job (``--job-latency-s``,
+  default 1.0) spent concurrently, at most 2 mutating DML per table (FIFO queue), 25 DML per table
+  per 10 s. Range ``--latency-start/--latency-end`` (default the season's first month,
+  2024-10-22..2024-11-21: 30 game days x 9 processors = 270 partitions, the 30-day lookbacks inside
+  the range - a range must start at the season opening or have its lookback history already
+  backfilled, which the backfill now checks); ``--latency-workers``
+  (default 18 = 9 output tables x 2 concurrent MERGEs per table: the scheduler never runs more than
+  2 partitions of a table at once, so more workers could never all be busy; fewer would leave
+  per-table slots idle while the job latency dominates).
+
+Prints ONE JSON line: the emulator profile at the top level (partitions, wall_s, naive_wall_s,
+speedup, ideal_lower_bound_s, bound_terms_s, achieved_fraction, overhead_per_partition_s,
+bq_jobs_per_partition, firestore_ops_per_partition, peak_rss_mb, daily_path) and ``latency_model``
+(job_latency_s, partitions, wall_s, naive_wall_s, speedup, ideal_lower_bound_s, bound_terms_s,
+achieved_fraction, model counters, daily_path), plus the goals it is judged against. Ideal lower
+bounds are the largest of: the critical path (longest dependency chain over partition durations
+measured in the uncontended naive run), work / workers, the serial engine time (BigQuery-job
+seconds of the naive run where no job waits behind another; in the latency profile the emulator's
+own busy time as recorded by the model) and, in the latency profile, the per-table DML time / 2
+(slot seconds of the busiest table / 2 concurrent DML). ``--timeline`` (default
+docs/bench-timeline.svg) gets a picture of the latency-profile runs. Progress goes to stderr.
+
+    python scripts/bench.py                                   # both profiles (~12 min on 2 cores)
+    python scripts/bench.py --profiles latency --latency-end 2024-11-04 --skip-daily   # a quick look
 """
 
 from __future__ import annotations
@@ -31,25 +56,32 @@ import tempfile
 import threading
 import time
 import uuid
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
+
+import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from emulators.latency_model import STATS_PATH  # noqa: E402
 from shared import clients  # noqa: E402
 from shared.alerts import MemoryAlertSink  # noqa: E402
 from shared.app import App  # noqa: E402
 from shared.backfill import BackfillRequest, run_backfill  # noqa: E402
 from shared.calendar import parse_date  # noqa: E402
+from shared.local import start_functions  # noqa: E402
 from shared.localstack import LocalStack  # noqa: E402
-from shared.messages import Trigger  # noqa: E402
+from shared.messages import Trigger, new_correlation_id  # noqa: E402
 from shared.pipeline import load  # noqa: E402
-from shared.provision import ensure_bucket, ensure_pubsub  # noqa: E402
+from shared.provision import ensure_bucket, ensure_pubsub, push_endpoint  # noqa: E402
 from shared.runner import PhaseRunner  # noqa: E402
 from shared.settings import Settings  # noqa: E402
+from shared.status import wait_for_phase  # noqa: E402
 from shared.synthetic import write_raw_files  # noqa: E402
 
+REPO = Path(__file__).resolve().parent.parent
 PHASES = [2, 3, 4]
+GOALS = {"latency_model.speedup": ">= 10", "latency_model.achieved_fraction": ">= 0.8"}
 
 
 def log(msg: str) -> None:
@@ -64,10 +96,10 @@ class JobIntervals:
         self._lock = threading.Lock()
         inner = warehouse._run
 
-        def timed(sql, params):
+        def timed(*args, **kwargs):
             t0 = time.monotonic()
             try:
-                return inner(sql, params)
+                return inner(*args, **kwargs)
             finally:
                 with self._lock:
                     self.intervals.append((t0, time.monotonic()))
@@ -86,6 +118,23 @@ class JobIntervals:
         if cur_e is not None:
             total += cur_e - cur_s
         return total
+
+
+class Model:
+    """The latency model's counters in the BigQuery emulator (GET/POST /_cascade/latency-model)."""
+
+    def __init__(self, base_url: str) -> None:
+        self.url = base_url.rstrip("/") + STATS_PATH
+        self.session = requests.Session()
+        self.session.trust_env = False
+
+    def reset(self) -> None:
+        self.session.post(self.url + "/reset", timeout=30).raise_for_status()
+
+    def stats(self) -> dict:
+        resp = self.session.get(self.url, timeout=30)
+        resp.raise_for_status()
+        return resp.json()
 
 
 def provision(project: str, start: date, end: date) -> App:
@@ -112,20 +161,24 @@ def wavefront(app: App, start: date, end: date, workers: int) -> dict:
     jobs = JobIntervals(app.warehouse)
     holder: dict = {}
     jobs0, ops0 = app.warehouse.stats.jobs, app.tracker.ops
-    req = BackfillRequest(start=start, end=end, phases=PHASES, workers=workers, validate=False)
-    t0 = time.monotonic()
+    req = BackfillRequest(start=start, end=end, phases=PHASES, workers=workers, validate=False,
+                          skip_downstream_trigger=True)
+    t0, cpu0 = time.monotonic(), os.times()
     result = run_backfill(app, req, on_scheduler=lambda s: holder.setdefault("s", s))
-    t1 = time.monotonic()
+    t1, cpu1 = time.monotonic(), os.times()
     report, sched = result.report, holder["s"]
     if result.exit_code != 0:
         raise SystemExit(f"wavefront backfill failed (exit {result.exit_code}):\n{result.render()}")
     n = len(report.succeeded)
     wall = report.elapsed_s
-    by_label = {node.label: node.key for node in sched.nodes.values()}
-    durations = {by_label[lbl]: e - s for lbl, (s, e) in report.timings.items()}
+    nodes = {node.label: node for node in sched.nodes.values()}
+    durations = {nodes[lbl].key: e - s for lbl, (s, e) in report.timings.items()}
+    origin = min((s for s, _ in report.timings.values()), default=t0)
+    timeline = [(nodes[lbl].table.split(".")[-1], s - origin, e - origin) for lbl, (s, e) in report.timings.items()]
     return {"partitions": n, "wall_s": wall, "command_wall_s": t1 - t0, "jobs": app.warehouse.stats.jobs - jobs0,
-            "ops": app.tracker.ops - ops0, "busy_s": jobs.busy(t1 - (result.report.elapsed_s + 0.5), t1),
-            "durations": durations, "sched": sched}
+            "ops": app.tracker.ops - ops0, "busy_s": jobs.busy(t1 - (report.elapsed_s + 0.5), t1),
+            "durations": durations, "sched": sched, "timeline": timeline,
+            "cli_cpu_s": (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)}
 
 
 def naive(app: App, start: date, end: date) -> dict:
@@ -137,6 +190,7 @@ def naive(app: App, start: date, end: date) -> dict:
     t0 = time.monotonic()
     n = 0
     durations: dict[tuple[str, str], float] = {}
+    timeline: list[tuple[str, float, float]] = []
     for i, day in enumerate(days):
         for phase in PHASES:
             for proc in pipeline.processors_of(phase):
@@ -144,65 +198,278 @@ def naive(app: App, start: date, end: date) -> dict:
                                mode="backfill", skip_downstream_trigger=True, correlation_id="naive")
                 p0 = time.monotonic()
                 out = runner.run_partition(proc, trig)
-                durations[(proc.name, day.isoformat())] = time.monotonic() - p0
+                p1 = time.monotonic()
+                durations[(proc.name, day.isoformat())] = p1 - p0
+                timeline.append((proc.output.name, p0 - t0, p1 - t0))
                 if out.status != "success":
                     raise SystemExit(f"naive run failed: {proc.name} {day}: {out.status} {out.error}")
                 n += 1
-        if (i + 1) % 20 == 0:
+        if (i + 1) % 10 == 0:
             log(f"naive: {i + 1}/{len(days)} dates, {time.monotonic() - t0:.0f} s")
     wall = time.monotonic() - t0
     return {"partitions": n, "wall_s": wall, "jobs": app.warehouse.stats.jobs - jobs0,
-            "job_seconds": sum(e - s for s, e in jobs.intervals), "durations": durations}
+            "job_seconds": sum(e - s for s, e in jobs.intervals), "durations": durations, "timeline": timeline}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--start", type=parse_date, default=date(2024, 10, 22))
-    ap.add_argument("--end", type=parse_date, default=date(2025, 4, 13))
-    ap.add_argument("--workers", type=int, default=4)
-    ap.add_argument("--skip-naive", action="store_true", help="only the wavefront (no speedup figure)")
-    args = ap.parse_args(argv)
-    project = "cascade-bench"
-    with tempfile.TemporaryDirectory(prefix="cascade-bench-") as tmp:
-        stack = LocalStack(Path(tmp), project=project, log=log)
-        try:
-            eps = stack.start_emulators()
-            os.environ.update(eps.as_env())
-            os.environ["CASCADE_PROJECT"] = project
-            log(f"emulators up: {eps.as_env()}")
-            app = provision(project, args.start, args.end)
-            log(f"wavefront backfill of phases {PHASES} with {args.workers} workers ...")
-            w = wavefront(app, args.start, args.end, args.workers)
-            log(f"wavefront: {w['partitions']} partitions in {w['wall_s']:.1f} s")
-            nv = None
-            if not args.skip_naive:
-                app2 = provision(project, args.start, args.end)
-                log("naive: date by date, phase after phase, one partition at a time ...")
-                nv = naive(app2, args.start, args.end)
-                log(f"naive: {nv['partitions']} partitions in {nv['wall_s']:.1f} s")
-        finally:
-            stack.stop()
+def daily_path(stack: LocalStack, eps, app: App, after: date, timeout: float = 300.0) -> dict:
+    """Trigger phase 2 (daily mode, strict) for the first game day after ``after``; time it to phase 4 complete."""
+    pipeline, project = app.pipeline, app.project
+    cal = pipeline.calendar
+    day = after + timedelta(days=1)
+    while not cal.is_expected(day):
+        day += timedelta(days=1)
+    t_fn = time.monotonic()
+    urls = start_functions(stack, eps, pipeline, phases=PHASES)
+    ensure_pubsub(pipeline, project, clients.publisher(), clients.subscriber(),
+                  {n: push_endpoint(u, project, pipeline.topic(n)) for n, u in urls.items()})
+    write_raw_files(pipeline, app.storage, project, day, day)
+    log(f"daily path: functions for phases {PHASES} up in {time.monotonic() - t_fn:.1f} s; triggering {day}")
+    trig = Trigger(pipeline=pipeline.name, phase=PHASES[0], data_date=day, mode="daily", strict_mode=True,
+                   correlation_id=new_correlation_id())
+    since = app.clock()
+    t0 = time.monotonic()
+    app.publisher.publish(pipeline.topic(PHASES[0]), trig.to_json(), trig.attributes())
+    waited = wait_for_phase(app, day, PHASES[-1], timeout, since=since)
+    wall = time.monotonic() - t0
+    if waited.code != 0:  # e.g. a range shorter than the lookbacks: strict mode blocks, as it should
+        log(f"daily path for {day} did not complete: {waited.reason}")
+        return {"date": day.isoformat(), "complete": False, "reason": waited.reason}
+    runs = [r for r in app.tracker.runs(day=day, limit=1000) if r.get("processor") in {p.name for p in
+                                                                                        pipeline.processors
+                                                                                        if p.phase in PHASES}]
+    per_proc: dict[str, int] = {}
+    strict_runs = 0
+    for r in runs:
+        checks = r.get("checks") or {}
+        q = int(checks.get("queries") or 0)
+        per_proc[r["processor"]] = per_proc.get(r["processor"], 0) + q
+        strict_runs += 1 if checks and not checks.get("skipped") else 0
+    total = sum(per_proc.values())
+    return {"date": day.isoformat(), "complete": True, "trigger_to_phase4_complete_s": round(wall, 2),
+            "processor_runs": len(runs), "runs_with_strict_checks": strict_runs,
+            "strict_queries_total": total,
+            "strict_queries_per_processor_run": round(total / len(runs), 2) if runs else None,
+            "strict_queries_by_processor": dict(sorted(per_proc.items()))}
+
+
+def run_profile(tmp: Path, name: str, project: str, start: date, end: date, workers: int,
+                latency: float | None, skip_naive: bool, skip_daily: bool) -> dict:
+    stack = LocalStack(tmp / name, project=project, log=log, bq_latency_s=latency)
+    saved = dict(os.environ)
+    out: dict = {}
+    try:
+        eps = stack.start_emulators()
+        os.environ.update(eps.as_env())
+        os.environ["CASCADE_PROJECT"] = project
+        model = Model(eps.bigquery) if latency is not None else None
+        log(f"[{name}] emulators up: {eps.as_env()}")
+        app = provision(project, start, end)
+        if model:
+            model.reset()
+        log(f"[{name}] wavefront backfill of phases {PHASES} over {start}..{end} with {workers} workers ...")
+        out["wave"] = wavefront(app, start, end, workers)
+        out["wave_model"] = model.stats() if model else None
+        log(f"[{name}] wavefront: {out['wave']['partitions']} partitions in {out['wave']['wall_s']:.1f} s")
+        if not skip_naive:
+            app2 = provision(project, start, end)
+            if model:
+                model.reset()
+            log(f"[{name}] naive: date by date, phase after phase, one partition at a time ...")
+            out["naive"] = naive(app2, start, end)
+            out["naive_model"] = model.stats() if model else None
+            log(f"[{name}] naive: {out['naive']['partitions']} partitions in {out['naive']['wall_s']:.1f} s")
+        if not skip_daily:
+            out["daily"] = daily_path(stack, eps, app, end)
+            log(f"[{name}] daily path: {out['daily']}")
+    finally:
+        stack.stop()
+        os.environ.clear()
+        os.environ.update(saved)
+    return out
+
+
+def summarize_emulator(r: dict, start: date, end: date, workers: int) -> dict:
+    w, nv = r["wave"], r.get("naive")
     n, wall = w["partitions"], w["wall_s"]
     # Partition durations and job seconds from the serial naive run: uncontended, nothing queued
     # behind another job (the wavefront's own durations include waiting for the emulator).
     durations = nv["durations"] if nv else w["durations"]
     bq_serial = nv["job_seconds"] * (w["jobs"] / nv["jobs"]) if nv else w["busy_s"]
     cp, work = critical_path(w["sched"], durations), sum(durations.values())
-    bound = max(cp, work / args.workers, bq_serial)
-    out = {
-        "range": f"{args.start}..{args.end}", "workers": args.workers,
+    bound = max(cp, work / workers, bq_serial)
+    return {
+        "range": f"{start}..{end}", "workers": workers,
         "partitions": n, "wall_s": round(wall, 2), "partitions_per_s": round(n / wall, 2),
         "naive_wall_s": round(nv["wall_s"], 2) if nv else None,
         "speedup": round(nv["wall_s"] / wall, 2) if nv else None,
         "ideal_lower_bound_s": round(bound, 2),
-        "bound_terms_s": {"critical_path": round(cp, 2), "work_over_workers": round(work / args.workers, 2),
+        "bound_terms_s": {"critical_path": round(cp, 2), "work_over_workers": round(work / workers, 2),
                           "bigquery_job_seconds_serial": round(bq_serial, 2)},
         "achieved_fraction": round(bound / wall, 3),
         "overhead_per_partition_s": round(max(wall - w["busy_s"], 0.0) / n, 4),
         "bq_jobs_per_partition": round(w["jobs"] / n, 3),
         "firestore_ops_per_partition": round(w["ops"] / n, 2),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
+
+
+def summarize_latency(r: dict, start: date, end: date, workers: int, latency: float) -> dict:
+    w, nv, wm, nm = r["wave"], r.get("naive"), r["wave_model"], r.get("naive_model")
+    n, wall = w["partitions"], w["wall_s"]
+    durations = nv["durations"] if nv else w["durations"]
+    cp, work = critical_path(w["sched"], durations), sum(durations.values())
+    # The emulator still executes one job at a time: its busy time (recorded by the model, wavefront
+    # run) is serial work no schedule can overlap.
+    engine = wm["engine_busy_s"]
+    # 2 mutating DML per table: the busiest table's slot-seconds / 2. Slot-seconds from the naive
+    # run (uncontended: latency + execution, no waiting for the engine), scaled to the wavefront's count.
+    src = nm if nm else wm
+    per_table = max(((t["slot_s"] / t["dml"]) * wm["tables"].get(name, {"dml": t["dml"]})["dml"] / wm["dml_per_table"]
+                     for name, t in src["tables"].items() if t["dml"]), default=0.0)
+    bound = max(cp, work / workers, engine, per_table)
+    return {
+        "job_latency_s": latency, "range": f"{start}..{end}", "workers": workers,
+        "partitions": n, "wall_s": round(wall, 2), "partitions_per_s": round(n / wall, 2),
+        "naive_wall_s": round(nv["wall_s"], 2) if nv else None,
+        "speedup": round(nv["wall_s"] / wall, 2) if nv else None,
+        "ideal_lower_bound_s": round(bound, 2),
+        "bound_terms_s": {"critical_path": round(cp, 2), "work_over_workers": round(work / workers, 2),
+                          "serial_engine_s": round(engine, 2), "per_table_dml_over_2": round(per_table, 2)},
+        "achieved_fraction": round(bound / wall, 3),
+        "bq_jobs_per_partition": round(w["jobs"] / n, 3),
+        "firestore_ops_per_partition": round(w["ops"] / n, 2),
+        "model": {"jobs": wm["jobs"], "dml_jobs": wm["dml_jobs"], "max_in_flight": wm["max_in_flight"],
+                  "max_dml_running_per_table": wm["max_running_per_table"],
+                  "dml_queue_wait_s": round(sum(t["queue_wait_s"] for t in wm["tables"].values()), 2),
+                  "rate_limit_wait_s": round(sum(t["rate_wait_s"] for t in wm["tables"].values()), 2),
+                  "engine_s_per_job": round(wm["engine_busy_s"] / max(wm["jobs"], 1), 4),
+                  "emulator_cpu_s": wm.get("process_cpu_s"), "cli_cpu_s": round(w["cli_cpu_s"], 2),
+                  "naive_engine_s_per_job": round(nm["engine_busy_s"] / max(nm["jobs"], 1), 4) if nm else None},
+    }
+
+
+# ------------------------------------------------------------------------------------------ the picture
+
+def timeline_svg(wave: list[tuple[str, float, float]], naive_tl: list[tuple[str, float, float]] | None,
+                 title: str) -> str:
+    """A hand-written SVG: completed partitions over time (both runs, one time axis), then per-table
+    Gantt rows of the wavefront and of the naive loop over the same window (one time axis)."""
+    tables = sorted({t for t, _, _ in wave})
+    width, left, right = 1100, 190, 30
+    plot_w = width - left - right
+    wave_end = max((e for _, _, e in wave), default=1.0)
+    naive_end = max((e for _, _, e in naive_tl), default=wave_end) if naive_tl else wave_end
+    parts: list[str] = []
+    y = 40
+
+    def text(x: float, yy: float, s: str, size: int = 12, anchor: str = "start", weight: str = "normal",
+             fill: str = "#222") -> None:
+        s = s.replace("&", "&amp;").replace("<", "&lt;")
+        parts.append(f'<text x="{x:.1f}" y="{yy:.1f}" font-size="{size}" text-anchor="{anchor}" '
+                     f'font-weight="{weight}" fill="{fill}">{s}</text>')
+
+    def axis(y0: float, y1: float, t_end: float, label: str) -> None:
+        step = next(s for s in (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200) if t_end / s <= 10)
+        t = 0.0
+        while t <= t_end + 1e-9:
+            x = left + plot_w * t / t_end
+            parts.append(f'<line x1="{x:.1f}" y1="{y0}" x2="{x:.1f}" y2="{y1}" stroke="#ddd"/>')
+            text(x, y1 + 14, f"{t:g}", 10, "middle", fill="#555")
+            t += step
+        text(left + plot_w / 2, y1 + 28, label, 11, "middle", fill="#555")
+
+    text(width / 2, 22, title, 15, "middle", "bold")
+    # Panel 1: cumulative completions, both runs on one axis.
+    h1 = 170
+    text(10, y + 12, "partitions completed", 12, weight="bold")
+    total = max(len(wave), 1)
+    t_end = max(naive_end, wave_end)
+    axis(y, y + h1, t_end, "seconds since the run started (same axis for both runs)")
+    for series, colour, name in ((wave, "#1f77b4", "wavefront"), (naive_tl or [], "#d62728", "naive loop")):
+        if not series:
+            continue
+        ends = sorted(e for _, _, e in series)
+        pts = [(left, y + h1)] + [(left + plot_w * e / t_end, y + h1 - h1 * (i + 1) / total) for i, e in enumerate(ends)]
+        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="'
+                     + " ".join(f"{px:.1f},{py:.1f}" for px, py in pts) + '"/>')
+        text(pts[-1][0] - 4, pts[-1][1] - 6, f"{name}: {len(series)} in {ends[-1]:.0f} s", 11, "end", "bold", colour)
+    text(left - 6, y + 10, str(total), 10, "end", fill="#555")
+    text(left - 6, y + h1, "0", 10, "end", fill="#555")
+    y += h1 + 50
+
+    def gantt(series: list[tuple[str, float, float]], window: float, heading: str, colour: str) -> None:
+        nonlocal y
+        row = 16
+        text(10, y + 12, heading, 12, weight="bold")
+        y += 20
+        top = y
+        for i, table in enumerate(tables):
+            ry = top + i * row
+            text(left - 6, ry + 11, table, 10, "end")
+            parts.append(f'<line x1="{left}" y1="{ry + row:.1f}" x2="{width - right}" y2="{ry + row:.1f}" stroke="#f0f0f0"/>')
+            for t, s, e in series:
+                if t != table or s > window:
+                    continue
+                x0 = left + plot_w * s / window
+                x1 = left + plot_w * min(e, window) / window
+                parts.append(f'<rect x="{x0:.2f}" y="{ry + 2:.1f}" width="{max(x1 - x0, 0.6):.2f}" height="{row - 4}" '
+                             f'fill="{colour}" fill-opacity="0.55" stroke="{colour}" stroke-width="0.3"/>')
+        y = top + len(tables) * row
+        axis(top, y, window, "seconds (same axis for both Gantt charts)")
+        y += 45
+
+    done_naive = sum(1 for _, _, e in naive_tl or [] if e <= wave_end)
+    gantt(wave, wave_end, f"wavefront: every partition as a bar on its output table ({len(wave)} partitions, "
+                          f"{wave_end:.0f} s)", "#1f77b4")
+    if naive_tl:
+        gantt(naive_tl, wave_end, f"naive loop over the same {wave_end:.0f} s: {done_naive} of {len(naive_tl)} "
+                                  f"partitions done", "#d62728")
+    height = y + 10
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" font-family="Helvetica, Arial, sans-serif">\n'
+            f'<rect width="{width}" height="{height}" fill="white"/>\n' + "\n".join(parts) + "\n</svg>\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profiles", default="emulator,latency", help="comma list of: emulator, latency")
+    ap.add_argument("--start", type=parse_date, default=date(2024, 10, 22), help="emulator profile range start")
+    ap.add_argument("--end", type=parse_date, default=date(2024, 12, 31), help="emulator profile range end")
+    ap.add_argument("--workers", type=int, default=4, help="wavefront workers, emulator profile")
+    ap.add_argument("--latency-start", type=parse_date, default=date(2024, 10, 22))
+    ap.add_argument("--latency-end", type=parse_date, default=date(2024, 11, 21))
+    ap.add_argument("--latency-workers", type=int, default=18,
+                    help="wavefront workers, latency profile (9 tables x 2 concurrent MERGEs)")
+    ap.add_argument("--job-latency-s", type=float, default=1.0)
+    ap.add_argument("--skip-naive", action="store_true", help="only the wavefront (no speedup figure)")
+    ap.add_argument("--skip-daily", action="store_true", help="no daily-path figures")
+    ap.add_argument("--timeline", type=Path, default=REPO / "docs" / "bench-timeline.svg",
+                    help="SVG picture of the latency-profile runs ('' for none)")
+    args = ap.parse_args(argv)
+    profiles = {p.strip() for p in args.profiles.split(",") if p.strip()}
+    project = "cascade-bench"
+    out: dict = {}
+    with tempfile.TemporaryDirectory(prefix="cascade-bench-") as tmp:
+        if "emulator" in profiles:
+            r = run_profile(Path(tmp), "emulator", project, args.start, args.end, args.workers, None,
+                            args.skip_naive, args.skip_daily)
+            out.update(summarize_emulator(r, args.start, args.end, args.workers))
+            out["daily_path"] = r.get("daily")
+        if "latency" in profiles:
+            r = run_profile(Path(tmp), "latency", project, args.latency_start, args.latency_end,
+                            args.latency_workers, args.job_latency_s, args.skip_naive, args.skip_daily)
+            lat = summarize_latency(r, args.latency_start, args.latency_end, args.latency_workers,
+                                    args.job_latency_s)
+            lat["daily_path"] = r.get("daily")
+            out["latency_model"] = lat
+            if args.timeline and str(args.timeline):
+                title = (f"make bench, latency model ({args.job_latency_s:g} s per BigQuery job, 2 MERGEs per table): "
+                         f"{args.latency_start}..{args.latency_end}, phases 2-4, {lat['partitions']} partitions")
+                args.timeline.parent.mkdir(parents=True, exist_ok=True)
+                args.timeline.write_text(timeline_svg(r["wave"]["timeline"], (r.get("naive") or {}).get("timeline"),
+                                                      title))
+                log(f"timeline written to {args.timeline}")
+    out["goals"] = GOALS
+    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(out))
     return 0
 
