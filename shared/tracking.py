@@ -356,6 +356,22 @@ class Tracker:
             return False
         return True
 
+    def watch_partitions(self, field_name: str, value: Any, on_change: Callable[[list[Partition]], None]) -> Any:
+        """A Firestore listener on the partitions whose ``field_name`` equals ``value`` (e.g. a
+        backfill's correlation id): ``on_change`` gets the changed partitions. Returns the watch
+        (``.unsubscribe()``). Listeners can drop on the emulator: callers re-read on a bounded wait."""
+        q = self._col("partitions").where(filter=firestore.FieldFilter(field_name, "==", value))
+
+        def changed(_docs: Any, changes: Any, _read_time: Any) -> None:
+            parts = []
+            for ch in changes:
+                d = ch.document.to_dict() or {}
+                parts.append(Partition.from_doc(d.get("processor", ""), d.get("data_date", ""), d))
+            if parts:
+                on_change(parts)
+        self.ops += 1
+        return q.on_snapshot(changed)
+
     def partitions_where(self, field_name: str, op: str, value: Any) -> list[Partition]:
         """Partitions matching one filter (e.g. status == running), from a single query."""
         self.ops += 1

@@ -20,6 +20,7 @@ from typing import Any, Callable, TextIO
 from ..app import App
 from ..errors import LeaseHeldError
 from .digest import collecting_alerts, digest_alert
+from .executors import EXECUTORS
 from .lease import BackfillLease, describe_holder, holders
 from .plan import Plan, UsageError, build_plan, check_range, select_processors
 from .progress import Progress
@@ -46,6 +47,8 @@ class BackfillRequest:
     max_attempts: int = 3
     backoff_base: float = 0.5
     lease_ttl_seconds: float | None = None
+    executor: str = "in-process"  # or "functions": each partition dispatched to its phase function
+    partition_timeout_s: float = 1800.0  # functions executor: a partition with no final state by then fails
 
     def check(self) -> None:
         check_range(self.start, self.end)
@@ -57,12 +60,18 @@ class BackfillRequest:
             raise UsageError("--preflight-threshold must be in (0, 1], e.g. 0.95")
         if self.max_rate is not None and self.max_rate <= 0:
             raise UsageError("--max-rate must be positive")
+        if self.executor not in EXECUTORS:
+            raise UsageError(f"--executor must be one of {list(EXECUTORS)}")
+        if self.partition_timeout_s <= 0:
+            raise UsageError("--partition-timeout must be positive (seconds)")
 
     def command(self) -> str:
         parts = ["cascade backfill", f"--start {self.start}", f"--end {self.end}"]
         parts += [f"--processor {p}" for p in self.processors] or [f"--phase {p}" for p in self.phases]
         if self.workers != 4:
             parts.append(f"--workers {self.workers}")
+        if self.executor != "in-process":
+            parts.append(f"--executor {self.executor}")
         if self.skip_downstream_trigger:
             parts.append("--skip-downstream-trigger")
         return " ".join(parts)
@@ -203,6 +212,7 @@ def run_backfill(app: App, req: BackfillRequest, progress_stream: TextIO | None 
             sched = Scheduler(app, plan, workers=req.workers, max_merges_per_table=req.max_merges_per_table,
                               max_rate=req.max_rate, max_attempts=req.max_attempts, backoff_base=req.backoff_base,
                               cascade_phases=cascade, on_result=on_result, input_gaps=gaps,
+                              executor=req.executor, partition_timeout_s=req.partition_timeout_s,
                               progress=progress if progress is not None else Progress(progress_stream))
             if on_scheduler:
                 on_scheduler(sched)

@@ -4,7 +4,9 @@ A partition (processor, date) is ready when every upstream partition it reads th
 backfill's target set* has succeeded: same-date upstreams, and every expected date of its lookback
 window (window dates outside the target are not waited for; the backfill runs in backfill mode, so
 strict checks are skipped and the preflight covers history). Ready partitions run on a pool of
-``workers`` threads through ``PhaseRunner.run_partition`` (lease, dedupe, MERGE, record), earliest
+``workers`` threads through an executor (``executors``: ``PhaseRunner.run_partition`` in this
+process - lease, dedupe, MERGE, record - or a dispatch to the deployed phase function followed in
+Firestore), earliest
 date first then phase, so the wavefront slides across dates and phases at once; at most
 ``max_merges_per_table`` run against one output table at a time; an optional rate limit spaces
 submissions.
@@ -41,6 +43,7 @@ from ..messages import Trigger, new_correlation_id
 from ..runner import Outcome, PhaseResult, PhaseRunner
 from ..state import Status
 from ..tracking import BLOCKED, SUCCESS
+from .executors import executor_for
 from .plan import Node, Plan, upstream_window
 
 logger = get_logger("backfill")
@@ -94,7 +97,8 @@ class Scheduler:
                  max_rate: float | None = None, max_attempts: int = 3, backoff_base: float = 0.5,
                  cascade_phases: set[int] | frozenset[int] = frozenset(), correlation_id: str = "",
                  progress: Any = None, on_result: Callable[[Result, "Scheduler"], None] | None = None,
-                 busy_wait_s: float | None = None, input_gaps: dict[tuple[str, str], str] | None = None) -> None:
+                 busy_wait_s: float | None = None, input_gaps: dict[tuple[str, str], str] | None = None,
+                 executor: str = "in-process", partition_timeout_s: float = 1800.0) -> None:
         if workers < 1 or max_merges_per_table < 1:
             raise ValueError("workers and max_merges_per_table must be at least 1")
         self.app, self.plan, self.pipeline = app, plan, app.pipeline
@@ -105,6 +109,8 @@ class Scheduler:
         self.busy_wait_s = busy_wait_s if busy_wait_s is not None else 2 * app.settings.lease_seconds
         self.cascade_phases = set(cascade_phases)
         self.correlation_id = correlation_id or new_correlation_id()
+        self.executor_name, self.partition_timeout_s = executor, partition_timeout_s
+        self.executor: Any = None  # created when the run starts (a listener for the functions executor)
         self.progress, self.on_result = progress, on_result
         self.nodes = {n.key: n for n in plan.nodes}
         # Partitions whose inputs outside the backfill are missing: failed up front, never run.
@@ -146,6 +152,13 @@ class Scheduler:
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> RunReport:
+        self.executor = executor_for(self.executor_name, self.app, self.correlation_id, self.partition_timeout_s)
+        try:
+            return self._run()
+        finally:
+            self.executor.close()
+
+    def _run(self) -> RunReport:
         started = time.monotonic()
         waiting = {k: len(d) for k, d in self.deps.items()}
         ready: list[tuple] = []
@@ -264,16 +277,13 @@ class Scheduler:
 
     # ------------------------------------------------------------------ workers
     def _execute(self, node: Node, generation: int) -> None:
-        proc = self.pipeline.processor(node.processor)
         trig = Trigger(pipeline=self.pipeline.name, phase=node.phase, data_date=node.day, processors=(node.processor,),
                        mode="backfill", skip_downstream_trigger=True, correlation_id=self.correlation_id,
                        generation=generation)
         started = time.monotonic()
         outcome, error = None, None
         try:
-            # Inputs inside the range are this wavefront's own dependencies; those outside it were
-            # verified by the engine before the run (``validate.outside_inputs``).
-            outcome = self.runner.run_partition(proc, trig, trigger_id=self.correlation_id, inputs_verified=True)
+            outcome = self.executor.run(node, trig)
         except Exception as exc:  # noqa: BLE001 - classified by the main loop
             error = exc
         self._done.append(Result(node, outcome, error, started, time.monotonic(), generation))

@@ -41,6 +41,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preflight-threshold", type=float, default=0.95,
                    help="minimum upstream coverage (fraction of expected dates, default 0.95)")
     p.add_argument("--skip-validation", action="store_true", help="do not validate the range at the end")
+    p.add_argument("--executor", choices=["in-process", "functions"], default="in-process",
+                   help="where partitions run: in this process (default), or dispatched to the deployed phase "
+                        "functions as backfill-mode triggers and followed in Firestore (stopping the CLI loses "
+                        "nothing: dispatched partitions finish, re-running resumes)")
+    p.add_argument("--partition-timeout", type=float, default=1800.0,
+                   help="functions executor: seconds a dispatched partition may take to reach a final state "
+                        "(default 1800)")
     p.add_argument("--json", action="store_true", help="print the plan / summary as JSON")
     p.set_defaults(func=_backfill)
 
@@ -110,7 +117,8 @@ def _backfill(args: argparse.Namespace) -> int:
                           workers=args.workers, max_merges_per_table=args.max_merges_per_table,
                           max_rate=args.max_rate, skip_downstream_trigger=args.skip_downstream_trigger,
                           dry_run=args.dry_run, force=args.force, skip_preflight=args.skip_preflight,
-                          preflight_threshold=args.preflight_threshold, validate=not args.skip_validation)
+                          preflight_threshold=args.preflight_threshold, validate=not args.skip_validation,
+                          executor=args.executor, partition_timeout_s=args.partition_timeout)
     try:
         result = run_backfill(app(), req)
     except CascadeError as exc:
