@@ -34,6 +34,13 @@ FRAMEWORK_COLUMNS = {"_run_id": "STRING", "_processed_at": "TIMESTAMP", "_fence"
 # `{dataset.table}` placeholders in processor SQL; resolved only against declared tables.
 _PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9_]*)\.([a-z][a-z0-9_]*)\}")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+# `python: package.module:attribute` - the callable of a Python processor (or a synthetic-data hook).
+_CALLABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+# Fields of the manifest row an export processor writes (its output columns are a subset of these
+# plus its date column): the file's gs:// path, its row count, its size and its SHA-256.
+MANIFEST_FIELDS = {"path": "STRING", "row_count": "INT64", "bytes": "INT64", "sha256": "STRING"}
+GATE_KINDS = ("row_count", "not_null", "range", "sql")
+_NUMERIC = {"INT64", "FLOAT64", "NUMERIC"}
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,33 @@ class Upstream:
 
 
 @dataclass(frozen=True)
+class Gate:
+    """A quality assertion on a processor's output partition, evaluated right after its write.
+
+    ``row_count`` (``min``/``max`` rows, or ``within_pct`` of the median row count of the trailing
+    ``days`` expected dates), ``not_null`` (``columns``), ``range`` (``column`` within ``min``..``max``)
+    or ``sql`` (a SELECT returning the offending rows; ``@data_date`` is a parameter).
+    """
+
+    kind: str
+    name: str
+    columns: tuple[str, ...] = ()
+    min: float | None = None
+    max: float | None = None
+    within_pct: float | None = None
+    days: int = 0
+    sql: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind, "name": self.name}
+        for k in ("columns", "min", "max", "within_pct", "days", "sql"):
+            v = getattr(self, k)
+            if v not in (None, (), 0):
+                out[k] = list(v) if isinstance(v, tuple) else v
+        return out
+
+
+@dataclass(frozen=True)
 class Processor:
     """One unit of work of a phase for one date: reads upstreams, MERGEs its output table."""
 
@@ -105,11 +139,15 @@ class Processor:
     source: dict[str, Any] | None = None
     export: dict[str, Any] | None = None
     allow_empty: bool = False  # zero rows on an expected date is a valid result (else refused)
+    python: str | None = None  # "module:attribute" of a Python processor's callable
+    gates: tuple[Gate, ...] = ()  # quality assertions on the written partition
 
     @property
     def kind(self) -> str:
-        """``gcs_json_load`` (raw files -> table), ``sql`` (SELECT -> table) or ``gcs_json_export``."""
-        return "gcs_json_load" if self.source else "gcs_json_export" if self.export else "sql"
+        """``gcs_json_load`` (raw files -> table), ``sql`` (SELECT -> table), ``python`` (a callable
+        returning rows -> table) or ``gcs_json_export``."""
+        return ("gcs_json_load" if self.source else "gcs_json_export" if self.export
+                else "python" if self.python else "sql")
 
     @property
     def lookback_days(self) -> int:
@@ -153,6 +191,7 @@ class Pipeline:
     raw_bucket: str = ""
     namespace: str = ""
     source_path: str = ""
+    synthetic: str | None = None  # "module:attribute" making realistic raw files (else derived generically)
 
     # ------------------------------------------------------------------ naming
     def with_namespace(self, namespace: str) -> "Pipeline":
@@ -251,6 +290,10 @@ class Pipeline:
         sql = proc.sql if proc.sql is not None else (proc.export or {}).get("sql")
         if sql is None:
             raise DefinitionError(f"processor {proc.name} has no sql")
+        return self.render_text(sql, project)
+
+    def render_text(self, sql: str, project: str) -> str:
+        """``sql`` with its ``{dataset.table}`` placeholders replaced by declared table ids."""
         tables = {p.output.logical: p.output for p in self.processors}
 
         def sub(m: re.Match[str]) -> str:
@@ -295,6 +338,8 @@ class Pipeline:
                             "lookback_days": p.lookback_days,
                             "source": p.source,
                             "export": p.export,
+                            "python": p.python,
+                            "gates": [g.describe() for g in p.gates],
                         }
                         for p in self.processors_of(ph.number)
                     ],
@@ -332,7 +377,8 @@ def from_dict(raw: dict[str, Any], source_path: str = "") -> Pipeline:
         pipeline = Pipeline(name=str(raw["pipeline"]), description=str(raw.get("description", "")),
                             calendar=Calendar.from_dict(raw["calendar"]), phases=phases,
                             processors=processors, raw_bucket=str(raw.get("raw_bucket", "raw")),
-                            source_path=source_path)
+                            source_path=source_path,
+                            synthetic=str(raw["synthetic"]) if raw.get("synthetic") else None)
     except DefinitionError:
         raise
     except (KeyError, TypeError, ValueError) as exc:
@@ -354,7 +400,59 @@ def _processor(raw: dict[str, Any]) -> Processor:
         output=Table(dataset=dataset, name=table, date_column=str(out["date_column"]),
                      keys=tuple(out["keys"]), columns=columns, critical=tuple(out.get("critical", []))),
         upstreams=upstreams, sql=raw.get("sql"), source=raw.get("source"), export=raw.get("export"),
-        allow_empty=bool(raw.get("allow_empty", False)))
+        allow_empty=bool(raw.get("allow_empty", False)),
+        python=str(raw["python"]) if raw.get("python") is not None else None,
+        gates=tuple(_gate(str(raw["name"]), i, g) for i, g in enumerate(raw.get("gates") or [])))
+
+
+def _gate(proc: str, index: int, raw: Any) -> Gate:
+    """One ``gates:`` entry: ``{row_count: {...}}``, ``{not_null: [...]}``, ``{range: {...}}`` or
+    ``{sql: "...", name: n}``."""
+    where = f"processor {proc!r}: gate {index + 1}"
+    kinds = [k for k in (raw if isinstance(raw, dict) else {}) if k != "name"]
+    if len(kinds) != 1 or kinds[0] not in GATE_KINDS:
+        raise DefinitionError(f"{where}: expected one of {list(GATE_KINDS)} (e.g. {{not_null: [col]}}), got {raw!r}")
+    kind, body, name = kinds[0], raw[kinds[0]], raw.get("name")
+
+    def number(key: str, spec: dict[str, Any]) -> float | None:
+        value = spec.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise DefinitionError(f"{where}: {kind}.{key} must be a number, got {value!r}")
+        return value
+
+    def only(spec: Any, allowed: set[str]) -> dict[str, Any]:
+        if not isinstance(spec, dict) or not spec or set(spec) - allowed:
+            raise DefinitionError(f"{where}: {kind} takes a mapping of {sorted(allowed)}, got {spec!r}")
+        return spec
+
+    if kind == "row_count":
+        spec = only(body, {"min", "max", "within_pct_of_trailing_median", "days"})
+        pct = number("within_pct_of_trailing_median", spec)
+        days = int(spec.get("days", 14 if pct is not None else 0))
+        if pct is not None and (pct <= 0 or days < 1):
+            raise DefinitionError(f"{where}: within_pct_of_trailing_median must be > 0 and days >= 1")
+        gate = Gate("row_count", str(name or "row_count" + ("_vs_trailing_median" if pct is not None else "")),
+                    min=number("min", spec), max=number("max", spec), within_pct=pct, days=days)
+    elif kind == "not_null":
+        cols = [body] if isinstance(body, str) else body
+        if not isinstance(cols, list) or not cols or not all(isinstance(c, str) for c in cols):
+            raise DefinitionError(f"{where}: not_null takes a list of column names, got {body!r}")
+        gate = Gate("not_null", str(name or "not_null_" + "_".join(cols)), columns=tuple(cols))
+    elif kind == "range":
+        spec = only(body, {"column", "min", "max"})
+        if not isinstance(spec.get("column"), str) or (spec.get("min") is None and spec.get("max") is None):
+            raise DefinitionError(f"{where}: range needs `column` and at least one of `min`, `max`")
+        gate = Gate("range", str(name or f"range_{spec['column']}"), columns=(spec["column"],),
+                    min=number("min", spec), max=number("max", spec))
+    else:
+        if not isinstance(body, str) or not body.strip() or not name:
+            raise DefinitionError(f"{where}: a sql gate needs the SELECT of its offending rows and a `name`")
+        gate = Gate("sql", str(name), sql=body)
+    if not _NAME.match(gate.name):
+        raise DefinitionError(f"{where}: name {gate.name!r} must be a lowercase identifier")
+    if gate.min is not None and gate.max is not None and gate.min > gate.max:
+        raise DefinitionError(f"{where}: min {gate.min} is greater than max {gate.max}")
+    return gate
 
 
 def _validate(p: Pipeline) -> None:
@@ -396,10 +494,21 @@ def _validate(p: Pipeline) -> None:
         for k in (*pr.output.keys, *pr.output.critical):
             if k not in cols:
                 fail(f"{where}: key/critical column {k!r} is not a declared column")
-        if sum(x is not None for x in (pr.sql, pr.source, pr.export)) != 1:
-            fail(f"{where}: declare exactly one of `sql`, `source` or `export`")
+        if sum(x is not None for x in (pr.sql, pr.source, pr.export, pr.python)) != 1:
+            fail(f"{where}: declare exactly one of `sql`, `source`, `export` or `python`")
         if pr.export is not None and not {"gcs_json", "sql"} <= set(pr.export):
             fail(f"{where}: `export` needs `gcs_json` (path with {{date}}) and `sql`")
+        if pr.export is not None:
+            wrong = {c: t for c, t in cols.items() if c != pr.output.date_column and MANIFEST_FIELDS.get(c) != t}
+            if wrong:
+                fail(f"{where}: an export's output columns are its date column and manifest fields "
+                     f"{MANIFEST_FIELDS}; not {wrong}")
+        if pr.python is not None and not _CALLABLE.match(pr.python):
+            fail(f"{where}: `python: {pr.python}` must have the form module:attribute "
+                 f"(e.g. my_pipeline.features:build)")
+        if pr.source is not None:
+            _validate_synthetic_hints(pr, cols, fail)
+        _validate_gates(p, pr, cols, fail)
         for u in pr.upstreams:
             if u.lookback_days < 0 or u.lookback_dates < 0:
                 fail(f"{where}: upstream {u.processor!r}: lookbacks must be >= 0")
@@ -413,6 +522,66 @@ def _validate(p: Pipeline) -> None:
                     fail(f"{where}: sql reads undeclared table {ds}.{tb}")
     for ph in p.phases:
         p.processors_of(ph.number)  # raises on cycles
+    if p.synthetic is not None and not _CALLABLE.match(p.synthetic):
+        fail(f"`synthetic: {p.synthetic}` must have the form module:attribute")
+
+
+def _validate_synthetic_hints(pr: Processor, cols: dict[str, str], fail: Any) -> None:
+    """``source.synthetic: {rows: N, values: {column: [choices] | {min, max}}}`` (optional) shapes
+    the synthetic raw files generated for local runs and tests."""
+    hints = (pr.source or {}).get("synthetic") or {}
+    if not isinstance(hints, dict) or set(hints) - {"rows", "values"}:
+        fail(f"processor {pr.name!r}: source.synthetic takes `rows` and `values`, got {hints!r}")
+    for col, spec in (hints.get("values") or {}).items():
+        if col not in cols:
+            fail(f"processor {pr.name!r}: source.synthetic.values names undeclared column {col!r}")
+        if not (isinstance(spec, list) and spec) and not (isinstance(spec, dict) and set(spec) <= {"min", "max"}):
+            fail(f"processor {pr.name!r}: source.synthetic.values.{col} must be a list of choices or {{min, max}}")
+
+
+def _validate_gates(p: Pipeline, pr: Processor, cols: dict[str, str], fail: Any) -> None:
+    where = f"processor {pr.name!r}"
+    names = [g.name for g in pr.gates]
+    if len(set(names)) != len(names):
+        fail(f"{where}: duplicate gate names {sorted({n for n in names if names.count(n) > 1})}")
+    readable = {pr.output.logical} | {p.processor(u.processor).output.logical for u in pr.upstreams
+                                      if u.processor in {x.name for x in p.processors}}
+    for g in pr.gates:
+        for c in g.columns:
+            if c not in cols:
+                fail(f"{where}: gate {g.name!r} names undeclared column {c!r}; columns are {sorted(cols)}")
+        if g.kind == "range" and cols[g.columns[0]] not in _NUMERIC:
+            fail(f"{where}: gate {g.name!r}: range needs a numeric column, {g.columns[0]} is {cols[g.columns[0]]}")
+        for ds, tb in _PLACEHOLDER.findall(g.sql or ""):
+            if f"{ds}.{tb}" not in readable:
+                fail(f"{where}: gate {g.name!r} reads {ds}.{tb}; a gate reads only its processor's output "
+                     f"and declared upstreams {sorted(readable)}")
+
+
+def make_importable(pipeline: Pipeline) -> None:
+    """Put the definition's folder, and the repository's ``pipelines/`` folder, on ``sys.path``
+    (after everything else): a pipeline's Python modules live beside its YAML."""
+    import sys
+
+    folders = [DEFAULT_DEFINITION.parent]
+    if pipeline.source_path:
+        folders.insert(0, Path(pipeline.source_path).resolve().parent)
+    for folder in map(str, folders):
+        if folder not in sys.path:
+            sys.path.append(folder)
+
+
+def import_callable(pipeline: Pipeline, spec: str) -> Any:
+    """The object ``spec`` (``module:attribute``) names, importable from ``PYTHONPATH`` or the folders
+    of ``make_importable``. Raises ImportError / AttributeError."""
+    import importlib
+
+    make_importable(pipeline)
+    module, _, attr = spec.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 def upstream_map(pipeline: Pipeline) -> dict[str, list[str]]:

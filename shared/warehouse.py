@@ -22,10 +22,14 @@ Two guards live inside that one MERGE (still one BigQuery job per partition):
 
 from __future__ import annotations
 
+import io
+import json
+import re
 import threading
 import time
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any, Iterable, Sequence
 
 from google.api_core import exceptions as gexc
@@ -95,6 +99,35 @@ class Warehouse:
         source = "SELECT " + ", ".join(f"r.{c} AS {c}" for c in cols) + " FROM UNNEST(@rows) AS r"
         params = [bigquery.ArrayQueryParameter("rows", "STRUCT", struct_rows)]
         return self._merge(proc, day, run_id, fence, source, params)
+
+    def merge_rows_staged(self, proc: Processor, day: date, rows: Sequence[dict[str, Any]], run_id: str,
+                          fence: int = 0) -> int:
+        """MERGE a large row set: load it as NDJSON into a staging table (one load job, no query-parameter
+        bound), then the same fenced MERGE with the staging table as its source; the staging table is
+        dropped afterwards. ``rows`` are already validated against the declared columns."""
+        if not rows:
+            return self.merge_rows(proc, day, rows, run_id, fence)
+        table = proc.output
+        safe = re.sub(r"[^A-Za-z0-9_]", "_", run_id)[-80:]
+        staging = f"{self.project}.{self.pipeline.dataset_id(table.dataset)}._staging_{table.name}_{safe}"
+        body = "".join(json.dumps({c: _json_value(r.get(c)) for c in table.column_names}) + "\n" for r in rows)
+        config = bigquery.LoadJobConfig(
+            source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON, write_disposition="WRITE_TRUNCATE",
+            schema=[bigquery.SchemaField(c, t) for c, t in table.columns])
+        started = time.perf_counter()
+        try:
+            try:
+                job = self.client.load_table_from_file(io.BytesIO(body.encode()), staging, job_config=config,
+                                                       timeout=self.timeout)
+                job.result(timeout=self.timeout)
+            finally:
+                with self._lock:
+                    self.stats.jobs += 1
+                    self.stats.seconds += time.perf_counter() - started
+            source = "SELECT " + ", ".join(f"s.{c} AS {c}" for c in table.column_names) + f" FROM `{staging}` AS s"
+            return self._merge(proc, day, run_id, fence, source, [])
+        finally:
+            self.client.delete_table(staging, not_found_ok=True, timeout=self.timeout)
 
     def merge_select(self, proc: Processor, day: date, run_id: str, fence: int = 0) -> int:
         """MERGE the result of the processor's SELECT for ``day`` into its partition."""
@@ -170,6 +203,19 @@ class Warehouse:
                           [bigquery.ScalarQueryParameter("d", "DATE", day)])
         return int(rows[0]["n"])
 
+    def read_rows(self, table: Table, start: date, end: date, columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """The declared ``columns`` (default: all declared) of ``table``'s rows dated ``start``..``end``
+        (inclusive), ordered by date and keys: one parameterized query. Column names must be declared."""
+        declared = table.column_names
+        cols = list(columns) if columns else declared
+        unknown = [c for c in cols if c not in declared]
+        if unknown:
+            raise ValueError(f"{table.logical} has no columns {unknown}; its columns are {declared}")
+        return self.query(
+            f"SELECT {', '.join(cols)} FROM `{self.table_id(table)}` "
+            f"WHERE {table.date_column} BETWEEN @start AND @end ORDER BY {', '.join(table.merge_keys)}",
+            [bigquery.ScalarQueryParameter("start", "DATE", start), bigquery.ScalarQueryParameter("end", "DATE", end)])
+
     def present_dates(self, table: Table, start: date, end: date) -> set[date]:
         """Dates from ``start`` to ``end`` (inclusive) that have at least one row: one query."""
         rows = self.query(
@@ -189,6 +235,15 @@ class Warehouse:
             with self._lock:
                 self.stats.jobs += 1
                 self.stats.seconds += time.perf_counter() - started
+
+
+def _json_value(value: Any) -> Any:
+    """A validated row value as NDJSON for a load job (dates and timestamps as ISO text)."""
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
 
 
 def schema_of(table: Table) -> list[bigquery.SchemaField]:

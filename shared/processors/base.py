@@ -30,7 +30,9 @@ class Executor(Protocol):
 def executor_for(proc: Processor) -> Executor:
     from .gcs_export import GcsJsonExport
     from .gcs_load import GcsJsonLoad
+    from .python_callable import PythonProcessor
     from .sql_transform import SqlTransform
 
     # Processor kind (from the definition) -> executor.
-    return {"gcs_json_load": GcsJsonLoad, "gcs_json_export": GcsJsonExport, "sql": SqlTransform}[proc.kind]()
+    return {"gcs_json_load": GcsJsonLoad, "gcs_json_export": GcsJsonExport, "sql": SqlTransform,
+            "python": PythonProcessor}[proc.kind]()
