@@ -31,6 +31,7 @@ from .alerts import Alert
 from .app import App
 from .checks import Checks
 from .errors import InputMissingError, LeaseLostError, TransientError, is_transient
+from .gates import Gates, QualityGateError
 from .faults import InjectedCrash
 from .logs import get_logger, log
 from .messages import Completion, Trigger
@@ -66,6 +67,7 @@ class _Run:
     fence: int
     labels: dict[str, Any]
     checks: dict[str, Any] | None = None
+    gates: dict[str, Any] | None = None  # quality-gate results of the written partition
 
 
 @dataclass
@@ -293,6 +295,7 @@ class PhaseRunner:
             faults.maybe_fail("serialize", proc.name, iso)
             count = executor_for(proc).run(ctx, proc, day)
             faults.maybe_fail("after_merge", proc.name, iso)
+            self._enforce_gates(run)
         except InjectedCrash:
             raise  # a simulated crash leaves the partition running, as a real one would
         except LeaseLostError as exc:  # the fenced MERGE changed nothing: a newer run owns the partition
@@ -304,12 +307,22 @@ class PhaseRunner:
         # step 5: record
         try:
             self._record(run, SUCCESS, record_count=count,
-                         extra={"checks": run.checks, "seconds": round(time.perf_counter() - started, 3),
-                                "transient": False})
+                         extra={"checks": run.checks, "gates": run.gates,
+                                "seconds": round(time.perf_counter() - started, 3), "transient": False})
         except LeaseLostError as exc:
             return self._lost(run, str(exc))
         log(logger, logging.INFO, f"{proc.name} {iso} succeeded: {count} rows merged", record_count=count, **run.labels)
         return Outcome(proc.name, SUCCESS, run.run_id, count, checks=run.checks)
+
+    def _enforce_gates(self, run: "_Run") -> None:
+        """The processor's quality gates on what it just wrote; a failed one raises QualityGateError."""
+        try:
+            report = Gates(self.pipeline, self.app.warehouse).enforce(run.proc, run.trigger.data_date)
+        except QualityGateError as exc:
+            report = exc.report  # type: ignore[attr-defined]
+            run.gates = report.to_dict()
+            raise
+        run.gates = report.to_dict() if report is not None else None
 
     def _fail(self, run: "_Run", exc: BaseException) -> Outcome:
         """Record a failure: transient ones are retried until ``max_attempts`` for this trigger."""
@@ -321,7 +334,8 @@ class PhaseRunner:
             error = f"gave up after {run.attempt} attempts: {error}"
         retry = transient and not gave_up
         try:
-            self._record(run, FAILED, error=error[:2000], extra={"transient": retry, "checks": run.checks})
+            self._record(run, FAILED, error=error[:2000], extra={"transient": retry, "checks": run.checks,
+                                                                 "gates": run.gates})
         except LeaseLostError:
             return self._lost(run, "lease lost while failing")
         next_step = (f"cascade trigger --date {iso} --phase {proc.phase} --processor {proc.name}"

@@ -1,18 +1,30 @@
-"""Synthetic Phase 1 output for the reference NBA pipeline: scraped JSON files, deterministically.
+"""Synthetic Phase 1 output of any pipeline: the raw JSON files its ``gcs_json_load`` sources read.
 
-For each game day of the calendar the generator writes, into the pipeline's raw bucket:
+Derived from the definition, deterministically (seeded by pipeline, file pattern and date): for each
+expected date, each distinct ``source.gcs_json`` pattern gets one file ``{"date": ..., <records>:
+[...]}`` whose records carry the columns every processor reading that file declares. Key columns
+enumerate a domain shared by column name across files (so ``store_id`` joins between two files),
+other columns get values of their type. ``source.synthetic`` in the definition shapes them:
 
-* ``nbacom/schedule/{date}.json``: ``{"game_date", "games": [{game_id, home_team, away_team, arena, tipoff_et}]}``
-* ``nbacom/player_boxscores/{date}.json``: ``{"game_date", "players": [{game_id, player_id, player_name,
-  team, minutes, points, rebounds, assists, fgm, fga, fg3m, fg3a, ftm, fta}]}``
+.. code-block:: yaml
 
-Values are seeded by the date, so the same date always yields the same files, and they add up the
-way a person expects: points = 2*(fgm - fg3m) + 3*fg3m + ftm, made <= attempted, 6-12 games a day,
-every team at most once a day, 8 players per team line.
+    source:
+      gcs_json: "pos/sales/{date}.json"
+      records: lines
+      synthetic:
+        rows: 12                                   # records per file (default 10, at most the key domain)
+        values:
+          store_id: [S01, S02, S03]                # choices
+          units: {min: 1, max: 40}                 # numbers within bounds
+
+A definition may name its own generator instead (``synthetic: module:attribute``, a callable
+``day_files(day) -> {pattern: body}``, e.g. the reference NBA pipeline's realistic box scores);
+patterns it does not return are derived as above.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from concurrent.futures import ThreadPoolExecutor
@@ -22,65 +34,97 @@ from typing import Any, Callable
 from google.api_core import exceptions as gexc
 
 from .calendar import date_range
-from .pipeline import Pipeline
+from .pipeline import Pipeline, Processor, import_callable, load
 
-TEAMS = ["ATL", "BOS", "BKN", "CHA", "CHI", "CLE", "DAL", "DEN", "DET", "GSW", "HOU", "IND", "LAC", "LAL", "MEM",
-         "MIA", "MIL", "MIN", "NOP", "NYK", "OKC", "ORL", "PHI", "PHX", "POR", "SAC", "SAS", "TOR", "UTA", "WAS"]
-PLAYERS_PER_TEAM = 8
-_FIRST = ["Jalen", "Marcus", "Tyrese", "Devin", "Anthony", "Luka", "Jayson", "Donovan", "Trae", "Zion", "Kevin", "Paolo"]
-_LAST = ["Brooks", "Carter", "Davis", "Edwards", "Fox", "Green", "Harris", "Irving", "Jones", "King", "Lopez", "Murray"]
+DEFAULT_ROWS = 10
 
 
-def player_id(team: str, slot: int) -> int:
-    return 1000 + TEAMS.index(team) * 100 + slot
+def sources(pipeline: Pipeline) -> dict[str, list[Processor]]:
+    """Raw file pattern -> the processors that load it."""
+    out: dict[str, list[Processor]] = {}
+    for p in pipeline.processors:
+        if p.source:
+            out.setdefault(str(p.source["gcs_json"]), []).append(p)
+    return out
 
 
-def player_name(team: str, slot: int) -> str:
-    i = TEAMS.index(team)
-    return f"{_FIRST[(i + slot) % len(_FIRST)]} {_LAST[(i * 7 + slot * 5) % len(_LAST)]}"
+def day_files(day: date, pipeline: Pipeline | None = None) -> dict[str, dict[str, Any]]:
+    """The raw files of ``day`` for ``pipeline`` (default: the loaded definition): pattern -> body."""
+    pipeline = pipeline or load()
+    files: dict[str, dict[str, Any]] = {}
+    if pipeline.synthetic:
+        files.update(import_callable(pipeline, pipeline.synthetic)(day))
+    for pattern, procs in sources(pipeline).items():
+        if pattern not in files:
+            files[pattern] = derived_file(pipeline, pattern, procs, day)
+    return files
 
 
-def day_files(day: date) -> dict[str, dict[str, Any]]:
-    """The two raw files of one game day, as JSON-ready dicts (deterministic in ``day``)."""
-    rng = random.Random(day.toordinal())
-    teams = TEAMS[:]
-    rng.shuffle(teams)
-    n_games = rng.randint(6, 12)
-    games, players = [], []
-    for g in range(n_games):
-        home, away = teams[2 * g], teams[2 * g + 1]
-        game_id = f"00{day.strftime('%y%m%d')}{g + 1:02d}"
-        games.append({"game_id": game_id, "home_team": home, "away_team": away, "arena": f"{home} Arena",
-                      "tipoff_et": f"{19 + g % 3}:{'30' if g % 2 else '00'}"})
-        for team in (home, away):
-            for slot in range(PLAYERS_PER_TEAM):
-                star = 1.6 if slot == 0 else 1.25 if slot < 3 else 1.0
-                minutes = round(max(8.0, rng.gauss(34 - slot * 2.5, 3.0)), 1)
-                fga = max(1, int(rng.gauss(minutes * 0.42 * star, 2)))
-                fgm = min(fga, max(0, int(fga * rng.uniform(0.38, 0.56))))
-                fg3a = min(fga, max(0, int(fga * rng.uniform(0.2, 0.45))))
-                fg3m = min(fgm, fg3a, max(0, int(fg3a * rng.uniform(0.28, 0.42))))
-                fta = max(0, int(rng.gauss(3 * star, 1.5)))
-                ftm = min(fta, int(fta * rng.uniform(0.65, 0.9) + 0.5))
-                players.append({
-                    "game_id": game_id, "player_id": player_id(team, slot), "player_name": player_name(team, slot),
-                    "team": team, "minutes": minutes, "points": 2 * (fgm - fg3m) + 3 * fg3m + ftm,
-                    "rebounds": max(0, int(rng.gauss(6 - slot * 0.4, 2.5))),
-                    "assists": max(0, int(rng.gauss(4.5 * star - slot * 0.3, 2))),
-                    "fgm": fgm, "fga": fga, "fg3m": fg3m, "fg3a": fg3a, "ftm": ftm, "fta": fta})
+def derived_file(pipeline: Pipeline, pattern: str, procs: list[Processor], day: date) -> dict[str, Any]:
+    """One raw file derived from the declared columns, keys and ``source.synthetic`` hints."""
+    rng = random.Random(f"{pipeline.name}|{pattern}|{day.isoformat()}")
+    columns: dict[str, str] = {}
+    keys: list[str] = []
+    hints: dict[str, Any] = {}
+    rows_hint = None
+    date_columns = {p.output.date_column for p in procs}
+    for p in procs:
+        columns.update({c: t for c, t in p.output.columns if c not in date_columns})
+        keys += [k for k in p.output.keys if k not in keys and k not in date_columns]
+        syn = (p.source or {}).get("synthetic") or {}
+        hints.update(syn.get("values") or {})
+        rows_hint = syn.get("rows", rows_hint)
+    finite = all(isinstance(hints.get(k), list) for k in keys)
+    wanted = int(rows_hint or (0 if finite else DEFAULT_ROWS))
+    domains = [hints[k] if isinstance(hints.get(k), list) else _key_domain(k, columns[k], wanted or DEFAULT_ROWS)
+               for k in keys]
+    combos = list(itertools.product(*domains)) if keys else [()] * (wanted or DEFAULT_ROWS)
+    if wanted and wanted < len(combos):
+        combos = [combos[i] for i in sorted(rng.sample(range(len(combos)), wanted))]
     iso = day.isoformat()
-    return {"nbacom/schedule/{date}.json": {"game_date": iso, "games": games},
-            "nbacom/player_boxscores/{date}.json": {"game_date": iso, "players": players}}
+    records = []
+    for combo in combos:
+        rec: dict[str, Any] = {c: iso for c in date_columns}
+        rec.update(zip(keys, combo))
+        for col, typ in columns.items():
+            if col not in rec:
+                rec[col] = _value(rng, col, typ, hints.get(col), day)
+        records.append(rec)
+    record_key = str((procs[0].source or {}).get("records", "records"))
+    return {"date": iso, record_key: records}
+
+
+def _key_domain(col: str, typ: str, n: int) -> list[Any]:
+    if typ in ("INT64", "NUMERIC", "FLOAT64"):
+        return list(range(1, n + 1))
+    return [f"{col}_{i:03d}" for i in range(1, n + 1)]
+
+
+def _value(rng: random.Random, col: str, typ: str, hint: Any, day: date) -> Any:
+    if isinstance(hint, list):
+        return rng.choice(hint)
+    low, high = (hint.get("min", 0), hint.get("max", 100)) if isinstance(hint, dict) else (0, 100)
+    if typ == "INT64":
+        return rng.randint(int(low), int(high))
+    if typ in ("FLOAT64", "NUMERIC"):
+        return round(rng.uniform(float(low), float(high)), 2)
+    if typ == "BOOL":
+        return rng.random() < 0.5
+    if typ == "DATE":
+        return day.isoformat()
+    if typ == "TIMESTAMP":
+        return f"{day.isoformat()}T{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:00Z"
+    return f"{col} {rng.randint(1, 999)}"
 
 
 def write_day(pipeline: Pipeline, bucket: Any, day: date, failed_scrapes: set[str] = frozenset()) -> list[str]:
-    """Write ``day``'s scraped files into ``bucket``; a pattern in ``failed_scrapes`` is removed instead
-    (that scraper failed). Returns the paths written. A no-game day has no files."""
+    """Write ``day``'s raw files into ``bucket``; a pattern in ``failed_scrapes`` is removed instead
+    (that scraper failed). Returns the paths written. A date the calendar does not expect has no files."""
     if not pipeline.calendar.is_expected(day):
         return []
-    patterns = {str(p.source["gcs_json"]) for p in pipeline.processors if p.source}
+    patterns = set(sources(pipeline))
     written = []
-    for pattern, body in day_files(day).items():
+    for pattern, body in day_files(day, pipeline).items():
         if pattern not in patterns:
             continue
         path = pattern.format(date=day.isoformat())
@@ -97,12 +141,12 @@ def write_day(pipeline: Pipeline, bucket: Any, day: date, failed_scrapes: set[st
 
 def write_raw_files(pipeline: Pipeline, storage_client: Any, project: str, start: date, end: date,
                     progress: Callable[[str], None] | None = None) -> int:
-    """Write the raw files of every game day from ``start`` to ``end`` (inclusive); returns files written."""
+    """Write the raw files of every expected date from ``start`` to ``end`` (inclusive); returns files written."""
     bucket = storage_client.bucket(pipeline.bucket(project))
     days = pipeline.calendar.expected_dates(start, end)
     with ThreadPoolExecutor(max_workers=8) as pool:
         total = sum(len(paths) for paths in pool.map(lambda d: write_day(pipeline, bucket, d), days))
     if progress:
-        progress(f"wrote {total} raw files for {len(days)} game days {start}..{end} "
-                 f"({len(list(date_range(start, end))) - len(days)} no-game days skipped)")
+        progress(f"wrote {total} raw files for {len(days)} expected dates {start}..{end} "
+                 f"({len(list(date_range(start, end))) - len(days)} dates without data skipped)")
     return total
