@@ -1,10 +1,11 @@
 """The local deployment: ``cascade up`` / ``cascade down`` on the emulators.
 
 ``up`` starts the four emulators and one functions-framework server per phase (exactly how Cloud
-Functions 2nd gen runs them), creates topics and push subscriptions (retry + dead-letter policies),
-datasets, tables and the raw bucket from the definition, writes the synthetic Phase 1 files, and
-writes ``<state>/env`` with the ``export`` lines a shell or the CLI needs. Every step is
-idempotent. ``down`` stops exactly the processes ``up`` recorded, nothing else.
+Functions 2nd gen runs them; every phase runs the generic ``functions/phase/main.py`` with
+``CASCADE_PHASE`` set, so any definition runs locally without per-phase code), creates topics and
+push subscriptions (retry + dead-letter policies), datasets, tables and the raw bucket from the
+definition, writes the synthetic Phase 1 files, and writes ``<state>/env`` with the ``export``
+lines a shell or the CLI needs. Every step is idempotent. ``down`` stops exactly the processes ``up`` recorded, nothing else.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .synthetic import write_raw_files
 from .warehouse import Warehouse
 
 REPO = Path(__file__).resolve().parent.parent
+GENERIC_FUNCTION = REPO / "functions" / "phase" / "main.py"
 
 
 @dataclass(frozen=True)
@@ -63,11 +65,12 @@ def start_functions(stack: LocalStack, endpoints: Endpoints, pipeline: Pipeline,
             continue
         rec = known.get(ph.number)
         port = rec["port"] if rec and rec.get("alive") else free_port()
-        source = REPO / "functions" / pipeline.function_name(ph.number) / "main.py"
-        argv = [ff, "--target=handle", "--signature-type=cloudevent", f"--source={source}",
+        # One generic entry point serves every phase of any definition; CASCADE_PHASE says which.
+        argv = [ff, "--target=handle", "--signature-type=cloudevent", f"--source={GENERIC_FUNCTION}",
                 "--host=127.0.0.1", f"--port={port}"]
         url = f"http://127.0.0.1:{port}"
         env = function_env(endpoints, pipeline, extra_env)
+        env["CASCADE_PHASE"] = str(ph.number)
         # Requests one instance serves at once: the phase's declared concurrency, as deployed.
         env["THREADS"] = os.environ.get("CASCADE_FUNCTION_THREADS") or str(ph.concurrency)
         stack.start_process(f"{_fn_prefix(pipeline)}{ph.number}", argv, env, ready_url=url + "/", cwd=REPO)
@@ -76,7 +79,8 @@ def start_functions(stack: LocalStack, endpoints: Endpoints, pipeline: Pipeline,
 
 
 def _fn_prefix(pipeline: Pipeline) -> str:
-    return f"function-{pipeline.namespace or 'default'}-phase-"
+    # The pipeline's name too: two pipelines can run side by side in one namespace.
+    return f"function-{pipeline.namespace or 'default'}-{pipeline.name}-phase-"
 
 
 def provision(pipeline: Pipeline, endpoints: Endpoints, functions: dict[int, str],

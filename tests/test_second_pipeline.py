@@ -13,7 +13,7 @@ from shared.pipeline import DEFAULT_DEFINITION, load
 from shared.state import Status
 from shared.synthetic import day_files
 
-from .harness import Harness, new_namespace
+from .harness import Harness, new_namespace, wait_until
 
 RETAIL = str(DEFAULT_DEFINITION.parent / "retail.yaml")
 OPENING = date(2025, 3, 1)  # the chain's first trading day (the calendar's start)
@@ -86,6 +86,26 @@ def test_the_nba_and_retail_pipelines_run_side_by_side_in_one_namespace_without_
     assert {r["processor"] for r in nba.app.tracker.runs(day=day)} == {"nbac_schedule", "nbac_player_boxscore"}
     assert {r["processor"] for r in retail.app.tracker.runs(day=day)} == {"pos_sales", "store_traffic"}
     assert len(retail.rows("pos_sales", day)) == 20 and len(nba.rows("nbac_schedule", day)) >= 6
+
+
+def test_the_retail_pipeline_cascades_through_real_function_servers_of_the_one_generic_entry_point(stack, endpoints):
+    h = Harness(endpoints, new_namespace(), pipeline_file=RETAIL)
+    try:
+        urls = h.deploy(stack)
+        assert sorted(urls) == [1, 2, 3]  # no per-phase code exists for this pipeline: functions/phase/main.py
+        h.write_raw(OPENING, OPENING)
+        trig = h.trigger(OPENING, phase=1)
+        h.publisher.publish(h.publisher.topic_path(h.project, h.pipeline.topic(1)), trig.to_json(),
+                            **trig.attributes()).result(timeout=30)
+        names = [p.name for p in h.pipeline.processors]
+
+        def all_done() -> bool:
+            return all(s.status == Status.SUCCESS for s in h.app.tracker.partitions(names, [OPENING]).values())
+        assert wait_until(all_done, timeout=90), {
+            n: s.status for (n, _), s in h.app.tracker.partitions(names, [OPENING]).items()}
+        assert h.rows("chain_daily_report", OPENING)[0]["stores"] == 4
+    finally:
+        stack.stop([n for n in stack.running() if n.startswith(f"function-{h.namespace}-")])
 
 
 def test_synthetic_raw_files_are_derived_from_the_definition_deterministically():

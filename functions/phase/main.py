@@ -1,0 +1,27 @@
+"""The Cloud Function of any phase of any pipeline: one generic entry point.
+
+The phase it serves comes from ``CASCADE_PHASE`` (set per deployed function / local server), the
+pipeline from ``CASCADE_PIPELINE_FILE``: adding a phase is a definition change only.
+"""
+
+import os
+
+import functions_framework
+
+from shared.entry import handle_cloud_event
+
+
+def _phase() -> int:
+    value = os.environ.get("CASCADE_PHASE", "")
+    if not value.isdigit():
+        raise RuntimeError(f"CASCADE_PHASE={value!r}: set it to the number of the phase this function serves "
+                           f"(e.g. CASCADE_PHASE=3); `cascade up` and the deployment set it from the definition")
+    return int(value)
+
+
+PHASE = _phase()
+
+
+@functions_framework.cloud_event
+def handle(event):
+    handle_cloud_event(event, PHASE)
