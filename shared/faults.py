@@ -1,5 +1,8 @@
 """Fault injection for tests only: make a chosen step fail, guarded by the environment.
 
+Local tooling, not shipped in the function zips: the runtime calls ``shared.hooks.maybe_fail``,
+which loads this module only when faults are enabled.
+
 Active only when ``CASCADE_ENABLE_FAULTS=1`` (tests set it; production never does). A fault is
 named in ``CASCADE_FAULTS`` as a comma-separated list of ``step[:processor][@date][*count]``, e.g.
 ``publish*1`` (the next publish fails once) or ``after_merge:player_game_summary@2025-01-15``.
@@ -24,8 +27,7 @@ _used: dict[str, int] = {}
 release_slow = threading.Event()  # tests set it to let a "slow" processor finish
 
 
-class InjectedCrash(RuntimeError):
-    """Simulates a process crash at a chosen step (not classified transient on purpose)."""
+from .hooks import InjectedCrash  # noqa: E402 - the runtime's class, raised here
 
 
 def maybe_fail(step: str, processor: str = "", day: str = "") -> None:

@@ -7,7 +7,7 @@ from typing import Any
 from google.api_core.retry import Retry
 
 from .errors import TransientError
-from . import faults
+from . import hooks as faults
 
 
 class Publisher:

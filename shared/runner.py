@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from . import faults
+from . import hooks as faults
 from .alerts import Alert
 from .app import App
 from .checks import Checks
 from .errors import InputMissingError, LeaseLostError, TransientError, is_transient
 from .gates import Gates, QualityGateError
-from .faults import InjectedCrash
+from .hooks import InjectedCrash
 from .logs import get_logger, log
 from .messages import Completion, Trigger
 from .pipeline import Processor

@@ -104,6 +104,62 @@ def runtime_requirements(path: Path = REQUIREMENTS_PATH) -> list[str]:
     return [pins[p.lower()] for p in RUNTIME_PACKAGES]
 
 
+# Modules of the library that are local tooling (CLI, emulators, backfills, UI, fault injection,
+# synthetic data, provisioning, this file): never imported by a function, never shipped in its zip.
+TOOLING = ("shared/cli/", "shared/ui/", "shared/backfill/", "shared/localstack.py", "shared/emulators.py",
+           "shared/local.py", "shared/synthetic.py", "shared/faults.py", "shared/provision.py", "shared/tfvars.py")
+
+
+def runtime_files(root: Path = REPO_ROOT) -> list[str]:
+    """The library files the Cloud Functions need: the import closure of every ``functions/*/main.py``
+    within ``shared`` (read from the code, not listed by hand), plus the packages' ``__init__.py``.
+    What is not imported at run time - the CLI, emulators, backfills, UI, fault injection - stays
+    out of the function zips."""
+    import ast
+
+    lib = root / "shared"
+
+    def module_file(dotted: str) -> Path | None:
+        base = root.joinpath(*dotted.split("."))
+        for cand in (base.with_suffix(".py"), base / "__init__.py"):
+            if cand.is_file():
+                return cand
+        return None
+
+    def imports(path: Path) -> set[str]:
+        pkg = ".".join(path.relative_to(root).with_suffix("").parts)
+        if path.name != "__init__.py":
+            pkg = pkg.rsplit(".", 1)[0] if "." in pkg else ""
+        else:
+            pkg = pkg[: -len(".__init__")]
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    parts = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
+                    base = ".".join(parts + ([node.module] if node.module else []))
+                else:
+                    base = node.module or ""
+                found.add(base)
+                found |= {f"{base}.{a.name}" for a in node.names}
+        return {m for m in found if m == "shared" or m.startswith("shared.")}
+
+    todo = sorted((root / "functions").glob("*/main.py"))
+    seen: set[Path] = set()
+    while todo:
+        path = todo.pop()
+        for mod in imports(path):
+            parts = mod.split(".")
+            for i in range(1, len(parts) + 1):  # the packages on the way are imported too
+                f = module_file(".".join(parts[:i]))
+                if f is not None and f not in seen:
+                    seen.add(f)
+                    todo.append(f)
+    return sorted(f.relative_to(root).as_posix() for f in seen if lib in f.parents)
+
+
 def _table_inputs(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
     tables: dict[str, dict[str, Any]] = {}
     for proc in pipeline.processors:
@@ -337,6 +393,7 @@ def terraform_inputs(pipeline: Pipeline, project_placeholder: str = "${project}"
         "source_bucket": f"{project_placeholder}-{_resource_name(pipeline, 'functions-source')}",
         "datasets": pipeline.datasets(),
         "runtime_requirements": runtime_requirements(),
+        "runtime_files": runtime_files(),
         "build_account_id": _account_id(ns, pipeline.name, "build"),
         "sweeper": {
             "function": "sweeper",

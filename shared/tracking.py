@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
-from . import faults
+from . import hooks as faults
 from .errors import LeaseLostError, TransientError
 from .pipeline import Pipeline
 from .state import TERMINAL, Status  # noqa: F401 - TERMINAL re-exported

@@ -806,8 +806,9 @@ def root_problems(r: dict[str, Any], m: dict[str, Any], inputs: dict[str, Any]) 
             if needle not in text:
                 out.append(f"{where}: archive_file.{name} does not package {needle}")
         libs = _compact(r["locals"].get("library_files", "")) + text
-        if "shared/" not in libs or "definition_file" not in libs:
-            out.append(f"{where}: archive_file.{name} does not package shared/ and the pipeline definition")
+        if "runtime_files" not in libs or "definition_file" not in libs:
+            out.append(f"{where}: archive_file.{name} does not package the runtime library files and the pipeline "
+                       f"definition")
         objects = [o for o in _resources(r, "google_storage_bucket_object").values()
                    if _refs(o.get("name"), f"data.archive_file.{name}[each.key].output_")]
         if not objects:

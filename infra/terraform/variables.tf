@@ -50,6 +50,7 @@ variable "pipeline" {
     source_bucket        = string
     datasets             = list(string)
     runtime_requirements = list(string)
+    runtime_files        = list(string)
     build_account_id     = string
     sweeper = object({
       function            = string
