@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from google.cloud import firestore
 
 from .app import App
 from .state import Status
@@ -123,9 +122,7 @@ def wait_for_phase(app: App, day: date, phase: int, timeout: float, since: Any =
     pipeline = app.pipeline
     chain = [n for n in [p.number for p in pipeline.phases] if n <= phase and phase in pipeline.downstream_phases(n)]
     changed = threading.Event()
-    query = app.tracker.db.collection(pipeline.collection("partitions")).where(
-        filter=firestore.FieldFilter("data_date", "==", day.isoformat()))
-    watch = query.on_snapshot(lambda *_: changed.set())
+    watch = app.tracker.watch_partitions("data_date", day.isoformat(), lambda _parts: changed.set())
     deadline = time.monotonic() + timeout
     try:
         while True:

@@ -388,6 +388,56 @@ class Tracker:
         except gexc.AlreadyExists:
             return False
 
+    # ------------------------------------------------------------------ backfill leases
+    # One document per processor (``backfill_leases/{processor}``), written only by its holder;
+    # ``version`` is the document's update time, for compare-and-set (see ``backfill.lease``).
+    def _lease_ref(self, processor: str):
+        return self._col("backfill_leases").document(processor)
+
+    def lease_create(self, processor: str, doc: dict[str, Any]) -> bool:
+        """Create the lease document: True for the one creator, False when it exists."""
+        try:
+            self.ops += 1
+            self._lease_ref(processor).create(doc, timeout=FIRESTORE_TIMEOUT)
+            return True
+        except gexc.AlreadyExists:
+            return False
+
+    def lease_read(self, processor: str) -> tuple[dict[str, Any] | None, Any]:
+        """(document or None, version)."""
+        self.ops += 1
+        snap = self._lease_ref(processor).get(timeout=FIRESTORE_TIMEOUT)
+        return (snap.to_dict() or {}, snap.update_time) if snap.exists else (None, None)
+
+    def lease_update(self, processor: str, fields: dict[str, Any], version: Any) -> bool:
+        """Compare-and-set ``fields`` on the lease document at ``version``; False if it changed."""
+        try:
+            self.ops += 1
+            self._lease_ref(processor).update(fields, option=self.db.write_option(last_update_time=version),
+                                              timeout=FIRESTORE_TIMEOUT)
+            return True
+        except (gexc.FailedPrecondition, gexc.Aborted, gexc.NotFound):
+            return False
+
+    def lease_delete(self, processor: str, version: Any) -> bool:
+        """Delete the lease document if still at ``version``."""
+        try:
+            self.ops += 1
+            self._lease_ref(processor).delete(option=self.db.write_option(last_update_time=version),
+                                              timeout=FIRESTORE_TIMEOUT)
+            return True
+        except (gexc.FailedPrecondition, gexc.Aborted, gexc.NotFound):
+            return False
+
+    def lease_docs(self, processors: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Lease documents of ``processors`` that exist, in one batched read."""
+        refs = [self._lease_ref(p) for p in processors]
+        if not refs:
+            return {}
+        self.ops += 1
+        return {snap.reference.id: snap.to_dict() or {} for snap in self.db.get_all(refs, timeout=FIRESTORE_TIMEOUT)
+                if snap.exists}
+
     # ------------------------------------------------------------------ downstream trigger claims
     def claim_trigger(self, phase: int, day: date, generation: int, topic: str, payload: bytes,
                       claimed_by: str) -> bool:

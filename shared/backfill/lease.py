@@ -20,8 +20,6 @@ import uuid
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from google.api_core import exceptions as gexc
-
 from ..app import App
 from ..errors import LeaseHeldError
 from ..logs import get_logger
@@ -53,10 +51,7 @@ class BackfillLease:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    # ------------------------------------------------------------------ documents
-    def _ref(self, processor: str):
-        return self.app.tracker.db.collection(self.app.pipeline.collection("backfill_leases")).document(processor)
-
+    # ------------------------------------------------------------------ documents (through the tracker)
     def _doc(self, processor: str) -> dict[str, Any]:
         now = self.app.clock()
         return {"processor": processor, "holder_id": self.holder_id, "host": self.host, "pid": self.pid,
@@ -79,20 +74,13 @@ class BackfillLease:
         return self
 
     def _take(self, name: str) -> None:
-        ref = self._ref(name)
         tracker = self.app.tracker
         for _ in range(5):
-            try:
-                tracker.ops += 1
-                ref.create(self._doc(name))
+            if tracker.lease_create(name, self._doc(name)):
                 return
-            except gexc.AlreadyExists:
-                pass
-            tracker.ops += 1
-            snap = ref.get()
-            if not snap.exists:
+            cur, version = tracker.lease_read(name)
+            if cur is None:
                 continue  # released between our create and our read: try again
-            cur = snap.to_dict() or {}
             expires = cur.get("expires_at")
             if cur.get("holder_id") != self.holder_id and expires is not None and expires > self.app.clock():
                 raise LeaseHeldError(
@@ -101,13 +89,10 @@ class BackfillLease:
                     + f". Wait for it to finish (its lease expires at {expires.isoformat(timespec='seconds')} "
                       f"unless renewed), or narrow this backfill to other processors.",
                     processor=name, holder=describe_holder(cur))
-            try:
-                tracker.ops += 1
-                ref.update(self._doc(name), option=tracker.db.write_option(last_update_time=snap.update_time))
+            if tracker.lease_update(name, self._doc(name), version):
                 logger.warning(f"took over the expired backfill lease on {name} from {describe_holder(cur)}")
                 return
-            except (gexc.FailedPrecondition, gexc.Aborted, gexc.NotFound):
-                continue  # someone else changed it: look again
+            # someone else changed it: look again
         raise LeaseHeldError(f"refused: could not take the backfill lease on {name} (contention); retry", processor=name)
 
     def release(self) -> None:
@@ -117,9 +102,9 @@ class BackfillLease:
         with self._lock:
             for name in self.held:
                 try:
-                    snap = self._ref(name).get()
-                    if snap.exists and (snap.to_dict() or {}).get("holder_id") == self.holder_id:
-                        self._ref(name).delete(option=self.app.tracker.db.write_option(last_update_time=snap.update_time))
+                    cur, version = self.app.tracker.lease_read(name)
+                    if cur is not None and cur.get("holder_id") == self.holder_id:
+                        self.app.tracker.lease_delete(name, version)
                 except Exception as exc:  # noqa: BLE001 - an unreleased lease just expires
                     logger.warning(f"could not release the backfill lease on {name}: {exc}")
             self.held = []
@@ -135,20 +120,15 @@ class BackfillLease:
         """Extend every held lease (compare-and-set); a lease taken over by someone else is recorded lost."""
         with self._lock:
             for name in list(self.held):
-                ref = self._ref(name)
-                snap = ref.get()
-                cur = snap.to_dict() if snap.exists else None
+                cur, version = self.app.tracker.lease_read(name)
                 if not cur or cur.get("holder_id") != self.holder_id:
                     self.held.remove(name)
                     self.lost.append(name)
                     logger.error(f"backfill lease on {name} was lost (expired and taken over)")
                     continue
                 now = self.app.clock()
-                try:
-                    ref.update({"renewed_at": now, "expires_at": now + self.ttl},
-                               option=self.app.tracker.db.write_option(last_update_time=snap.update_time))
-                except (gexc.FailedPrecondition, gexc.Aborted):
-                    pass  # changed under us: the next tick looks again
+                # a conflict means it changed under us: the next tick looks again
+                self.app.tracker.lease_update(name, {"renewed_at": now, "expires_at": now + self.ttl}, version)
 
     def _heartbeat(self) -> None:
         interval = max(self.ttl.total_seconds() / 3.0, 0.2)
@@ -161,12 +141,6 @@ class BackfillLease:
 
 def holders(app: App, processors: list[str]) -> dict[str, dict[str, Any]]:
     """Live backfill leases on ``processors`` (processor -> holder document), one batched read."""
-    col = app.tracker.db.collection(app.pipeline.collection("backfill_leases"))
-    refs = [col.document(p) for p in processors]
     now = app.clock()
-    out = {}
-    for snap in app.tracker.db.get_all(refs):
-        d = snap.to_dict() if snap.exists else None
-        if d and d.get("expires_at") and d["expires_at"] > now:
-            out[snap.reference.id] = d
-    return out
+    return {name: d for name, d in app.tracker.lease_docs(processors).items()
+            if d.get("expires_at") and d["expires_at"] > now}
