@@ -5,7 +5,7 @@ PYTHON ?= python3.11
 VENV := .venv
 export CASCADE_STATE_DIR ?= $(CURDIR)/.cascade
 
-.PHONY: help prereqs venv demo test test-python test-infra bench up down ui tfvars clean
+.PHONY: help prereqs venv demo test test-python test-infra test-py312 bench up down ui tfvars clean
 
 help:
 	@echo "make demo    run the local cascade demo (emulators, phases 2->3->4), exit 0 iff it completed"
@@ -32,13 +32,25 @@ venv: prereqs $(VENV)/.installed
 demo: venv
 	@bash scripts/demo.sh
 
-test: venv test-python test-infra
+test: venv test-python test-infra test-py312
 
 test-python: venv
 	$(VENV)/bin/python -m pytest -q -p no:bqemulator tests --ignore=tests/test_terraform.py
 
 test-infra:
 	@bash infra/check.sh
+
+# Cloud Functions also runs Python 3.12: the function runtime (its requirements only) on 3.12.
+# PY312 may name the interpreter; otherwise a working python3.12 on PATH or in pyenv is used.
+test-py312: venv
+	@py=$${PY312:-}; \
+	if [ -z "$$py" ]; then for c in python3.12 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.12*/bin/python3.12 2>/dev/null); do \
+		if $$c -c "import sys" >/dev/null 2>&1; then py=$$c; break; fi; done; fi; \
+	if [ -z "$$py" ]; then echo "SKIPPED test-py312: no Python 3.12 found; install it (e.g. pyenv install 3.12) to check the function runtime on 3.12"; exit 0; fi; \
+	set -eo pipefail; test -x .venv312/bin/python || $$py -m venv .venv312; \
+	$(VENV)/bin/python -c "from shared.tfvars import runtime_requirements as r; print('\n'.join(r()))" > .venv312/requirements.txt; \
+	.venv312/bin/pip install --quiet --disable-pip-version-check -r .venv312/requirements.txt 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }; \
+	.venv312/bin/python scripts/runtime_smoke.py
 
 bench: venv
 	$(VENV)/bin/python scripts/bench.py
@@ -57,4 +69,4 @@ tfvars: venv
 
 clean:
 	-$(VENV)/bin/cascade down
-	rm -rf $(VENV) .venv-hcl .venv-checkov .cascade
+	rm -rf $(VENV) .venv-hcl .venv-checkov .venv312 .cascade
