@@ -11,12 +11,17 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
+
+from google.api_core import exceptions as gexc
 
 from .. import logs
-from . import daily_cmds, extra_cmds, local_cmds, ops_cmds, reliability_cmds, ui_cmds
+from ..errors import CascadeError
+from ._common import handle_cascade_error
+from . import daily_cmds, extra_cmds, lint_cmds, local_cmds, ops_cmds, reliability_cmds, ui_cmds
 
 # Command modules, in the order their commands appear in `cascade --help`.
-_MODULES = [local_cmds, ops_cmds, extra_cmds, daily_cmds, reliability_cmds, ui_cmds]
+_MODULES = [lint_cmds, local_cmds, ops_cmds, extra_cmds, daily_cmds, reliability_cmds, ui_cmds]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,17 +35,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def use_project_definition(cwd: Path | None = None) -> None:
+    """A project folder (``cascade init``) holds its definition as ``pipeline.yaml``: when the current
+    folder has one and ``$CASCADE_PIPELINE_FILE`` is unset, every command uses it (and the functions
+    ``cascade up`` starts inherit it, with the folder importable for its Python processors)."""
+    here = (cwd or Path.cwd()).resolve()
+    own = here / "pipeline.yaml"
+    if not os.environ.get("CASCADE_PIPELINE_FILE") and own.is_file():
+        os.environ["CASCADE_PIPELINE_FILE"] = str(own)
+        if str(here) not in sys.path:
+            sys.path.insert(0, str(here))
+
+
 def main(argv: list[str] | None = None) -> int:
+    use_project_definition()
     parser = build_parser()
     args = parser.parse_args(argv)
     # Library log records go to stderr as Cloud Logging JSON lines (stdout stays the command's output).
     logs.configure(level=getattr(logging, os.environ.get("CASCADE_LOG_LEVEL", "WARNING").upper(), logging.WARNING),
                    stream=sys.stderr)
+    # Errors are handled here, once: a CascadeError (bad input, unknown phase or processor, an
+    # impossible range, a refused message) says what is wrong and what to do; an unreachable
+    # backend says which and how to bring it up. Exit 2 for both.
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except CascadeError as exc:
+        return handle_cascade_error(exc)
+    except (gexc.ServiceUnavailable, gexc.RetryError, ConnectionError) as exc:
+        print(f"error: cannot reach a backend ({type(exc).__name__}: {str(exc)[:300]}); locally, start the stack "
+              f"with `cascade up` (or `source .cascade/env`); in production, check the project and credentials",
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,7 +11,6 @@ import argparse
 import json
 import sys
 
-from ..errors import CascadeError
 from ._common import app, bool_arg, date_arg, print_json
 
 
@@ -119,10 +118,7 @@ def _backfill(args: argparse.Namespace) -> int:
                           dry_run=args.dry_run, force=args.force, skip_preflight=args.skip_preflight,
                           preflight_threshold=args.preflight_threshold, validate=not args.skip_validation,
                           executor=args.executor, partition_timeout_s=args.partition_timeout)
-    try:
-        result = run_backfill(app(), req)
-    except CascadeError as exc:
-        return _usage(exc.message)
+    result = run_backfill(app(), req)
     print_result(result, args.json)
     if result.refused:
         print(f"error: {result.refused.splitlines()[0]}", file=sys.stderr)
@@ -134,13 +130,10 @@ def _preflight(args: argparse.Namespace) -> int:
     from ..backfill.validate import preflight
 
     a = app()
-    try:
-        check_range(args.start, args.end)
-        _check_phases(a, [args.phase])
-        if not 0 < args.threshold <= 1:
-            return _usage("--threshold must be in (0, 1], e.g. 0.95")
-    except CascadeError as exc:
-        return _usage(exc.message)
+    check_range(args.start, args.end)
+    _check_phases(a, [args.phase])
+    if not 0 < args.threshold <= 1:
+        return _usage("--threshold must be in (0, 1], e.g. 0.95")
     report = preflight(a, a.pipeline.processors_of(args.phase), args.start, args.end, args.threshold)
     if args.json:
         print_json(report.to_dict())
@@ -156,11 +149,8 @@ def _coverage(args: argparse.Namespace) -> int:
     from ..backfill.validate import coverage
 
     a = app()
-    try:
-        check_range(args.start, args.end)
-        _check_phases(a, args.phase)
-    except CascadeError as exc:
-        return _usage(exc.message)
+    check_range(args.start, args.end)
+    _check_phases(a, args.phase)
     cov = coverage(a, args.start, args.end, phases=args.phase or None)
     procs = [p for p in ordered_processors(a.pipeline) if not args.phase or p.phase in args.phase]
     plan = build_plan(a.pipeline, a.tracker, procs, args.start, args.end)
@@ -181,11 +171,8 @@ def _validate(args: argparse.Namespace) -> int:
     from ..backfill.validate import validate
 
     a = app()
-    try:
-        check_range(args.start, args.end)
-        _check_phases(a, args.phase)
-    except CascadeError as exc:
-        return _usage(exc.message)
+    check_range(args.start, args.end)
+    _check_phases(a, args.phase)
     results = validate(a, args.start, args.end, phases=args.phase or None)
     problems = [p for r in results for p in r.problems()]
     if args.json:
@@ -207,11 +194,8 @@ def _rerun(args: argparse.Namespace) -> int:
     from ..backfill.rerun import rerun
 
     a = app()
-    try:
-        published, skipped = rerun(a, args.phase, args.date, args.end or args.date, strict_mode=args.strict_mode,
-                                   skip_downstream_trigger=args.skip_downstream_trigger)
-    except CascadeError as exc:
-        return _usage(exc.message)
+    published, skipped = rerun(a, args.phase, args.date, args.end or args.date, strict_mode=args.strict_mode,
+                               skip_downstream_trigger=args.skip_downstream_trigger)
     if args.json:
         print_json({"published": [r.__dict__ for r in published], "skipped_no_game": skipped})
         return 0
@@ -230,10 +214,7 @@ def _sample(args: argparse.Namespace) -> int:
     from google.cloud import bigquery
 
     a = app()
-    try:
-        proc = a.pipeline.processor(args.processor)
-    except CascadeError as exc:
-        return _usage(exc.message)
+    proc = a.pipeline.processor(args.processor)
     if not 1 <= args.limit <= 1000:
         return _usage("--limit must be between 1 and 1000")
     t = proc.output

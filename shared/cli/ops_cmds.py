@@ -8,7 +8,7 @@ import sys
 
 from ..errors import CascadeError
 from ..messages import Trigger, new_correlation_id
-from ._common import app, bool_arg, date_arg, handle_cascade_error, now, print_json
+from ._common import app, bool_arg, date_arg, now, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -99,24 +99,17 @@ def _describe(args: argparse.Namespace) -> int:
 
 def _trigger(args: argparse.Namespace) -> int:
     a = app()
-    try:
-        phase = args.phase or a.pipeline.phases[0].number
-        a.pipeline.phase(phase)
-        for name in args.processor:
-            if a.pipeline.processor(name).phase != phase:
-                return handle_cascade_error(CascadeError(f"processor {name} is in phase "
-                                                         f"{a.pipeline.processor(name).phase}, not {phase}"))
-    except CascadeError as exc:
-        return handle_cascade_error(exc)
+    phase = args.phase or a.pipeline.phases[0].number
+    a.pipeline.phase(phase)
+    for name in args.processor:
+        if a.pipeline.processor(name).phase != phase:
+            raise CascadeError(f"processor {name} is in phase {a.pipeline.processor(name).phase}, not {phase}")
     day = args.date or a.pipeline.calendar.yesterday(now())
     trig = Trigger(pipeline=a.pipeline.name, phase=phase, data_date=day, processors=tuple(args.processor),
                    mode=args.mode, strict_mode=args.strict_mode, skip_downstream_trigger=args.skip_downstream_trigger,
                    correlation_id=new_correlation_id(), generation=args.generation)
-    try:  # the receiving phase would reject it: refuse here, with the same reason
-        from ..messages import parse
-        parse(trig.to_json(), a.pipeline, phase, now())
-    except CascadeError as exc:
-        return handle_cascade_error(exc)
+    from ..messages import parse
+    parse(trig.to_json(), a.pipeline, phase, now())  # the phase would reject it: refuse here, same reason
     topic = a.pipeline.topic(phase)
     message_id = a.publisher.publish(topic, trig.to_json(), trig.attributes())
     if args.json:
@@ -157,10 +150,7 @@ def _wait(args: argparse.Namespace) -> int:
     from ..status import wait_for_phase
 
     a = app()
-    try:
-        a.pipeline.phase(args.phase)
-    except CascadeError as exc:
-        return handle_cascade_error(exc)
+    a.pipeline.phase(args.phase)
     last: list[str] = []
 
     def show(line: str) -> None:  # progress on stderr, only when something changed
@@ -179,12 +169,9 @@ def _check(args: argparse.Namespace) -> int:
     from ..checks import Checks
 
     a = app()
-    try:
-        procs = [p for p in a.pipeline.processors_of(args.phase) if not args.processor or p.name in args.processor]
-        for name in args.processor:
-            a.pipeline.processor(name)
-    except CascadeError as exc:
-        return handle_cascade_error(exc)
+    procs = [p for p in a.pipeline.processors_of(args.phase) if not args.processor or p.name in args.processor]
+    for name in args.processor:
+        a.pipeline.processor(name)
     checks = Checks(a.pipeline, a.tracker, a.warehouse)
     report = {p.name: checks.run(p, args.date) for p in procs}
     blocked = any(r.blocked for r in report.values())
