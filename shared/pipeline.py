@@ -22,6 +22,7 @@ from typing import Any, Iterable
 import yaml
 
 from .calendar import Calendar
+from .definition_schema import validate as validate_structure
 from .errors import DefinitionError, UnknownProcessorError
 
 DEFAULT_DEFINITION = Path(__file__).resolve().parent.parent / "pipelines" / "nba.yaml"
@@ -367,6 +368,7 @@ def load(path: str | os.PathLike[str] | None = None, namespace: str | None = Non
 
 def from_dict(raw: dict[str, Any], source_path: str = "") -> Pipeline:
     """Build a ``Pipeline`` from plain data, raising ``DefinitionError`` naming the first problem."""
+    validate_structure(raw, source_path)  # keys and types (shared/definition_schema.py), before relations
     try:
         phases = tuple(Phase(int(p["number"]), str(p["name"]), str(p.get("title", p["name"]).title()),
                              int(p["next"]) if p.get("next") is not None else None,

@@ -1,0 +1,374 @@
+"""``cascade lint``: every problem of a pipeline definition, each with its file, line and fix.
+
+One pass reports all of them (not the first only), in this order:
+
+* **yaml** - the file does not parse.
+* **schema** - unknown keys, wrong types, missing keys (``shared/definition_schema.py``).
+* **upstream** - an upstream names no declared processor.
+* **cycle** - processors that (transitively) read each other.
+* **lookback** - a window that reaches past the calendar: ``lookback_days`` longer than the
+  longest season (every run would read across a whole off-season - usually "days" written where
+  "the last N game dates", ``lookback_dates``, was meant), or ``lookback_dates`` N above the number
+  of expected dates in the whole calendar (for every date the window runs into the first season's
+  start and silently holds fewer than N dates). A calendar without seasons is not checked.
+* **placeholder** - a ``{dataset.table}`` in SQL that names no declared output table.
+* **callable** - a ``python:`` processor or ``synthetic:`` generator that cannot be imported (the
+  definition's folder is importable, as for the functions) or is not callable.
+* **definition** - the loader's own consistency checks (keys that are not columns, upstreams in a
+  later phase, ...), reported when the checks above found nothing it would repeat.
+* **sql** - every SQL statement Cascade would send for the pipeline (``shared/lint/sql.py``),
+  analyzed by ZetaSQL, BigQuery's analyzer: the processors' SELECTs, the fenced MERGEs around them,
+  the strict-mode gap queries, the validation queries and the quality gates. A transform's problem
+  points at its line in the YAML; a statement the framework derives points at the processor.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .. import definition_schema
+from ..errors import DefinitionError
+from .locate import Lines
+
+# `{anything.anything}` in SQL: broader than the loader's placeholder pattern, so a misspelt
+# placeholder (upper case, a typo) is reported instead of reaching BigQuery as text.
+_ANY_PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_]+)\.([A-Za-z0-9_]+)\}")
+_REPRESENTATIVE_DAY = date(2025, 1, 15)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What is wrong, where (file, line, processor), and how to fix it."""
+
+    check: str
+    message: str
+    fix: str
+    file: str
+    line: int | None = None
+    processor: str | None = None
+    statement: str | None = None  # for sql problems: which statement (transform, merge, gap query ...)
+
+    def render(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        who = f" processor {self.processor}" if self.processor else ""
+        what = f" [{self.check}{': ' + self.statement if self.statement else ''}]"
+        return f"{where}:{who}{what} {self.message}\n    fix: {self.fix}"
+
+
+@dataclass
+class Report:
+    file: str
+    problems: list[Problem] = field(default_factory=list)
+    statements: int = 0  # SQL statements analyzed
+    seconds: float = 0.0
+    sql_checked: bool = True
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "ok": self.ok, "problems": [asdict(p) for p in self.problems],
+                "sql_checked": self.sql_checked, "sql_statements_analyzed": self.statements,
+                "seconds": round(self.seconds, 2)}
+
+    def render(self) -> str:
+        lines = [p.render() for p in self.problems]
+        summary = (f"{self.file}: {len(self.problems)} problem(s)" if self.problems else f"{self.file}: ok")
+        sql = (f"{self.statements} SQL statements analyzed by ZetaSQL" if self.sql_checked
+               else "SQL not analyzed: --no-sql")
+        return "\n".join([*lines, f"{summary} ({sql}, {self.seconds:.1f} s)"])
+
+
+def default_file() -> Path:
+    """The definition in use: ``$CASCADE_PIPELINE_FILE``, ``./pipeline.yaml``, else the reference one."""
+    from ..pipeline import DEFAULT_DEFINITION
+
+    if os.environ.get("CASCADE_PIPELINE_FILE"):
+        return Path(os.environ["CASCADE_PIPELINE_FILE"])
+    return Path("pipeline.yaml") if Path("pipeline.yaml").is_file() else DEFAULT_DEFINITION
+
+
+def lint(path: str | os.PathLike[str], sql: bool = True) -> Report:
+    """Every problem of the definition at ``path`` (``sql=False`` skips the ZetaSQL analysis)."""
+    started = time.perf_counter()
+    file = str(path)
+    report = Report(file)
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        report.problems.append(Problem("yaml", f"cannot read {file}: {exc}", "pass an existing definition file", file))
+        return report
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        report.problems.append(Problem("yaml", f"not valid YAML: {getattr(exc, 'problem', exc)}",
+                                       "fix the YAML syntax at that line (indentation, quotes, a missing colon)",
+                                       file, mark.line + 1 if mark else None))
+        return report
+    checker = _Checker(file, raw, Lines(text))
+    checker.run(sql)
+    report.problems = checker.problems
+    report.statements = checker.statements
+    report.sql_checked = sql
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+class _Checker:
+    def __init__(self, file: str, raw: Any, lines: Lines) -> None:
+        self.file, self.raw, self.lines = file, raw, lines
+        self.problems: list[Problem] = []
+        self.statements = 0
+
+    def add(self, check: str, message: str, fix: str, path: tuple[Any, ...] = (), key: bool = False,
+            processor: str | None = None, line: int | None = None, statement: str | None = None) -> None:
+        self.problems.append(Problem(check, message, fix, self.file,
+                                     line if line is not None else self.lines.line(path, key=key),
+                                     processor, statement))
+
+    # ------------------------------------------------------------------ the checks, in order
+    def run(self, sql: bool) -> None:
+        for issue in definition_schema.issues(self.raw):
+            unknown = issue.message.startswith("unknown key")
+            proc = _proc_name(self.raw, issue.path)
+            where = definition_schema.describe_path(issue.path[2:] if proc else issue.path, self.raw)
+            self.add("schema", f"{where}: {issue.message}" if where else issue.message, _schema_fix(issue),
+                     issue.path, key=unknown, processor=proc)
+        n_schema = len(self.problems)
+        procs = self._processors()
+        self._upstreams(procs)
+        self._cycles(procs)
+        self._placeholders(procs)
+        pipeline = self._load(n_schema > 0, graph_problems=len(self.problems) > n_schema)
+        if pipeline is None:
+            return
+        self._lookbacks(pipeline)
+        self._callables(pipeline)
+        if sql:
+            self._sql(pipeline)
+
+    def _processors(self) -> list[tuple[int, dict[str, Any]]]:
+        items = self.raw.get("processors") if isinstance(self.raw, dict) else None
+        return [(i, p) for i, p in enumerate(items or []) if isinstance(p, dict) and isinstance(p.get("name"), str)]
+
+    @staticmethod
+    def _upstream_name(u: Any) -> str | None:
+        return u if isinstance(u, str) else u.get("processor") if isinstance(u, dict) else None
+
+    def _upstreams(self, procs: list[tuple[int, dict[str, Any]]]) -> None:
+        names = [p["name"] for _, p in procs]
+        for i, p in procs:
+            for j, u in enumerate(p.get("upstreams") or [] if isinstance(p.get("upstreams"), list) else []):
+                name = self._upstream_name(u)
+                if isinstance(name, str) and name not in names:
+                    close = difflib.get_close_matches(name, names, n=1)
+                    self.add("upstream", f"upstream {name!r} is not a declared processor",
+                             (f"did you mean {close[0]!r}? " if close else "")
+                             + f"declare a processor named {name!r} or remove it; processors are {sorted(names)}",
+                             ("processors", i, "upstreams", j), processor=p["name"])
+
+    def _cycles(self, procs: list[tuple[int, dict[str, Any]]]) -> None:
+        graph = {p["name"]: [self._upstream_name(u) for u in (p.get("upstreams") or [])
+                             if isinstance(p.get("upstreams"), list)] for _, p in procs}
+        index = {p["name"]: i for i, p in procs}
+        reported: set[frozenset[str]] = set()
+        state: dict[str, int] = {}
+        stack: list[str] = []
+
+        def visit(n: str) -> None:
+            state[n] = 1
+            stack.append(n)
+            for m in graph.get(n, []):
+                if m not in graph:
+                    continue
+                if state.get(m) == 1:
+                    cycle = stack[stack.index(m):]
+                    if frozenset(cycle) not in reported:
+                        reported.add(frozenset(cycle))
+                        first = min(cycle, key=lambda x: index[x])
+                        path = " -> ".join(reversed([*cycle, cycle[0]]))
+                        self.add("cycle", f"processors read each other in a cycle: {path} (each reads the next's "
+                                          f"output; none can run first)",
+                                 "remove one of these upstreams: a processor runs after every processor it reads",
+                                 ("processors", index[first], "upstreams"), processor=first)
+                elif state.get(m) is None:
+                    visit(m)
+            stack.pop()
+            state[n] = 2
+
+        for name in graph:
+            if name not in state:
+                visit(name)
+
+    def _placeholders(self, procs: list[tuple[int, dict[str, Any]]]) -> None:
+        tables = sorted({str((p.get("output") or {}).get("table")) for _, p in procs if isinstance(p.get("output"), dict)})
+        for i, p in procs:
+            texts = [(("processors", i, "sql"), p.get("sql"))]
+            if isinstance(p.get("export"), dict):
+                texts.append((("processors", i, "export", "sql"), p["export"].get("sql")))
+            for g, gate in enumerate(p.get("gates") or [] if isinstance(p.get("gates"), list) else []):
+                if isinstance(gate, dict):
+                    texts.append((("processors", i, "gates", g, "sql"), gate.get("sql")))
+            for path, sql in texts:
+                if not isinstance(sql, str):
+                    continue
+                for m in _ANY_PLACEHOLDER.finditer(sql):
+                    name = f"{m.group(1)}.{m.group(2)}"
+                    if name in tables:
+                        continue
+                    close = difflib.get_close_matches(name, tables, n=1)
+                    self.add("placeholder", f"SQL placeholder {{{name}}} names no declared table",
+                             (f"did you mean {{{close[0]}}}? " if close else "")
+                             + f"placeholders name the output tables of declared processors: {tables}",
+                             processor=p["name"], line=self.lines.text_line(path, sql[:m.start()].count("\n") + 1))
+
+    def _load(self, schema_problems: bool, graph_problems: bool) -> Any:
+        """The ``Pipeline``, or None when it does not load (its error reported unless already covered)."""
+        from ..pipeline import from_dict
+
+        if schema_problems:
+            return None  # the loader would stop at the first of the problems already reported
+        try:
+            return from_dict(self.raw, source_path=os.path.abspath(self.file))
+        except DefinitionError as exc:
+            if graph_problems:
+                return None  # the loader's first error is one of the upstream/cycle/placeholder problems
+            text = getattr(exc, "message", None) or str(exc)
+            proc = next((p["name"] for _, p in self._processors() if f"'{p['name']}'" in text), None)
+            index = next((i for i, p in self._processors() if p["name"] == proc), None)
+            self.add("definition", text, "make the definition consistent as the message says "
+                                         "(see docs/definition-reference.md)",
+                     ("processors", index) if index is not None else (), processor=proc)
+            return None
+
+    def _lookbacks(self, pipeline: Any) -> None:
+        cal = pipeline.calendar
+        if not cal.seasons:
+            return
+        longest = max(cal.seasons, key=lambda s: (s.end - s.start).days)
+        longest_days = (longest.end - longest.start).days + 1
+        first = min(s.start for s in cal.seasons)
+        total = len(cal.expected_dates(first, max(s.end for s in cal.seasons)))
+        for i, proc in enumerate(pipeline.processors):
+            for j, u in enumerate(proc.upstreams):
+                path = ("processors", i, "upstreams", j)
+                if u.lookback_days >= longest_days:
+                    self.add("lookback", f"upstream {u.processor}: lookback_days {u.lookback_days} is longer than "
+                                         f"any season (the longest, {longest.name}, has {longest_days} days): every "
+                                         f"run reads across a whole off-season",
+                             f"shorten it below {longest_days}, or use `lookback_dates: N` for the last N expected "
+                             f"(game) dates", path, processor=proc.name)
+                if u.lookback_dates > total:
+                    self.add("lookback", f"upstream {u.processor}: lookback_dates {u.lookback_dates} exceeds the "
+                                         f"{total} expected dates of the whole calendar: for every date the window "
+                                         f"stops at the first season's start ({first}) with fewer dates",
+                             f"use at most {total}, or declare the earlier seasons in `calendar.seasons`",
+                             path, processor=proc.name)
+
+    def _callables(self, pipeline: Any) -> None:
+        from .. import pipeline as pipeline_module
+
+        specs = [(("processors", i, "python"), p.name, p.python) for i, p in enumerate(pipeline.processors)
+                 if getattr(p, "python", None)]
+        if getattr(pipeline, "synthetic", None):
+            specs.append((("synthetic",), None, pipeline.synthetic))
+        for path, proc, spec in specs:
+            try:
+                obj = _import(pipeline_module, pipeline, spec)
+            except Exception as exc:  # ImportError, AttributeError, or an error raised while importing
+                self.add("callable", f"`{path[-1]}: {spec}` cannot be imported: {type(exc).__name__}: {exc}",
+                         f"create {spec.partition(':')[0].replace('.', '/')}.py beside {os.path.basename(self.file)} "
+                         f"(or on PYTHONPATH) defining {spec.partition(':')[2]}, or fix the name", path,
+                         processor=proc)
+                continue
+            if not callable(obj):
+                self.add("callable", f"`{spec}` is a {type(obj).__name__}, not a callable",
+                         "point it at a function", path, processor=proc)
+
+    def _sql(self, pipeline: Any) -> None:
+        from . import sql as sqlcheck
+
+        day = _representative_day(pipeline)
+        stmts = sqlcheck.statements(pipeline, day)
+        analyzer = sqlcheck.Analyzer(pipeline)
+        index = {p.name: i for i, p in enumerate(pipeline.processors)}
+        failed_transforms: set[str] = set()
+        for stmt in stmts:
+            if stmt.processor in failed_transforms:
+                continue  # its derived statements fail the same way; the transform's line says where
+            self.statements += 1
+            err = analyzer.check(stmt)
+            if err is None:
+                continue
+            i = index[stmt.processor]
+            proc = pipeline.processors[i]
+            position = f" (at {err.line}:{err.column} of the statement)" if err.line else ""
+            if stmt.yaml_path is not None:  # text the definition wrote: point at its line
+                if stmt.role == "transform":
+                    failed_transforms.add(stmt.processor)
+                path = ("processors", i, *stmt.yaml_path)
+                line = (self.lines.text_line(path, err.line + stmt.line_offset) if err.line
+                        else self.lines.line(path))
+                self.add("sql", f"GoogleSQL rejects the {'SELECT' if stmt.role == 'transform' else stmt.role}: "
+                                f"{err.message}", err.fix, processor=proc.name, line=line, statement=stmt.role)
+            else:
+                fix = err.fix
+                if stmt.role.startswith("merge") and ("not found inside" in err.message or "Unrecognized" in err.message):
+                    fix = ("the SELECT must return every declared output column by name "
+                           f"({', '.join(proc.output.column_names)})")
+                self.add("sql", f"GoogleSQL rejects the {stmt.role} Cascade sends{position}: {err.message}", fix,
+                         ("processors", i, "output"), key=True, processor=proc.name, statement=stmt.role)
+
+
+def _import(pipeline_module: Any, pipeline: Any, spec: str) -> Any:
+    if hasattr(pipeline_module, "import_callable"):
+        return pipeline_module.import_callable(pipeline, spec)
+    import importlib
+    import sys
+
+    folder = str(Path(pipeline.source_path).resolve().parent) if pipeline.source_path else ""
+    if folder and folder not in sys.path:
+        sys.path.append(folder)
+    module, _, attr = spec.partition(":")
+    obj = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _representative_day(pipeline: Any) -> date:
+    """A date with a full lookback history when the calendar has one: 60 days into the longest season."""
+    cal = pipeline.calendar
+    if not cal.seasons:
+        return _REPRESENTATIVE_DAY
+    longest = max(cal.seasons, key=lambda s: (s.end - s.start).days)
+    return min(longest.start + timedelta(days=60), longest.end)
+
+
+def _proc_name(raw: Any, path: tuple[Any, ...]) -> str | None:
+    if len(path) >= 2 and path[0] == "processors" and isinstance(path[1], int):
+        try:
+            name = raw["processors"][path[1]].get("name")
+            return name if isinstance(name, str) else None
+        except (KeyError, IndexError, TypeError, AttributeError):
+            return None
+    return None
+
+
+def _schema_fix(issue: definition_schema.Issue) -> str:
+    if issue.message.startswith("unknown key"):
+        return "remove the key or correct its spelling (keys: docs/definition-reference.md)"
+    if issue.message.startswith("missing required key"):
+        return "add the key (docs/definition-reference.md says what it takes)"
+    return "give it a value of the declared type (docs/definition-reference.md)"

@@ -1,0 +1,252 @@
+"""Every SQL statement Cascade would send for a pipeline, analyzed by BigQuery's own analyzer.
+
+``statements(pipeline)`` does not rebuild any SQL: it drives the real code paths - ``Warehouse``
+(MERGEs, the fence and row-count reads, the strict-mode gap query ``present_dates``), the backfill
+validation queries (``backfill.validate``: duplicate keys, NULL critical columns, coverage) and the
+processors' own SELECTs - against a recording BigQuery client that answers every job with an empty
+result, and keeps each statement with the query parameters it was sent with. So the text analyzed
+is exactly the text Cascade sends, and the parameter types are exactly the ones it declares
+(``@data_date DATE``, ``@rows ARRAY<STRUCT<...>>``, ...).
+
+``Analyzer`` checks them with ZetaSQL (PyPI ``zetasql``, GoogleSQL compiled to WASM, offline; a dev
+dependency, never in the functions' runtime) against a catalog of the declared tables, named
+exactly as rendered (``cascade-lint.nba_raw.nbac_schedule``) with the framework's lineage columns.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date
+from types import SimpleNamespace
+from typing import Any, Callable
+
+from google.cloud import bigquery
+
+from ..errors import CascadeError
+from ..pipeline import Pipeline, Processor, all_columns
+
+PROJECT = "cascade-lint"
+
+# Definition / query-parameter type name -> ZetaSQL TypeKind attribute name.
+_TYPE_KIND = {"DATE": "TYPE_DATE", "STRING": "TYPE_STRING", "INT64": "TYPE_INT64", "FLOAT64": "TYPE_DOUBLE",
+              "BOOL": "TYPE_BOOL", "TIMESTAMP": "TYPE_TIMESTAMP", "NUMERIC": "TYPE_NUMERIC",
+              "BIGNUMERIC": "TYPE_BIGNUMERIC", "BYTES": "TYPE_BYTES", "DATETIME": "TYPE_DATETIME"}
+
+# Messages of GoogleSQL -> the usual fix (first match wins): mostly DuckDB-isms the local emulator
+# (DuckDB + SQLGlot) accepts and BigQuery does not.
+_HINTS: list[tuple[str, str]] = [
+    (r"got identifier \"ILIKE\"|ILIKE", "BigQuery has no ILIKE: use LOWER(x) LIKE LOWER(pattern)"),
+    (r"but got \":\"", "BigQuery has no `x::TYPE` cast: use CAST(x AS TYPE)"),
+    (r"QUALIFY clause must be used in conjunction with WHERE",
+     "BigQuery needs a WHERE, GROUP BY or HAVING with QUALIFY: add `WHERE TRUE` before QUALIFY"),
+    (r"Function not found: LIST", "use ARRAY_AGG(x)"),
+    (r"Function not found: MEDIAN", "use PERCENTILE_CONT(x, 0.5) OVER () or APPROX_QUANTILES(x, 2)[OFFSET(1)]"),
+    (r"Function not found: STRFTIME", "use FORMAT_DATE('%Y-%m-%d', d) / FORMAT_TIMESTAMP"),
+    (r"date part name is required but found (DAYS|MONTHS|YEARS|WEEKS|HOURS)",
+     "interval parts are singular in BigQuery: INTERVAL 1 DAY"),
+    (r"Unexpected \"/\"", "BigQuery has no `//`: use DIV(a, b) for integer division"),
+    (r"keyword EXCLUDE", "BigQuery spells it SELECT * EXCEPT (col)"),
+    (r"got \"\(\"", "BigQuery has no aggregate FILTER (WHERE ...): use COUNTIF(cond) or SUM(IF(cond, x, 0))"),
+    (r"No matching signature for operator",
+     "compare values of one type: CAST one side (CAST(x AS INT64)) or write a literal of the column's type "
+     "(DATE '2025-01-15', 5 not '5')"),
+    (r"No matching signature for function", "pass arguments of the types the function takes (CAST them)"),
+    (r"Table not found", "read tables through `{dataset.table}` placeholders of processors the definition declares"),
+    (r"Unrecognized name|Name \w+ not found",
+     "use the columns the table declares in the definition (see `cascade describe`)"),
+    (r"Query parameter '(\w+)' not found",
+     "processor SQL may use the parameters @data_date and @window_start (DATE) only"),
+]
+
+
+@dataclass
+class Statement:
+    """One statement Cascade would send: what it is, for which processor, its text and parameters."""
+
+    role: str  # transform, merge, export query, gap query, ...
+    processor: str
+    sql: str
+    params: list[Any] = field(default_factory=list)
+    # Where the text comes from in the processor's YAML (("sql",), ("gates", 0, "sql")), and how the
+    # statement's lines are shifted against it; None for statements the framework derives.
+    yaml_path: tuple[Any, ...] | None = None
+    line_offset: int = 0
+
+
+@dataclass
+class SqlError:
+    statement: Statement
+    message: str
+    line: int | None  # 1-based line inside the statement (from the analyzer), when known
+    column: int | None
+    fix: str
+
+
+# ---------------------------------------------------------------------- capture
+class _Row(dict):
+    def __missing__(self, key: str) -> int:
+        return 0
+
+
+class _Job:
+    num_dml_affected_rows = 0
+
+    def result(self, timeout: float | None = None) -> list[_Row]:
+        return [_Row()]
+
+
+class RecordingClient:
+    """A stand-in ``bigquery.Client`` that records each query and answers with one all-zero row."""
+
+    def __init__(self) -> None:
+        self.recorded: list[tuple[str, list[Any]]] = []
+
+    def query(self, sql: str, job_config: Any = None, **_kw: Any) -> _Job:
+        self.recorded.append((sql, list(getattr(job_config, "query_parameters", None) or [])))
+        return _Job()
+
+
+def _sample_row(proc: Processor, day: date) -> dict[str, Any]:
+    return {c: (day if c == proc.output.date_column else None) for c, _ in proc.output.columns}
+
+
+def _gate_queries(wh: Any, proc: Processor, day: date, capture: Callable[..., None]) -> None:
+    """The quality gates' queries (``shared/gates.py``): the one query of the built-in gates, each
+    ``sql`` gate's query, and the sample query a failed ``not_null`` / ``range`` gate sends."""
+    from .. import gates as gates_module
+
+    gates = gates_module.Gates(wh.pipeline, wh)
+    report = gates_module.GateReport()
+    builtin = [g for g in proc.gates if g.kind != "sql"]
+    if builtin:
+        capture("gate query (row_count/not_null/range)", lambda: gates._builtin(proc, day, builtin, report))
+    for g in proc.gates:
+        if g.kind == "sql":  # sent as "SELECT * FROM (\n<gate sql>\n) ...": one line above the YAML text
+            capture(f"gate {g.name}", lambda: gates._sql(proc, day, g, report),
+                    ("gates", proc.gates.index(g), "sql"), -1)
+        elif g.kind == "not_null":
+            capture(f"gate {g.name} sample", lambda: gates._sample(
+                proc, day, " OR ".join(f"{c} IS NULL" for c in g.columns), list(g.columns), [], report))
+        elif g.kind == "range":
+            params: list[Any] = []
+            capture(f"gate {g.name} sample", lambda: gates._sample(
+                proc, day, gates._outside(g, 0, params), [g.columns[0]], params, report))
+
+
+def statements(pipeline: Pipeline, day: date, project: str = PROJECT) -> list[Statement]:
+    """Every statement Cascade sends for ``pipeline`` (as on ``day``), with its parameters."""
+    from ..backfill import validate as backfill_validate
+    from ..warehouse import Warehouse
+
+    client = RecordingClient()
+    wh = Warehouse(client, pipeline, project)  # type: ignore[arg-type]
+    app = SimpleNamespace(pipeline=pipeline, warehouse=wh, project=project)
+    out: list[Statement] = []
+
+    def capture(role: str, proc: Processor, call: Callable[[], Any], yaml_path: tuple[Any, ...] | None = None,
+                line_offset: int = 0) -> None:
+        start = len(client.recorded)
+        try:
+            call()
+        except Exception as exc:
+            # After its statements were recorded, a code path may trip over the stand-in's empty
+            # answers (the empty-source refusal, a missing column of a result row): that is fine.
+            if len(client.recorded) == start and not isinstance(exc, CascadeError):
+                raise
+        for i, (sql, params) in enumerate(client.recorded[start:]):
+            out.append(Statement(role if i == 0 else f"{role} (follow-up read)", proc.name, sql, params,
+                                 yaml_path if i == 0 else None, line_offset))
+
+    for proc in pipeline.processors:
+        start, _ = proc.window(day, pipeline.calendar)
+        window = [bigquery.ScalarQueryParameter("data_date", "DATE", day),
+                  bigquery.ScalarQueryParameter("window_start", "DATE", start)]
+        if proc.kind == "sql":
+            out.append(Statement("transform", proc.name, pipeline.render_sql(proc, project), window, ("sql",)))
+            capture("merge", proc, lambda: wh.merge_select(proc, day, "lint", 1))
+        elif proc.kind == "gcs_json_export":
+            out.append(Statement("transform", proc.name, pipeline.render_sql(proc, project), window,
+                                 ("export", "sql")))
+            capture("merge", proc, lambda: wh.merge_rows(proc, day, [_sample_row(proc, day)], "lint", 1))
+        else:  # raw loads and Python processors MERGE rows handed over as @rows
+            capture("merge", proc, lambda: wh.merge_rows(proc, day, [_sample_row(proc, day)], "lint", 1))
+        capture("row count", proc, lambda: wh.count_rows(proc.output, day))
+        for u in proc.upstreams:
+            if u.has_lookback:
+                lo, hi = u.window(day, pipeline.calendar)
+                up = pipeline.processor(u.processor).output
+                capture(f"strict-mode gap query ({u.processor})", proc, lambda: wh.present_dates(up, lo, hi))
+        capture("validation: duplicate keys / NULL critical columns", proc,
+                lambda: backfill_validate.validate(app, day, day, processors=[proc.name]))  # type: ignore[arg-type]
+        capture("validation: coverage", proc,
+                lambda: backfill_validate.coverage(app, day, day, processors=[proc.name]))  # type: ignore[arg-type]
+        if getattr(proc, "gates", ()):
+            _gate_queries(wh, proc, day, lambda role, call, *where: capture(role, proc, call, *where))
+    return out
+
+
+# ---------------------------------------------------------------------- analysis
+class Analyzer:
+    """ZetaSQL analysis of statements against the pipeline's declared tables (one catalog)."""
+
+    def __init__(self, pipeline: Pipeline, project: str = PROJECT) -> None:
+        from zetasql.api import CatalogBuilder, TableBuilder
+        from zetasql.types import LanguageOptions, TypeKind, ZetaSQLBuiltinFunctionOptions
+
+        self._kind = lambda name: getattr(TypeKind, _TYPE_KIND[name.upper()])
+        self.language = LanguageOptions.maximum_features()
+        builder = CatalogBuilder("cascade")
+        for proc in pipeline.processors:
+            table = TableBuilder(pipeline.table_id(project, proc.output))
+            for col, typ in all_columns(proc.output):
+                table = table.add_column(col, self._kind(typ))
+            builder = builder.add_table(table.build())
+        self.catalog = builder.with_builtin_functions(
+            ZetaSQLBuiltinFunctionOptions(language_options=self.language)).build()
+
+    def _type(self, param: Any) -> Any:
+        from zetasql.types import ArrayType, StructField, StructType, Type, TypeKind
+
+        if isinstance(param, bigquery.ArrayQueryParameter):
+            values = param.values or []
+            if param.array_type == "STRUCT" or (values and isinstance(values[0], bigquery.StructQueryParameter)):
+                first = values[0]
+                fields = [StructField(field_name=name, field_type=self._scalar(first.struct_types[name]))
+                          for name in first.struct_types]
+                element = Type(type_kind=TypeKind.TYPE_STRUCT, struct_type=StructType(field=fields))
+            else:
+                element = self._scalar(param.array_type)
+            return Type(type_kind=TypeKind.TYPE_ARRAY, array_type=ArrayType(element_type=element))
+        return self._scalar(param.type_)
+
+    def _scalar(self, name: str) -> Any:
+        from zetasql.types import Type
+
+        return Type(type_kind=self._kind(str(name)))
+
+    def check(self, stmt: Statement) -> SqlError | None:
+        from zetasql.api import Analyzer as ZAnalyzer
+        from zetasql.core.exceptions import ZetaSQLError
+        from zetasql.types import AnalyzerOptions, ErrorMessageMode
+
+        options = AnalyzerOptions(
+            language_options=self.language, error_message_mode=ErrorMessageMode.ERROR_MESSAGE_MULTI_LINE_WITH_CARET,
+            query_parameters=[AnalyzerOptions.QueryParameter(name=p.name, type=self._type(p)) for p in stmt.params])
+        try:
+            ZAnalyzer(options, self.catalog).analyze_statement(stmt.sql)
+            return None
+        except ZetaSQLError as exc:
+            message = re.sub(r"\s*\[at \d+:\d+\]", "", str(getattr(exc, "message", "") or exc))
+            raw = str(getattr(exc, "raw_error", "") or "")
+            at = re.search(r"\[at (\d+):(\d+)\]", raw)
+            return SqlError(stmt, message, int(at.group(1)) if at else None, int(at.group(2)) if at else None,
+                            hint(message))
+
+
+def hint(message: str) -> str:
+    """The usual fix of a GoogleSQL analyzer message."""
+    for pattern, fix in _HINTS:
+        if re.search(pattern, message):
+            return fix
+    return "rewrite the statement in GoogleSQL (BigQuery); the local emulator accepts some SQL BigQuery rejects"
