@@ -104,6 +104,9 @@ def runtime_requirements(path: Path = REQUIREMENTS_PATH) -> list[str]:
     return [pins[p.lower()] for p in RUNTIME_PACKAGES]
 
 
+# The one function entry point every phase deploys (the phase comes from CASCADE_PHASE).
+GENERIC_FUNCTION_DIR = "functions/phase"
+
 # Modules of the library that are local tooling (CLI, emulators, backfills, UI, fault injection,
 # synthetic data, provisioning, this file): never imported by a function, never shipped in its zip.
 TOOLING = ("shared/cli/", "shared/ui/", "shared/backfill/", "shared/localstack.py", "shared/emulators.py",
@@ -158,6 +161,33 @@ def runtime_files(root: Path = REPO_ROOT) -> list[str]:
                     seen.add(f)
                     todo.append(f)
     return sorted(f.relative_to(root).as_posix() for f in seen if lib in f.parents)
+
+
+def definition_modules(pipeline: Pipeline, definition_file: str) -> list[str]:
+    """The pipeline's own Python modules its functions import (``python: module:attr`` processors),
+    as files beside the definition - packaged with it, so a deployed Python processor imports
+    exactly what ran locally. A module that is not there is an error naming processor and file."""
+    folder = Path(definition_file).parent
+    out = set()
+    for proc in pipeline.processors:
+        if not proc.python:
+            continue
+        module = proc.python.split(":", 1)[0]
+        parts = module.split(".")
+        for cand in ((folder.joinpath(*parts)).with_suffix(".py"), folder.joinpath(*parts, "__init__.py")):
+            if (REPO_ROOT / cand).is_file():
+                out.add(cand.as_posix())
+                # the packages on the way are part of it too
+                for i in range(1, len(parts)):
+                    init = folder.joinpath(*parts[:i], "__init__.py")
+                    if (REPO_ROOT / init).is_file():
+                        out.add(init.as_posix())
+                break
+        else:
+            raise SystemExit(f"processor {proc.name}: module {module!r} of `python: {proc.python}` is not a file "
+                             f"beside the definition ({folder}/{'/'.join(parts)}.py): put it there so the function "
+                             f"zip carries it")
+    return sorted(out)
 
 
 def _table_inputs(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
@@ -334,7 +364,7 @@ def _phase_inputs(pipeline: Pipeline, number: int) -> dict[str, Any]:
         "title": ph.title,
         "function": function,
         "deployed_name": _resource_name(pipeline, function),
-        "source_dir": f"functions/{function}",
+        "source_dir": GENERIC_FUNCTION_DIR,  # one entry point for every phase; CASCADE_PHASE says which
         "entry_point": "handle",
         "topic": pipeline.topic(number),
         "dead_letter_topic": pipeline.dead_letter_topic(number),
@@ -394,6 +424,7 @@ def terraform_inputs(pipeline: Pipeline, project_placeholder: str = "${project}"
         "datasets": pipeline.datasets(),
         "runtime_requirements": runtime_requirements(),
         "runtime_files": runtime_files(),
+        "definition_modules": definition_modules(pipeline, definition_file),
         "build_account_id": _account_id(ns, pipeline.name, "build"),
         "sweeper": {
             "function": "sweeper",

@@ -47,3 +47,13 @@ def test_the_runtime_files_alone_import_every_function_and_run_a_fault_hook_as_a
                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path),
                               "CASCADE_PIPELINE_FILE": str(tmp_path / "pipelines/nba.yaml")})
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+
+
+def test_a_pipelines_own_python_modules_ship_beside_its_definition():
+    from shared.pipeline import load
+    from shared.tfvars import terraform_inputs
+
+    inputs = terraform_inputs(load(ROOT / "pipelines/retail.yaml", namespace=""))
+    assert inputs["definition_file"] == "pipelines/retail.yaml"
+    assert inputs["definition_modules"] == ["pipelines/retail_processors.py"]
+    assert terraform_inputs(load(ROOT / "pipelines/nba.yaml", namespace=""))["definition_modules"] == []

@@ -190,8 +190,8 @@ def input_problems(inputs: dict[str, Any], source_root: Path | None = REPO) -> l
             continue
         if str(ph.get("number")) != key:
             out.append(f"{where}: key does not match its number {ph.get('number')}")
-        if ph["source_dir"] != f"functions/{ph['function']}":
-            out.append(f"{where}: source_dir {ph['source_dir']} is not functions/{ph['function']}")
+        if ph["source_dir"] != "functions/phase":
+            out.append(f"{where}: source_dir {ph['source_dir']} is not the generic entry point functions/phase")
         if source_root is not None and not (source_root / ph["source_dir"] / "main.py").is_file():
             out.append(f"{where}: {ph['source_dir']}/main.py does not exist (no function source to deploy)")
         topics += [ph["topic"], ph["dead_letter_topic"]]
@@ -361,6 +361,8 @@ def phase_module_problems(m: dict[str, Any]) -> list[str]:
             out.append(f"{where}: function {name} available_cpu is not var.phase.cpu (>= 1 vCPU for concurrency > 1)")
         if "THREADS=tostring(var.phase.concurrency)" not in _compact(sc.get("environment_variables")):
             out.append(f"{where}: function {name} does not run THREADS = concurrency request threads")
+        if "CASCADE_PHASE=tostring(var.phase.number)" not in _compact(sc.get("environment_variables")):
+            out.append(f"{where}: function {name} does not tell the generic entry point its phase (CASCADE_PHASE)")
         if not sc.get("environment_variables"):
             out.append(f"{where}: function {name} has no environment variables")
     fn_sa = None
@@ -806,7 +808,7 @@ def root_problems(r: dict[str, Any], m: dict[str, Any], inputs: dict[str, Any]) 
             if needle not in text:
                 out.append(f"{where}: archive_file.{name} does not package {needle}")
         libs = _compact(r["locals"].get("library_files", "")) + text
-        if "runtime_files" not in libs or "definition_file" not in libs:
+        if "runtime_files" not in libs or "definition_file" not in libs or "definition_modules" not in libs:
             out.append(f"{where}: archive_file.{name} does not package the runtime library files and the pipeline "
                        f"definition")
         objects = [o for o in _resources(r, "google_storage_bucket_object").values()
@@ -878,7 +880,8 @@ def test_every_phase_is_deployed(parsed: dict[str, Any], inputs: dict[str, Any])
 
 
 def test_new_phases_need_no_terraform_edit(parsed: dict[str, Any]) -> None:
-    """A further phase (own schedule, default date today) added to the YAML changes inputs only."""
+    """A further phase (own schedule, default date today) added to the YAML changes inputs only: no
+    Terraform edit and no function folder (every phase deploys functions/phase with CASCADE_PHASE)."""
     script = r"""
 import json, sys, yaml
 from pathlib import Path
@@ -916,11 +919,10 @@ print(json.dumps({"last": str(last["number"]), "inputs": terraform_inputs(from_d
     assert grown["phases"][last]["next_topic"] == "nba-phase97-scoring"
     assert grown["phases"]["98"]["reads_datasets"] == ["nba_scoring"]
     assert "nba_scoring" in grown["datasets"] and "nba_archive.archive_out" in grown["tables"]
-    # The function folders do not exist: everything else about the new phases is in order.
+    # The new phases deploy the one generic entry point: nothing else to add, no problem.
+    assert {grown["phases"][n]["source_dir"] for n in ("97", "98")} == {"functions/phase"}
     found = problems(parsed, grown)
-    assert sorted(found) == [
-        f"inputs: phase {n}: functions/{f}/main.py does not exist (no function source to deploy)"
-        for n, f in (("97", "phase97_scoring"), ("98", "phase98_archive"))], found
+    assert found == [], found
 
 
 # ====================================================================== negative tests
@@ -982,7 +984,9 @@ def test_phase_without_function_source_is_reported(parsed, inputs) -> None:
     grown["phases"]["9"] = {**copy.deepcopy(inputs["phases"]["4"]), "number": 9, "function": "phase9_missing",
                             "source_dir": "functions/phase9_missing", "topic": "nba-phase9-missing",
                             "dead_letter_topic": "nba-phase9-missing-dlq"}
-    assert any("phase9_missing/main.py does not exist" in p for p in problems(parsed, grown))
+    found = problems(parsed, grown)
+    assert any("phase9_missing/main.py does not exist" in p for p in found)
+    assert any("is not the generic entry point functions/phase" in p for p in found)
 
 
 def test_phase_missing_fields_is_reported(parsed, inputs) -> None:
@@ -1181,7 +1185,8 @@ def test_single_request_functions_and_a_fractional_cpu_are_reported(parsed, inpu
     bad["phase"]["variable"]["phase"]["validation"] = []
     found = problems(bad, inputs)
     for needle in ("max_instance_request_concurrency is not the definition's", "max_instance_count is not the definition's",
-                   "available_cpu is not var.phase.cpu", "THREADS", "concurrency > 1 comes with >= 1 vCPU"):
+                   "available_cpu is not var.phase.cpu", "THREADS", "concurrency > 1 comes with >= 1 vCPU",
+                   "CASCADE_PHASE"):
         assert any(needle in p for p in found), (needle, found)
     small = copy.deepcopy(inputs)
     small["phases"]["3"]["cpu"] = "0.5"

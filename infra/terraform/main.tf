@@ -42,8 +42,9 @@ locals {
   source_root = startswith(var.source_root, "/") ? var.source_root : "${path.module}/${var.source_root}"
   # The library's runtime files (the import closure of the function entry points, derived by
   # shared.tfvars - the CLI, emulators, backfills, UI and fault injection stay out) and the
-  # pipeline definition go into every function's zip.
-  library_files = setunion(toset(var.pipeline.runtime_files), [var.pipeline.definition_file])
+  # pipeline definition with its own Python modules (python: processors) go into every function's zip.
+  library_files = setunion(toset(var.pipeline.runtime_files), [var.pipeline.definition_file],
+  toset(var.pipeline.definition_modules))
   # Runtime dependencies only (pins taken from the repository's requirements.txt by shared.tfvars).
   function_requirements = "${join("\n", var.pipeline.runtime_requirements)}\n"
 

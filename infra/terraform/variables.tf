@@ -51,6 +51,7 @@ variable "pipeline" {
     datasets             = list(string)
     runtime_requirements = list(string)
     runtime_files        = list(string)
+    definition_modules   = list(string)
     build_account_id     = string
     sweeper = object({
       function            = string

@@ -89,7 +89,7 @@ resource "google_cloudfunctions2_function" "this" {
     ingress_settings                 = "ALLOW_INTERNAL_ONLY"
     all_traffic_on_latest_revision   = true
     service_account_email            = google_service_account.function.email
-    environment_variables            = merge(var.environment, { THREADS = tostring(var.phase.concurrency) })
+    environment_variables            = merge(var.environment, { THREADS = tostring(var.phase.concurrency), CASCADE_PHASE = tostring(var.phase.number) })
   }
 }
 
