@@ -5,11 +5,12 @@ PYTHON ?= python3.11
 VENV := .venv
 export CASCADE_STATE_DIR ?= $(CURDIR)/.cascade
 
-.PHONY: help prereqs venv demo test test-python test-infra test-py312 bench up down ui tfvars clean
+.PHONY: help prereqs venv demo test test-python test-infra test-py312 lint bench up down ui tfvars clean
 
 help:
 	@echo "make demo    run the local cascade demo (emulators, phases 2->3->4), exit 0 iff it completed"
 	@echo "make test    run the whole test suite (Python on the emulators + Terraform offline checks)"
+	@echo "make lint    cascade lint every shipped pipeline and a fresh cascade init scaffold (SQL by ZetaSQL)"
 	@echo "make bench   backfill benchmark on the emulators (prints one JSON line)"
 	@echo "make up / make down   start / stop the local stack (same as cascade up / cascade down)"
 	@echo "make ui      serve the status page of the local stack on http://127.0.0.1:8765/ (cascade ui)"
@@ -32,10 +33,16 @@ venv: prereqs $(VENV)/.installed
 demo: venv
 	@bash scripts/demo.sh
 
-test: venv test-python test-infra test-py312
+test: venv lint test-python test-infra test-py312
 
 test-python: venv
 	$(VENV)/bin/python -m pytest -q -p no:bqemulator tests --ignore=tests/test_terraform.py
+
+# Every shipped definition and a freshly scaffolded project, all their SQL analyzed by BigQuery's analyzer.
+lint: venv
+	$(VENV)/bin/cascade lint pipelines/*.yaml
+	@set -e; tmp=$$(mktemp -d); $(VENV)/bin/cascade init $$tmp/lint_scaffold >/dev/null; \
+		$(VENV)/bin/cascade lint $$tmp/lint_scaffold/pipeline.yaml; rm -rf $$tmp
 
 test-infra:
 	@bash infra/check.sh
