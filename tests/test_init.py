@@ -63,7 +63,7 @@ def test_init_refuses_a_folder_that_is_not_empty(tmp_path, capsys):
 
 
 def test_inside_a_project_folder_cascade_uses_its_pipeline_yaml(project, monkeypatch):
-    monkeypatch.delenv("CASCADE_PIPELINE_FILE", raising=False)
+    monkeypatch.setenv("CASCADE_PIPELINE_FILE", "")  # unset for the call, restored afterwards
     monkeypatch.setattr(sys, "path", list(sys.path))
     use_project_definition(project)
     assert os.environ["CASCADE_PIPELINE_FILE"] == str((project / "pipeline.yaml").resolve())

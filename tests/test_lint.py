@@ -184,6 +184,14 @@ def test_every_problem_is_reported_in_one_run_with_its_line_and_fix(tmp_path):
     assert not report.ok
 
 
+def test_the_loaders_consistency_checks_are_reported_with_the_processor(tmp_path):
+    path = _write(tmp_path, CALENDAR_AND_PHASES.replace("keys: [store_id]", "keys: [shop_id]"))
+    (problem,) = lint(path, sql=False).problems
+    assert (problem.check, problem.processor) == ("definition", "sales")
+    assert "key/critical column 'shop_id' is not a declared column" in problem.message
+    assert problem.line == _line_of(path, "- name: sales")
+
+
 def test_schema_error_deep_in_the_file_has_the_line_of_the_offending_value(tmp_path):
     text = (REPO / "pipelines" / "nba.yaml").read_text().replace(
         "      keys: [game_id, team]\n", "      keys: game_id\n", 1)
@@ -223,8 +231,8 @@ def test_lookbacks_that_reach_past_the_calendar_are_reported(tmp_path):
 
 
 def test_cli_lint_exit_codes_and_json(tmp_path, capsys, monkeypatch):
-    monkeypatch.delenv("CASCADE_PIPELINE_FILE", raising=False)
-    bad = _write(tmp_path, BROKEN)
+    monkeypatch.chdir(tmp_path)  # a folder with no pipeline.yaml: nothing picked up from the cwd
+    bad = _write(tmp_path, BROKEN, "broken.yaml")
     assert cascade(["lint", "--no-sql", "--json", str(bad)]) == 1
     out = json.loads(capsys.readouterr().out)
     assert out["ok"] is False and {p["check"] for p in out["problems"]} >= {"schema", "upstream", "cycle"}
