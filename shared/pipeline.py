@@ -368,7 +368,7 @@ def load(path: str | os.PathLike[str] | None = None, namespace: str | None = Non
 
 def from_dict(raw: dict[str, Any], source_path: str = "") -> Pipeline:
     """Build a ``Pipeline`` from plain data, raising ``DefinitionError`` naming the first problem."""
-    validate_structure(raw, source_path)  # keys and types (shared/definition_schema.py), before relations
+    validate_structure(raw, source_path)  # keys and types (shared/definition_schema/), before relations
     try:
         phases = tuple(Phase(int(p["number"]), str(p["name"]), str(p.get("title", p["name"]).title()),
                              int(p["next"]) if p.get("next") is not None else None,

@@ -18,11 +18,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .definition_schema import SCHEMA_PATH
+from .definition_schema import REPO_ROOT, SCHEMA_PATH
 from .errors import CascadeError
 
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "init"
-REPO_URL = "https://github.com/cascade/cascade"  # shown in the project's README
 FIRST_DATE = "2025-01-01"  # the calendar's first day: needs no lookback history
 LAST_SAMPLE_DATE = "2025-01-07"
 
@@ -75,7 +74,7 @@ def scaffold(root: Path, name: str | None = None) -> Scaffold:
                             f"(pass --name)")
     words = {"__PIPELINE__": name, "__MODULE__": f"{name}_processors",
              "__BUCKET__": f"{name.replace('_', '-')}-landing", "__SCHEMA__": str(SCHEMA_PATH),
-             "__CASCADE__": REPO_URL}
+             "__CASCADE__": str(REPO_ROOT / "README.md")}
     written = []
     for src in sorted(p for p in TEMPLATE.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
         rel = src.relative_to(TEMPLATE).as_posix()

@@ -304,7 +304,7 @@ def _kitchen_sink() -> dict:
                                                   "lookback_dates": 10, "until": "same_day"}]
     raw["processors"].append({
         "name": "player_python_scores", "phase": 4, "description": "Python processor",
-        "upstreams": ["player_game_summary"], "python": "nba_features:scores",
+        "upstreams": ["player_game_summary"], "python": "retail_processors:store_demand_features",
         "output": {"table": "nba_precompute.player_python_scores", "date_column": "game_date", "keys": ["player_id"],
                    "critical": ["score"], "columns": {"game_date": "DATE", "player_id": "INT64", "score": "FLOAT64"}}})
     return raw

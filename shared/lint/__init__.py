@@ -3,7 +3,7 @@
 One pass reports all of them (not the first only), in this order:
 
 * **yaml** - the file does not parse.
-* **schema** - unknown keys, wrong types, missing keys (``shared/definition_schema.py``).
+* **schema** - unknown keys, wrong types, missing keys (``shared/definition_schema/``).
 * **upstream** - an upstream names no declared processor.
 * **cycle** - processors that (transitively) read each other.
 * **lookback** - a window that reaches past the calendar: ``lookback_days`` longer than the

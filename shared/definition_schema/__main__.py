@@ -1,0 +1,7 @@
+"""``python -m shared.definition_schema [--write | --check]``: the generated schema documents."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
