@@ -108,6 +108,32 @@ def test_sql_the_local_emulator_runs_but_bigquery_rejects_is_reported_at_its_lin
     assert "INT64, STRING" in by_proc["string_compared_to_int"].message
 
 
+# DuckDB-isms: each construct ran in a plain SELECT on bqemulator 1.4.0 (DuckDB + SQLGlot), checked by hand;
+# GoogleSQL rejects each.
+DUCKDB_ISMS = {
+    "list_agg": ("SELECT @data_date AS sale_date, store_id, ARRAY_LENGTH(LIST(units)) AS units "
+                 "FROM {shop_raw.sales} WHERE sale_date = @data_date GROUP BY store_id", "ARRAY_AGG"),
+    "median": ("SELECT @data_date AS sale_date, store_id, CAST(MEDIAN(units) AS INT64) AS units "
+               "FROM {shop_raw.sales} WHERE sale_date = @data_date GROUP BY store_id", "PERCENTILE_CONT"),
+    "strftime": ("SELECT sale_date, STRFTIME(sale_date, '%Y') AS store_id, units FROM {shop_raw.sales} "
+                 "WHERE sale_date = @data_date", "FORMAT_DATE"),
+    "plural_interval": ("SELECT sale_date, store_id, units FROM {shop_raw.sales} "
+                        "WHERE sale_date > DATE_SUB(@data_date, INTERVAL 1 DAYS)", "INTERVAL 1 DAY"),
+    "aggregate_filter": ("SELECT @data_date AS sale_date, store_id, COUNT(*) FILTER (WHERE units > 1) AS units "
+                         "FROM {shop_raw.sales} WHERE sale_date = @data_date GROUP BY store_id", "COUNTIF"),
+    "select_exclude": ("SELECT * EXCLUDE (units), 0 AS units FROM {shop_raw.sales} WHERE sale_date = @data_date",
+                       "EXCEPT"),
+}
+
+
+def test_duckdb_isms_are_rejected_each_with_the_bigquery_spelling_as_the_fix(tmp_path):
+    path = _write(tmp_path, CALENDAR_AND_PHASES + "".join(_sql_processor(n, s) for n, (s, _) in DUCKDB_ISMS.items()))
+    got = {p.processor: p for p in lint(path).problems}
+    assert set(got) == set(DUCKDB_ISMS)
+    for name, (_, fix) in DUCKDB_ISMS.items():
+        assert got[name].statement == "transform" and fix in got[name].fix, got[name]
+
+
 def test_type_error_against_the_declared_schema_names_the_types_and_the_line(tmp_path):
     path = _write(tmp_path, CALENDAR_AND_PHASES + _sql_processor("daily", """
         SELECT sale_date, store_id, SUM(units) AS units

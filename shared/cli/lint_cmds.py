@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "queries, gates) analyzed offline by ZetaSQL (GoogleSQL, BigQuery's analyzer). FILE defaults to "
                     "the definition in use ($CASCADE_PIPELINE_FILE, ./pipeline.yaml, else pipelines/nba.yaml). "
                     "Exit 0 clean, 1 problems, 2 usage.")
-    p.add_argument("files", nargs="*", metavar="FILE", help="definition file(s) (default: the one in use)")
+    p.add_argument("files", nargs="*", metavar="FILE",
+                   help="definition file(s) or project folder(s) (default: the one in use)")
     p.add_argument("--no-sql", action="store_true", help="skip the ZetaSQL analysis (structure only, instant)")
     p.add_argument("--json", action="store_true", help="print the reports as JSON")
     p.set_defaults(func=_lint)
@@ -41,7 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _lint(args: argparse.Namespace) -> int:
     from ..lint import default_file, lint
 
-    files = [Path(f) for f in args.files] or [default_file()]
+    # A project folder stands for its pipeline.yaml (cascade lint my_shop).
+    files = [Path(f) / "pipeline.yaml" if Path(f).is_dir() else Path(f) for f in args.files] or [default_file()]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         print(f"error: no such definition file: {', '.join(missing)}", file=sys.stderr)

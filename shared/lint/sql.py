@@ -33,29 +33,32 @@ _TYPE_KIND = {"DATE": "TYPE_DATE", "STRING": "TYPE_STRING", "INT64": "TYPE_INT64
               "BOOL": "TYPE_BOOL", "TIMESTAMP": "TYPE_TIMESTAMP", "NUMERIC": "TYPE_NUMERIC",
               "BIGNUMERIC": "TYPE_BIGNUMERIC", "BYTES": "TYPE_BYTES", "DATETIME": "TYPE_DATETIME"}
 
-# Messages of GoogleSQL -> the usual fix (first match wins): mostly DuckDB-isms the local emulator
-# (DuckDB + SQLGlot) accepts and BigQuery does not.
-_HINTS: list[tuple[str, str]] = [
-    (r"got identifier \"ILIKE\"|ILIKE", "BigQuery has no ILIKE: use LOWER(x) LIKE LOWER(pattern)"),
-    (r"but got \":\"", "BigQuery has no `x::TYPE` cast: use CAST(x AS TYPE)"),
-    (r"QUALIFY clause must be used in conjunction with WHERE",
+# (GoogleSQL message pattern, pattern the statement must contain or None, the usual fix); first match
+# wins. Mostly DuckDB-isms the local emulator (DuckDB + SQLGlot) accepts and BigQuery does not.
+_HINTS: list[tuple[str, str | None, str]] = [
+    (r"ILIKE", None, "BigQuery has no ILIKE: use LOWER(x) LIKE LOWER(pattern)"),
+    (r"but got \":\"", r"::", "BigQuery has no `x::TYPE` cast: use CAST(x AS TYPE)"),
+    (r"QUALIFY clause must be used in conjunction with WHERE", None,
      "BigQuery needs a WHERE, GROUP BY or HAVING with QUALIFY: add `WHERE TRUE` before QUALIFY"),
-    (r"Function not found: LIST", "use ARRAY_AGG(x)"),
-    (r"Function not found: MEDIAN", "use PERCENTILE_CONT(x, 0.5) OVER () or APPROX_QUANTILES(x, 2)[OFFSET(1)]"),
-    (r"Function not found: STRFTIME", "use FORMAT_DATE('%Y-%m-%d', d) / FORMAT_TIMESTAMP"),
-    (r"date part name is required but found (DAYS|MONTHS|YEARS|WEEKS|HOURS)",
+    (r"Function not found: LIST\b", None, "use ARRAY_AGG(x)"),
+    (r"Function not found: MEDIAN", None,
+     "use PERCENTILE_CONT(x, 0.5) OVER () or APPROX_QUANTILES(x, 2)[OFFSET(1)]"),
+    (r"Function not found: STRFTIME", None, "use FORMAT_DATE('%Y-%m-%d', d) / FORMAT_TIMESTAMP"),
+    (r"date part name is required but found (DAYS|MONTHS|YEARS|WEEKS|HOURS)", None,
      "interval parts are singular in BigQuery: INTERVAL 1 DAY"),
-    (r"Unexpected \"/\"", "BigQuery has no `//`: use DIV(a, b) for integer division"),
-    (r"keyword EXCLUDE", "BigQuery spells it SELECT * EXCEPT (col)"),
-    (r"got \"\(\"", "BigQuery has no aggregate FILTER (WHERE ...): use COUNTIF(cond) or SUM(IF(cond, x, 0))"),
-    (r"No matching signature for operator",
+    (r"Unexpected \"/\"", r"//", "BigQuery has no `//`: use DIV(a, b) for integer division"),
+    (r"keyword EXCLUDE", None, "BigQuery spells it SELECT * EXCEPT (col)"),
+    (r"got \"\(\"", r"(?i)FILTER\s*\(\s*WHERE",
+     "BigQuery has no aggregate FILTER (WHERE ...): use COUNTIF(cond) or SUM(IF(cond, x, 0))"),
+    (r"No matching signature for operator", None,
      "compare values of one type: CAST one side (CAST(x AS INT64)) or write a literal of the column's type "
      "(DATE '2025-01-15', 5 not '5')"),
-    (r"No matching signature for function", "pass arguments of the types the function takes (CAST them)"),
-    (r"Table not found", "read tables through `{dataset.table}` placeholders of processors the definition declares"),
-    (r"Unrecognized name|Name \w+ not found",
+    (r"No matching signature for function", None, "pass arguments of the types the function takes (CAST them)"),
+    (r"Table not found", None,
+     "read tables through `{dataset.table}` placeholders of processors the definition declares"),
+    (r"Unrecognized name|Name \w+ not found", None,
      "use the columns the table declares in the definition (see `cascade describe`)"),
-    (r"Query parameter '(\w+)' not found",
+    (r"Query parameter '(\w+)' not found", None,
      "processor SQL may use the parameters @data_date and @window_start (DATE) only"),
 ]
 
@@ -241,12 +244,12 @@ class Analyzer:
             raw = str(getattr(exc, "raw_error", "") or "")
             at = re.search(r"\[at (\d+):(\d+)\]", raw)
             return SqlError(stmt, message, int(at.group(1)) if at else None, int(at.group(2)) if at else None,
-                            hint(message))
+                            hint(message, stmt.sql))
 
 
-def hint(message: str) -> str:
-    """The usual fix of a GoogleSQL analyzer message."""
-    for pattern, fix in _HINTS:
-        if re.search(pattern, message):
+def hint(message: str, sql: str = "") -> str:
+    """The usual fix of a GoogleSQL analyzer ``message`` about ``sql``."""
+    for pattern, in_sql, fix in _HINTS:
+        if re.search(pattern, message) and (in_sql is None or re.search(in_sql, sql)):
             return fix
     return "rewrite the statement in GoogleSQL (BigQuery); the local emulator accepts some SQL BigQuery rejects"
