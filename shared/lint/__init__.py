@@ -70,7 +70,7 @@ class Report:
     problems: list[Problem] = field(default_factory=list)
     statements: int = 0  # SQL statements analyzed
     seconds: float = 0.0
-    sql_checked: bool = True
+    sql_checked: bool = False  # the SQL analysis ran (not --no-sql, and the definition loads)
 
     @property
     def ok(self) -> bool:
@@ -85,7 +85,7 @@ class Report:
         lines = [p.render() for p in self.problems]
         summary = (f"{self.file}: {len(self.problems)} problem(s)" if self.problems else f"{self.file}: ok")
         sql = (f"{self.statements} SQL statements analyzed by ZetaSQL" if self.sql_checked
-               else "SQL not analyzed: --no-sql")
+               else "SQL not analyzed" + ("" if self.problems else ": --no-sql"))
         return "\n".join([*lines, f"{summary} ({sql}, {self.seconds:.1f} s)"])
 
 
@@ -120,7 +120,7 @@ def lint(path: str | os.PathLike[str], sql: bool = True) -> Report:
     checker.run(sql)
     report.problems = checker.problems
     report.statements = checker.statements
-    report.sql_checked = sql
+    report.sql_checked = checker.sql_ran
     report.seconds = time.perf_counter() - started
     return report
 
@@ -130,6 +130,7 @@ class _Checker:
         self.file, self.raw, self.lines = file, raw, lines
         self.problems: list[Problem] = []
         self.statements = 0
+        self.sql_ran = False
 
     def add(self, check: str, message: str, fix: str, path: tuple[Any, ...] = (), key: bool = False,
             processor: str | None = None, line: int | None = None, statement: str | None = None) -> None:
@@ -169,7 +170,7 @@ class _Checker:
     def _upstreams(self, procs: list[tuple[int, dict[str, Any]]]) -> None:
         names = [p["name"] for _, p in procs]
         for i, p in procs:
-            for j, u in enumerate(p.get("upstreams") or [] if isinstance(p.get("upstreams"), list) else []):
+            for j, u in enumerate(_list(p.get("upstreams"))):
                 name = self._upstream_name(u)
                 if isinstance(name, str) and name not in names:
                     close = difflib.get_close_matches(name, names, n=1)
@@ -179,8 +180,7 @@ class _Checker:
                              ("processors", i, "upstreams", j), processor=p["name"])
 
     def _cycles(self, procs: list[tuple[int, dict[str, Any]]]) -> None:
-        graph = {p["name"]: [self._upstream_name(u) for u in (p.get("upstreams") or [])
-                             if isinstance(p.get("upstreams"), list)] for _, p in procs}
+        graph = {p["name"]: [self._upstream_name(u) for u in _list(p.get("upstreams"))] for _, p in procs}
         index = {p["name"]: i for i, p in procs}
         reported: set[frozenset[str]] = set()
         state: dict[str, int] = {}
@@ -217,7 +217,7 @@ class _Checker:
             texts = [(("processors", i, "sql"), p.get("sql"))]
             if isinstance(p.get("export"), dict):
                 texts.append((("processors", i, "export", "sql"), p["export"].get("sql")))
-            for g, gate in enumerate(p.get("gates") or [] if isinstance(p.get("gates"), list) else []):
+            for g, gate in enumerate(_list(p.get("gates"))):
                 if isinstance(gate, dict):
                     texts.append((("processors", i, "gates", g, "sql"), gate.get("sql")))
             for path, sql in texts:
@@ -299,6 +299,7 @@ class _Checker:
     def _sql(self, pipeline: Any) -> None:
         from . import sql as sqlcheck
 
+        self.sql_ran = True
         day = _representative_day(pipeline)
         stmts = sqlcheck.statements(pipeline, day)
         analyzer = sqlcheck.Analyzer(pipeline)
@@ -354,6 +355,11 @@ def _representative_day(pipeline: Any) -> date:
         return _REPRESENTATIVE_DAY
     longest = max(cal.seasons, key=lambda s: (s.end - s.start).days)
     return min(longest.start + timedelta(days=60), longest.end)
+
+
+def _list(value: Any) -> list[Any]:
+    """``value`` if it is a list, else empty (a wrong type is already a schema problem)."""
+    return value if isinstance(value, list) else []
 
 
 def _proc_name(raw: Any, path: tuple[Any, ...]) -> str | None:
