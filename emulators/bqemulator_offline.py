@@ -11,9 +11,9 @@ then unavailable) and hands the command line to the normal CLI, e.g.::
 here as a default if the caller did not set it.
 
 ``--job-latency-s S`` (before the bqemulator arguments; or ``CASCADE_BQ_JOB_LATENCY_S=S``) switches
-on the production latency model of ``emulators/latency_model.py``: every job waits S seconds
-(at least 0.5) concurrently with the others, and mutating DML runs at most 2 at a time per table,
-queued in FIFO order. Benchmarks only: ``LocalStack(..., bq_latency_s=S)`` passes the flag, nothing
+on the production latency model of ``emulators/latency_model.py``: every job costs S seconds end to
+end (at least 0.5; the emulator's own execution happens inside them, one job at a time), concurrently
+with the others, and mutating DML runs at most 2 at a time per table, queued in FIFO order. Benchmarks only: ``LocalStack(..., bq_latency_s=S)`` passes the flag, nothing
 passes it by default. See docs/latency-model.md.
 """
 
@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> None:
             install(latency)
         except ValueError as exc:
             raise SystemExit(f"bqemulator_offline: {exc}") from None
-        print(f"bqemulator_offline: production latency model on: {latency:g} s per job, "
+        print(f"bqemulator_offline: production latency model on: {latency:g} s per job (execution "
+              f"{os.environ.get('CASCADE_BQ_MODEL_EXECUTION') or 'inside'} the latency), "
               "2 mutating DML per table (FIFO), 25 DML per table per 10 s", file=sys.stderr, flush=True)
     cli.main(args=args, prog_name="bqemulator")
 

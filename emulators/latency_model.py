@@ -8,13 +8,26 @@ once, and at most 2 mutating DML statements (MERGE / UPDATE / DELETE) run per ta
 queue in order. This module wraps bqemulator's ASGI app so that the local emulator behaves like the
 latter, as far as a scheduler can tell:
 
-* every job (``jobs.insert`` / ``jobs.query``, not dry runs) first waits a fixed ``job_latency_s``
-  with ``await asyncio.sleep`` - outside anything that serializes execution, so the latencies of
-  concurrent jobs overlap - and is then executed by the emulator as before;
 * a mutating DML statement first takes one of ``dml_per_table`` (2) slots of its target table, in
-  strict FIFO order, and holds it for its latency plus its execution; a multi-statement script takes
-  the slots of every table it mutates (in sorted order, so two scripts cannot deadlock);
-* at most ``dml_rate`` (25) DML statements start per table in any ``dml_window_s`` (10 s) window.
+  strict FIFO order, and holds it for the job's whole latency; a multi-statement script takes the
+  slots of every table it mutates (in sorted order, so two scripts cannot deadlock);
+* at most ``dml_rate`` (25) DML statements start per table in any ``dml_window_s`` (10 s) window;
+* every job (``jobs.insert`` / ``jobs.query``, not dry runs) then costs ``job_latency_s`` end to end,
+  spent concurrently with every other job: the emulator executes it at the start of that window -
+  one job at a time, in arrival order (``execution="inside"``, the default) - and its answer is held
+  until the latency has elapsed (``await asyncio.sleep``, holding nothing that serializes). A job
+  whose wait for the engine plus execution exceeds the latency answers as soon as it is done (and
+  is counted in ``over_latency``).
+
+Why execution inside the latency and one job at a time: bqemulator's handler runs a statement in
+several synchronous steps between awaits, and asyncio runs the ready steps of all executing jobs
+round-robin. Jobs released together (a wavefront's jobs arrive in bursts, and their latencies end
+together) were therefore processor-shared: each of N jobs that woke together finished only when all N
+had, N x ~0.05 s later, and every job's table slot was held that much longer; the next jobs of those
+partitions then arrived together again, so the bursts persisted while the engine idled during the
+common latency (measured: execution median 0.42 s, the emulator ~40 % busy, see
+docs/latency-model.md). The first model ("after": latency, then execution) is kept for comparison
+(``CASCADE_BQ_MODEL_EXECUTION=after``).
 
 What it measures is served at ``GET /_cascade/latency-model`` (JSON: the parameters, counters,
 per-table maximum of DML in flight and queued, engine-busy seconds; ``?jobs=1`` adds the per-job
@@ -44,6 +57,8 @@ DML_PER_TABLE = 2          # BigQuery: mutating DML running concurrently per tab
 DML_RATE = 25              # BigQuery: DML statements per table ...
 DML_WINDOW_S = 10.0        # ... every 10 seconds
 STATS_PATH = "/_cascade/latency-model"
+EXECUTION_ENV = "CASCADE_BQ_MODEL_EXECUTION"
+EXECUTION_MODES = ("inside", "after")
 JOB_LOG_LIMIT = 200_000
 
 _JOB_PATH = re.compile(r"^(?:/upload)?/bigquery/v2/projects/[^/]+/(jobs|queries)/?$")
@@ -156,6 +171,15 @@ class Stats:
     in_flight: int = 0
     tables: dict[str, TableStats] = field(default_factory=dict)
     log: deque = field(default_factory=lambda: deque(maxlen=JOB_LOG_LIMIT))
+    request_log: deque = field(default_factory=lambda: deque(maxlen=JOB_LOG_LIMIT))
+    engine_wait_s: float = 0.0          # jobs waiting for the engine (execution = "inside")
+    over_latency: int = 0               # jobs whose wait + execution exceeded the latency
+    requests: int = 0                   # other requests (getQueryResults, jobs.get ...)
+    request_s: float = 0.0
+    request_max_s: float = 0.0
+    loop_stalls: int = 0                # event loop unavailable > 20 ms (see _watch_loop)
+    loop_stall_s: float = 0.0
+    loop_stall_max_s: float = 0.0
     busy_until: float = 0.0
     started: float = field(default_factory=time.monotonic)
     cpu_started: float = field(default_factory=time.process_time)
@@ -166,8 +190,13 @@ class LatencyModel:
 
     def __init__(self, app: Callable[..., Awaitable[None]], job_latency_s: float = DEFAULT_LATENCY_S,
                  dml_per_table: int = DML_PER_TABLE, dml_rate: int = DML_RATE, dml_window_s: float = DML_WINDOW_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, execution: str = "inside") -> None:
+        if execution not in EXECUTION_MODES:
+            raise ValueError(f"execution must be one of {EXECUTION_MODES}, got {execution!r}")
         self.app = app
+        self.execution = execution
+        self.engine = asyncio.Lock()  # FIFO: asyncio.Lock wakes its waiters in arrival order
+        self._watcher: asyncio.Task | None = None
         self.job_latency_s = check_latency(job_latency_s)
         self.dml_per_table, self.dml_rate, self.dml_window_s = dml_per_table, dml_rate, dml_window_s
         self.clock = clock
@@ -188,7 +217,7 @@ class LatencyModel:
             return await _json(send, {"reset": True})
         m = _JOB_PATH.match(path)
         if method != "POST" or m is None:
-            return await self.app(scope, receive, send)
+            return await self._passthrough(method, path, scope, receive, send)
         body, replay = await _buffer(receive)
         if path.startswith("/upload"):
             delayed, sql = True, ""  # a load job with its data (multipart): latency, no DML slot
@@ -200,10 +229,40 @@ class LatencyModel:
                 delayed, sql = False, ""  # let the emulator answer the malformed request as it does
         if not delayed:
             return await self.app(scope, replay, send)
-        await self._run_job(dml_targets(sql), lambda: self.app(scope, replay, send))
+        await self._run_job(dml_targets(sql), lambda _entry, out: self.app(scope, replay, out), send)
+
+    async def _passthrough(self, method: str, path: str, scope: dict, receive: Callable, send: Callable) -> None:
+        """Any other request (getQueryResults, jobs.get, tables.get ...): unchanged, timed."""
+        st = self.stats
+        t0 = self.clock()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            t1 = self.clock()
+            st.requests += 1
+            st.request_s += t1 - t0
+            st.request_max_s = max(st.request_max_s, t1 - t0)
+            st.request_log.append({"method": method, "path": path, "arrived": round(t0 - st.started, 4),
+                                   "done": round(t1 - st.started, 4)})
 
     # ------------------------------------------------------------------ the model
-    async def _run_job(self, tables: list[str], execute: Callable[[], Awaitable[None]]) -> None:
+    async def _watch_loop(self) -> None:
+        """Record how long the event loop was unavailable: a 10 ms sleep that wakes late was blocked."""
+        tick = 0.01
+        while True:
+            t0 = self.clock()
+            await asyncio.sleep(tick)
+            late = self.clock() - t0 - tick
+            if late > 0.02:
+                st = self.stats
+                st.loop_stalls += 1
+                st.loop_stall_s += late
+                st.loop_stall_max_s = max(st.loop_stall_max_s, late)
+
+    async def _run_job(self, tables: list[str], execute: Callable[[dict, Callable], Awaitable[None]],
+                       send: Callable) -> None:
+        if self._watcher is None:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch_loop())
         st = self.stats
         arrived = self.clock()
         st.jobs += 1
@@ -226,27 +285,59 @@ class LatencyModel:
                 ts.queue_wait_s += got - t0
                 ts.max_running = max(ts.max_running, self.slots.running[table])
                 ts.rate_wait_s += await self._respect_rate(table)
-            entry["started"] = round(self.clock() - st.started, 4)
-            await asyncio.sleep(self.job_latency_s)  # spent concurrently: no lock is held
+            started = self.clock()
+            entry["started"] = round(started - st.started, 4)
             st.latency_s += self.job_latency_s
-            e0 = self.clock()
-            entry["executing"] = round(e0 - st.started, 4)
-            try:
-                await execute()
-            finally:
-                e1 = self.clock()
-                st.exec_s += e1 - e0
-                st.engine_busy_s += max(0.0, e1 - max(e0, st.busy_until))
-                st.busy_until = max(st.busy_until, e1)
-                entry["done"] = round(e1 - st.started, 4)
+            if self.execution == "after":  # the first model: latency, then the emulator's execution
+                await asyncio.sleep(self.job_latency_s)
+                await self._execute(entry, execute, send)
+            else:
+                # The emulator's (serial) execution happens inside the job's latency, one job at a
+                # time in arrival order; the answer is held until the latency has elapsed.
+                held_messages: list[dict] = []
+
+                async def hold(message: dict) -> None:
+                    held_messages.append(message)
+                try:
+                    await self._execute(entry, execute, hold)
+                finally:
+                    remaining = started + self.job_latency_s - self.clock()
+                    if remaining > 0:
+                        await asyncio.sleep(remaining)
+                    else:
+                        st.over_latency += 1
+                    for message in held_messages:
+                        await send(message)
         finally:
             now = self.clock()
+            entry["done"] = round(now - st.started, 4)
             for table, got in held:
                 if table in st.tables:  # absent if the stats were reset meanwhile
                     st.tables[table].slot_s += now - got
                 self.slots.release(table)
             st.in_flight = max(0, st.in_flight - 1)
             st.log.append(entry)
+
+    async def _execute(self, entry: dict, execute: Callable[[dict, Callable], Awaitable[None]],
+                       send: Callable) -> None:
+        """Run the job in bqemulator. ``inside``: under the engine lock (FIFO, one job at a time), so
+        a job runs to completion instead of being interleaved step by step with every other job
+        that is executing (which makes each of N simultaneous jobs finish only when all N have)."""
+        st = self.stats
+        w0 = self.clock()
+        lock = self.engine if self.execution == "inside" else _NoLock()
+        async with lock:
+            e0 = self.clock()
+            st.engine_wait_s += e0 - w0
+            entry["executing"] = round(e0 - st.started, 4)
+            try:
+                await execute(entry, send)
+            finally:
+                e1 = self.clock()
+                st.exec_s += e1 - e0
+                st.engine_busy_s += max(0.0, e1 - max(e0, st.busy_until))
+                st.busy_until = max(st.busy_until, e1)
+                entry["executed"] = round(e1 - st.started, 4)
 
     async def _respect_rate(self, table: str) -> float:
         """Wait until fewer than dml_rate DML of ``table`` started in the last window; seconds waited."""
@@ -266,18 +357,24 @@ class LatencyModel:
     def snapshot(self, with_jobs: bool = False) -> dict[str, Any]:
         st = self.stats
         out = {
-            "job_latency_s": self.job_latency_s, "dml_per_table": self.dml_per_table,
+            "job_latency_s": self.job_latency_s, "execution": self.execution, "dml_per_table": self.dml_per_table,
             "dml_rate": f"{self.dml_rate}/{self.dml_window_s:g}s",
             "jobs": st.jobs, "dml_jobs": st.dml_jobs, "in_flight": st.in_flight, "max_in_flight": st.max_in_flight,
             "latency_s": round(st.latency_s, 3), "exec_s": round(st.exec_s, 3),
-            "engine_busy_s": round(st.engine_busy_s, 3),
+            "engine_busy_s": round(st.engine_busy_s, 3), "engine_wait_s": round(st.engine_wait_s, 3),
+            "over_latency": st.over_latency,
+            "requests": st.requests, "request_s": round(st.request_s, 3), "request_max_s": round(st.request_max_s, 3),
+            "loop_stalls": st.loop_stalls, "loop_stall_s": round(st.loop_stall_s, 3),
+            "loop_stall_max_s": round(st.loop_stall_max_s, 3),
             "process_cpu_s": round(time.process_time() - st.cpu_started, 3),
             "max_running_per_table": max((t.max_running for t in st.tables.values()), default=0),
             "tables": {name: t.to_dict() for name, t in sorted(st.tables.items())},
             "since_s": round(self.clock() - st.started, 3),
         }
         if with_jobs:
+            out["clock_origin"] = st.started  # time.monotonic() of the reset: log times are relative to it
             out["log"] = list(st.log)
+            out["request_log"] = list(st.request_log)
         return out
 
 
@@ -309,6 +406,14 @@ async def _buffer(receive: Callable) -> tuple[bytes, Callable]:
         return await receive()  # after the body: wait for the disconnect as the server reports it
 
     return body, replay
+
+
+class _NoLock:
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
 
 
 async def _json(send: Callable, data: dict) -> None:
@@ -353,16 +458,22 @@ def install_parse_cache(size: int = 2048) -> None:
     Dialect.parse = cached_parse  # type: ignore[method-assign]
 
 
-def install(job_latency_s: float) -> None:
+def install(job_latency_s: float, execution: str | None = None) -> None:
     """Make bqemulator's server wrap its REST app in a LatencyModel (call before the CLI starts it),
-    and memoize its SQL parsing (``install_parse_cache``)."""
+    and memoize its SQL parsing (``install_parse_cache``). ``execution`` (default: the
+    ``CASCADE_BQ_MODEL_EXECUTION`` variable, else "inside"): see LatencyModel."""
+    import os
+
     latency = check_latency(job_latency_s)
+    execution = execution or os.environ.get(EXECUTION_ENV) or "inside"
+    if execution not in EXECUTION_MODES:
+        raise ValueError(f"{EXECUTION_ENV} must be one of {EXECUTION_MODES}, got {execution!r}")
     install_parse_cache()
     import bqemulator.server as server
 
     create_app = server.create_app
 
     def create_app_with_model(context: Any) -> Any:
-        return LatencyModel(create_app(context), job_latency_s=latency)
+        return LatencyModel(create_app(context), job_latency_s=latency, execution=execution)
 
     server.create_app = create_app_with_model  # type: ignore[assignment]

@@ -173,7 +173,24 @@ def test_merges_on_different_tables_overlap(bq) -> None:
     assert st["dml_jobs"] == 6 and all(t["max_running"] == 1 and t["queue_wait_s"] < 0.05
                                        for t in st["tables"].values()), st
     # All six latencies were spent at the same time (nothing serialized them) ...
-    assert _max_overlap([(e["started"], e["executing"]) for e in st["log"]]) == 6, st["log"]
+    assert _max_overlap([(e["started"], e["done"]) for e in st["log"]]) == 6, st["log"]
     assert st["max_in_flight"] == 6
     # ... so the batch took one latency plus the emulator's serial execution, not six latencies.
     assert wall < 2 * LATENCY + 1.0, wall
+
+
+def test_jobs_released_together_each_cost_one_latency(bq) -> None:
+    """The stretch the first model had: 6 jobs arriving together were executed interleaved (each
+    finished when all had) after their common latency. Now the emulator executes them one at a time
+    inside the latency, and each answers when its own latency has elapsed - not later, not sooner."""
+    base, client = bq
+    _stats(base, reset=True)
+    _concurrently(client, [f"t{i}" for i in range(6)])
+    st = _stats(base)
+    assert st["execution"] == "inside" and st["over_latency"] == 0, st
+    log = st["log"]
+    runs = sorted((e["executing"], e["executed"]) for e in log)
+    assert all(a[1] <= b[0] for a, b in zip(runs, runs[1:])), runs  # one at a time, never interleaved
+    for e in log:
+        assert LATENCY - 0.01 <= e["done"] - e["started"] <= LATENCY + 0.15, e  # the latency, end to end
+        assert e["started"] <= e["executing"] < e["executed"] <= e["done"], e
