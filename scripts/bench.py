@@ -10,7 +10,11 @@ reference pipeline with the synthetic raw files, then:
 3. the daily path: the phase functions (functions-framework, one per phase, Pub/Sub push) are started
    for the first namespace, the next game day after the range is scraped and phase 2 is triggered in
    daily mode with strict mode on; timed until phase 4 is complete for that date. The strict-mode
-   BigQuery queries per processor run come from the check reports recorded in the run history.
+   BigQuery queries per processor run come from the check reports recorded in the run history;
+4. (emulator profile) the functions executor: the same backfill with ``--executor functions`` (each
+   partition dispatched to the local phase function through Pub/Sub push, followed in Firestore) and
+   with the in-process executor, on fresh namespaces over a shorter range (``--functions-start/-end``,
+   default the season's first two weeks, 2024-10-22..2024-11-04), same workers.
 
 Profiles:
 
@@ -20,25 +24,31 @@ Profiles:
   the bench alone but not both profiles in ~15 minutes on 2 cores);
 * **latency_model** - the same emulator started with the production latency model
   (emulators/latency_model.py, docs/latency-model.md): a fixed latency per job (``--job-latency-s``,
-  default 1.0) spent concurrently, at most 2 mutating DML per table (FIFO queue), 25 DML per table
-  per 10 s. Range ``--latency-start/--latency-end`` (default the season's first month,
+  default 1.0) spent concurrently, the emulator's execution inside it (one job at a time), at most 2
+  mutating DML per table (FIFO queue), 25 DML per table per 10 s. Range ``--latency-start/--latency-end`` (default the season's first month,
   2024-10-22..2024-11-21: 30 game days x 9 processors = 270 partitions, the 30-day lookbacks inside
   the range - a range must start at the season opening or have its lookback history already
   backfilled, which the backfill now checks); ``--latency-workers``
-  (default 18 = 9 output tables x 2 concurrent MERGEs per table: the scheduler never runs more than
-  2 partitions of a table at once, so more workers could never all be busy; fewer would leave
-  per-table slots idle while the job latency dominates).
+  (default 18 = 9 output tables x 2 concurrent MERGEs per table; fewer would leave per-table slots
+  idle while the job latency dominates, and 27 saturated the emulator's serial execution on 2 cores).
 
 Prints ONE JSON line: the emulator profile at the top level (partitions, wall_s, naive_wall_s,
 speedup, ideal_lower_bound_s, bound_terms_s, achieved_fraction, overhead_per_partition_s,
-bq_jobs_per_partition, firestore_ops_per_partition, peak_rss_mb, daily_path) and ``latency_model``
-(job_latency_s, partitions, wall_s, naive_wall_s, speedup, ideal_lower_bound_s, bound_terms_s,
-achieved_fraction, model counters, daily_path), plus the goals it is judged against. Ideal lower
+bq_jobs_per_partition, firestore_ops_per_partition, peak_rss_mb, daily_path, functions_executor) and
+``latency_model`` (job_latency_s, partitions, wall_s, naive_wall_s, speedup, ideal_lower_bound_s,
+bound_terms_s, achieved_fraction, scheduler_floor_s, model counters, daily_path), plus the goals it
+is judged against. Ideal lower
 bounds are the largest of: the critical path (longest dependency chain over partition durations
 measured in the uncontended naive run), work / workers, the serial engine time (BigQuery-job
 seconds of the naive run where no job waits behind another; in the latency profile the emulator's
 own busy time as recorded by the model) and, in the latency profile, the per-table DML time / 2
-(slot seconds of the busiest table / 2 concurrent DML). ``--timeline`` (default
+(slot seconds of the busiest table / 2 concurrent DML). ``scheduler_floor_s`` is a diagnostic, not a
+bound term: the busiest table's partition-seconds / ``--latency-max-merges-per-table``, since the
+wavefront runs at most that many partitions of a table at once and a partition keeps its place for
+all of its jobs (a quality gate's query after the MERGE included), not only for its DML. The latency
+profile runs with 3 places per table (``--latency-max-merges-per-table``, default 3; the CLI's
+default is 2): BigQuery still runs at most 2 MERGEs per table (the model enforces it and reports the
+maximum it saw) and queues the third, which takes a slot the moment one frees. ``--timeline`` (default
 docs/bench-timeline.svg) gets a picture of the latency-profile runs. Progress goes to stderr.
 
     python scripts/bench.py                                   # both profiles (~12 min on 2 cores)
@@ -157,12 +167,12 @@ def critical_path(sched, durations: dict[tuple[str, str], float]) -> float:
     return max(longest.values(), default=0.0)
 
 
-def wavefront(app: App, start: date, end: date, workers: int) -> dict:
+def wavefront(app: App, start: date, end: date, workers: int, max_merges: int = 2) -> dict:
     jobs = JobIntervals(app.warehouse)
     holder: dict = {}
     jobs0, ops0 = app.warehouse.stats.jobs, app.tracker.ops
     req = BackfillRequest(start=start, end=end, phases=PHASES, workers=workers, validate=False,
-                          skip_downstream_trigger=True)
+                          skip_downstream_trigger=True, max_merges_per_table=max_merges)
     t0, cpu0 = time.monotonic(), os.times()
     result = run_backfill(app, req, on_scheduler=lambda s: holder.setdefault("s", s))
     t1, cpu1 = time.monotonic(), os.times()
@@ -252,8 +262,37 @@ def daily_path(stack: LocalStack, eps, app: App, after: date, timeout: float = 3
             "strict_queries_by_processor": dict(sorted(per_proc.items()))}
 
 
+def functions_executor(stack: LocalStack, eps, project: str, start: date, end: date, workers: int) -> dict:
+    """The same backfill twice on fresh namespaces: ``--executor functions`` (each partition dispatched
+    as a backfill-mode trigger to its phase topic, run by the local phase function behind a Pub/Sub
+    push subscription, followed in Firestore) and the in-process executor; same range, same workers."""
+    out: dict = {"range": f"{start}..{end}", "workers": workers}
+    app = provision(project, start, end)
+    pipeline = app.pipeline
+    t_fn = time.monotonic()
+    urls = start_functions(stack, eps, pipeline, phases=PHASES)
+    ensure_pubsub(pipeline, project, clients.publisher(), clients.subscriber(),
+                  {n: push_endpoint(u, project, pipeline.topic(n)) for n, u in urls.items()})
+    log(f"functions executor: phase functions {PHASES} up in {time.monotonic() - t_fn:.1f} s; backfilling "
+        f"{start}..{end} through them ...")
+    req = BackfillRequest(start=start, end=end, phases=PHASES, workers=workers, validate=False,
+                          skip_downstream_trigger=True, executor="functions", partition_timeout_s=600.0)
+    result = run_backfill(app, req)
+    if result.exit_code != 0:
+        raise SystemExit(f"functions-executor backfill failed (exit {result.exit_code}):\n{result.render()}")
+    n, wall = len(result.report.succeeded), result.report.elapsed_s
+    out["functions"] = {"partitions": n, "wall_s": round(wall, 2), "partitions_per_s": round(n / wall, 2)}
+    log(f"functions executor: {n} partitions in {wall:.1f} s; the in-process executor on the same range ...")
+    w = wavefront(provision(project, start, end), start, end, workers)
+    out["in_process"] = {"partitions": w["partitions"], "wall_s": round(w["wall_s"], 2),
+                         "partitions_per_s": round(w["partitions"] / w["wall_s"], 2)}
+    out["functions_over_in_process_wall"] = round(wall / w["wall_s"], 2)
+    return out
+
+
 def run_profile(tmp: Path, name: str, project: str, start: date, end: date, workers: int,
-                latency: float | None, skip_naive: bool, skip_daily: bool) -> dict:
+                latency: float | None, skip_naive: bool, skip_daily: bool,
+                functions_range: tuple[date, date] | None = None, max_merges: int = 2) -> dict:
     stack = LocalStack(tmp / name, project=project, log=log, bq_latency_s=latency)
     saved = dict(os.environ)
     out: dict = {}
@@ -267,7 +306,7 @@ def run_profile(tmp: Path, name: str, project: str, start: date, end: date, work
         if model:
             model.reset()
         log(f"[{name}] wavefront backfill of phases {PHASES} over {start}..{end} with {workers} workers ...")
-        out["wave"] = wavefront(app, start, end, workers)
+        out["wave"] = wavefront(app, start, end, workers, max_merges)
         out["wave_model"] = model.stats() if model else None
         log(f"[{name}] wavefront: {out['wave']['partitions']} partitions in {out['wave']['wall_s']:.1f} s")
         if not skip_naive:
@@ -281,6 +320,9 @@ def run_profile(tmp: Path, name: str, project: str, start: date, end: date, work
         if not skip_daily:
             out["daily"] = daily_path(stack, eps, app, end)
             log(f"[{name}] daily path: {out['daily']}")
+        if functions_range is not None:
+            out["functions"] = functions_executor(stack, eps, project, *functions_range, workers)
+            log(f"[{name}] functions executor: {out['functions']}")
     finally:
         stack.stop()
         os.environ.clear()
@@ -312,7 +354,7 @@ def summarize_emulator(r: dict, start: date, end: date, workers: int) -> dict:
     }
 
 
-def summarize_latency(r: dict, start: date, end: date, workers: int, latency: float) -> dict:
+def summarize_latency(r: dict, start: date, end: date, workers: int, latency: float, max_merges: int) -> dict:
     w, nv, wm, nm = r["wave"], r.get("naive"), r["wave_model"], r.get("naive_model")
     n, wall = w["partitions"], w["wall_s"]
     durations = nv["durations"] if nv else w["durations"]
@@ -326,8 +368,18 @@ def summarize_latency(r: dict, start: date, end: date, workers: int, latency: fl
     per_table = max(((t["slot_s"] / t["dml"]) * wm["tables"].get(name, {"dml": t["dml"]})["dml"] / wm["dml_per_table"]
                      for name, t in src["tables"].items() if t["dml"]), default=0.0)
     bound = max(cp, work / workers, engine, per_table)
+    # Not a term of the goal's bound, a diagnostic: the wavefront runs at most max_merges_per_table
+    # (2) PARTITIONS of a table at once, and a partition holds that place for all of its BigQuery jobs
+    # (e.g. a quality gate's query after the MERGE), not only for its DML - so the busiest table's
+    # partition-seconds (uncontended, naive run) / 2 is a floor for this scheduler.
+    per_table_parts: dict[str, float] = {}
+    for (proc, _day), d in durations.items():
+        per_table_parts[proc] = per_table_parts.get(proc, 0.0) + d
+    cap_table, cap_s = max(per_table_parts.items(), key=lambda kv: kv[1], default=("", 0.0))
+    cap_s /= max_merges
     return {
         "job_latency_s": latency, "range": f"{start}..{end}", "workers": workers,
+        "max_merges_per_table": max_merges,
         "partitions": n, "wall_s": round(wall, 2), "partitions_per_s": round(n / wall, 2),
         "naive_wall_s": round(nv["wall_s"], 2) if nv else None,
         "speedup": round(nv["wall_s"] / wall, 2) if nv else None,
@@ -335,13 +387,20 @@ def summarize_latency(r: dict, start: date, end: date, workers: int, latency: fl
         "bound_terms_s": {"critical_path": round(cp, 2), "work_over_workers": round(work / workers, 2),
                           "serial_engine_s": round(engine, 2), "per_table_dml_over_2": round(per_table, 2)},
         "achieved_fraction": round(bound / wall, 3),
+        "scheduler_floor_s": {"busiest_table_partition_s_over_cap": round(cap_s, 2), "processor": cap_table,
+                              "note": "not a bound term: busiest table's partition-seconds / max_merges_per_table"},
         "bq_jobs_per_partition": round(w["jobs"] / n, 3),
         "firestore_ops_per_partition": round(w["ops"] / n, 2),
-        "model": {"jobs": wm["jobs"], "dml_jobs": wm["dml_jobs"], "max_in_flight": wm["max_in_flight"],
+        "model": {"execution": wm.get("execution"), "jobs": wm["jobs"], "dml_jobs": wm["dml_jobs"],
+                  "max_in_flight": wm["max_in_flight"],
                   "max_dml_running_per_table": wm["max_running_per_table"],
                   "dml_queue_wait_s": round(sum(t["queue_wait_s"] for t in wm["tables"].values()), 2),
                   "rate_limit_wait_s": round(sum(t["rate_wait_s"] for t in wm["tables"].values()), 2),
                   "engine_s_per_job": round(wm["engine_busy_s"] / max(wm["jobs"], 1), 4),
+                  "engine_wait_s_per_job": round(wm.get("engine_wait_s", 0.0) / max(wm["jobs"], 1), 4),
+                  "jobs_over_latency": wm.get("over_latency"),
+                  "other_requests_s_mean": round(wm.get("request_s", 0.0) / max(wm.get("requests", 0), 1), 4),
+                  "loop_stall_s": wm.get("loop_stall_s"),
                   "emulator_cpu_s": wm.get("process_cpu_s"), "cli_cpu_s": round(w["cli_cpu_s"], 2),
                   "naive_engine_s_per_job": round(nm["engine_busy_s"] / max(nm["jobs"], 1), 4) if nm else None},
     }
@@ -440,8 +499,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency-workers", type=int, default=18,
                     help="wavefront workers, latency profile (9 tables x 2 concurrent MERGEs)")
     ap.add_argument("--job-latency-s", type=float, default=1.0)
+    ap.add_argument("--latency-max-merges-per-table", type=int, default=3,
+                    help="wavefront partitions per output table at once, latency profile (BigQuery runs 2 "
+                         "MERGEs per table and queues the rest; a third place keeps one MERGE queued while a "
+                         "partition spends time outside its MERGE, e.g. in a quality gate's query)")
     ap.add_argument("--skip-naive", action="store_true", help="only the wavefront (no speedup figure)")
     ap.add_argument("--skip-daily", action="store_true", help="no daily-path figures")
+    ap.add_argument("--functions-start", type=parse_date, default=date(2024, 10, 22),
+                    help="functions-executor range (emulator profile)")
+    ap.add_argument("--functions-end", type=parse_date, default=date(2024, 11, 4))
+    ap.add_argument("--skip-functions", action="store_true", help="no functions-executor figures")
     ap.add_argument("--timeline", type=Path, default=REPO / "docs" / "bench-timeline.svg",
                     help="SVG picture of the latency-profile runs ('' for none)")
     args = ap.parse_args(argv)
@@ -451,17 +518,20 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="cascade-bench-") as tmp:
         if "emulator" in profiles:
             r = run_profile(Path(tmp), "emulator", project, args.start, args.end, args.workers, None,
-                            args.skip_naive, args.skip_daily)
+                            args.skip_naive, args.skip_daily,
+                            None if args.skip_functions else (args.functions_start, args.functions_end))
             out.update(summarize_emulator(r, args.start, args.end, args.workers))
             out["daily_path"] = r.get("daily")
+            out["functions_executor"] = r.get("functions")
         if "latency" in profiles:
             r = run_profile(Path(tmp), "latency", project, args.latency_start, args.latency_end,
-                            args.latency_workers, args.job_latency_s, args.skip_naive, args.skip_daily)
+                            args.latency_workers, args.job_latency_s, args.skip_naive, args.skip_daily,
+                            max_merges=args.latency_max_merges_per_table)
             lat = summarize_latency(r, args.latency_start, args.latency_end, args.latency_workers,
-                                    args.job_latency_s)
+                                    args.job_latency_s, args.latency_max_merges_per_table)
             lat["daily_path"] = r.get("daily")
             out["latency_model"] = lat
-            if args.timeline and str(args.timeline):
+            if args.timeline and str(args.timeline) not in ("", "."):  # Path("") is "."
                 title = (f"make bench, latency model ({args.job_latency_s:g} s per BigQuery job, 2 MERGEs per table): "
                          f"{args.latency_start}..{args.latency_end}, phases 2-4, {lat['partitions']} partitions")
                 args.timeline.parent.mkdir(parents=True, exist_ok=True)
