@@ -55,7 +55,7 @@ test-py312: venv
 		if $$c -c "import sys" >/dev/null 2>&1; then py=$$c; break; fi; done; fi; \
 	if [ -z "$$py" ]; then echo "SKIPPED test-py312: no Python 3.12 found; install it (e.g. pyenv install 3.12) to check the function runtime on 3.12"; exit 0; fi; \
 	set -eo pipefail; test -x .venv312/bin/python || $$py -m venv .venv312; \
-	$(VENV)/bin/python -c "from shared.tfvars import runtime_requirements as r; print('\n'.join(r()))" > .venv312/requirements.txt; \
+	$(VENV)/bin/python -c "from cascade.tfvars import runtime_requirements as r; print('\n'.join(r()))" > .venv312/requirements.txt; \
 	.venv312/bin/pip install --quiet --disable-pip-version-check -r .venv312/requirements.txt 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }; \
 	.venv312/bin/python scripts/runtime_smoke.py
 
@@ -72,7 +72,7 @@ ui: venv
 	$(VENV)/bin/cascade ui --start 2024-12-16 --end 2025-01-20
 
 tfvars: venv
-	$(VENV)/bin/python -m shared.tfvars --write
+	$(VENV)/bin/python -m cascade.tfvars --write
 
 clean:
 	-$(VENV)/bin/cascade down

@@ -74,20 +74,20 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from emulators.latency_model import STATS_PATH  # noqa: E402
-from shared import clients  # noqa: E402
-from shared.alerts import MemoryAlertSink  # noqa: E402
-from shared.app import App  # noqa: E402
-from shared.backfill import BackfillRequest, run_backfill  # noqa: E402
-from shared.calendar import parse_date  # noqa: E402
-from shared.local import start_functions  # noqa: E402
-from shared.localstack import LocalStack  # noqa: E402
-from shared.messages import Trigger, new_correlation_id  # noqa: E402
-from shared.pipeline import load  # noqa: E402
-from shared.provision import ensure_bucket, ensure_pubsub, push_endpoint  # noqa: E402
-from shared.runner import PhaseRunner  # noqa: E402
-from shared.settings import Settings  # noqa: E402
-from shared.status import wait_for_phase  # noqa: E402
-from shared.synthetic import write_raw_files  # noqa: E402
+from cascade import clients  # noqa: E402
+from cascade.alerts import MemoryAlertSink  # noqa: E402
+from cascade.app import App  # noqa: E402
+from cascade.backfill import BackfillRequest, run_backfill  # noqa: E402
+from cascade.calendar import parse_date  # noqa: E402
+from cascade.local import start_functions  # noqa: E402
+from cascade.localstack import LocalStack  # noqa: E402
+from cascade.messages import Trigger, new_correlation_id  # noqa: E402
+from cascade.pipeline import load  # noqa: E402
+from cascade.provision import ensure_bucket, ensure_pubsub, push_endpoint  # noqa: E402
+from cascade.runner import PhaseRunner  # noqa: E402
+from cascade.settings import Settings  # noqa: E402
+from cascade.status import wait_for_phase  # noqa: E402
+from cascade.synthetic import write_raw_files  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 PHASES = [2, 3, 4]

@@ -18,14 +18,19 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> int:
-    sys.path.insert(0, str(ROOT))
+    # The folder shared/ is the package `cascade` (the zip carries it as cascade/): without an
+    # installed package, make it importable under that name.
+    import tempfile
+    link_dir = Path(tempfile.mkdtemp(prefix="cascade-runtime-"))
+    (link_dir / "cascade").symlink_to(ROOT / "shared", target_is_directory=True)
+    sys.path.insert(0, str(link_dir))
     runtime = json.loads((ROOT / "infra/terraform/pipeline.auto.tfvars.json").read_text())["pipeline"]["runtime_files"]
     for f in runtime:
-        mod = f[:-3].replace("/", ".").removesuffix(".__init__")
+        mod = ("cascade" + f[len("shared"):-3].replace("/", ".")).removesuffix(".__init__")  # shared/ is `cascade`
         importlib.import_module(mod)
-    from shared.messages import parse
-    from shared.pipeline import load
-    from shared.warehouse import Warehouse
+    from cascade.messages import parse
+    from cascade.pipeline import load
+    from cascade.warehouse import Warehouse
 
     for definition in sorted((ROOT / "pipelines").glob("*.yaml")):
         p = load(definition, namespace="")

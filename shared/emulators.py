@@ -3,7 +3,7 @@
 Pub/Sub and Firestore are gcloud components (Java); BigQuery is bqemulator (through
 ``emulators/bqemulator_offline.py``, which skips its spatial-extension download); GCS is
 gcp-storage-emulator. ``Endpoints`` carries their addresses in the forms the clients expect.
-Starting and stopping the processes is ``shared.localstack``'s job.
+Starting and stopping the processes is ``cascade.localstack``'s job.
 """
 
 from __future__ import annotations

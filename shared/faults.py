@@ -1,6 +1,6 @@
 """Fault injection for tests only: make a chosen step fail, guarded by the environment.
 
-Local tooling, not shipped in the function zips: the runtime calls ``shared.hooks.maybe_fail``,
+Local tooling, not shipped in the function zips: the runtime calls ``cascade.hooks.maybe_fail``,
 which loads this module only when faults are enabled.
 
 Active only when ``CASCADE_ENABLE_FAULTS=1`` (tests set it; production never does). A fault is

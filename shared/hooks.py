@@ -3,7 +3,7 @@
 The runtime (what ships in a Cloud Function) calls ``maybe_fail(step, processor, date)`` where a
 fault can be injected (after the MERGE, around a publish, ...). Unless ``CASCADE_ENABLE_FAULTS=1``
 it does nothing and imports nothing; when tests enable it, the local tooling module
-``shared.faults`` (not shipped in the function zips) is loaded and decides. ``InjectedCrash`` lives
+``cascade.faults`` (not shipped in the function zips) is loaded and decides. ``InjectedCrash`` lives
 here so the runtime can let a simulated crash through without importing the tooling.
 """
 

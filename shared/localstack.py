@@ -6,7 +6,7 @@ port and the start time of its leader (field 22 of ``/proc/<pid>/stat``).  Only 
 leader is verifiably the same process are ever signalled, so a stale pid file can never make
 :meth:`LocalStack.stop` kill an unrelated process.
 
-CLI: ``python -m shared.localstack start|stop|status --state-dir DIR [--project P]``; ``start``
+CLI: ``python -m cascade.localstack start|stop|status --state-dir DIR [--project P]``; ``start``
 prints ``export KEY=VALUE`` lines for :meth:`Endpoints.as_env`.
 """
 
@@ -355,7 +355,7 @@ class LocalStack:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point: start | stop | status."""
-    parser = argparse.ArgumentParser(prog="python -m shared.localstack", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m cascade.localstack", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["start", "stop", "status"])
     parser.add_argument("--state-dir", type=Path, default=Path(os.environ.get("CASCADE_STATE_DIR", ".cascade")))
     parser.add_argument("--project", default="cascade-local")

@@ -7,7 +7,7 @@ of this checkout's ``docs/definition-schema.json``, for editor completion). What
 definition with two phases (a raw load; a SQL and a Python processor), quality gates, a calendar,
 sample raw files, a README that is the tutorial, a test and a ``pytest.ini``.
 
-Inside DIR every ``cascade`` command uses ``./pipeline.yaml`` (``shared.cli.use_project_definition``)
+Inside DIR every ``cascade`` command uses ``./pipeline.yaml`` (``cascade.cli.use_project_definition``)
 and the functions import the module from DIR (``pipeline.make_importable``). Nothing is overwritten:
 a folder that exists and is not empty is refused.
 """

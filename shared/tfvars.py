@@ -8,10 +8,10 @@ per-phase by hand: adding a phase to the YAML and regenerating this file is the 
 
 Regenerate (and commit) after any change of the definition::
 
-    python -m shared.tfvars --write        # writes infra/terraform/pipeline.auto.tfvars.json
-    python -m shared.tfvars > some.json    # or print it
+    python -m cascade.tfvars --write        # writes infra/terraform/pipeline.auto.tfvars.json
+    python -m cascade.tfvars > some.json    # or print it
 
-``python -m shared.tfvars --check`` exits 1 when the committed file is stale.
+``python -m cascade.tfvars --check`` exits 1 when the committed file is stale.
 
 Names that contain the project id carry ``project_placeholder`` (default ``${project}``) instead;
 Terraform substitutes ``var.project_id`` (tfvars JSON values are literals, not templates).
@@ -123,14 +123,14 @@ def runtime_files(root: Path = REPO_ROOT) -> list[str]:
     lib = root / "shared"
 
     def module_file(dotted: str) -> Path | None:
-        base = root.joinpath(*dotted.split("."))
+        base = lib.joinpath(*dotted.split(".")[1:])
         for cand in (base.with_suffix(".py"), base / "__init__.py"):
             if cand.is_file():
                 return cand
         return None
 
     def imports(path: Path) -> set[str]:
-        pkg = ".".join(path.relative_to(root).with_suffix("").parts)
+        pkg = ".".join(("cascade", *path.relative_to(lib).with_suffix("").parts)) if lib in path.parents else ""
         if path.name != "__init__.py":
             pkg = pkg.rsplit(".", 1)[0] if "." in pkg else ""
         else:
@@ -147,7 +147,7 @@ def runtime_files(root: Path = REPO_ROOT) -> list[str]:
                     base = node.module or ""
                 found.add(base)
                 found |= {f"{base}.{a.name}" for a in node.names}
-        return {m for m in found if m == "shared" or m.startswith("shared.")}
+        return {m for m in found if m == "cascade" or m.startswith("cascade.")}
 
     todo = sorted((root / "functions").glob("*/main.py"))
     seen: set[Path] = set()
@@ -229,7 +229,7 @@ def metric_prefix(pipeline: Pipeline) -> str:
 
 
 def alert_log_filter(pipeline: Pipeline) -> str:
-    """The Cloud Logging filter of Cascade's alert entries (``shared.alerts.LogAlertSink``).
+    """The Cloud Logging filter of Cascade's alert entries (``cascade.alerts.LogAlertSink``).
 
     An alert is one structured line on the function's stdout: ``severity`` ERROR, ``alert: true``
     (a jsonPayload field) and the ``logging.googleapis.com/labels`` pipeline/phase/processor/date
@@ -453,7 +453,7 @@ def render(pipeline: Pipeline | None = None, project_placeholder: str = "${proje
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m shared.tfvars", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m cascade.tfvars", description=__doc__.splitlines()[0])
     parser.add_argument("--definition", help="pipeline YAML (default: $CASCADE_PIPELINE_FILE or pipelines/nba.yaml)")
     parser.add_argument("--namespace", default=None, help="resource-name prefix (default: $CASCADE_NAMESPACE)")
     parser.add_argument("--write", action="store_true", help=f"write {TFVARS_PATH.relative_to(REPO_ROOT)}")
@@ -464,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         current = args.output.read_text() if args.output.exists() else ""
         if current != text:
-            print(f"{args.output} is stale: run `python -m shared.tfvars --write`", file=sys.stderr)
+            print(f"{args.output} is stale: run `python -m cascade.tfvars --write`", file=sys.stderr)
             return 1
         print(f"{args.output} is up to date")
         return 0

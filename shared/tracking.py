@@ -36,7 +36,7 @@ from .state import TERMINAL, Status  # noqa: F401 - TERMINAL re-exported
 
 Clock = Callable[[], datetime]
 
-# Aliases of the one vocabulary (``shared.state.Status``), kept short for the modules that use them.
+# Aliases of the one vocabulary (``cascade.state.Status``), kept short for the modules that use them.
 MISSING, RUNNING, WAITING = Status.MISSING, Status.RUNNING, Status.WAITING
 SUCCESS, FAILED, BLOCKED, SKIPPED = Status.SUCCESS, Status.FAILED, Status.BLOCKED, Status.SKIPPED
 _CAS_ATTEMPTS = 20

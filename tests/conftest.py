@@ -12,7 +12,11 @@ from typing import Iterator
 
 import pytest
 
-from shared.localstack import Endpoints, LocalStack
+import yaml
+
+from cascade import faults
+from cascade.localstack import Endpoints, LocalStack
+from cascade.pipeline import DEFAULT_DEFINITION
 
 from .harness import Harness, new_namespace
 
@@ -58,3 +62,50 @@ def make_harness(endpoints: Endpoints):
 @pytest.fixture()
 def state_dir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+# ---------------------------------------------------------------------- variants of the reference definition
+def _nba_variant(tmp_path_factory: pytest.TempPathFactory, name: str, edit) -> str:
+    raw = yaml.safe_load(DEFAULT_DEFINITION.read_text())
+    edit(raw)
+    path = tmp_path_factory.mktemp("defs") / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def short_lookback(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reference pipeline with 10-day lookbacks (short windows to load around the All-Star break)."""
+    def edit(raw: dict) -> None:
+        for proc in raw["processors"]:
+            for up in proc.get("upstreams", []):
+                if isinstance(up, dict) and up.get("lookback_days"):
+                    up["lookback_days"] = 10
+    return Path(_nba_variant(tmp_path_factory, "nba_short", edit))
+
+
+SEASON_START = "2025-01-06"
+
+
+@pytest.fixture(scope="session")
+def season_from_start(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The reference pipeline with its 2024-25 season starting on 2025-01-06: lookbacks before it reach
+    outside the season (not expected), so a backfill from that date has all its inputs - a backfill
+    elsewhere must find its history present (``test_edges_state``)."""
+    def edit(raw: dict) -> None:
+        for season in raw["calendar"]["seasons"]:
+            if season["name"] == "2024-25":
+                season["start"] = SEASON_START
+    return _nba_variant(tmp_path_factory, "nba_from_start", edit)
+
+
+@pytest.fixture()
+def inject(monkeypatch):
+    """``inject("after_merge:p@2025-01-15*1")``: enable the fault hook with that spec for this test."""
+    def set_faults(spec: str) -> None:
+        faults._used.clear()
+        monkeypatch.setenv("CASCADE_ENABLE_FAULTS", "1")
+        monkeypatch.setenv("CASCADE_FAULTS", spec)
+    yield set_faults
+    faults._used.clear()
+    faults.release_slow.clear()

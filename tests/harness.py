@@ -20,19 +20,19 @@ from typing import Any, Callable
 
 from google.api_core import exceptions as gexc
 
-from shared import clients
-from shared.alerts import MemoryAlertSink
-from shared.app import App
-from shared.entry import handle_cloud_event
-from shared.errors import TransientError
-from shared.local import start_functions
-from shared.localstack import Endpoints, LocalStack
-from shared.messages import Trigger, new_correlation_id
-from shared.pipeline import load
-from shared.provision import DeliveryPolicy, ensure_bucket, ensure_pubsub, push_endpoint
-from shared.settings import Settings
-from shared.synthetic import write_raw_files
-from shared.tracking import utcnow
+from cascade import clients
+from cascade.alerts import MemoryAlertSink
+from cascade.app import App
+from cascade.entry import handle_cloud_event
+from cascade.errors import TransientError
+from cascade.local import start_functions
+from cascade.localstack import Endpoints, LocalStack
+from cascade.messages import Trigger, new_correlation_id
+from cascade.pipeline import load
+from cascade.provision import DeliveryPolicy, ensure_bucket, ensure_pubsub, push_endpoint
+from cascade.settings import Settings
+from cascade.synthetic import write_raw_files
+from cascade.tracking import utcnow
 
 ROOT = Path(__file__).resolve().parent.parent
 

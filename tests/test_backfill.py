@@ -17,34 +17,17 @@ from datetime import date
 import pytest
 from google.cloud import bigquery
 
-from shared.backfill import BackfillRequest, run_backfill
-from shared.backfill.lease import BackfillLease, holders
-from shared.backfill.plan import upstream_window
-from shared.backfill.validate import coverage, validate
-from shared.cli import main as cascade_main
-from shared.status import date_status
+from cascade.backfill import BackfillRequest, run_backfill
+from cascade.backfill.lease import BackfillLease, holders
+from cascade.backfill.plan import upstream_window
+from cascade.backfill.validate import coverage, validate
+from cascade.cli import main as cascade_main
+from cascade.status import date_status
 
 from .harness import ROOT, Harness, new_namespace, wait_until
 
 START, END = date(2025, 1, 6), date(2025, 1, 19)
 BOX = "nbac_player_boxscore"
-
-
-@pytest.fixture(scope="module")
-def season_from_start(tmp_path_factory) -> str:
-    """The reference pipeline with its 2024-25 season starting at START: lookbacks before START reach
-    outside the season (not expected), so a backfill from START has all its inputs - a backfill
-    elsewhere must find its history present (``test_edges_state``)."""
-    import yaml
-
-    from shared.pipeline import DEFAULT_DEFINITION
-    raw = yaml.safe_load(DEFAULT_DEFINITION.read_text())
-    for season in raw["calendar"]["seasons"]:
-        if season["name"] == "2024-25":
-            season["start"] = START.isoformat()
-    path = tmp_path_factory.mktemp("defs") / "nba_from_start.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return str(path)
 
 
 @pytest.fixture()
@@ -61,7 +44,7 @@ def backfill(h: Harness, **kw) -> "object":
 def cli(h: Harness, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     env = {**os.environ, **h.endpoints.as_env(), "CASCADE_PROJECT": h.project, "CASCADE_NAMESPACE": h.namespace,
            "CASCADE_STATE_DIR": str(ROOT / ".cascade-test-unused")}
-    return subprocess.run([sys.executable, "-m", "shared.cli", *args], cwd=ROOT, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "cascade.cli", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 

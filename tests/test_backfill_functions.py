@@ -9,28 +9,14 @@ from __future__ import annotations
 import io
 from datetime import date
 
-import pytest
-import yaml
 
-from shared.backfill import BackfillRequest, run_backfill
-from shared.pipeline import DEFAULT_DEFINITION
+from cascade.backfill import BackfillRequest, run_backfill
 
 from .harness import Harness, new_namespace, wait_until
 
 START, END = date(2025, 1, 6), date(2025, 1, 8)
 BAD = date(2025, 1, 7)
 BOX = "nbac_player_boxscore"
-
-
-@pytest.fixture(scope="module")
-def season_from_start(tmp_path_factory) -> str:
-    raw = yaml.safe_load(DEFAULT_DEFINITION.read_text())
-    for season in raw["calendar"]["seasons"]:
-        if season["name"] == "2024-25":
-            season["start"] = START.isoformat()
-    path = tmp_path_factory.mktemp("defs") / "nba_from_start.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return str(path)
 
 
 def test_functions_executor_runs_partitions_on_the_phase_functions_survives_an_interrupt_and_resumes(

@@ -11,31 +11,16 @@ import json
 import subprocess
 import sys
 from datetime import date
-from pathlib import Path
 
 import pytest
-import yaml
 
-from shared.errors import TransientError
-from shared.pipeline import DEFAULT_DEFINITION
-from shared.status import date_status
+from cascade.errors import TransientError
+from cascade.status import date_status
 
 from .harness import ROOT, Harness
 
 D = date(2025, 2, 22)
 HISTORY = [date(2025, 2, 12), date(2025, 2, 13), date(2025, 2, 20), date(2025, 2, 21)]
-
-
-@pytest.fixture(scope="module")
-def short_lookback(tmp_path_factory) -> Path:
-    raw = yaml.safe_load(DEFAULT_DEFINITION.read_text())
-    for proc in raw["processors"]:
-        for up in proc.get("upstreams", []):
-            if isinstance(up, dict) and up.get("lookback_days"):
-                up["lookback_days"] = 10
-    path = tmp_path_factory.mktemp("defs") / "nba_short.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
 
 
 @pytest.fixture()
@@ -167,11 +152,11 @@ def test_cascade_check_prints_findings_without_processing(h):
     load_history(h, [d for d in HISTORY if d != date(2025, 2, 13)] + [D], phases=(2,))
     env = {**__import__("os").environ, **h.endpoints.as_env(), "CASCADE_PROJECT": h.project,
            "CASCADE_NAMESPACE": h.namespace, "CASCADE_PIPELINE_FILE": h.pipeline.source_path}
-    out = subprocess.run([sys.executable, "-m", "shared.cli", "check", "--phase", "3", "--date", D.isoformat()],
+    out = subprocess.run([sys.executable, "-m", "cascade.cli", "check", "--phase", "3", "--date", D.isoformat()],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1, out.stdout + out.stderr
     assert "missing dates ['2025-02-13']" in out.stdout and "[pass] Upstream Failure" in out.stdout
-    js = subprocess.run([sys.executable, "-m", "shared.cli", "check", "--phase", "3", "--date", D.isoformat(), "--json"],
+    js = subprocess.run([sys.executable, "-m", "cascade.cli", "check", "--phase", "3", "--date", D.isoformat(), "--json"],
                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     data = json.loads(js.stdout)
     assert data["blocked"] is True

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from shared.localstack import _proc_stat
+from cascade.localstack import _proc_stat
 
 from .harness import ROOT
 
@@ -15,7 +15,7 @@ from .harness import ROOT
 def run(state, *args, timeout=180):
     env = {k: v for k, v in os.environ.items() if not k.endswith("_EMULATOR_HOST") and not k.startswith("CASCADE_")}
     env["CASCADE_STATE_DIR"] = str(state)
-    return subprocess.run([sys.executable, "-m", "shared.cli", *args], cwd=ROOT, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "cascade.cli", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -59,7 +59,7 @@ def test_up_is_idempotent_writes_env_and_down_stops_exactly_what_it_started(tmp_
 
 
 def test_describe_json_derives_everything_from_the_definition():
-    out = subprocess.run([sys.executable, "-m", "shared.cli", "describe", "--json"], cwd=ROOT, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "cascade.cli", "describe", "--json"], cwd=ROOT, capture_output=True,
                          text=True, timeout=60, env={**os.environ, "CASCADE_PROJECT": "proj", "CASCADE_NAMESPACE": ""})
     d = json.loads(out.stdout)
     assert [p["number"] for p in d["phases"]] == [2, 3, 4, 5, 6]
@@ -72,9 +72,9 @@ def test_describe_json_derives_everything_from_the_definition():
 
 
 def test_every_command_has_help_text():
-    from shared.cli import build_parser
+    from cascade.cli import build_parser
     parser = build_parser()
-    assert subprocess.run([sys.executable, "-m", "shared.cli", "--help"], cwd=ROOT, capture_output=True,
+    assert subprocess.run([sys.executable, "-m", "cascade.cli", "--help"], cwd=ROOT, capture_output=True,
                           timeout=60).returncode == 0
     sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
     assert {"up", "down", "describe", "trigger", "status", "wait", "check", "backfill", "preflight", "coverage",

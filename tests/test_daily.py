@@ -9,9 +9,9 @@ from datetime import date
 import pytest
 import yaml
 
-from shared.daily import morning_at, render_table, run_morning, simulate
-from shared.pipeline import DEFAULT_DEFINITION
-from shared.status import date_status
+from cascade.daily import morning_at, render_table, run_morning, simulate
+from cascade.pipeline import DEFAULT_DEFINITION
+from cascade.status import date_status
 
 from .harness import Harness, new_namespace
 

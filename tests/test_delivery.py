@@ -8,8 +8,8 @@ from datetime import date
 
 import pytest
 
-from shared.deadletters import list_dead_letters, replay
-from shared.status import date_status, wait_for_phase
+from cascade.deadletters import list_dead_letters, replay
+from cascade.status import date_status, wait_for_phase
 
 from .harness import Harness, new_namespace
 

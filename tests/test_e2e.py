@@ -11,7 +11,7 @@ from datetime import date
 import pytest
 import requests
 
-from shared.status import date_status
+from cascade.status import date_status
 
 from .harness import ROOT, Harness, new_namespace, push_body
 
@@ -30,7 +30,7 @@ def deployed(stack, endpoints):
 def cli(h: Harness, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     env = {**__import__("os").environ, **h.endpoints.as_env(), "CASCADE_PROJECT": h.project,
            "CASCADE_NAMESPACE": h.namespace, "CASCADE_STATE_DIR": str(ROOT / ".cascade-test-unused")}
-    return subprocess.run([sys.executable, "-m", "shared.cli", *args], cwd=ROOT, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "cascade.cli", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 

@@ -14,28 +14,17 @@ import pytest
 import yaml
 from google.cloud import bigquery
 
-from shared import faults
-from shared.backfill.engine import BackfillRequest, run_backfill
-from shared.backfill.rerun import rerun
-from shared.checks import Checks
-from shared.errors import TransientError
-from shared.pipeline import from_dict
+from cascade import faults
+from cascade.backfill.engine import BackfillRequest, run_backfill
+from cascade.backfill.rerun import rerun
+from cascade.checks import Checks
+from cascade.errors import TransientError
+from cascade.pipeline import from_dict
 
 from .harness import FakeClock, Harness, wait_until
 
 D = date(2025, 1, 15)
 WINDOW_START = date(2024, 12, 14)  # 30-day lookbacks of phases 3-4
-
-
-@pytest.fixture()
-def inject(monkeypatch):
-    def set_faults(spec: str) -> None:
-        faults._used.clear()
-        monkeypatch.setenv("CASCADE_ENABLE_FAULTS", "1")
-        monkeypatch.setenv("CASCADE_FAULTS", spec)
-    yield set_faults
-    faults._used.clear()
-    faults.release_slow.clear()
 
 
 def lineage(h: Harness, processor: str, day: date) -> list[tuple[str, int]]:

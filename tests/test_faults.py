@@ -1,6 +1,6 @@
 """Reliability under faults, each test asserting nothing is lost or doubled (DESIGN invariants 1-6).
 
-Faults are injected with the environment-guarded hook in ``shared.faults``; time moves with an
+Faults are injected with the environment-guarded hook in ``cascade.faults``; time moves with an
 injected clock, never with sleeps.
 """
 
@@ -12,26 +12,15 @@ from datetime import date
 
 import pytest
 
-from shared import faults
-from shared.errors import TransientError
-from shared.faults import InjectedCrash
-from shared.status import date_status
-from shared.sweeper import sweep
+from cascade import faults
+from cascade.errors import TransientError
+from cascade.faults import InjectedCrash
+from cascade.status import date_status
+from cascade.sweeper import sweep
 
 from .harness import FakeClock, Harness, wait_until, wide_pipeline
 
 D = date(2025, 1, 15)
-
-
-@pytest.fixture()
-def inject(monkeypatch):
-    def set_faults(spec: str) -> None:
-        faults._used.clear()
-        monkeypatch.setenv("CASCADE_ENABLE_FAULTS", "1")
-        monkeypatch.setenv("CASCADE_FAULTS", spec)
-    yield set_faults
-    faults._used.clear()
-    faults.release_slow.clear()
 
 
 def duplicates(h: Harness, processor: str, day: date) -> int:
@@ -113,7 +102,7 @@ def test_same_message_delivered_five_times_concurrently_runs_once_and_triggers_o
 
 
 def test_stale_run_cannot_overwrite_the_result_of_the_run_that_took_over_its_lease(make_harness):
-    from shared.errors import LeaseLostError
+    from cascade.errors import LeaseLostError
     clock = FakeClock()
     h = make_harness(clock=clock, settings_overrides={"lease_seconds": 30})
     t = h.app.tracker

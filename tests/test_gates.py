@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shared.errors import DefinitionError
-from shared.gates import Gates
-from shared.pipeline import from_dict, load
-from shared.state import Status
+from cascade.errors import DefinitionError
+from cascade.gates import Gates
+from cascade.pipeline import from_dict, load
+from cascade.state import Status
 
 D = date(2025, 3, 10)
 ROWS: dict[date, list[dict]] = {}  # what `produce` returns for a date

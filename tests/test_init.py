@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.cli import main as cascade, use_project_definition
-from shared.lint import lint
+from cascade.cli import main as cascade, use_project_definition
+from cascade.lint import lint
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

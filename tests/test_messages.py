@@ -7,10 +7,10 @@ from datetime import date
 
 import pytest
 
-from shared.errors import InvalidMessageError, UnknownProcessorError
-from shared.messages import (MAX_CORRELATION_ID_LENGTH, MAX_GENERATION, MAX_NAME_LENGTH, MAX_PAYLOAD_BYTES,
+from cascade.errors import InvalidMessageError, UnknownProcessorError
+from cascade.messages import (MAX_CORRELATION_ID_LENGTH, MAX_GENERATION, MAX_NAME_LENGTH, MAX_PAYLOAD_BYTES,
                              MAX_PROCESSORS, Completion, Trigger, parse)
-from shared.pipeline import load
+from cascade.pipeline import load
 
 from .harness import utc
 

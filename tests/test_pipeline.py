@@ -8,8 +8,8 @@ from datetime import date
 import pytest
 import yaml
 
-from shared.errors import DefinitionError
-from shared.pipeline import DEFAULT_DEFINITION, from_dict, load
+from cascade.errors import DefinitionError
+from cascade.pipeline import DEFAULT_DEFINITION, from_dict, load
 
 RAW = yaml.safe_load(DEFAULT_DEFINITION.read_text())
 

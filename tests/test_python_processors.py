@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shared.errors import DefinitionError, is_transient
-from shared.pipeline import from_dict
-from shared.processors.python_callable import STAGE_ABOVE_ROWS, InvalidRowsError, validate_rows
-from shared.state import Status
+from cascade.errors import DefinitionError, is_transient
+from cascade.pipeline import from_dict
+from cascade.processors.python_callable import STAGE_ABOVE_ROWS, InvalidRowsError, validate_rows
+from cascade.state import Status
 
 D = date(2025, 3, 12)
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from shared.tfvars import TOOLING, runtime_files
+from cascade.tfvars import TOOLING, runtime_files
 
 from .harness import ROOT
 
@@ -24,23 +24,23 @@ def test_function_zips_carry_no_local_tooling():
 
 def test_the_runtime_files_alone_import_every_function_and_run_a_fault_hook_as_a_no_op(tmp_path: Path):
     for f in runtime_files():
-        dst = tmp_path / f
+        dst = tmp_path / ("cascade" + f[len("shared"):])  # the zip layout: shared/ is the package `cascade`
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / f, dst)
     shutil.copytree(ROOT / "pipelines", tmp_path / "pipelines")
     mains = sorted((ROOT / "functions").glob("*/main.py"))
     code = "\n".join([
         "import importlib.util, os, sys",
-        # only the copied files: drop the editable install's finder that maps `shared` to the checkout
+        # only the copied files: drop the editable install's finder that maps `cascade` to the checkout
         "sys.meta_path = [f for f in sys.meta_path if not getattr(f, '__module__', '').startswith('__editable__')]",
         "os.environ['CASCADE_ENABLE_FAULTS'] = '1'; os.environ['CASCADE_FAULTS'] = 'publish'",
         *[f"spec = importlib.util.spec_from_file_location('m{i}', {str(m)!r}); "
           f"importlib.util.module_from_spec(spec).__loader__.exec_module(importlib.util.module_from_spec(spec))"
           for i, m in enumerate(mains)],
-        "from shared import hooks; hooks.maybe_fail('publish')  # faults.py is absent: a no-op",
-        "from shared.pipeline import load; load()",
-        "bad = [m for m in sys.modules if m == 'shared.cli' or m.startswith(('shared.cli.', 'shared.ui', 'shared.backfill', "
-        "'shared.localstack', 'shared.faults', 'shared.synthetic'))]",
+        "from cascade import hooks; hooks.maybe_fail('publish')  # faults.py is absent: a no-op",
+        "from cascade.pipeline import load; load()",
+        "bad = [m for m in sys.modules if m == 'cascade.cli' or m.startswith(('cascade.cli.', 'cascade.ui', 'cascade.backfill', "
+        "'cascade.localstack', 'cascade.faults', 'cascade.synthetic'))]",
         "assert not bad, bad",
         "print('ok')"])
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60,
@@ -50,8 +50,8 @@ def test_the_runtime_files_alone_import_every_function_and_run_a_fault_hook_as_a
 
 
 def test_a_pipelines_own_python_modules_ship_beside_its_definition():
-    from shared.pipeline import load
-    from shared.tfvars import terraform_inputs
+    from cascade.pipeline import load
+    from cascade.tfvars import terraform_inputs
 
     inputs = terraform_inputs(load(ROOT / "pipelines/retail.yaml", namespace=""))
     assert inputs["definition_file"] == "pipelines/retail.yaml"

@@ -16,22 +16,19 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import urllib.request
 from datetime import date, datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
-import yaml
 from werkzeug.serving import make_server
 from werkzeug.test import Client
 
-from shared.backfill.lease import BackfillLease
-from shared.pipeline import DEFAULT_DEFINITION, load
-from shared.status import date_status
-from shared.tracking import Partition
-from shared.ui import matrix as mx
-from shared.ui.server import StatusPage, environment, render_matrix
+from cascade.backfill.lease import BackfillLease
+from cascade.pipeline import load
+from cascade.status import date_status
+from cascade.tracking import Partition
+from cascade.ui import matrix as mx
+from cascade.ui.server import StatusPage, environment, render_matrix
 
 from .harness import ROOT, Harness, env_for, new_namespace
 
@@ -106,29 +103,17 @@ def test_a_range_the_page_cannot_show_is_refused_with_the_exact_problem():
 
 
 def test_the_cloud_functions_never_import_the_status_page():
-    code = ("import sys, shared.entry, shared.sweeper, shared.app; "
-            "print(sorted(m for m in sys.modules if m.startswith('shared.ui')))")
+    code = ("import sys, cascade.entry, cascade.sweeper, cascade.app; "
+            "print(sorted(m for m in sys.modules if m.startswith('cascade.ui')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
     importers = [str(f.relative_to(ROOT)) for f in (ROOT / "shared").rglob("*.py")
                  if "ui" not in f.relative_to(ROOT / "shared").parts[:1] and f.name != "ui_cmds.py"
-                 and ("from ..ui" in f.read_text() or "shared.ui" in f.read_text() or "from .ui" in f.read_text())]
+                 and ("from ..ui" in f.read_text() or "cascade.ui" in f.read_text() or "from .ui" in f.read_text())]
     assert importers == []
 
 
 # ---------------------------------------------------------------------------------------- a real cascade
-
-@pytest.fixture(scope="module")
-def short_lookback(tmp_path_factory) -> Path:
-    raw = yaml.safe_load(DEFAULT_DEFINITION.read_text())
-    for proc in raw["processors"]:
-        for up in proc.get("upstreams", []):
-            if isinstance(up, dict) and up.get("lookback_days"):
-                up["lookback_days"] = 10
-    path = tmp_path_factory.mktemp("defs") / "nba_short.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
-
 
 @pytest.fixture(scope="module")
 def cascade(endpoints, short_lookback) -> Harness:
@@ -181,7 +166,7 @@ def test_the_page_refuses_a_bad_range_and_an_unknown_processor_precisely(page):
 def test_cascade_ui_serves_the_page_on_loopback_and_prints_its_address_as_json(cascade, endpoints, short_lookback):
     env = {**env_for(endpoints), "CASCADE_NAMESPACE": cascade.namespace, "CASCADE_PIPELINE_FILE": str(short_lookback),
            "CASCADE_STATE_DIR": tempfile.mkdtemp()}
-    proc = subprocess.Popen([sys.executable, "-m", "shared.cli", "ui", "--port", "0", "--json",
+    proc = subprocess.Popen([sys.executable, "-m", "cascade.cli", "ui", "--port", "0", "--json",
                              "--start", str(START), "--end", str(END)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

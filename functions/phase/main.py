@@ -10,7 +10,7 @@ import os
 
 import functions_framework
 
-from shared.entry import handle_cloud_event
+from cascade.entry import handle_cloud_event
 
 
 def _phase() -> int | None:

@@ -4,9 +4,9 @@ import json
 
 import functions_framework
 
-from shared import logs
-from shared.app import default_app
-from shared.sweeper import sweep
+from cascade import logs
+from cascade.app import default_app
+from cascade.sweeper import sweep
 
 
 @functions_framework.http

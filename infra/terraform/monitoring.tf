@@ -87,7 +87,7 @@ resource "google_monitoring_notification_channel" "email" {
 }
 
 # ------------------------------------------------------------------ Cascade's alert entries
-# shared.alerts.LogAlertSink writes each alert as one structured line: severity ERROR, jsonPayload
+# cascade.alerts.LogAlertSink writes each alert as one structured line: severity ERROR, jsonPayload
 # `alert: true`, entry labels pipeline / phase / processor / date. The filter
 # (var.pipeline.monitoring.alert_log_filter) matches exactly those, on the pipeline's services.
 resource "google_logging_metric" "alerts" {

@@ -176,7 +176,7 @@ def outside_inputs(app: App, plan: Any) -> dict[tuple[str, str], str]:
         name, dates = next(iter(missing.items()))
         up = pipeline.processor(name)
         table = f"{pipeline.dataset_id(up.output.dataset)}.{up.output.name}"
-        out[key] = (f"inputs outside the backfill are missing: "
+        out[key] = ("inputs outside the backfill are missing: "
                     + "; ".join(f"{pipeline.dataset_id(pipeline.processor(n).output.dataset)}."
                                 f"{pipeline.processor(n).output.name} lacks {_short(ds, 6)}" for n, ds in missing.items())
                     + f"; fill them first: cascade backfill --start {dates[0]} --end {dates[-1]} --processor {name}"

@@ -8,7 +8,7 @@ are required, and what each means. Three things derive from it, so they cannot d
   Each issue carries its path (``("processors", 2, "output", "keys")``) so ``cascade lint`` can map
   it to a file and line. Relations between parts (undeclared upstreams, cycles, key columns that are
   not columns) stay in ``pipeline._validate``.
-* ``json_schema()``: JSON Schema (draft-07) for editors - ``python -m shared.definition_schema
+* ``json_schema()``: JSON Schema (draft-07) for editors - ``python -m cascade.definition_schema
   --write`` regenerates ``docs/definition-schema.json`` (``--check`` exits 1 when it is stale).
 * ``reference_markdown()``: ``docs/definition-reference.md``, one row per key with its description.
 
@@ -228,7 +228,7 @@ def declared_paths(node: Node = SCHEMA, prefix: str = "") -> list[tuple[str, Nod
 def reference_markdown() -> str:
     """``docs/definition-reference.md``: every key with its type, whether required, and its meaning."""
     lines = ["# Pipeline definition reference", "",
-             "Generated from `shared/definition_schema/` by `python -m shared.definition_schema --write` "
+             "Generated from `shared/definition_schema/` by `python -m cascade.definition_schema --write` "
              "(do not edit by hand). The same declaration validates every definition when it is loaded "
              "(`cascade lint` reports every problem with its line) and produces "
              "[definition-schema.json](definition-schema.json) for editor completion (see "
@@ -258,7 +258,7 @@ def _rendered() -> dict[Path, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m shared.definition_schema",
+    parser = argparse.ArgumentParser(prog="python -m cascade.definition_schema",
                                      description="Print, write or check docs/definition-schema.json and "
                                                  "docs/definition-reference.md (generated from this module).")
     group = parser.add_mutually_exclusive_group()
@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         stale = [str(p.relative_to(REPO_ROOT)) for p, t in files.items() if not p.exists() or p.read_text() != t]
         if stale:
-            print(f"stale: {', '.join(stale)}; run: python -m shared.definition_schema --write", file=sys.stderr)
+            print(f"stale: {', '.join(stale)}; run: python -m cascade.definition_schema --write", file=sys.stderr)
             return 1
         return 0
     print(files[SCHEMA_PATH], end="")

@@ -1,4 +1,4 @@
-"""``python -m shared.definition_schema [--write | --check]``: the generated schema documents."""
+"""``python -m cascade.definition_schema [--write | --check]``: the generated schema documents."""
 
 import sys
 

@@ -3,7 +3,7 @@
 A ``Node`` is one value's declared shape (``Str``, ``Int``, ``Num``, ``Bool``, ``Date``, ``List``,
 ``Map`` of free keys, ``Obj`` of declared keys, ``Either`` by the value's type, ``OneKey`` for
 one-key mappings). Each can ``check`` a value (appending ``Issue``s with their paths), render its
-JSON Schema (``json``) and its reference-table type (``label``). ``shared.definition_schema``
+JSON Schema (``json``) and its reference-table type (``label``). ``cascade.definition_schema``
 declares the pipeline definition with them.
 """
 

@@ -3,9 +3,9 @@
 ``build_matrix`` is pure: it takes the states of one batched read (``Tracker.partitions(names,
 days)`` - a single ``get_all``) and the calendar, and returns immutable rows of cells. Each cell
 carries the partition's status exactly as stored (the ``Status`` vocabulary, what
-``shared.status.date_status`` reports per processor) and whether the calendar expects data that day:
+``cascade.status.date_status`` reports per processor) and whether the calendar expects data that day:
 a no-game date is greyed, never shown as a gap. Each row also carries the phase roll-up
-(``shared.status.phase_state``: complete, blocked, failed, running, skipped, partial, missing).
+(``cascade.status.phase_state``: complete, blocked, failed, running, skipped, partial, missing).
 
 ``recovery_commands`` says what to run for a partition: the ``cascade`` commands of a blocked
 reason's ``resolution``, or ``cascade trigger --date D --phase N --processor P`` for a failed or

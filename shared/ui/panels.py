@@ -7,7 +7,7 @@
 * ``message_counts``: per phase, dead letters waiting on ``<topic>-dlq`` (peeked and released at
   once, as ``cascade dlq list`` does; at most ``DLQ_PEEK`` counted) and rejected messages.
 * ``table_coverage``: per output table, expected dates present over the page's range (one query
-  per table, ``shared.backfill.validate.coverage``).
+  per table, ``cascade.backfill.validate.coverage``).
 
 Each panel reports its own error instead of failing the page (``Panel.error``).
 """

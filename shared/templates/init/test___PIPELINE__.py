@@ -7,7 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import __MODULE__ as processors
-from shared.lint import lint
+from cascade.lint import lint
 
 HERE = Path(__file__).resolve().parent
 
