@@ -24,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Callable
 
 from . import hooks as faults
 from .alerts import Alert
@@ -54,6 +54,7 @@ class Outcome:
     error: str = ""
     retry: bool = False
     checks: dict[str, Any] | None = None
+    on_written: Callable[[], None] | None = None  # called once the write job ended
 
 
 @dataclass
@@ -176,14 +177,16 @@ class PhaseRunner:
 
     # ------------------------------------------------------------------ one partition
     def run_partition(self, proc: Processor, trigger: Trigger, trigger_id: str = "",
-                      inputs_verified: bool = False) -> Outcome:
+                      inputs_verified: bool = False, on_written: Callable[[], None] | None = None) -> Outcome:
         """Run one partition (``proc`` for ``trigger.data_date``) and record it; never raises for a
         processor failure (the Outcome says failed and whether to retry). Used by phases and backfills.
 
         The runbook, step by step: gate (same-phase upstreams done?), lease (dedupe, fence), checks
         (strict mode, or the inputs of a backfill-mode run), execute (one fenced MERGE) and record.
         ``trigger_id`` names the delivery (a redelivery keeps it: attempts count per trigger);
-        ``inputs_verified`` says the caller (an in-process backfill) already verified the inputs.
+        ``inputs_verified`` says the caller (an in-process backfill) already verified the inputs;
+        ``on_written`` is called once the write job has ended (the backfill returns the table's MERGE
+        slot then, before the quality gates' read queries).
         """
         day, gen = trigger.data_date, trigger.generation
         gated = self._gate(proc, trigger)
@@ -197,6 +200,7 @@ class PhaseRunner:
         run = _Run(proc, trigger, run_id, begin.attempt, begin.fence,
                    dict(pipeline=self.pipeline.name, phase=proc.phase, processor=proc.name, date=day.isoformat(),
                         generation=gen, run_id=run_id, fence=begin.fence))
+        run.on_written = on_written
         # The lease is heartbeated from the moment it is taken: checks included.
         with _Heartbeat(self.app, proc.name, day, run_id) as hb:
             outcome = self._check(run, inputs_verified)
@@ -293,7 +297,11 @@ class PhaseRunner:
             faults.maybe_fail("before_merge", proc.name, iso)
             faults.maybe_fail("slow", proc.name, iso)
             faults.maybe_fail("serialize", proc.name, iso)
-            count = executor_for(proc).run(ctx, proc, day)
+            try:
+                count = executor_for(proc).run(ctx, proc, day)
+            finally:
+                if run.on_written is not None:
+                    run.on_written()
             faults.maybe_fail("after_merge", proc.name, iso)
             self._enforce_gates(run)
         except InjectedCrash:

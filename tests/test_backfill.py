@@ -322,3 +322,38 @@ def test_daily_trigger_keeps_working_while_a_backfill_holds_its_processors(harne
         t.join(60)
     assert out["backfill"].exit_code == 0
     assert date_status(h.app, daily)["phases"]["2"]["status"] == "complete"
+
+
+def test_a_partition_returns_its_tables_merge_slot_when_its_write_ends_not_after_its_gates(harness, monkeypatch):
+    """With one MERGE at a time per table, the next partition of the table starts while the previous
+    one still runs its quality gates (reads, not DML) - the slot is the write's, not the partition's."""
+    import cascade.backfill.scheduler as scheduler_mod
+    from cascade.backfill.plan import build_plan, select_processors
+    from cascade.backfill.scheduler import Scheduler
+    from cascade.runner import Outcome
+
+    h = harness
+    procs = select_processors(h.pipeline, processors=["nbac_schedule"])
+    plan = build_plan(h.pipeline, h.app.tracker, procs, START, date(2025, 1, 7))
+    assert len(plan.nodes) == 2
+    events: list[str] = []
+    second_started = threading.Event()
+
+    class GatedExecutor:
+        def run(self, node, trigger, on_written=None):
+            events.append(f"start {node.day}")
+            on_written()  # the MERGE ended; the gates' read queries follow
+            if node.day == START:
+                second_started.wait(10)  # the gates of the first partition outlast the second's start
+            else:
+                second_started.set()
+            events.append(f"end {node.day}")
+            return Outcome(node.processor, "success", "r", 1)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(scheduler_mod, "executor_for", lambda *a, **k: GatedExecutor())
+    report = Scheduler(h.app, plan, workers=2, max_merges_per_table=1, progress=None).run()
+    assert len(report.succeeded) == 2 and second_started.is_set(), events
+    assert events.index("start 2025-01-07") < events.index("end 2025-01-06"), events

@@ -40,8 +40,9 @@ _RECHECK_SECONDS = 5.0
 
 
 class Executor(Protocol):
-    def run(self, node: Node, trigger: Trigger) -> Outcome:
-        """Run ``node`` for ``trigger`` (single processor, backfill mode) and return its outcome."""
+    def run(self, node: Node, trigger: Trigger, on_written: Any = None) -> Outcome:
+        """Run ``node`` for ``trigger`` (single processor, backfill mode) and return its outcome;
+        ``on_written()`` (if the executor can tell) once the partition's write job has ended."""
 
     def close(self) -> None:
         """Release what the executor holds (listeners)."""
@@ -52,11 +53,12 @@ class InProcessExecutor:
         self.runner = PhaseRunner(app)
         self.pipeline = app.pipeline
 
-    def run(self, node: Node, trigger: Trigger) -> Outcome:
+    def run(self, node: Node, trigger: Trigger, on_written: Any = None) -> Outcome:
         # Inputs inside the range are the wavefront's own dependencies; those outside it were
         # verified by the engine before the run (``validate.outside_inputs``).
         return self.runner.run_partition(self.pipeline.processor(node.processor), trigger,
-                                         trigger_id=trigger.correlation_id, inputs_verified=True)
+                                         trigger_id=trigger.correlation_id, inputs_verified=True,
+                                         on_written=on_written)
 
     def close(self) -> None:
         pass
@@ -78,7 +80,8 @@ class FunctionsExecutor:
             self._version += 1
             self._cond.notify_all()
 
-    def run(self, node: Node, trigger: Trigger) -> Outcome:
+    def run(self, node: Node, trigger: Trigger, on_written: Any = None) -> Outcome:
+        # The write happens in the function: the table's slot is held until the partition is final.
         topic = self.app.pipeline.topic(node.phase)
         self.app.publisher.publish(topic, trigger.to_json(), trigger.attributes())
         with self._cond:

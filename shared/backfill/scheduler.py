@@ -111,6 +111,11 @@ class Scheduler:
         self.correlation_id = correlation_id or new_correlation_id()
         self.executor_name, self.partition_timeout_s = executor, partition_timeout_s
         self.executor: Any = None  # created when the run starts (a listener for the functions executor)
+        # A partition returns its table's MERGE slot when its write job ends (before its quality
+        # gates' read queries, which are not DML): workers report it, the main loop applies it once.
+        self._slot_lock = threading.Lock()
+        self._slot_returned: set[tuple[str, str]] = set()  # reported by a worker, not applied yet
+        self._slot_applied: set[tuple[str, str]] = set()   # applied for the current attempt
         self.progress, self.on_result = progress, on_result
         self.nodes = {n.key: n for n in plan.nodes}
         # Partitions whose inputs outside the backfill are missing: failed up front, never run.
@@ -197,6 +202,7 @@ class Scheduler:
             while True:
                 try:
                     now = time.monotonic()
+                    self._return_slots(table_inflight)
                     if not self._stop.is_set():
                         while delayed and delayed[0][0] <= now:
                             push_ready(heapq.heappop(delayed)[2])
@@ -232,7 +238,11 @@ class Scheduler:
                         res = self._done.popleft()
                         key = res.node.key
                         inflight.pop(key, None)
-                        table_inflight[res.node.table] -= 1
+                        self._return_slots(table_inflight)
+                        if key in self._slot_applied:
+                            self._slot_applied.discard(key)  # returned when its write ended
+                        else:
+                            table_inflight[res.node.table] -= 1
                         verdict = self._classify(res, attempts, busy_since)
                         if verdict == "retry":
                             attempts[key] += 1
@@ -283,11 +293,24 @@ class Scheduler:
         started = time.monotonic()
         outcome, error = None, None
         try:
-            outcome = self.executor.run(node, trig)
+            outcome = self.executor.run(node, trig, on_written=lambda: self._write_ended(node.key))
         except Exception as exc:  # noqa: BLE001 - classified by the main loop
             error = exc
         self._done.append(Result(node, outcome, error, started, time.monotonic(), generation))
         self._wake.set()
+
+    def _write_ended(self, key: tuple[str, str]) -> None:
+        with self._slot_lock:
+            self._slot_returned.add(key)
+        self._wake.set()
+
+    def _return_slots(self, table_inflight: Counter) -> None:
+        """Apply the slots workers returned since the last look (main loop only)."""
+        with self._slot_lock:
+            keys, self._slot_returned = self._slot_returned, set()
+        for key in keys:
+            table_inflight[self.nodes[key].table] -= 1
+            self._slot_applied.add(key)
 
     def _classify(self, res: Result, attempts: Counter, busy_since: dict) -> str:
         key, label, o = res.node.key, res.node.label, res.outcome
