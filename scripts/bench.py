@@ -43,12 +43,10 @@ measured in the uncontended naive run), work / workers, the serial engine time (
 seconds of the naive run where no job waits behind another; in the latency profile the emulator's
 own busy time as recorded by the model) and, in the latency profile, the per-table DML time / 2
 (slot seconds of the busiest table / 2 concurrent DML). ``scheduler_floor_s`` is a diagnostic, not a
-bound term: the busiest table's partition-seconds / ``--latency-max-merges-per-table``, since the
-wavefront runs at most that many partitions of a table at once and a partition keeps its place for
-all of its jobs (a quality gate's query after the MERGE included), not only for its DML. The latency
-profile runs with 3 places per table (``--latency-max-merges-per-table``, default 3; the CLI's
-default is 2): BigQuery still runs at most 2 MERGEs per table (the model enforces it and reports the
-maximum it saw) and queues the third, which takes a slot the moment one frees. ``--timeline`` (default
+bound term: the busiest table's partition-seconds / ``--latency-max-merges-per-table``. The latency
+profile runs with the CLI's default of 2 MERGEs per table (``--latency-max-merges-per-table``): a
+partition holds its table's slot for its write job only - it returns it when the MERGE ends, before
+its quality gates' read queries - so the slots follow BigQuery's 2 concurrent DML per table. ``--timeline`` (default
 docs/bench-timeline.svg) gets a picture of the latency-profile runs. Progress goes to stderr.
 
     python scripts/bench.py                                   # both profiles (~12 min on 2 cores)
@@ -499,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency-workers", type=int, default=18,
                     help="wavefront workers, latency profile (9 tables x 2 concurrent MERGEs)")
     ap.add_argument("--job-latency-s", type=float, default=1.0)
-    ap.add_argument("--latency-max-merges-per-table", type=int, default=3,
+    ap.add_argument("--latency-max-merges-per-table", type=int, default=2,
                     help="wavefront partitions per output table at once, latency profile (BigQuery runs 2 "
                          "MERGEs per table and queues the rest; a third place keeps one MERGE queued while a "
                          "partition spends time outside its MERGE, e.g. in a quality gate's query)")

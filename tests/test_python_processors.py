@@ -32,6 +32,16 @@ def raiser(ctx):
     return [{"k": 1, "total": 1 // 0}]
 
 
+FAIL_NEXT = {"on": False}
+
+
+def sometimes(ctx):
+    """Three rows - or, when the test says so, an exception (a feature store that is down)."""
+    if FAIL_NEXT["on"]:
+        raise RuntimeError("the feature store is down")
+    return [{"k": k, "total": k * 7} for k in range(1, 4)]
+
+
 def undeclared_reader(ctx):
     return ctx.read("py.big")
 
@@ -72,6 +82,8 @@ PY = {
          "python": "tests.no_such_module:build", "output": _out("no_module")},
         {"name": "no_attribute", "phase": 2, "description": "names a missing attribute",
          "python": "tests.test_python_processors:no_such_function", "output": _out("no_attribute")},
+        {"name": "sometimes", "phase": 2, "description": "rows, or an exception when told",
+         "python": "tests.test_python_processors:sometimes", "output": _out("sometimes")},
         {"name": "big", "phase": 2, "description": "more rows than the parameter bound",
          "python": "tests.test_python_processors:big", "output": _out("big")},
     ],
@@ -95,6 +107,28 @@ def run(h, processor: str, day: date = D):
 
 
 # ---------------------------------------------------------------------- end to end on the emulators
+def test_python_rows_redelivered_three_times_are_identical_from_one_dml_job_and_survive_a_later_raise(py):
+    trig = py.trigger(D, phase=2, processors=["sometimes"])
+    jobs = py.app.warehouse.stats.jobs
+    py.deliver(trig, message_id="m-1")
+    assert py.app.warehouse.stats.jobs - jobs == 1  # one MERGE for the partition, nothing else
+    rows = py.rows("sometimes", D)
+    assert [(r["k"], r["total"]) for r in rows] == [(1, 7), (2, 14), (3, 21)]
+    jobs = py.app.warehouse.stats.jobs  # (the read above is the test's own job)
+    for _ in range(3):  # Pub/Sub redelivers the same message
+        py.deliver(trig, message_id="m-1")
+    assert py.app.warehouse.stats.jobs == jobs and py.rows("sometimes", D) == rows  # deduped: no job at all
+    # A rerun (new generation) whose callable raises: failed, and the previous rows stay as they were.
+    FAIL_NEXT["on"] = True
+    try:
+        gen = py.app.tracker.new_generation(D)
+        out = py.deliver(py.trigger(D, phase=2, processors=["sometimes"], generation=gen)).outcomes[0]
+    finally:
+        FAIL_NEXT["on"] = False
+    assert out.status == Status.FAILED and "the feature store is down" in out.error
+    assert py.rows("sometimes", D) == rows
+
+
 def test_a_python_processor_reads_its_declared_lookback_and_its_rows_are_merged_once_per_partition(py):
     load_base(py, [D - timedelta(days=2), D - timedelta(days=1), D])
     outcome = run(py, "rolling").outcomes[0]
