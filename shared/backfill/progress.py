@@ -13,7 +13,8 @@ import time
 from typing import TextIO
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``2h10m``."""
     seconds = int(round(seconds))
     if seconds >= 3600:
         return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
@@ -42,13 +43,13 @@ class Progress:
         finished = done + failed
         remaining = max(total - finished, 0)
         rate = finished / elapsed
-        eta = _duration(remaining / rate) if rate > 0 and remaining else ("0s" if not remaining else "?")
+        eta = duration(remaining / rate) if rate > 0 and remaining else ("0s" if not remaining else "?")
         pct = 100.0 * finished / total if total else 100.0
         width = 24
         filled = int(width * finished / total) if total else width
         bar = "#" * filled + "-" * (width - filled)
         return (f"{self.label} [{bar}] {pct:5.1f}%  done {done}  failed {failed}  remaining {remaining}  "
-                f"running {running}  {rate:.1f}/s  ETA {eta}  elapsed {_duration(elapsed)}")
+                f"running {running}  {rate:.1f}/s  ETA {eta}  elapsed {duration(elapsed)}")
 
     def update(self, done: int, failed: int, running: int, total: int, final: bool = False) -> None:
         now = time.monotonic()

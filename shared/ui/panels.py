@@ -19,6 +19,7 @@ from datetime import date, datetime
 from typing import Any
 
 from ..app import App
+from ..backfill.progress import duration
 from ..state import Status
 
 # Dead letters counted per phase at most (each look pulls and releases them).
@@ -62,16 +63,6 @@ class Panel:
 
     rows: list[Any] = field(default_factory=list)
     error: str = ""
-
-
-def duration(seconds: float) -> str:
-    """``42s``, ``3m05s``, ``2h10m``."""
-    seconds = int(round(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    if seconds >= 60:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds}s"
 
 
 def active_backfills(app: App) -> Panel:
