@@ -1,7 +1,7 @@
 """The pipeline calendar: which dates are expected to have data (game days) in which time zone.
 
-A date outside every season, or on a declared no-game date (All-Star break, Thanksgiving ...), is
-*not expected*: gap detection never reports it and a backfill skips it. Ranges are inclusive on
+A date outside every season, on a declared no-game date (All-Star break, Thanksgiving ...), or on a
+weekday the pipeline is closed (``closed_weekdays: [sunday]``, e.g. a shop) is *not expected*: gap detection never reports it and a backfill skips it. Ranges are inclusive on
 both sides.
 """
 
@@ -43,10 +43,11 @@ class Calendar:
     seasons: tuple[Season, ...]
     no_game_dates: frozenset[date] = field(default_factory=frozenset)
     no_game_reasons: tuple[tuple[date, str], ...] = ()
+    closed_weekdays: frozenset[int] = field(default_factory=frozenset)  # 0 = Monday ... 6 = Sunday
 
     def is_expected(self, day: date) -> bool:
         """True when ``day`` is a game day: inside a season and not a declared no-game date."""
-        if day in self.no_game_dates:
+        if day in self.no_game_dates or day.weekday() in self.closed_weekdays:
             return False
         return any(s.start <= day <= s.end for s in self.seasons)
 
@@ -71,7 +72,11 @@ class Calendar:
         """Why ``day`` has no games ("All-Star break", "outside the season"), or "" for a game day."""
         if self.is_expected(day):
             return ""
-        return dict(self.no_game_reasons).get(day, "outside the season")
+        if day in self.no_game_dates:
+            return dict(self.no_game_reasons).get(day, "no games")
+        if day.weekday() in self.closed_weekdays:
+            return f"closed on {WEEKDAYS[day.weekday()].capitalize()}s"
+        return "outside the season"
 
     def window(self, day: date, lookback_days: int) -> tuple[date, date]:
         """The lookback window of ``day``: lookback 30 on 2025-01-31 is 2025-01-01..2025-01-31."""
@@ -102,15 +107,21 @@ class Calendar:
             end = _d(item.get("end", start))
             reasons.extend((d, str(item.get("reason", "no games"))) for d in date_range(start, end))
         ZoneInfo(raw["timezone"])  # validates the zone name
+        closed = frozenset(WEEKDAYS.index(str(w).lower()) for w in raw.get("closed_weekdays", []))
         return Calendar(timezone=raw["timezone"], seasons=seasons,
-                        no_game_dates=frozenset(d for d, _ in reasons), no_game_reasons=tuple(reasons))
+                        no_game_dates=frozenset(d for d, _ in reasons), no_game_reasons=tuple(reasons),
+                        closed_weekdays=closed)
 
     def to_dict(self) -> dict:
         return {
             "timezone": self.timezone,
             "seasons": [{"name": s.name, "start": s.start.isoformat(), "end": s.end.isoformat()} for s in self.seasons],
             "no_game": [{"date": d.isoformat(), "reason": r} for d, r in self.no_game_reasons],
+            "closed_weekdays": [WEEKDAYS[w] for w in sorted(self.closed_weekdays)],
         }
+
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
 
 def _d(value: object) -> date:

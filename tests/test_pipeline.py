@@ -70,3 +70,18 @@ def test_calendar_skips_all_star_break_and_knows_its_reason():
     assert [d.day for d in days] == [12, 13, 20, 21]
     assert cal.reason_not_expected(date(2025, 2, 16)) == "All-Star break"
     assert cal.reason_not_expected(date(2025, 7, 1)) == "outside the season"
+
+
+def test_a_weekday_the_pipeline_is_closed_is_not_expected_and_says_why():
+    raw = yaml.safe_load((DEFAULT_DEFINITION.parent / "retail.yaml").read_text())
+    raw["calendar"]["closed_weekdays"] = ["sunday"]
+    cal = from_dict(raw).calendar
+    sunday, monday = date(2025, 3, 16), date(2025, 3, 17)
+    assert not cal.is_expected(sunday) and cal.reason_not_expected(sunday) == "closed on Sundays"
+    assert cal.is_expected(monday)
+    assert sunday not in cal.expected_dates(date(2025, 3, 10), date(2025, 3, 23))
+    assert cal.nth_expected_on_or_before(monday, 2) == date(2025, 3, 15)  # the Sunday does not count
+    assert cal.to_dict()["closed_weekdays"] == ["sunday"]
+    raw["calendar"]["closed_weekdays"] = ["sundy"]
+    with pytest.raises(DefinitionError, match="sundy"):
+        from_dict(raw)

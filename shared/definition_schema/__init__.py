@@ -146,6 +146,9 @@ CALENDAR = Obj({
         "end": Date("Last date of the range (inclusive)."),
         "reason": Str("Why (shown next to the date, never reported as a gap)."),
     }), "Dates inside seasons that have no data (holidays, breaks)."),
+    "closed_weekdays": List(Str("A weekday.", enum=["monday", "tuesday", "wednesday", "thursday", "friday",
+                                                    "saturday", "sunday"]),
+                            "Weekdays without data every week (e.g. a shop closed on Sundays)."),
 }, "Which dates are expected to have data.", required=True, title="Calendar")
 
 SCHEMA = Obj({
