@@ -54,7 +54,6 @@ class Outcome:
     error: str = ""
     retry: bool = False
     checks: dict[str, Any] | None = None
-    on_written: Callable[[], None] | None = None  # called once the write job ended
 
 
 @dataclass
@@ -69,6 +68,7 @@ class _Run:
     labels: dict[str, Any]
     checks: dict[str, Any] | None = None
     gates: dict[str, Any] | None = None  # quality-gate results of the written partition
+    on_written: Callable[[], None] | None = None  # called once the write job ended (backfill slots)
 
 
 @dataclass
@@ -199,8 +199,7 @@ class PhaseRunner:
             return self._not_taken(proc, day, begin)
         run = _Run(proc, trigger, run_id, begin.attempt, begin.fence,
                    dict(pipeline=self.pipeline.name, phase=proc.phase, processor=proc.name, date=day.isoformat(),
-                        generation=gen, run_id=run_id, fence=begin.fence))
-        run.on_written = on_written
+                        generation=gen, run_id=run_id, fence=begin.fence), on_written=on_written)
         # The lease is heartbeated from the moment it is taken: checks included.
         with _Heartbeat(self.app, proc.name, day, run_id) as hb:
             outcome = self._check(run, inputs_verified)

@@ -238,11 +238,6 @@ class Tracker:
         except LeaseLostError:
             return False
 
-    def owns(self, processor: str, day: date, run_id: str) -> bool:
-        """True while ``run_id`` still holds a live lease on the partition (checked before writing)."""
-        p = self.partition(processor, day)
-        return p.run_id == run_id and p.lease_alive(self.clock())
-
     def finish(self, processor: str, day: date, run_id: str, status: str, *, record_count: int | None = None,
                error: str = "", blocked: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Partition:
         """Record the run's outcome, only if this run still owns the partition (else LeaseLostError).

@@ -1,7 +1,7 @@
 """The backfill engine: plan, dependency-aware parallel wavefront, resume from state, progress, validation.
 
 Modules: ``plan`` (what exists, what will run, the estimate), ``scheduler`` (the wavefront on a
-thread pool), ``lease`` (one backfill per processor), ``progress`` (the progress line),
+thread pool), ``executors`` (where a partition runs: in this process or on the phase functions), ``lease`` (one backfill per processor), ``progress`` (the progress line),
 ``validate`` (coverage, duplicate keys, NULL critical columns, preflight), ``digest`` (one alert
 per backfill), ``rerun`` (new-generation re-processing), ``engine`` (the whole command).
 """
