@@ -3,7 +3,8 @@ terraform {
 
   required_providers {
     google = {
-      source = "hashicorp/google"
+      source  = "hashicorp/google"
+      version = "= 8.7.0"
     }
   }
 }
