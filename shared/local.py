@@ -6,23 +6,31 @@ Functions 2nd gen runs them; every phase runs the generic ``functions/phase/main
 push subscriptions (retry + dead-letter policies), datasets, tables and the raw bucket from the
 definition, writes the synthetic Phase 1 files, and writes ``<state>/env`` with the ``export``
 lines a shell or the CLI needs. Every step is idempotent. ``down`` stops exactly the processes ``up`` recorded, nothing else.
+
+A definition change is applied by the next ``up``: a function whose definition or code changed
+(``deployed.local_versions``, recorded with each function) is restarted, an added output column is
+added to its existing table, and a removed or retyped column is refused before anything restarts
+(``warehouse.SchemaChangeError``, naming the rebuild) unless ``up`` is told to rebuild that table.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Callable
 
 from . import clients
+from .deployed import local_versions
 from .localstack import Endpoints, LocalStack, free_port
 from .pipeline import Pipeline
 from .provision import LOCAL_POLICY, DeliveryPolicy, ensure_bucket, ensure_pubsub, push_endpoint
 from .synthetic import write_raw_files
-from .warehouse import Warehouse
+from .warehouse import SchemaChangeError, Warehouse, rebuild_message
 
 REPO = Path(__file__).resolve().parent.parent
 GENERIC_FUNCTION = REPO / "functions" / "phase" / "main.py"
@@ -56,9 +64,11 @@ def function_env(endpoints: Endpoints, pipeline: Pipeline, extra: dict[str, str]
 
 def start_functions(stack: LocalStack, endpoints: Endpoints, pipeline: Pipeline,
                     extra_env: dict[str, str] | None = None, phases: list[int] | None = None) -> dict[int, str]:
-    """Start one functions-framework server per phase (reused when already running); phase -> URL."""
+    """Start one functions-framework server per phase; phase -> URL. A running one is reused unless its
+    command, environment, definition or code (``deployed.local_versions``) changed: then it is restarted."""
     ff = str(Path(sys.executable).parent / "functions-framework")
     urls: dict[int, str] = {}
+    versions = local_versions(pipeline)
     known = {int(n.rsplit("-", 1)[-1]): r for n, r in stack.running().items() if n.startswith(_fn_prefix(pipeline))}
     for ph in pipeline.phases:
         if phases is not None and ph.number not in phases:
@@ -73,7 +83,8 @@ def start_functions(stack: LocalStack, endpoints: Endpoints, pipeline: Pipeline,
         env["CASCADE_PHASE"] = str(ph.number)
         # Requests one instance serves at once: the phase's declared concurrency, as deployed.
         env["THREADS"] = os.environ.get("CASCADE_FUNCTION_THREADS") or str(ph.concurrency)
-        stack.start_process(f"{_fn_prefix(pipeline)}{ph.number}", argv, env, ready_url=url + "/", cwd=REPO)
+        stack.start_process(f"{_fn_prefix(pipeline)}{ph.number}", argv, env, ready_url=url + "/", cwd=REPO,
+                            meta=versions)
         urls[ph.number] = url
     return urls
 
@@ -81,6 +92,41 @@ def start_functions(stack: LocalStack, endpoints: Endpoints, pipeline: Pipeline,
 def _fn_prefix(pipeline: Pipeline) -> str:
     # The pipeline's name too: two pipelines can run side by side in one namespace.
     return f"function-{pipeline.namespace or 'default'}-{pipeline.name}-phase-"
+
+
+def running_functions(pipeline: Pipeline, state_dir: Path) -> dict[int, dict]:
+    """phase -> the versions recorded with its running function (only live ones) under ``state_dir``."""
+    prefix = _fn_prefix(pipeline)
+    stack = LocalStack(state_dir, log=lambda _msg: None)
+    return {int(name.rsplit("-", 1)[-1]): rec["meta"] for name, rec in stack.running().items()
+            if name.startswith(prefix) and rec["alive"]}
+
+
+@contextlib.contextmanager
+def _emulator_env(endpoints: Endpoints) -> Iterator[None]:
+    saved = dict(os.environ)
+    os.environ.update(endpoints.as_env())
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def check_tables(pipeline: Pipeline, endpoints: Endpoints, rebuild: Sequence[str] = (),
+                 progress: Callable[[str], None] = print) -> None:
+    """Drop the tables of the processors in ``rebuild``, then refuse (``SchemaChangeError``) when an
+    existing table has a column the definition removed or retyped; added columns are left to
+    ``provision`` (``Warehouse.ensure_tables`` adds them)."""
+    with _emulator_env(endpoints):
+        wh = Warehouse(clients.bigquery(endpoints.project), pipeline, endpoints.project)
+        for name in rebuild:
+            proc = pipeline.processor(name)
+            if wh.drop_table(proc):
+                progress(f"bigquery: dropped {wh.table_id(proc.output)} (rebuilt from the definition below)")
+        refused = [c for c in wh.schema_changes() if c.kind != "added"]
+        if refused:
+            raise SchemaChangeError(rebuild_message(wh, refused), refused)
 
 
 def provision(pipeline: Pipeline, endpoints: Endpoints, functions: dict[int, str],
@@ -102,11 +148,18 @@ def provision(pipeline: Pipeline, endpoints: Endpoints, functions: dict[int, str
 
 
 def up(pipeline: Pipeline, state_dir: Path, project: str, start: date | None, end: date | None,
-       progress: Callable[[str], None] = print, extra_env: dict[str, str] | None = None) -> LocalDeployment:
+       progress: Callable[[str], None] = print, extra_env: dict[str, str] | None = None,
+       rebuild: Sequence[str] = ()) -> LocalDeployment:
+    """Bring the local stack to the definition; ``rebuild``: processors whose tables are dropped and
+    recreated first (their rows are lost). Raises ``SchemaChangeError`` before any function restarts
+    when an existing table has a removed or retyped column."""
+    for name in rebuild:
+        pipeline.processor(name)  # an unknown name is refused before anything starts
     stack = LocalStack(state_dir, project=project, log=progress)
     progress("starting emulators (pubsub, firestore, bigquery, storage) ...")
     endpoints = stack.start_emulators()
     progress(f"emulators ready: {endpoints}")
+    check_tables(pipeline, endpoints, rebuild, progress)
     functions = start_functions(stack, endpoints, pipeline, extra_env)
     progress("functions ready: " + ", ".join(f"phase {n} at {u}" for n, u in functions.items()))
     provision(pipeline, endpoints, functions, progress=progress)

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import requests
@@ -174,31 +175,35 @@ class LocalStack:
 
     def start_process(
         self, name: str, argv: list[str], env: dict[str, str], ready_url: str, cwd: Path | None = None,
-        timeout: float = 60,
-    ) -> None:
+        timeout: float = 60, meta: dict[str, Any] | None = None,
+    ) -> bool:
         """Start (or reuse) one process, e.g. a functions-framework server, and wait for *ready_url*.
 
         *env* is layered over os.environ. The process is ready once *ready_url* gives any HTTP answer
-        below 500. A recorded process that is alive with the same argv/env/cwd is reused; if those
-        differ it is stopped and started again.
+        below 500. A recorded process that is alive with the same argv/env/cwd/*meta* is reused; if
+        those differ it is stopped and started again. *meta* (JSON data, e.g. the versions of the code
+        it runs) is recorded with the process and returned by :meth:`running`. True if it was (re)started.
         """
         if not _NAME_RE.match(name):
             raise LocalStackError(f"invalid process name {name!r} (letters, digits, '_', '.', '-')")
         port = urlparse(ready_url).port
         if port is None:
             raise LocalStackError(f"ready_url {ready_url!r} for {name} must include a port")
-        fingerprint = hashlib.sha256(json.dumps([argv, env, str(cwd)], sort_keys=True).encode()).hexdigest()
+        parts: list[Any] = [argv, env, str(cwd)] + ([meta] if meta else [])
+        fingerprint = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
         with self._locked([name]):
             rec = self._read(name)
-            if not (rec and rec.get("fingerprint") == fingerprint and _members(rec)):
+            started = not (rec and rec.get("fingerprint") == fingerprint and _members(rec))
+            if started:
                 if rec:
                     self._terminate({name: rec})
                 if _port_in_use(port):
                     raise LocalStackError(f"cannot start {name}: port {HOST}:{port} is already in use")
                 ready = {"url": ready_url, "any_status": True}
                 rec = self._launch(name, argv, {**os.environ, "CLOUDSDK_CONFIG": str(self.gcloud_config), **env},
-                                   cwd, port, ready, {"fingerprint": fingerprint})
+                                   cwd, port, ready, {"fingerprint": fingerprint, **({"meta": meta} if meta else {})})
             self._wait_all({name: rec}, timeout)
+        return started
 
     def stop(self, names: list[str] | None = None) -> list[str]:
         """Stop the recorded process groups *names* (default: all); returns the names actually stopped.
@@ -213,11 +218,13 @@ class LocalStack:
             return self._terminate(recs)
 
     def running(self) -> dict[str, dict]:
-        """name -> {"pid", "port", "alive"} for every recorded process."""
+        """name -> {"pid", "port", "alive", "meta"} for every recorded process (meta: what
+        :meth:`start_process` recorded, else {})."""
         out: dict[str, dict] = {}
         for path in sorted(self.pid_dir.glob("*.json")) if self.pid_dir.is_dir() else []:
             if rec := self._read(path.stem):
-                out[path.stem] = {"pid": rec["pid"], "port": rec["port"], "alive": bool(_members(rec))}
+                out[path.stem] = {"pid": rec["pid"], "port": rec["port"], "alive": bool(_members(rec)),
+                                  "meta": rec.get("meta") or {}}
         return out
 
     def endpoints(self) -> Endpoints | None:

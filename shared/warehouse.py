@@ -18,6 +18,13 @@ Two guards live inside that one MERGE (still one BigQuery job per partition):
 * **Never replace data with nothing.** Unless the processor declares ``allow_empty``, the delete
   branch runs only when the source has rows, and a source with zero rows is refused
   (``EmptySourceError``: failed with the reason, existing rows kept).
+
+Tables follow their definition: ``ensure_tables`` creates missing tables and adds a column the
+definition added to an existing table (NULLABLE, in place: the schema through the API, then
+``ALTER TABLE ADD COLUMN IF NOT EXISTS`` - the emulator only changes a table's stored data through
+DDL, and on BigQuery that DDL is a no-op once the schema has the column). A removed or retyped column
+cannot be changed in place: ``schema_changes`` reports it and ``ensure_tables`` refuses with
+``SchemaChangeError``, naming the rebuild it needs.
 """
 
 from __future__ import annotations
@@ -36,12 +43,44 @@ from google.api_core import exceptions as gexc
 from google.api_core.retry import Retry
 from google.cloud import bigquery
 
-from .errors import EmptySourceError, LeaseLostError
+from .errors import CascadeError, EmptySourceError, LeaseLostError
 from .pipeline import FRAMEWORK_COLUMNS, Pipeline, Processor, Table, all_columns
 
 # Definition column type -> BigQuery query-parameter type (the same names, spelled once here).
 _PARAM_TYPE = {"DATE": "DATE", "STRING": "STRING", "INT64": "INT64", "FLOAT64": "FLOAT64",
                "BOOL": "BOOL", "TIMESTAMP": "TIMESTAMP", "NUMERIC": "NUMERIC"}
+# The API's legacy type names (what ``get_table`` may return) -> the definition's.
+_LEGACY_TYPE = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL"}
+
+
+@dataclass(frozen=True)
+class ColumnChange:
+    """One difference between an existing output table and its definition."""
+
+    processor: str
+    table: str  # full table id
+    column: str
+    old_type: str | None  # None: the column is new
+    new_type: str | None  # None: the column was removed
+
+    @property
+    def kind(self) -> str:
+        return "added" if self.old_type is None else "removed" if self.new_type is None else "retyped"
+
+    def describe(self) -> str:
+        if self.kind == "added":
+            return f"column {self.column} {self.new_type} added"
+        if self.kind == "removed":
+            return f"column {self.column} ({self.old_type}) removed"
+        return f"column {self.column} retyped from {self.old_type} to {self.new_type}"
+
+
+class SchemaChangeError(CascadeError):
+    """Existing tables whose columns the definition removed or retyped: only a rebuild can apply that."""
+
+    def __init__(self, message: str, changes: Sequence[ColumnChange]) -> None:
+        super().__init__(message, changes=[c.describe() for c in changes])
+        self.changes = list(changes)
 
 
 @dataclass
@@ -66,7 +105,13 @@ class Warehouse:
 
     # ------------------------------------------------------------------ provisioning
     def ensure_tables(self) -> list[str]:
-        """Create every dataset and output table of the definition if missing (idempotent)."""
+        """Create every dataset and output table of the definition if missing, and add the columns the
+        definition added to existing tables (idempotent). Raises ``SchemaChangeError`` (nothing changed)
+        when an existing table has a column the definition removed or retyped."""
+        changes = self.schema_changes()
+        refused = [c for c in changes if c.kind != "added"]
+        if refused:
+            raise SchemaChangeError(rebuild_message(self, refused), refused)
         created = []
         for ds in self.pipeline.datasets():
             self.client.create_dataset(bigquery.Dataset(f"{self.project}.{ds}"), exists_ok=True)
@@ -76,7 +121,55 @@ class Warehouse:
             table.clustering_fields = [k for k in proc.output.keys if k != proc.output.date_column][:4] or None
             self.client.create_table(table, exists_ok=True)
             created.append(table.table_id)
+        self._add_columns([c for c in changes if c.kind == "added"])
         return created
+
+    def schema_changes(self) -> list[ColumnChange]:
+        """Every column of an existing output table that differs from the definition (missing tables
+        are not compared: they are created as declared). One metadata read per table."""
+        out: list[ColumnChange] = []
+        for proc in self.pipeline.processors:
+            table_id = self.table_id(proc.output)
+            try:
+                live = self.client.get_table(table_id)
+            except gexc.NotFound:
+                continue
+            have = {f.name: _LEGACY_TYPE.get(f.field_type.upper(), f.field_type.upper()) for f in live.schema}
+            want = dict(all_columns(proc.output))
+            for col, typ in want.items():
+                if col not in have:
+                    out.append(ColumnChange(proc.name, table_id, col, None, typ))
+                elif have[col] != typ:
+                    out.append(ColumnChange(proc.name, table_id, col, have[col], typ))
+            out.extend(ColumnChange(proc.name, table_id, col, typ, None) for col, typ in have.items() if col not in want)
+        return out
+
+    def _add_columns(self, added: Sequence[ColumnChange]) -> None:
+        by_table: dict[str, list[ColumnChange]] = {}
+        for change in added:
+            by_table.setdefault(change.table, []).append(change)
+        for table_id, cols in by_table.items():
+            table = self.client.get_table(table_id)
+            table.schema = [*table.schema, *(bigquery.SchemaField(c.column, c.new_type, mode="NULLABLE") for c in cols)]
+            self.client.update_table(table, ["schema"])
+            for c in cols:
+                self._run(f"ALTER TABLE `{table_id}` ADD COLUMN IF NOT EXISTS {c.column} {c.new_type}", [])
+
+    def drop_table(self, proc: Processor) -> bool:
+        """Drop ``proc``'s output table (all its rows); True if it existed. Used only by an explicit
+        rebuild (``cascade up --rebuild-table``)."""
+        try:
+            self.client.get_table(self.table_id(proc.output))
+        except gexc.NotFound:
+            return False
+        self.client.delete_table(self.table_id(proc.output), not_found_ok=True)
+        return True
+
+    def date_range(self, table: Table) -> tuple[date, date] | None:
+        """The first and last date holding rows in ``table`` (None when it is empty)."""
+        row = self.query(f"SELECT MIN({table.date_column}) AS lo, MAX({table.date_column}) AS hi "
+                         f"FROM `{self.table_id(table)}`")[0]
+        return (row["lo"], row["hi"]) if row["lo"] is not None else None
 
     def table_id(self, table: Table) -> str:
         return self.pipeline.table_id(self.project, table)
@@ -246,9 +339,33 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+def rebuild_commands(warehouse: "Warehouse", proc: Processor) -> list[str]:
+    """The commands that rebuild ``proc``'s table from its definition (locally): drop and recreate it,
+    then re-run the dates it held. Each runs as printed."""
+    commands = [f"cascade up --rebuild-table {proc.name}"]
+    span = warehouse.date_range(proc.output)
+    if span:
+        commands.append(f"cascade backfill --start {span[0]} --end {span[1]} --phase {proc.phase} "
+                        f"--processor {proc.name} --force")
+    return commands
+
+
+def rebuild_message(warehouse: "Warehouse", refused: Sequence[ColumnChange]) -> str:
+    """What a removed or retyped column needs, per processor: the change, then the commands that drop
+    and recreate the table and rebuild its rows."""
+    lines = []
+    for name in dict.fromkeys(c.processor for c in refused):
+        mine = [c for c in refused if c.processor == name]
+        lines.append(f"processor {name}: table {mine[0].table}: " + "; ".join(c.describe() for c in mine)
+                     + " - BigQuery cannot change that in place; rebuild the table (dropping it deletes its "
+                       "rows, the backfill writes them again):")
+        lines.extend(f"    {cmd}" for cmd in rebuild_commands(warehouse, warehouse.pipeline.processor(name)))
+    return "\n".join(lines)
+
+
 def schema_of(table: Table) -> list[bigquery.SchemaField]:
     keys = set(table.merge_keys)
     return [bigquery.SchemaField(c, t, mode="REQUIRED" if c in keys else "NULLABLE") for c, t in all_columns(table)]
 
 
-__all__ = ["Warehouse", "JobStats", "schema_of", "gexc"]
+__all__ = ["Warehouse", "JobStats", "ColumnChange", "SchemaChangeError", "schema_of", "gexc"]

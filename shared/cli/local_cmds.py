@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from ..pipeline import load
 from ._common import date_arg, state_dir
@@ -15,10 +16,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "functions-framework server per phase in the background; create topics, push "
                                    "subscriptions (retry + dead-letter policies), datasets, tables and the raw bucket "
                                    "from the pipeline definition; write the synthetic Phase 1 raw files for "
-                                   "--start..--end; write .cascade/env. Idempotent.")
+                                   "--start..--end; write .cascade/env. Idempotent. A changed definition or code "
+                                   "restarts the functions that run it; a column added to an output is added to its "
+                                   "table; a removed or retyped column is refused (exit 1) with the rebuild it needs.")
     p.add_argument("--start", type=date_arg, help="first date of synthetic raw files (YYYY-MM-DD)")
     p.add_argument("--end", type=date_arg, help="last date of synthetic raw files, inclusive")
     p.add_argument("--project", default=os.environ.get("CASCADE_PROJECT", "cascade-local"))
+    p.add_argument("--rebuild-table", action="append", default=[], metavar="PROCESSOR",
+                   help="drop PROCESSOR's output table and create it from the definition (its rows are deleted: "
+                        "rebuild them with `cascade backfill ... --force`); repeatable")
     p.set_defaults(func=_up)
     d = sub.add_parser("down", help="stop exactly what `cascade up` started",
                        description="Stop the emulators and functions recorded in .cascade/pids (nothing else).")
@@ -27,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _up(args: argparse.Namespace) -> int:
     from ..local import up
+    from ..warehouse import SchemaChangeError
 
     if (args.start is None) != (args.end is None):
         print("error: give both --start and --end (or neither)")
@@ -36,7 +43,12 @@ def _up(args: argparse.Namespace) -> int:
         return 2
     sd = state_dir()
     sd.mkdir(parents=True, exist_ok=True)
-    deployment = up(load(), sd, args.project, args.start, args.end)
+    try:
+        deployment = up(load(), sd, args.project, args.start, args.end, rebuild=args.rebuild_table)
+    except SchemaChangeError as exc:
+        print(f"error: the definition changes existing tables in a way `cascade up` cannot apply in place:\n"
+              f"{exc.message}", file=sys.stderr)
+        return 1
     print(f"cascade is up. Trigger a date with:  cascade trigger --date YYYY-MM-DD   "
           f"(topic {open(deployment.env_file).read().split('CASCADE_TRIGGER_TOPIC=')[1].split()[0]})")
     return 0

@@ -8,7 +8,7 @@ import sys
 
 from ..errors import CascadeError
 from ..messages import Trigger, new_correlation_id
-from ._common import app, bool_arg, date_arg, now, print_json
+from ._common import app, bool_arg, date_arg, now, print_json, state_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -123,11 +123,17 @@ def _trigger(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from ..status import date_status
 
-    st = date_status(app(), args.date)
+    from ..deployed import local_drift
+
+    a = app()
+    st = date_status(a, args.date)
+    drift = local_drift(a.pipeline, state_dir())  # the local functions run another definition?
     if args.json:
-        print(json.dumps(st, default=str))
+        print(json.dumps({**st, "deployed": drift.to_dict() if drift else None}, default=str))
         return 0
     print_status(st)
+    if drift:
+        print(f"note: {drift.message}")
     return 0
 
 

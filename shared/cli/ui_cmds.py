@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from ._common import app, date_arg
+from ._common import app, date_arg, state_dir
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -55,7 +55,7 @@ def _ui(args: argparse.Namespace) -> int:
             return 2
     if args.host not in _LOOPBACK:
         print(f"warning: serving on {args.host}: anyone who can reach it sees the pipeline's state", file=sys.stderr)
-    page = StatusPage(a, start=start, end=end, refresh_s=args.refresh)
+    page = StatusPage(a, start=start, end=end, refresh_s=args.refresh, state_dir=state_dir())
     _ = a.tracker  # build the Firestore client before the server's threads share it
 
     def ready(url: str) -> None:

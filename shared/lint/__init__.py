@@ -16,6 +16,11 @@ One pass reports all of them (not the first only), in this order:
   definition's folder is importable, as for the functions) or is not callable.
 * **definition** - the loader's own consistency checks (keys that are not columns, upstreams in a
   later phase, ...), reported when the checks above found nothing it would repeat.
+* **table** - an output column the definition removed or retyped while its table exists, with
+  the commands that rebuild it. Compared with the live tables of the local stack when one is up
+  (``BIGQUERY_EMULATOR_HOST``, else ``<state>/env`` written by ``cascade up``, answering): the table
+  is the truth a recorded schema could miss. Without a running stack nothing is compared (the
+  summary says so); ``cascade up`` compares again before it changes anything.
 * **sql** - every SQL statement Cascade would send for the pipeline (``shared/lint/sql.py``),
   analyzed by ZetaSQL, BigQuery's analyzer: the processors' SELECTs, the fenced MERGEs around them,
   the strict-mode gap queries, the validation queries and the quality gates. A transform's problem
@@ -71,6 +76,7 @@ class Report:
     statements: int = 0  # SQL statements analyzed
     seconds: float = 0.0
     sql_checked: bool = False  # the SQL analysis ran (not --no-sql, and the definition loads)
+    tables_checked: str | None = None  # where existing tables were compared (None: no local stack)
 
     @property
     def ok(self) -> bool:
@@ -79,6 +85,7 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         return {"file": self.file, "ok": self.ok, "problems": [asdict(p) for p in self.problems],
                 "sql_checked": self.sql_checked, "sql_statements_analyzed": self.statements,
+                "tables_checked": self.tables_checked,
                 "seconds": round(self.seconds, 2)}
 
     def render(self) -> str:
@@ -86,7 +93,9 @@ class Report:
         summary = (f"{self.file}: {len(self.problems)} problem(s)" if self.problems else f"{self.file}: ok")
         sql = (f"{self.statements} SQL statements analyzed by ZetaSQL" if self.sql_checked
                else "SQL not analyzed" + ("" if self.problems else ": --no-sql"))
-        return "\n".join([*lines, f"{summary} ({sql}, {self.seconds:.1f} s)"])
+        tables = (f"existing tables compared: {self.tables_checked}" if self.tables_checked
+                  else "existing tables not compared: no local stack running")
+        return "\n".join([*lines, f"{summary} ({sql}; {tables}; {self.seconds:.1f} s)"])
 
 
 def default_file() -> Path:
@@ -121,6 +130,7 @@ def lint(path: str | os.PathLike[str], sql: bool = True) -> Report:
     report.problems = checker.problems
     report.statements = checker.statements
     report.sql_checked = checker.sql_ran
+    report.tables_checked = checker.tables_checked
     report.seconds = time.perf_counter() - started
     return report
 
@@ -131,6 +141,7 @@ class _Checker:
         self.problems: list[Problem] = []
         self.statements = 0
         self.sql_ran = False
+        self.tables_checked: str | None = None
 
     def add(self, check: str, message: str, fix: str, path: tuple[Any, ...] = (), key: bool = False,
             processor: str | None = None, line: int | None = None, statement: str | None = None) -> None:
@@ -156,6 +167,7 @@ class _Checker:
             return
         self._lookbacks(pipeline)
         self._callables(pipeline)
+        self._tables(pipeline)
         if sql:
             self._sql(pipeline)
 
@@ -295,6 +307,33 @@ class _Checker:
             if not callable(obj):
                 self.add("callable", f"`{spec}` is a {type(obj).__name__}, not a callable",
                          "point it at a function", path, processor=proc)
+
+    def _tables(self, pipeline: Any) -> None:
+        from .live import live_warehouse
+
+        with live_warehouse(pipeline) as found:
+            if found is None:
+                return
+            wh, where = found
+            refused = [c for c in wh.schema_changes() if c.kind != "added"]
+            self.tables_checked = where
+            if not refused:
+                return
+            from ..warehouse import rebuild_commands
+
+            index = {p.name: i for i, p in enumerate(pipeline.processors)}
+            for name in dict.fromkeys(c.processor for c in refused):
+                mine = [c for c in refused if c.processor == name]
+                retyped = next((c.column for c in mine if c.kind == "retyped"), None)
+                path = ("processors", index[name], "output", "columns", *([retyped] if retyped else []))
+                self.add("table", f"table {mine[0].table} exists with " + "; ".join(
+                             f"column {c.column} {c.old_type}" for c in mine) + ", the definition has "
+                         + "; ".join(f"{c.column} {c.new_type}" if c.new_type else f"no column {c.column}"
+                                     for c in mine)
+                         + ": BigQuery cannot change that in place",
+                         "rebuild the table (dropping it deletes its rows, the backfill writes them again): "
+                         + " then ".join(f"`{cmd}`" for cmd in rebuild_commands(wh, pipeline.processor(name))),
+                         path, key=bool(retyped), processor=name)
 
     def _sql(self, pipeline: Any) -> None:
         from . import sql as sqlcheck

@@ -10,7 +10,8 @@ Routes (all GET, all read-only):
 * ``/static/<file>``            the stylesheet and the script (no build step)
 
 The app holds an ``App`` (emulators or production: the same clients as every command) and never
-writes anything. Dead letters and coverage cost a Pub/Sub pull per phase and a BigQuery query per
+writes anything. With ``state_dir`` (the local stack's), the page says when the running functions
+were started with another definition or code than the local one (``deployed.local_drift``). Dead letters and coverage cost a Pub/Sub pull per phase and a BigQuery query per
 table, so they are cached for ``slow_ttl`` seconds; the matrix and the backfills are read fresh.
 """
 
@@ -95,6 +96,7 @@ class StatusPage:
     refresh_s: float = 5.0
     slow_ttl: float = 30.0
     env: Environment = field(default_factory=environment)
+    state_dir: Path | None = None
 
     def __post_init__(self) -> None:
         self._slow = _TTLCache(self.slow_ttl)
@@ -149,6 +151,14 @@ class StatusPage:
         states = self.app.tracker.partitions(names, days)
         return mx.build_matrix(self.app.pipeline, states, start, end, self.app.clock())
 
+    def deployed(self) -> Any:
+        """The drift of the local stack's running functions from the local definition (None: none)."""
+        if self.state_dir is None:
+            return None
+        from ..deployed import local_drift
+
+        return local_drift(self.app.pipeline, self.state_dir)
+
     # ------------------------------------------------------------------ endpoints
     def _page(self, request: Request) -> Response:
         start, end = self._range(request)
@@ -157,7 +167,7 @@ class StatusPage:
             m=m, pipeline=self.app.pipeline, project=self.app.project, refresh_ms=int(self.refresh_s * 1000),
             statuses=_STATUS_ORDER, generated_at=self.app.clock(),
             glyphs_json=json.dumps({str(k): v for k, v in mx.GLYPHS.items()}),
-            matrix_html=render_matrix(self.env, m))
+            matrix_html=render_matrix(self.env, m), deployed=self.deployed())
         return Response(html, mimetype="text/html")
 
     def _api_matrix(self, request: Request) -> Response:
