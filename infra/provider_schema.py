@@ -9,7 +9,9 @@ every resource and data source. From it this script takes, per type the configur
 * each argument: required or optional, attribute or nested block, a block single (max one) or
   repeated, and each nested block's schema, recursively;
 * the computed-only attributes (a getter without an ``...Input`` counterpart), which expressions may
-  read but the configuration may not set.
+  read but the configuration may not set;
+* the names of all the provider's resource and data-source types (google-beta: those google lacks),
+  so a misspelt or beta-only type is told apart from one the trimmed schema leaves out.
 
 The Terraform name of an argument is the anchor of its docs link
 (``.../docs/resources/<type>#<argument>``), never a camelCase -> snake_case guess. A computed-only
@@ -248,7 +250,7 @@ def build(version: str, wheel_dir: Path) -> dict[str, Any]:
         "generated_by": "infra/provider_schema.py (make provider-schema)",
         "providers": {},
     }
-    for provider in sorted(used):
+    for provider in sorted(used, key=lambda p: p != "google"):  # google first
         if provider not in PACKAGES:
             raise SystemExit(f"google types used with provider {provider!r}: only google and google-beta are known")
         wheel = download(PACKAGES[provider], release, wheel_dir)
@@ -265,6 +267,13 @@ def build(version: str, wheel_dir: Path) -> dict[str, Any]:
                 missing.append(f"{kind} {rtype}")
                 continue
             section[kind][rtype] = ex.schema((kind, rtype))
+        # Every type name of the provider (google-beta: only those google lacks), so the check can tell
+        # a misspelt or beta-only type from one the trimmed schema merely leaves out.
+        names = {kind: sorted(t for k, t in ex.index if k == kind) for kind in ("resource", "data")}
+        if provider != "google":
+            ga = doc["providers"].get("google", {}).get("all_types", {})
+            names = {kind: [t for t in names[kind] if t not in set(ga.get(kind, []))] for kind in names}
+        section["all_types"] = names
         if missing:
             raise SystemExit(f"hashicorp/{provider} {version} has no {', '.join(missing)} "
                              f"(a google-beta type needs provider = google-beta)")

@@ -112,6 +112,10 @@ resource "google_bigquery_dataset" "this" {
   depends_on = [google_project_service.apis]
 }
 
+# A table holds history that cannot be recomputed from Terraform: it is never replaced by a plan.
+# Adding a NULLABLE column applies in place; a change the provider can only make by replacing the
+# table (a column dropped, renamed or retyped, another partitioning) is refused at plan time by
+# prevent_destroy and must be migrated on purpose (docs/deploy.md, "Provider version and schema check").
 resource "google_bigquery_table" "this" {
   for_each = var.pipeline.tables
 
@@ -119,7 +123,7 @@ resource "google_bigquery_table" "this" {
   dataset_id          = google_bigquery_dataset.this[each.value.dataset].dataset_id
   table_id            = each.value.table
   description         = "Written by MERGE on its keys, one ${each.value.date_column} partition at a time."
-  deletion_protection = var.deletion_protection
+  deletion_protection = true
   labels              = local.labels
   clustering          = length(each.value.clustering) > 0 ? each.value.clustering : null
   schema              = jsonencode(each.value.schema)
@@ -127,6 +131,10 @@ resource "google_bigquery_table" "this" {
   time_partitioning {
     type  = "DAY"
     field = each.value.date_column
+  }
+
+  lifecycle {
+    prevent_destroy = true
   }
 }
 

@@ -207,7 +207,7 @@ variable "dead_letter_retention_seconds" {
 }
 
 variable "deletion_protection" {
-  description = "Protect BigQuery tables (and the Firestore database) from `terraform destroy`."
+  description = "Protect the Firestore database from `terraform destroy`. BigQuery tables are always protected (deletion_protection and prevent_destroy in main.tf; docs/deploy.md)."
   type        = bool
   default     = true
 }
