@@ -5,7 +5,7 @@ PYTHON ?= python3.11
 VENV := .venv
 export CASCADE_STATE_DIR ?= $(CURDIR)/.cascade
 
-.PHONY: help prereqs venv demo test test-python test-infra test-py312 lint bench up down ui tfvars clean
+.PHONY: help prereqs venv demo test test-python test-infra test-py312 lint bench up down ui tfvars clean provider-schema
 
 help:
 	@echo "make demo    run the local cascade demo (emulators, phases 2->3->4), exit 0 iff it completed"
@@ -73,6 +73,12 @@ ui: venv
 
 tfvars: venv
 	$(VENV)/bin/python -m cascade.tfvars --write
+
+# The Google provider's schema of the types infra/terraform uses, from the pinned version's
+# cdktn-provider-google(-beta) wheels (downloaded, ~70 MB each) -> infra/provider-schema/.
+provider-schema:
+	@bash infra/check.sh --venv
+	.venv-hcl/bin/python infra/provider_schema.py
 
 clean:
 	-$(VENV)/bin/cascade down

@@ -105,8 +105,13 @@ def download(package: str, release: str, wheel_dir: Path) -> Path:
     found = sorted(wheel_dir.glob(pattern))
     if not found:
         print(f"downloading {package}=={release} (~70 MB) ...", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-                        "--no-deps", f"{package}=={release}", "-d", str(wheel_dir)], check=True)
+        proc = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+                               "--no-deps", f"{package}=={release}", "-d", str(wheel_dir)],
+                              capture_output=True, text=True)
+        noise = "WARNING: Location 'file:"  # local index mirrors that do not exist on this machine
+        sys.stderr.write("".join(line for line in proc.stderr.splitlines(keepends=True) if noise not in line))
+        if proc.returncode != 0:
+            raise SystemExit(f"pip download {package}=={release} failed")
         found = sorted(wheel_dir.glob(pattern))
     if not found:
         raise SystemExit(f"no wheel {pattern} in {wheel_dir}")
