@@ -528,9 +528,10 @@ def test_an_unprotected_table_is_reported() -> None:
     _one(table_problems({"t.tf": ignoring}), "ignore_changes hides schema changes")
 
 
-def test_a_pin_other_than_the_schemas_is_reported(schema, monkeypatch) -> None:
-    other = dict(schema, provider_version="9.0.0")
-    found = pin_problems(other)
-    assert any("versions.tf: provider google is pinned =8.7.0" in p or "pinned =" in p for p in found), found
+def test_a_pin_other_than_the_schemas_and_a_type_missing_from_it_are_reported(schema) -> None:
+    found = pin_problems(dict(schema, provider_version="9.0.0"))
+    pinned = schema["provider_version"]
+    _one(found, "infra/terraform/versions.tf: provider google is pinned", f"={pinned}", "the schema is of 9.0.0")
+    _one(found, "infra/terraform/modules/phase/versions.tf: provider google is pinned")
     _one(coverage_problems(schema, {("google", "resource", "google_bigquery_routine")}), "google_bigquery_routine",
          "make provider-schema")
