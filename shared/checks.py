@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timezone
 from typing import Any
 
 from .calendar import iso
@@ -115,8 +115,11 @@ class Checks:
         for name, dates in needed.items():
             for d in dates:
                 st = states[(name, d.isoformat())]
-                if st.lease_alive(now) or st.status == WAITING:
+                if st.lease_alive(now) or (st.status == WAITING and not self.tracker.waiting_expired(st, now)):
                     live.append(f"{name}@{d.isoformat()} ({st.status}, run {st.run_id})")
+                    continue
+                if st.status == WAITING:  # its waiting expired: nothing re-checks it any more
+                    bad.setdefault(name, []).append((_expired_waiting(st, now, self.tracker.waiting_since(name, d)), st))
                     continue
                 reason = _bad_state(st, now, is_run_date=(d == must_exist[name]))
                 if reason:
@@ -193,6 +196,21 @@ class Checks:
                 + ", ".join(f"{n} ({st})" for n, st in bad.items())
                 + f" not successful; run them first: cascade backfill --start {day} --end {day} --phase {first.phase}"
                 + f", then: cascade backfill --start {day} --end {day} --processor {proc.name}")
+
+
+def _expired_waiting(st: Partition, now, since) -> str:
+    """An upstream whose ``waiting`` expired: since when it waits, for how long, and when it was
+    last re-checked (its trigger's messages are gone, so it will not move on by itself)."""
+    from .backfill.progress import duration
+
+    began = since or st.started_at or st.finished_at or now
+    last = st.finished_at or began
+    return (f"waiting since {_stamp(began)} ({duration((now - began).total_seconds())}), "
+            f"not re-checked since {_stamp(last)}")
+
+
+def _stamp(t) -> str:
+    return f"{t.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
 
 
 def _bad_state(st: Partition, now, is_run_date: bool) -> str:

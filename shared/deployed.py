@@ -109,8 +109,18 @@ def drift(local: Mapping[str, str], running: Mapping[int, Mapping[str, Any]]) ->
 
 def local_drift(pipeline: Pipeline, state_dir: Path) -> Drift | None:
     """The drift of the functions ``cascade up`` started for ``pipeline`` under ``state_dir`` (None when
-    none is running, or all run the local definition and code)."""
+    none is running, or all run the local definition and code). The local definition is read again
+    from its file: a long-running caller (the status page) compares with what is on disk now."""
+    from .errors import DefinitionError
     from .local import running_functions
+    from .pipeline import load
 
     running = running_functions(pipeline, state_dir)
-    return drift(local_versions(pipeline), running) if running else None
+    if not running:
+        return None
+    if pipeline.source_path:
+        try:
+            pipeline = load(pipeline.source_path, namespace=pipeline.namespace)
+        except DefinitionError:
+            pass  # an invalid file on disk: its `files` digest still differs
+    return drift(local_versions(pipeline), running)

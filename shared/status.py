@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timezone
 from typing import Any
 
 
@@ -94,48 +94,82 @@ class WaitResult:
     reason: str
 
 
-def _verdict(status: dict[str, Any], chain: list[int], phase: int, since: Any = None) -> tuple[int, str] | None:
+def recorded_after(part: Partition, since: datetime | None) -> bool:
+    """True when ``part``'s latest outcome was recorded at or after ``since`` (always without one).
+    An outcome recorded before the trigger a wait follows is not that trigger's."""
+    if since is None:
+        return True
+    at = part.finished_at or part.raw.get("updated_at")
+    return at is not None and at >= since
+
+
+def _final_bad(part: Partition) -> bool:
+    return part.status == BLOCKED or (part.status == FAILED and not part.raw.get("transient"))
+
+
+def _verdict(phases: dict[int, list[Partition]], chain: list[int], phase: int, since: datetime | None = None,
+             note: str = "no games") -> tuple[int, str] | None:
+    """The verdict of a wait on ``phase`` from the partitions of every phase of ``chain`` (the phases
+    before it that cascade into it): 1 when one of them failed or was blocked, 0 when one was skipped
+    or ``phase`` is complete, None while pending. With ``since`` (when the trigger the wait follows
+    was published) only outcomes recorded at or after it decide: an earlier failure may be re-run by
+    that trigger, an earlier success may be replaced by it, so both count as still pending."""
     for n in chain:
-        ph = status["phases"][str(n)]
-        st = ph["status"]
-        if since is not None and st in (BLOCKED, FAILED) and any(
-                p["status"] in (BLOCKED, FAILED) and (p.get("updated_at") is None or p["updated_at"] < since)
-                for p in ph["processors"].values()):
-            return None  # an outcome from before the trigger we wait for: not its verdict yet
-        if st in (BLOCKED, FAILED):
-            return 1, f"phase {n} is {st}"
-        if st == SKIPPED:
-            return 0, f"phase {n} skipped ({status.get('note', 'no games')})"
-    final = status["phases"][str(phase)]["status"]
-    if final == COMPLETE:
+        states = phases[n]
+        bad = [s for s in states if _final_bad(s) and recorded_after(s, since)]
+        if bad:
+            status = BLOCKED if any(s.status == BLOCKED for s in bad) else FAILED
+            return 1, f"phase {n} is {status} ({', '.join(s.processor for s in bad if s.status == status)})"
+        if states and all(s.status == SKIPPED for s in states) and any(recorded_after(s, since) for s in states):
+            return 0, f"phase {n} skipped ({note})"
+    states = phases[phase]
+    gen = max((s.generation for s in states if s.status != MISSING), default=0)
+    if phase_state(states, gen, None) == COMPLETE and any(recorded_after(s, since) for s in states):
         return 0, f"phase {phase} complete"
     return None
 
 
-def wait_for_phase(app: App, day: date, phase: int, timeout: float, since: Any = None,
+def _earlier(phases: dict[int, list[Partition]], since: datetime | None) -> str:
+    """The outcomes a wait set aside because they were recorded before ``since`` (for its timeout)."""
+    old = [f"{s.processor} {s.status}" for states in phases.values() for s in states
+           if s.status != MISSING and not recorded_after(s, since)]
+    if since is None or not old:
+        return ""
+    return (f"; nothing recorded since {since.isoformat()} settled it (outcomes recorded before it are not "
+            f"this trigger's: {', '.join(old[:6])}{', ...' if len(old) > 6 else ''}; see `cascade history`)")
+
+
+def wait_for_phase(app: App, day: date, phase: int, timeout: float, since: datetime | None = None,
                    on_change: Any = None) -> WaitResult:
     """Wait until ``phase`` is complete for ``day`` (0), it or an earlier phase failed/blocked (1), or timeout (2).
 
     Woken by a Firestore listener on the date's partitions: no polling sleeps. With ``since`` (the
-    time a re-trigger was published), failures recorded before it are not taken as the verdict.
+    time the trigger this wait follows was published; naive means UTC) only outcomes recorded at or
+    after it are taken as the verdict: a failure or a success recorded before it counts as pending.
     """
     pipeline = app.pipeline
     chain = [n for n in [p.number for p in pipeline.phases] if n <= phase and phase in pipeline.downstream_phases(n)]
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=timezone.utc)
+    names = {n: [p.name for p in pipeline.processors_of(n)] for n in chain}
     changed = threading.Event()
     watch = app.tracker.watch_partitions("data_date", day.isoformat(), lambda _parts: changed.set())
     deadline = time.monotonic() + timeout
     try:
         while True:
             changed.clear()
-            status = date_status(app, day)
+            states = app.tracker.partitions([name for n in chain for name in names[n]], [day])
+            phases = {n: [states[(name, day.isoformat())] for name in names[n]] for n in chain}
+            note = pipeline.calendar.reason_not_expected(day) if not pipeline.calendar.is_expected(day) else "no games"
             if on_change is not None:
-                on_change(progress_line(status, chain))
-            verdict = _verdict(status, chain, phase, since)
+                on_change(progress_line(date_status(app, day), chain))
+            verdict = _verdict(phases, chain, phase, since, note)
             if verdict:
-                return WaitResult(verdict[0], status, verdict[1])
+                return WaitResult(verdict[0], date_status(app, day), verdict[1])
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return WaitResult(2, status, f"timed out after {timeout:.0f} s waiting for phase {phase}")
+                return WaitResult(2, date_status(app, day),
+                                  f"timed out after {timeout:.0f} s waiting for phase {phase}" + _earlier(phases, since))
             # Woken by the listener; the bounded re-check only matters if the listener stream broke.
             changed.wait(min(remaining, _RECHECK_SECONDS))
     finally:

@@ -1,6 +1,6 @@
 """The sweeper: finds and repairs stuck state. Idempotent and safe to run concurrently.
 
-Three repairs, each a query plus per-item compare-and-set, so two sweepers never both "win":
+Four repairs, each a query plus per-item compare-and-set, so two sweepers never both "win":
 
 1. **Unpublished trigger claims** - a phase completed and claimed its downstream trigger, but the
    publish failed or the function died before marking it published. Republish the stored payload
@@ -8,11 +8,16 @@ Three repairs, each a query plus per-item compare-and-set, so two sweepers never
    a claim is never marked published without a publish.
 2. **Expired leases** - a partition ``running`` whose lease expired (the run crashed or timed out):
    mark it failed (transient) and re-trigger its phase for that date and processor.
-3. **Stuck phases** - a phase with some processors done and others missing or failed for longer
+3. **Expired waiting** - a partition ``waiting`` (strict mode found an upstream still running) that
+   nothing re-checked for longer than its waiting lasts (``Tracker.waiting_until``: the lease plus
+   Pub/Sub's longest retry backoff): its trigger's messages are gone. Re-trigger its phase for that
+   date and processor so it is checked again, at most ``max_attempts`` times per trigger (counted on
+   the partition); after that it is recorded ``failed`` with the reason and the command, and alerted.
+4. **Stuck phases** - a phase with some processors done and others missing or failed for longer
    than ``stuck_phase_seconds``: one alert (ever) naming the missing processors and the command
    that re-runs them.
 
-Each repair item (one claim, one expired lease, one stuck phase) is handled in isolation: an item
+Each repair item (one claim, one expired lease, one expired waiting, one stuck phase) is handled in isolation: an item
 that cannot be repaired (its topic was deleted, Firestore refused the write ...) is logged with its
 date, phase or processor and the next step, listed in ``SweepReport.errors``, and the sweep goes
 on with the others - one broken item never disables the rest of the repair.
@@ -27,9 +32,10 @@ from typing import Any, Callable
 
 from .alerts import Alert
 from .app import App
+from .backfill.progress import duration
 from .logs import get_logger, log
 from .messages import Trigger, new_correlation_id
-from .tracking import RUNNING, SUCCESS, Partition
+from .tracking import RUNNING, SUCCESS, WAITING, Partition
 
 logger = get_logger("sweeper")
 
@@ -40,6 +46,7 @@ class SweepReport:
 
     republished: list[str] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)  # expired waiting partitions re-triggered
     stuck: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -48,15 +55,17 @@ class SweepReport:
         return not self.errors
 
     def to_dict(self) -> dict[str, Any]:
-        return {"republished": self.republished, "expired": self.expired, "stuck": self.stuck, "errors": self.errors}
+        return {"republished": self.republished, "expired": self.expired, "waiting": self.waiting, "stuck": self.stuck,
+                "errors": self.errors}
 
 
 def sweep(app: App, recent_days: int = 3) -> SweepReport:
     report = SweepReport()
-    for repair in (_republish, _expire, lambda a, r: _stuck(a, r, recent_days)):
+    for repair in (_republish, _expire, _waiting, lambda a, r: _stuck(a, r, recent_days)):
         repair(app, report)
     log(logger, logging.INFO if report.ok else logging.ERROR,
         f"sweep: {len(report.republished)} republished, {len(report.expired)} expired leases, "
+        f"{len(report.waiting)} expired waiting re-triggered, "
         f"{len(report.stuck)} stuck phases, {len(report.errors)} could not be repaired",
         pipeline=app.pipeline.name, **report.to_dict())
     return report
@@ -116,6 +125,12 @@ def _expire_one(app: App, report: SweepReport, part: Partition) -> None:
               f"re-triggered by the sweeper")
     if not app.tracker.expire(part.processor, part.data_date, part.run_id, reason):
         return  # someone else moved it on
+    _retrigger(app, part)
+    report.expired.append(f"{part.processor} {part.data_date} (run {part.run_id})")
+
+
+def _retrigger(app: App, part: Partition) -> None:
+    """Publish a trigger of ``part``'s phase for its date and processor, with its run's settings."""
     raw = part.raw
     trig = Trigger(pipeline=app.pipeline.name, phase=int(raw["phase"]), data_date=_d(part.data_date),
                    processors=(part.processor,), mode=raw.get("mode", "daily"),
@@ -123,7 +138,43 @@ def _expire_one(app: App, report: SweepReport, part: Partition) -> None:
                    skip_downstream_trigger=bool(raw.get("skip_downstream_trigger", False)),
                    correlation_id=raw.get("correlation_id") or new_correlation_id(), generation=part.generation)
     app.publisher.publish(app.pipeline.topic(trig.phase), trig.to_json(), trig.attributes())
-    report.expired.append(f"{part.processor} {part.data_date} (run {part.run_id})")
+
+
+def _waiting(app: App, report: SweepReport) -> None:
+    now = app.clock()
+    for part in _listed(app, report, "waiting partitions", lambda: app.tracker.partitions_where("status", "==", WAITING)):
+        if not app.tracker.waiting_expired(part, now):
+            continue
+        _isolated(app, report, f"expired waiting of {part.processor} for {part.data_date} (run {part.run_id})",
+                  f"re-run it: {_rerun_command(part)}", lambda part=part: _waiting_one(app, report, part),
+                  processor=part.processor, date=part.data_date)
+
+
+def _waiting_one(app: App, report: SweepReport, part: Partition) -> None:
+    """Re-trigger one expired waiting partition (counted per trigger: the generation and the
+    correlation id its re-triggers keep), or give up on it after ``max_attempts`` re-triggers."""
+    now = app.clock()
+    since = app.tracker.waiting_since(part.processor, part.data_date) or part.started_at or now
+    waited = duration((now - since).total_seconds())
+    limit = app.settings.max_attempts
+    command = _rerun_command(part)
+    reason = (f"gave up waiting after {waited} (since {since:%Y-%m-%d %H:%M:%S} UTC) and {limit} re-triggers by the "
+              f"sweeper; it was waiting on: {part.error or 'an upstream run'}; once that upstream is done, re-run "
+              f"it: {command}")
+    key = f"g{part.generation}:{part.raw.get('correlation_id') or ''}"
+    action, count = app.tracker.repair_waiting(part.processor, part.data_date, part.run_id, key, limit, reason)
+    if action == "retrigger":
+        _retrigger(app, part)
+        report.waiting.append(f"{part.processor} {part.data_date} (waiting {waited}; re-trigger {count} of {limit})")
+    elif action == "gave-up":
+        title = f"{part.processor} FAILED for {part.data_date}: still waiting after {limit} re-triggers"
+        app.alerts.send(Alert(title, reason, labels={"pipeline": app.pipeline.name, "processor": part.processor,
+                                                     "date": part.data_date, "phase": part.raw.get("phase")}))
+        report.errors.append(f"{title}; next step: {command}")
+
+
+def _rerun_command(part: Partition) -> str:
+    return f"cascade trigger --date {part.data_date} --phase {part.raw.get('phase')} --processor {part.processor}"
 
 
 def _stuck(app: App, report: SweepReport, recent_days: int) -> None:

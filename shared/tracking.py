@@ -507,6 +507,80 @@ class Tracker:
                 counts[phase] = counts.get(phase, 0) + 1
         return counts
 
+    # ------------------------------------------------------------------ waiting expiry
+    # A ``waiting`` partition is re-checked by every redelivery of its trigger, and each re-check
+    # records it again (``finished_at``). Like a lease it is alive while re-checked: it expires when
+    # nothing re-checked it for the lease length plus Pub/Sub's longest retry backoff (600 s, the
+    # most a push subscription waits between two deliveries) - its messages were dead-lettered or lost.
+    WAITING_REDELIVERY_GAP = timedelta(seconds=600)
+
+    def waiting_until(self, part: Partition) -> datetime | None:
+        """Until when a ``waiting`` partition is alive (None for any other status): its last
+        re-check (or the sweeper's last re-trigger of it) plus the lease and the longest redelivery gap."""
+        if part.status != WAITING:
+            return None
+        marks = [t for t in (part.finished_at, part.raw.get("waiting_rearmed_at"), part.started_at) if t is not None]
+        if not marks:
+            return None
+        return max(marks) + self.lease + self.WAITING_REDELIVERY_GAP
+
+    def waiting_expired(self, part: Partition, now: datetime | None = None) -> bool:
+        """True when ``part`` is ``waiting`` and nothing re-checked it before its waiting expired."""
+        if part.status != WAITING:
+            return False
+        until = self.waiting_until(part)
+        return until is None or until <= (now or self.clock())
+
+    def waiting_since(self, processor: str, day: date | str) -> datetime | None:
+        """When the partition began waiting: the start of the oldest run of its latest unbroken
+        streak of ``waiting`` runs in run history (None when its latest run is not waiting)."""
+        since = None
+        for run in self.runs(processor, day, limit=1000):
+            if run.get("status") != WAITING:
+                break
+            since = run.get("started_at") or since
+        return since
+
+    def repair_waiting(self, processor: str, day: date | str, run_id: str, key: str, limit: int,
+                       give_up_reason: str) -> tuple[str, int]:
+        """The sweeper's compare-and-set on an expired ``waiting`` partition (still recorded by run
+        ``run_id``): ``("retrigger", n)`` counts the n-th repair of this trigger lineage ``key`` and
+        re-arms the waiting for one more expiry period (the caller then re-triggers it);
+        ``("gave-up", n)`` after ``limit`` repairs records it ``failed`` (permanent) with
+        ``give_up_reason``; ``("moved", 0)`` when it is no longer that expired waiting (someone
+        else moved it on, or another sweeper repaired it first)."""
+        ref = self.partition_ref(processor, day)
+        for _ in range(_CAS_ATTEMPTS):
+            self.ops += 1
+            snap = ref.get(timeout=FIRESTORE_TIMEOUT)
+            cur = snap.to_dict() if snap.exists else None
+            part = Partition.from_doc(processor, _iso(day), cur)
+            now = self.clock()
+            if not cur or part.run_id != run_id or not self.waiting_expired(part, now):
+                return ("moved", 0)
+            previous = cur.get("waiting_repairs") or {}
+            count = int(previous.get("count", 0)) + 1 if previous.get("key") == key else 1
+            batch = self.db.batch()
+            option = self.db.write_option(last_update_time=snap.update_time)
+            if count > limit:
+                outcome = ("gave-up", count - 1)
+                batch.update(ref, {"status": FAILED.value, "transient": False, "error": give_up_reason,
+                                   "lease_expires_at": None, "finished_at": now, "updated_at": now,
+                                   "waiting_repairs": {"key": key, "count": count - 1}}, option=option)
+                batch.set(self._col("runs").document(run_id), {"run_id": run_id, "status": FAILED.value,
+                                                               "error": give_up_reason, "finished_at": now}, merge=True)
+            else:
+                outcome = ("retrigger", count)
+                batch.update(ref, {"waiting_repairs": {"key": key, "count": count}, "waiting_rearmed_at": now},
+                             option=option)
+            try:
+                self.ops += 1
+                batch.commit(timeout=FIRESTORE_TIMEOUT)
+                return outcome
+            except (gexc.FailedPrecondition, gexc.Aborted, gexc.NotFound):
+                continue
+        raise TransientError(f"could not repair the waiting {processor} {_iso(day)}: too much contention")
+
 
 def _status(value: Any) -> str:
     """A stored status as the vocabulary's member (an unknown value is kept as it is, never dropped)."""

@@ -42,10 +42,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("wait", help="wait until a phase completes for a date (exit 0/1/2)",
                        description="Wait on Firestore state until --phase is complete for --date. Exit 0 when "
                                    "complete (or the date has no games), 1 when it or an earlier phase failed or "
-                                   "was blocked, 2 on timeout.")
+                                   "was blocked, 2 on timeout. With --since (the time the trigger it follows was "
+                                   "published) only outcomes recorded at or after that time count: a failure or "
+                                   "success recorded before it is still pending.")
     p.add_argument("--date", type=date_arg, required=True)
     p.add_argument("--phase", type=int, required=True)
     p.add_argument("--timeout", type=float, default=300.0, help="seconds (default 300)")
+    p.add_argument("--since", type=_since_arg, metavar="TIMESTAMP",
+                   help="ISO 8601 time the trigger was published, e.g. 2025-01-16T10:00:00Z (no offset: UTC); "
+                        "outcomes recorded before it are not the verdict")
     p.set_defaults(func=_wait)
 
     p = sub.add_parser("check", help="run the strict-mode checks of a phase for a date, without processing",
@@ -152,6 +157,16 @@ def print_status(st: dict) -> None:
                 print(f"   {'':<28} {p['error'][:300]}")
 
 
+def _since_arg(text: str):
+    from datetime import datetime, timezone
+
+    try:
+        at = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time (e.g. 2025-01-16T10:00:00Z)") from None
+    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+
+
 def _wait(args: argparse.Namespace) -> int:
     from ..status import wait_for_phase
 
@@ -164,7 +179,7 @@ def _wait(args: argparse.Namespace) -> int:
             last.append(line)
             print(f"{args.date}: {line}", file=sys.stderr, flush=True)
 
-    result = wait_for_phase(a, args.date, args.phase, args.timeout, on_change=show)
+    result = wait_for_phase(a, args.date, args.phase, args.timeout, since=args.since, on_change=show)
     print(f"{args.date}: {result.reason}")
     if result.code:
         print_status(result.status)
