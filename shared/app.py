@@ -18,6 +18,7 @@ from .pipeline import Pipeline, load
 from .publisher import Publisher
 from .settings import Settings
 from .tracking import Tracker, utcnow
+from .versions import Versions
 from .warehouse import Warehouse
 
 
@@ -47,6 +48,11 @@ class App:
     def warehouse(self) -> Warehouse:
         return Warehouse(clients.bigquery(self.project), self.pipeline, self.project,
                          timeout=self.settings.bigquery_timeout_seconds)
+
+    @cached_property
+    def versions(self) -> Versions:
+        """The code version of every processor of the definition in use (computed once)."""
+        return Versions(self.pipeline)
 
     @cached_property
     def publisher(self) -> Publisher:

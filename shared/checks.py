@@ -28,8 +28,11 @@ from typing import Any
 
 from .calendar import iso
 from .errors import Blocked, TransientError
+from .freshness import Freshness
 from .pipeline import Pipeline, Processor
+from .recovery import next_steps
 from .tracking import BLOCKED, FAILED, MISSING, RUNNING, SUCCESS, WAITING, Partition, Tracker
+from .versions import Versions
 
 UPSTREAM_FAILURE = "Upstream Failure"
 DATA_GAPS = "Data Gaps"
@@ -74,10 +77,11 @@ class CheckReport:
 class Checks:
     """Runs strict-mode checks for one processor and date."""
 
-    def __init__(self, pipeline: Pipeline, tracker: Tracker, warehouse: Any) -> None:
+    def __init__(self, pipeline: Pipeline, tracker: Tracker, warehouse: Any, versions: Versions | None = None) -> None:
         self.pipeline = pipeline
         self.tracker = tracker
         self.warehouse = warehouse
+        self.versions = versions
 
     def run(self, proc: Processor, day: date) -> CheckReport:
         report = CheckReport()
@@ -109,6 +113,9 @@ class Checks:
                 must_exist[u.processor] = expected[-1]
         all_dates = sorted({d for ds in needed.values() for d in ds})
         states = self.tracker.partitions(needed.keys(), all_dates) if needed else {}
+        # A stale input (its code changed, or what it read was rebuilt) is as good as a missing one.
+        fresh = Freshness(self.pipeline, dict(states), load=self.tracker.partitions_by_keys, versions=self.versions)
+        stale = fresh.evaluate([k for k, st in states.items() if st.status == SUCCESS])
         now = self.tracker.clock()
         bad: dict[str, list[tuple[str, Partition]]] = {}
         live: list[str] = []
@@ -121,7 +128,9 @@ class Checks:
                 if st.status == WAITING:  # its waiting expired: nothing re-checks it any more
                     bad.setdefault(name, []).append((_expired_waiting(st, now, self.tracker.waiting_since(name, d)), st))
                     continue
-                reason = _bad_state(st, now, is_run_date=(d == must_exist[name]))
+                key = (name, d.isoformat())
+                reason = (f"stale ({stale[key].reason})" if key in stale
+                          else _bad_state(st, now, is_run_date=(d == must_exist[name])))
                 if reason:
                     bad.setdefault(name, []).append((reason, st))
         elapsed = time.perf_counter() - started
@@ -133,15 +142,10 @@ class Checks:
             return CheckResult(UPSTREAM_FAILURE, label, True, elapsed, 0, f"{len(all_dates)} date(s) of {label} succeeded")
         name, items = next(iter(bad.items()))
         dates = sorted(st.data_date for _, st in items)
-        upstream = self.pipeline.processor(name)
         first_error = next((st.error for _, st in items if st.error), "")
         states_txt = sorted({reason for reason, _ in items})
         title = self.pipeline.phase(proc.phase).title
-        resolution = (
-            f"fix {name} and re-run it: "
-            + "; ".join(f"cascade trigger --date {d} --phase {upstream.phase} --processor {name} --skip-downstream-trigger" for d in dates[:5])
-            + ("; ..." if len(dates) > 5 else "")
-            + f"; then re-trigger: cascade trigger --date {day.isoformat()} --phase {proc.phase}")
+        resolution = next_steps(self.pipeline, self.tracker, self.warehouse.project, proc, day, name, dates)
         blocked = Blocked(
             check=UPSTREAM_FAILURE, upstream=name, dates=dates,
             detail=(f"{title} BLOCKED: Upstream Failure — upstream processor {name} is {'/'.join(states_txt)} "
@@ -167,14 +171,12 @@ class Checks:
                 results.append(CheckResult(DATA_GAPS, table_id, True, elapsed, 1,
                                            f"{len(expected)} expected date(s) {start}..{end} present in {table_id}"))
                 continue
-            up_phase = self.pipeline.processor(u.processor).phase
             title = self.pipeline.phase(proc.phase).title
             blocked = Blocked(
                 check=DATA_GAPS, upstream=table_id, dates=iso(missing),
                 detail=f"{title} BLOCKED: Data Gaps — missing dates {iso(missing)} in {table_id}",
-                resolution=(f"backfill those dates first: cascade backfill --start {missing[0]} --end {missing[-1]} "
-                            f"--phase {up_phase} --skip-downstream-trigger; then re-run this phase from the first gap: "
-                            f"cascade backfill --start {missing[0]} --end {day} --phase {proc.phase}"))
+                resolution=next_steps(self.pipeline, self.tracker, self.warehouse.project, proc, day, u.processor,
+                                      iso(missing)))
             results.append(CheckResult(DATA_GAPS, table_id, False, elapsed, 1, blocked.detail, blocked))
         return results
 

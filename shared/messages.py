@@ -5,7 +5,7 @@ them without decoding. A trigger asks a phase to run for a date::
 
     {"schema_version": 1, "pipeline": "nba", "phase": 2, "data_date": "2025-01-15",
      "processors": ["nbac_schedule"], "mode": "daily", "strict_mode": true,
-     "skip_downstream_trigger": false, "correlation_id": "...", "generation": 0}
+     "skip_downstream_trigger": false, "correlation_id": "..."}
 
 Only ``pipeline`` and ``phase`` are required; ``data_date`` defaults to yesterday in the pipeline's
 time zone (``today`` for a phase declared ``default_date: today``, e.g. predictions). A completion (published by a phase when all its processors succeeded for a date) adds
@@ -35,7 +35,9 @@ field                      accepted
 ``correlation_id``         at most ``MAX_CORRELATION_ID_LENGTH`` (128) characters of
                            ``A-Z a-z 0-9 . _ : @ / + -`` (empty or absent: a new one is made)
 ``generation``             an integer in ``0..MAX_GENERATION`` (2**53 - 1: exact in JSON
-                           numbers and in Firestore's int64)
+                           numbers and in Firestore's int64). Absent (or null) in a trigger:
+                           "make it complete and fresh" at whatever generation the date is at
+                           (completions always carry the generation they completed)
 ``status``                 ``"success"`` (completion)
 ``completed_at``           a string of at most ``MAX_TIMESTAMP_LENGTH`` (64) characters
 =========================  ==================================================================
@@ -92,7 +94,14 @@ class Trigger:
     strict_mode: bool = True
     skip_downstream_trigger: bool = False
     correlation_id: str = ""
-    generation: int = 0
+    # None: an intent ("make this phase/processor/date complete and fresh", whatever generation the
+    # date is at), resolved by the phase (``handoff.resolve_intent``); an int: that generation's work
+    # (completions, reruns, backfills), deduped on it.
+    generation: int | None = None
+
+    @property
+    def is_intent(self) -> bool:
+        return self.generation is None
 
     @property
     def checks_enabled(self) -> bool:
@@ -103,6 +112,8 @@ class Trigger:
         d = asdict(self)
         d["data_date"] = self.data_date.isoformat()
         d["processors"] = list(self.processors)
+        if self.generation is None:
+            del d["generation"]
         return {"schema_version": SCHEMA_VERSION, "kind": "trigger", **d}
 
     def to_json(self) -> bytes:
@@ -203,8 +214,8 @@ def parse(data: bytes | str | None, pipeline: Pipeline, phase: int, now: datetim
     mode = body.get("mode", "daily")
     if mode not in MODES:
         raise InvalidMessageError(f"mode {_show(mode)} must be one of {list(MODES)}", field="mode")
-    generation = _int(body, "generation", required=False, default=0)
-    if not 0 <= generation <= MAX_GENERATION:
+    generation = None if body.get("generation") is None else _int(body, "generation", required=False)
+    if generation is not None and not 0 <= generation <= MAX_GENERATION:
         raise InvalidMessageError(f"generation {_show(generation)} must be an integer from 0 to {MAX_GENERATION} "
                                   f"(2**53 - 1)", field="generation")
     common = dict(pipeline=pipeline.name, data_date=day, mode=mode,

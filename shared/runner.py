@@ -22,19 +22,20 @@ import hashlib
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
-from datetime import timedelta
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
+from . import handoff
 from . import hooks as faults
 from .alerts import Alert
 from .app import App
 from .checks import Checks
 from .errors import InputMissingError, LeaseLostError, TransientError, is_transient
+from .freshness import input_keys, input_record
 from .gates import Gates, QualityGateError
 from .hooks import InjectedCrash
 from .logs import get_logger, log
-from .messages import Completion, Trigger
+from .messages import Trigger
 from .pipeline import Processor
 from .processors import RunContext, executor_for
 from .state import Status
@@ -127,8 +128,12 @@ class PhaseRunner:
 
     # ------------------------------------------------------------------ entry
     def run(self, trigger: Trigger, message_id: str | None = None) -> PhaseResult:
-        result = PhaseResult(trigger)
         day = trigger.data_date
+        if trigger.is_intent:
+            trigger, answer = self._resolve_intent(trigger, message_id)
+            if answer is not None:
+                return answer
+        result = PhaseResult(trigger)
         labels = dict(pipeline=self.pipeline.name, phase=trigger.phase, date=day.isoformat(),
                       generation=trigger.generation, correlation_id=trigger.correlation_id, mode=trigger.mode)
         ordered = self.pipeline.processors_of(trigger.phase)
@@ -159,6 +164,36 @@ class PhaseRunner:
             raise TransientError(f"phase {trigger.phase} {day}: {waiting} must be retried; Pub/Sub will redeliver",
                                  date=day.isoformat(), phase=trigger.phase)
         return result
+
+    def _resolve_intent(self, trigger: Trigger, message_id: str | None) -> tuple[Trigger, PhaseResult | None]:
+        """A trigger without a generation: run what is missing, failed, blocked, waiting or stale
+        (and its same-phase dependents) at the generation ``handoff.resolve_intent`` picks, or
+        answer visibly that there is nothing to do (WARNING log, run history) and hand the complete
+        phase on if that never happened."""
+        day, phase = trigger.data_date, trigger.phase
+        if not self.pipeline.calendar.is_expected(day):
+            states = self.tracker.partitions([p.name for p in self.pipeline.processors_of(phase)], [day])
+            return replace(trigger, generation=handoff.phase_generation(states.values())), None
+        intent = handoff.intent_for(self.app, phase, day, trigger.processors)
+        if intent.nothing_to_do:
+            answer = intent.answer(phase, day)
+            names = list(trigger.processors) or [p.name for p in self.pipeline.processors_of(phase)]
+            self.tracker.record_answer(phase, day, names, Status.DONE, answer, self._context(trigger))
+            log(logger, logging.WARNING, answer, pipeline=self.pipeline.name, phase=phase, date=day.isoformat(),
+                message_id=message_id, correlation_id=trigger.correlation_id)
+            result = PhaseResult(trigger)
+            result.outcomes = [Outcome(n, Status.BUSY if n in intent.in_progress else Status.DONE, error=answer)
+                               for n in names]
+            if not intent.in_progress:
+                self.complete(trigger, result)
+            return trigger, result
+        generation = intent.generation
+        if generation is None:
+            generation = self.tracker.new_generation(day)
+        log(logger, logging.INFO, f"phase {phase} for {day}: running {list(intent.processors)} at generation "
+            f"{generation} (" + "; ".join(f"{n}: {r}" for n, r in intent.reasons.items()) + ")",
+            pipeline=self.pipeline.name, phase=phase, date=day.isoformat(), generation=generation)
+        return replace(trigger, generation=generation, processors=intent.processors), None
 
     def _wait_while_busy(self, proc: Processor, trigger: Trigger, outcome: Outcome, trigger_id: str) -> Outcome:
         """Another live run holds this partition or a same-phase upstream of it (a duplicate delivery,
@@ -216,7 +251,11 @@ class PhaseRunner:
         if not intra:
             return None
         states = self.tracker.partitions(intra, [day])
-        pending = {n: s for (n, _), s in states.items() if not s.done_for(gen)}
+        # An upstream this trigger runs must have succeeded at its generation (it runs first); one it
+        # does not run must have succeeded (at any generation: an intent leaves fresh ones alone).
+        pending = {n: s for (n, _), s in states.items()
+                   if not (s.done_for(gen) if (not trigger.processors or n in trigger.processors)
+                           else s.status == SUCCESS)}
         if not pending:
             return None
         now = self.app.clock()
@@ -244,7 +283,11 @@ class PhaseRunner:
                 pipeline=self.pipeline.name, processor=proc.name, date=day.isoformat())
             return Outcome(proc.name, Status.DONE, part.run_id, part.record_count)
         if begin.outcome == Status.STALE:
-            return Outcome(proc.name, Status.STALE, error=f"partition is at generation {part.generation}")
+            answer = (f"{proc.name} {day}: this trigger's generation is older than the partition's "
+                      f"({part.generation}): a newer run superseded it; nothing to do")
+            log(logger, logging.WARNING, answer, pipeline=self.pipeline.name, processor=proc.name,
+                date=day.isoformat())
+            return Outcome(proc.name, Status.STALE, error=answer)
         return Outcome(proc.name, Status.BUSY, part.run_id, retry=True,
                        error=f"run {part.run_id} (generation {part.generation}) holds the lease")
 
@@ -262,7 +305,7 @@ class PhaseRunner:
                     return self._fail(run, InputMissingError(missing, processor=proc.name, date=day.isoformat()))
             return None
         try:
-            report = Checks(self.pipeline, self.tracker, self.app.warehouse).run(proc, day)
+            report = Checks(self.pipeline, self.tracker, self.app.warehouse, self.app.versions).run(proc, day)
         except TransientError as exc:
             self._record(run, FAILED, error=str(exc), extra={"transient": True})
             log(logger, logging.WARNING, f"strict-mode check errored; will retry: {exc}", **run.labels)
@@ -291,6 +334,10 @@ class PhaseRunner:
         if hb.lost:
             return self._lost(run, "lease lost before the write")
         ctx = RunContext(self.pipeline, self.app.project, self.app.warehouse, self.app.storage, run.run_id, run.fence)
+        # What this run reads, as it is now: recorded with the result, so a later rebuild of any of
+        # these inputs makes this partition stale (``freshness``).
+        keys = input_keys(self.pipeline, proc, day)
+        inputs = input_record(keys, self.tracker.partitions_by_keys(keys)) if keys else {}
         started = time.perf_counter()
         try:
             faults.maybe_fail("before_merge", proc.name, iso)
@@ -315,7 +362,8 @@ class PhaseRunner:
         try:
             self._record(run, SUCCESS, record_count=count,
                          extra={"checks": run.checks, "gates": run.gates,
-                                "seconds": round(time.perf_counter() - started, 3), "transient": False})
+                                "seconds": round(time.perf_counter() - started, 3), "transient": False,
+                                **self.app.versions.of(proc.name).to_dict(), "inputs": inputs})
         except LeaseLostError as exc:
             return self._lost(run, str(exc))
         log(logger, logging.INFO, f"{proc.name} {iso} succeeded: {count} rows merged", record_count=count, **run.labels)
@@ -366,52 +414,14 @@ class PhaseRunner:
 
     # ------------------------------------------------------------------ completion
     def complete(self, trigger: Trigger, result: PhaseResult) -> None:
-        """If every processor of the phase succeeded for the trigger's generation, claim and publish
-        the downstream trigger once (unless skip_downstream_trigger); updates ``result``."""
-        day, gen, phase = trigger.data_date, trigger.generation, trigger.phase
-        names = [p.name for p in self.pipeline.processors_of(phase)]
-        states = self.tracker.partitions(names, [day])
-        if not all(s.done_for(gen) for s in states.values()):
-            return
-        result.complete = True
-        nxt = self.pipeline.phase(phase).next
-        if nxt is None:
-            result.downstream = "none"
-            return
-        if trigger.skip_downstream_trigger:
-            result.downstream = "skipped-by-request"
-            log(logger, logging.INFO, f"phase {phase} complete for {day}; downstream trigger skipped by request",
-                pipeline=self.pipeline.name, phase=phase, date=day.isoformat())
-            return
-        completion = Completion(
-            trigger=Trigger(pipeline=trigger.pipeline, phase=phase, data_date=day, mode=trigger.mode,
-                            strict_mode=trigger.strict_mode, correlation_id=trigger.correlation_id, generation=gen),
-            status=Status.SUCCESS.value,
-            processors={n: {"status": s.status, "record_count": s.record_count, "run_id": s.run_id}
-                        for (n, _), s in states.items()},
-            completed_at=self.app.clock().isoformat())
-        topic = self.pipeline.topic(nxt)
-        payload = completion.to_json()
+        """Hand the phase on when every processor of it succeeded for the date (``handoff``): claim the
+        completion once at the phase's generation, publish it, mark it published; updates ``result``."""
         claimer = next((o.run_id for o in result.outcomes if o.run_id), "") or "redelivery"
-        if self.tracker.claim_trigger(phase, day, gen, topic, payload, claimer):
-            message_id = self.app.publisher.publish(topic, payload, completion.attributes())
-            self.tracker.mark_published(phase, day, gen, message_id)
-            result.downstream = "published"
-            log(logger, logging.INFO, f"phase {phase} complete for {day}; triggered phase {nxt} ({topic})",
-                pipeline=self.pipeline.name, phase=phase, date=day.isoformat(), message_id=message_id)
-            return
-        claim = self.tracker.claim(phase, day, gen) or {}
-        if claim.get("status") == "published":
-            result.downstream = "already-claimed"
-            return
-        claimed_at = claim.get("claimed_at")
-        limit = timedelta(seconds=self.app.settings.republish_after_seconds)
-        if claimed_at is not None and self.app.clock() - claimed_at >= limit:
-            message_id = self.app.publisher.publish(claim["topic"], claim["payload"].encode(), completion.attributes())
-            self.tracker.mark_published(phase, day, gen, message_id)
-            result.downstream = "republished"
-            return
-        # Claimed by someone who has not published yet: keep the message until it is published.
-        result.downstream = "claimed-unpublished"
-        result.outcomes.append(Outcome(f"phase{phase}-trigger", Status.BUSY, retry=True,
-                                       error="downstream trigger claimed but not yet published"))
+        done = handoff.hand_off(self.app, trigger.phase, trigger.data_date, mode=trigger.mode,
+                                strict_mode=trigger.strict_mode, correlation_id=trigger.correlation_id,
+                                skip_downstream_trigger=trigger.skip_downstream_trigger, claimer=claimer)
+        result.complete = done.complete
+        result.downstream = "" if done.downstream == "incomplete" else done.downstream
+        if done.retry:
+            result.outcomes.append(Outcome(f"phase{trigger.phase}-trigger", Status.BUSY, retry=True,
+                                           error="downstream trigger claimed but not yet published"))

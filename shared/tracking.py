@@ -148,6 +148,16 @@ class Tracker:
         found = {snap.reference.id: snap.to_dict() for snap in self.db.get_all(refs, timeout=FIRESTORE_TIMEOUT) if snap.exists}
         return {(p, d): Partition.from_doc(p, d, found.get(f"{p}__{d}")) for p, d in keys}
 
+    def partitions_by_keys(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Partition]:
+        """States of exactly the (processor, ISO date) keys asked for, in one batched read."""
+        keys = list(dict.fromkeys((p, _iso(d)) for p, d in keys))
+        if not keys:
+            return {}
+        self.ops += 1
+        refs = [self.partition_ref(p, d) for p, d in keys]
+        found = {snap.reference.id: snap.to_dict() for snap in self.db.get_all(refs, timeout=FIRESTORE_TIMEOUT) if snap.exists}
+        return {(p, d): Partition.from_doc(p, d, found.get(f"{p}__{d}")) for p, d in keys}
+
     def partition(self, processor: str, day: date | str) -> Partition:
         return self.partitions([processor], [day])[(processor, _iso(day))]
 
@@ -327,6 +337,21 @@ class Tracker:
             except (gexc.FailedPrecondition, gexc.Aborted):
                 continue
         raise TransientError(f"could not update {processor} {_iso(day)}: too much contention")
+
+    def record_answer(self, phase: int, day: date | str, processors: Iterable[str], status: str, answer: str,
+                      context: dict[str, Any] | None = None) -> None:
+        """Record in run history that a trigger had nothing to do (e.g. "already complete and
+        fresh"), one entry per processor it named, without touching the partitions."""
+        now = self.clock()
+        batch = self.db.batch()
+        for name in processors:
+            run_id = new_run_id(name, day)
+            batch.set(self._col("runs").document(run_id), {
+                "run_id": run_id, "pipeline": self.pipeline.name, "phase": phase, "processor": name,
+                "data_date": _iso(day), "status": str(status), "error": answer[:1000], "started_at": now,
+                "finished_at": now, "duration_s": 0.0, "record_count": None, **(context or {})})
+        self.ops += 1
+        batch.commit(timeout=FIRESTORE_TIMEOUT)
 
     def mark_run(self, run_id: str, status: str, error: str) -> None:
         """Close a run's history entry that could not record its result (e.g. its lease was lost)."""

@@ -172,11 +172,41 @@ class Harness:
         self.provision({n: push_endpoint(u, self.project, self.pipeline.topic(n)) for n, u in urls.items()}, policy)
         return urls
 
+    def run_printed(self, command: str) -> int:
+        """Run a command Cascade printed for a person (``cascade ...``), verbatim, in-process against
+        this namespace (as the person's shell would after ``cascade up``). Returns its exit code."""
+        import shlex
+
+        from cascade.cli import main as cascade_main
+
+        argv = shlex.split(command)
+        assert argv[0] == "cascade", command
+        saved = dict(os.environ)
+        os.environ.update({"CASCADE_NAMESPACE": self.namespace, "CASCADE_PROJECT": self.project,
+                           "CASCADE_STATE_DIR": str(ROOT / ".cascade-test-unused"), **self.endpoints.as_env(),
+                           **self.settings_env()})
+        if self.pipeline_file:
+            os.environ["CASCADE_PIPELINE_FILE"] = str(self.pipeline_file)
+        try:
+            return cascade_main(argv[1:])
+        except SystemExit as exc:
+            return int(exc.code or 0)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
     def settings_env(self) -> dict[str, str]:
         names = {"lease_seconds": "CASCADE_LEASE_SECONDS", "max_attempts": "CASCADE_MAX_ATTEMPTS",
                  "republish_after_seconds": "CASCADE_REPUBLISH_AFTER_SECONDS",
                  "busy_wait_seconds": "CASCADE_BUSY_WAIT_SECONDS"}
         return {names[k]: str(v) for k, v in self.settings_overrides.items() if k in names}
+
+
+def printed_commands(text: str) -> list[str]:
+    """The ``cascade ...`` commands in a text Cascade printed (a resolution, a next step), in order."""
+    import re
+
+    return [m.strip().rstrip(".") for m in re.findall(r"(cascade (?:trigger|backfill|rerun|sweep)\b[^;,)]*)", text)]
 
 
 def new_namespace() -> str:

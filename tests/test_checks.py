@@ -17,7 +17,7 @@ import pytest
 from cascade.errors import TransientError
 from cascade.status import date_status
 
-from .harness import ROOT, Harness
+from .harness import ROOT, Harness, printed_commands
 
 D = date(2025, 2, 22)
 HISTORY = [date(2025, 2, 12), date(2025, 2, 13), date(2025, 2, 20), date(2025, 2, 21)]
@@ -34,6 +34,13 @@ def load_history(h: Harness, days: list[date], phases=(2, 3)) -> None:
         h.write_raw(day, day)
         for phase in phases:
             h.deliver_until_done(h.trigger(day, phase=phase, mode="backfill", skip_downstream_trigger=True))
+
+
+def load_earlier_raw(h: Harness) -> None:
+    """Phase 2 for the game dates before HISTORY (02-03..02-11): what a recovery backfill starting
+    inside HISTORY reads in its windows (a real pipeline has this history)."""
+    days = h.pipeline.calendar.expected_dates(date(2025, 2, 3), date(2025, 2, 11))
+    load_history(h, days, phases=(2,))
 
 
 def blocked_of(h: Harness, processor: str, day: date) -> dict:
@@ -81,20 +88,23 @@ def test_scenario_c_yesterdays_phase2_failed_blocks_todays_phase3_until_fixed(h)
     reason = blocked_of(h, "player_rolling_form", D)
     assert reason["check"] == "Upstream Failure" and reason["dates"] == ["2025-02-21"]
     assert reason["upstream"] == "nbac_player_boxscore"
-    assert "cascade trigger --date 2025-02-21 --phase 2" in reason["resolution"]
+    box = h.pipeline.processor("nbac_player_boxscore").source["gcs_json"].format(date="2025-02-21")
+    assert reason["resolution"].startswith(f"restore gs://{h.pipeline.bucket(h.project)}/{box} ")
     assert h.pull(4) == []  # nothing downstream
     alerts = [a for a in h.alerts.alerts if "Upstream Failure" in a.title]
     assert len(alerts) == 1 and alerts[0].labels["processor"] == "player_rolling_form"
     st = date_status(h.app, D)
     assert st["phases"]["3"]["status"] == "blocked"
-    assert "cascade trigger" in st["phases"]["3"]["processors"]["player_rolling_form"]["resolution"]
-    # Recovery runbook: re-run phase 2 for the failed date, verify, re-trigger phase 3.
+    assert st["phases"]["3"]["processors"]["player_rolling_form"]["resolution"] == reason["resolution"]
+    # Recovery: do what the resolution says - restore the file, then paste its command verbatim.
     h.write_raw(yesterday, yesterday)
-    h.deliver(h.trigger(yesterday, skip_downstream_trigger=True))
-    h.deliver(h.trigger(yesterday, phase=3, mode="backfill", skip_downstream_trigger=True))
-    seen = h.pump(h.trigger(D, phase=3))
+    load_earlier_raw(h)
+    (command,) = printed_commands(reason["resolution"])
+    assert h.run_printed(command) == 0, command
+    seen = h.pump()
     assert date_status(h.app, D)["phases"]["4"]["status"] == "complete"
-    assert len(seen[4]) == 1
+    assert date_status(h.app, yesterday)["phases"]["3"]["status"] == "complete"
+    assert len(seen[4]) == 2  # both dates' phase 3 handed on to phase 4
 
 
 def test_scenario_d_gap_in_the_middle_of_the_window_blocks_naming_exactly_that_date(h):
@@ -110,12 +120,17 @@ def test_scenario_d_gap_in_the_middle_of_the_window_blocks_naming_exactly_that_d
     assert reason["check"] == "Data Gaps" and reason["dates"] == ["2025-02-13"]  # not the All-Star break
     err = h.app.tracker.partition("player_rolling_form", D).error
     assert err.startswith(f"Analytics BLOCKED: Data Gaps — missing dates ['2025-02-13'] in {table}; resolution: ")
-    assert "cascade backfill --start 2025-02-13 --end 2025-02-13 --phase 2" in err
+    assert "restore gs://" in err and "2025-02-13.json" in err
     assert h.pull(4) == []
-    # Backfill the gap, then the run passes.
-    load_history(h, [date(2025, 2, 13)], phases=(2,))
-    seen = h.pump(h.trigger(D, phase=3))
-    assert date_status(h.app, D)["phases"]["3"]["status"] == "complete" and len(seen[4]) == 1
+    # Restore the raw files, paste the printed command: the gap and the blocked date are filled.
+    h.write_raw(date(2025, 2, 13), date(2025, 2, 13))
+    load_earlier_raw(h)
+    (command,) = printed_commands(reason["resolution"])
+    assert command.startswith("cascade backfill --start 2025-02-13 --end 2025-02-22")
+    assert h.run_printed(command) == 0, command
+    seen = h.pump()
+    assert date_status(h.app, D)["phases"]["3"]["status"] == "complete" and len(seen[4]) >= 1
+    assert date_status(h.app, D)["phases"]["4"]["status"] == "complete"
 
 
 def test_a_check_whose_query_errors_does_not_pass_it_is_retried(h):
