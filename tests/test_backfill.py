@@ -44,6 +44,8 @@ def backfill(h: Harness, **kw) -> "object":
 def cli(h: Harness, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     env = {**os.environ, **h.endpoints.as_env(), "CASCADE_PROJECT": h.project, "CASCADE_NAMESPACE": h.namespace,
            "CASCADE_STATE_DIR": str(ROOT / ".cascade-test-unused")}
+    if h.pipeline_file:  # the CLI runs the harness's definition (another one would see other versions)
+        env["CASCADE_PIPELINE_FILE"] = str(h.pipeline_file)
     return subprocess.run([sys.executable, "-m", "cascade.cli", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
@@ -51,6 +53,8 @@ def cli(h: Harness, *args: str, timeout: float = 120) -> subprocess.CompletedPro
 def in_process(h: Harness, monkeypatch, *args: str) -> int:
     monkeypatch.setenv("CASCADE_NAMESPACE", h.namespace)
     monkeypatch.setenv("CASCADE_STATE_DIR", str(ROOT / ".cascade-test-unused"))
+    if h.pipeline_file:
+        monkeypatch.setenv("CASCADE_PIPELINE_FILE", str(h.pipeline_file))
     try:
         return cascade_main(list(args))
     except SystemExit as exc:  # argparse usage errors

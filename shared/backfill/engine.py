@@ -177,7 +177,7 @@ def run_backfill(app: App, req: BackfillRequest, progress_stream: TextIO | None 
     req.check()
     procs = select_processors(app.pipeline, req.phases, req.processors)
     plan = build_plan(app.pipeline, app.tracker, procs, req.start, req.end, force=req.force,
-                      allocate=None if req.dry_run else app.tracker.new_generation)
+                      allocate=None if req.dry_run else app.tracker.new_generation, versions=app.versions)
     selected = {p.name for p in procs}
     upstream_tables = {u.processor for p in procs for u in p.upstreams if u.processor not in selected}
     plan.extra_queries = {"preflight_queries": 0 if req.skip_preflight else len(upstream_tables),

@@ -2,19 +2,22 @@
 
 Owns the request's validation (range, phases, processors), the choice of processors (the cascade
 chain of the first phase by default), the dates x processors status matrix built from ONE batched
-Firestore read plus the calendar (done / missing / failed / blocked / running / no-game), the list
-of partitions to run with the generation each runs at, and the estimate of BigQuery jobs. A plan is
-recomputed from state on every invocation, so re-running a command does only what is still missing,
-failed or blocked - never "resume from the last date".
+Firestore read plus the calendar (done / stale / missing / failed / blocked / running / no-game),
+with the reason of every cell that is not done, the list of partitions to run with the generation
+each runs at, and the estimate of BigQuery jobs. A plan is recomputed from state on every
+invocation, so re-running a command does only what is still missing, failed, blocked or stale -
+never "resume from the last date".
 
-Generations: a partition that exists runs at its own generation (a failed one is retried as the same
-work); a missing one - or one done at an older generation than its phase's newest on that date
-("outdated": an interrupted rerun or ``--force``) - at the highest generation of its phase on that
-date, so the phase ends on one generation and completion tracking sees it complete; ``force`` re-runs
-everything, done partitions included, at a NEW generation of the date allocated for the whole
-cascade (``Tracker.new_generation``, one per date, when the backfill starts; a dry run shows the
-next one), so completion tracking treats it as new work, no claim is reused, and the earlier runs'
-history stays intact.
+What runs: every missing, failed, blocked, waiting, crashed or **stale** partition (``freshness``:
+its code changed, or an input it read was rebuilt), plus every selected partition in the range that
+reads one of those (same date, or a lookback window that includes it) - it becomes stale the moment
+its input is rebuilt, so the same wavefront rebuilds it. ``force`` re-runs everything selected.
+
+Generations (``handoff``): a date on which something that already succeeded is rebuilt, or whose
+phase could have been handed on already, runs at a NEW generation of the date allocated for the
+whole cascade when the backfill starts (a dry run shows the next one), so completion tracking treats
+it as new work and no claim is reused; a date whose selected phases never ran at all keeps its
+current generation.
 """
 
 from __future__ import annotations
@@ -25,20 +28,22 @@ from datetime import date, timedelta
 from typing import Any, Iterable
 
 from ..calendar import date_range
+from .. import handoff
 from ..errors import CascadeError, UnknownProcessorError
+from ..freshness import Freshness, input_keys
 from ..pipeline import Pipeline, Processor
 from ..state import Status
-from ..tracking import BLOCKED, FAILED, RUNNING, SKIPPED, SUCCESS, WAITING, Partition
+from ..tracking import BLOCKED, FAILED, RUNNING, SUCCESS, WAITING, Partition
 
 MAX_RANGE_DAYS = 3 * 366
-DONE, MISSING, NO_GAME, STALE, OUTDATED = Status.DONE, Status.MISSING, Status.NO_GAME, Status.EXPIRED, Status.OUTDATED
+DONE, MISSING, NO_GAME, EXPIRED, STALE = Status.DONE, Status.MISSING, Status.NO_GAME, Status.EXPIRED, Status.STALE
 # One character per state in the printed matrix.
-SYMBOLS = {DONE: "#", MISSING: ".", FAILED: "F", BLOCKED: "B", RUNNING: "R", STALE: "r", OUTDATED: "o",
+SYMBOLS = {DONE: "#", MISSING: ".", FAILED: "F", BLOCKED: "B", RUNNING: "R", EXPIRED: "r", STALE: "s",
            NO_GAME: " ", WAITING: "w"}
-LEGEND = ("# done  . missing  F failed  B blocked  w waiting  R running  r running (lease expired)  "
-          "o done at an older generation than its phase (an interrupted rerun/--force)  (blank) no games")
+LEGEND = ("# done  s stale (code changed or an input was rebuilt)  . missing  F failed  B blocked  w waiting  "
+          "R running  r running (lease expired)  (blank) no games")
 # States that will run (running under a live lease is waited for: the runner answers "busy").
-TO_RUN = (MISSING, FAILED, BLOCKED, STALE, RUNNING, OUTDATED, WAITING)
+TO_RUN = (MISSING, FAILED, BLOCKED, EXPIRED, RUNNING, WAITING, STALE)
 
 
 class UsageError(CascadeError):
@@ -99,13 +104,13 @@ def check_range(start: date, end: date) -> None:
                          f"- split it into several commands")
 
 
-def cell_state(p: Partition, expected: bool, now, phase_generation: int = 0) -> str:
+def cell_state(p: Partition, expected: bool, now, stale: bool = False) -> str:
     if not expected:
         return NO_GAME
     if p.status == SUCCESS:
-        return DONE if p.generation >= phase_generation else OUTDATED
+        return STALE if stale else DONE
     if p.status == RUNNING:
-        return RUNNING if p.lease_alive(now) else STALE
+        return RUNNING if p.lease_alive(now) else EXPIRED
     if p.status in (FAILED, BLOCKED, WAITING):
         return p.status
     return MISSING  # never run, or skipped on a date the calendar now expects
@@ -123,6 +128,7 @@ class Plan:
     nodes: list[Node]
     force: bool = False
     extra_queries: dict[str, int] = field(default_factory=dict)
+    reasons: dict[tuple[str, str], str] = field(default_factory=dict)  # why a cell is not done / will run
 
     @property
     def phases(self) -> list[int]:
@@ -134,7 +140,7 @@ class Plan:
 
     def counts(self) -> dict[str, int]:
         c = Counter(self.cells.values())
-        return {k: c.get(k, 0) for k in (DONE, MISSING, FAILED, BLOCKED, WAITING, RUNNING, STALE, OUTDATED, NO_GAME)}
+        return {k: c.get(k, 0) for k in (DONE, STALE, MISSING, FAILED, BLOCKED, WAITING, RUNNING, EXPIRED, NO_GAME)}
 
     def estimate(self) -> dict[str, int]:
         """BigQuery jobs: one MERGE per partition to run (strict checks are skipped in backfill mode),
@@ -156,6 +162,9 @@ class Plan:
         if matrix:
             d["matrix"] = {day.isoformat(): {p.name: self.cells[(p.name, day.isoformat())] for p in self.processors}
                            for day in self.dates}
+            d["partitions"] = [{"processor": p, "date": day, "state": self.cells.get((p, day), MISSING),
+                                "reason": reason, "runs": (p, day) in {n.key for n in self.nodes}}
+                               for (p, day), reason in sorted(self.reasons.items(), key=lambda kv: (kv[0][1], kv[0][0]))]
         return d
 
     def render(self) -> str:
@@ -173,6 +182,12 @@ class Plan:
                 f"   no games: {self.pipeline.calendar.reason_not_expected(day)}"
             lines.append(f"{day.isoformat():<12}{row}{note}")
         lines.append(LEGEND)
+        stale = [(k, r) for k, r in sorted(self.reasons.items(), key=lambda kv: (kv[0][1], kv[0][0]))
+                 if self.cells.get(k) == STALE or r.startswith("reads ")]
+        for (name, day), reason in stale[:10]:
+            lines.append(f"  {name}@{day}: {reason}")
+        if len(stale) > 10:
+            lines.append(f"  ... and {len(stale) - 10} more (--json lists every partition with its reason)")
         c = self.counts()
         lines.append("partitions: " + ", ".join(f"{v} {k}" for k, v in c.items()))
         e = self.estimate()
@@ -186,11 +201,12 @@ class Plan:
 
 
 def build_plan(pipeline: Pipeline, tracker: Any, processors: list[Processor], start: date, end: date,
-               force: bool = False, now=None, allocate: Any = None) -> Plan:
-    """The plan of ``processors`` over ``start..end`` from one batched Firestore read.
+               force: bool = False, now=None, allocate: Any = None, versions: Any = None) -> Plan:
+    """The plan of ``processors`` over ``start..end`` from one batched Firestore read (plus the states
+    of the inputs the range's partitions recorded, for freshness).
 
-    ``allocate(day) -> int`` (with ``force``) allocates the new generation of each date; without it
-    (a dry run) the plan shows the next generation without allocating it."""
+    ``allocate(day) -> int`` allocates a new generation of a date (see the module's docstring);
+    without it (a dry run) the plan shows the next generation without allocating it."""
     check_range(start, end)
     dates = list(date_range(start, end))
     cal = pipeline.calendar
@@ -200,34 +216,55 @@ def build_plan(pipeline: Pipeline, tracker: Any, processors: list[Processor], st
     phase_members = {ph: [p.name for p in pipeline.processors_of(ph)] for ph in {p.phase for p in processors}}
     names = sorted({n for ms in phase_members.values() for n in ms})
     states: dict[tuple[str, str], Partition] = tracker.partitions(names, expected) if expected else {}
-    top = {(ph, d.isoformat()): max((states[(n, d.isoformat())].generation for n in members
-                                     if states[(n, d.isoformat())].status != "missing"), default=0)
-           for ph, members in phase_members.items() for d in expected}
-    cells = {(p.name, d.isoformat()): cell_state(states.get((p.name, d.isoformat()), Partition(p.name, d.isoformat())),
-                                                  cal.is_expected(d), now, top.get((p.phase, d.isoformat()), 0))
-             for p in processors for d in dates}
+    fresh = Freshness(pipeline, dict(states), load=getattr(tracker, "partitions_by_keys", None), versions=versions)
+    stale = fresh.evaluate([k for k, st in states.items() if st.status == SUCCESS])
+    cells: dict[tuple[str, str], str] = {}
+    reasons: dict[tuple[str, str], str] = {}
+    for p in processors:
+        for d in dates:
+            key = (p.name, d.isoformat())
+            st = states.get(key, Partition(p.name, d.isoformat()))
+            cells[key] = cell_state(st, cal.is_expected(d), now, key in stale)
+            if key in stale:
+                reasons[key] = stale[key].reason
+            elif cells[key] in (FAILED, BLOCKED, WAITING, EXPIRED) and st.error:
+                reasons[key] = f"{cells[key]}: {st.error[:200]}"
     order = {p.name: i for i, p in enumerate(ordered_processors(pipeline))}
-    nodes: list[Node] = []
-    fresh: dict[date, int] = {}
+    selected = {p.name for p in processors}
+    # What runs: not-done cells, then (in dependency order) every selected partition reading one.
+    runs: dict[tuple[str, str], str] = {}
     for d in expected:
         iso = d.isoformat()
-        for p in processors:
-            cell = cells[(p.name, iso)]
-            if cell not in TO_RUN and not (force and cell == DONE):
+        for p in sorted(processors, key=lambda x: (x.phase, order[x.name])):
+            key = (p.name, iso)
+            if cells[key] in TO_RUN or (force and cells[key] == DONE):
+                runs[key] = cells[key]
                 continue
-            phase_gen = top[(p.phase, iso)]
-            own = states[(p.name, iso)]
-            if force:
-                if d not in fresh:
-                    fresh[d] = allocate(d) if allocate else 1 + max(top[(ph, iso)] for ph in phase_members)
-                gen = fresh[d]
-            elif own.status in ("missing", SKIPPED) or cell == OUTDATED:
-                gen = phase_gen
-            else:
-                gen = own.generation
-            nodes.append(Node(p.name, p.phase, d, gen, p.output.logical, order[p.name], cell))
+            rebuilt = next((k for k in input_keys(pipeline, p, d) if k in runs and k[0] in selected), None)
+            if rebuilt is not None:
+                runs[key] = cells[key]
+                reasons[key] = f"reads {rebuilt[0]}@{rebuilt[1]}, which this backfill rebuilds"
+    # Generations: a new one for a date where anything already succeeded (a rebuild, or a phase that
+    # may have been handed on); else the phase's current one.
+    nodes: list[Node] = []
+    fresh_gen: dict[date, int] = {}
+    top = {(ph, d.isoformat()): handoff.phase_generation(states[(n, d.isoformat())] for n in members)
+           for ph, members in phase_members.items() for d in expected}
+    for d in expected:
+        iso = d.isoformat()
+        keys = [k for k in runs if k[1] == iso]
+        if not keys:
+            continue
+        phases_here = {pipeline.processor(k[0]).phase for k in keys}
+        touched = any(states[(n, iso)].status == SUCCESS for ph in phases_here for n in phase_members[ph])
+        if touched:
+            fresh_gen[d] = allocate(d) if allocate else 1 + max(top[(ph, iso)] for ph in phase_members)
+        for name, _ in keys:
+            p = pipeline.processor(name)
+            gen = fresh_gen.get(d, top[(p.phase, iso)])
+            nodes.append(Node(p.name, p.phase, d, gen, p.output.logical, order[p.name], runs[(name, iso)]))
     nodes.sort(key=lambda n: (n.day, n.phase, n.order))
-    return Plan(pipeline, start, end, processors, dates, cells, states, nodes, force)
+    return Plan(pipeline, start, end, processors, dates, cells, states, nodes, force, reasons=reasons)
 
 
 def upstream_window(up: Any, day: date, calendar: Any = None) -> tuple[date, date]:

@@ -16,7 +16,7 @@ retried with exponential backoff, a bounded number of times; a permanent one is 
 error and every partition depending on it (transitively) is reported - and recorded in Firestore -
 as "blocked by <upstream>@<date>" without running; the rest continue. When all of a phase's
 partitions of a date have succeeded, the phase's completion is published through
-``PhaseRunner.complete`` for the phases in ``cascade_phases`` (those whose next phase is not part
+``handoff.hand_off`` (in daily mode with strict checks: backfill mode never leaks) for the phases in ``cascade_phases`` (those whose next phase is not part
 of the backfill, unless the user asked to skip downstream triggers).
 
 Ctrl-C (or ``stop()``) stops submitting, waits for the running partitions (they record their own
@@ -36,11 +36,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Callable
 
+from .. import handoff
 from ..app import App
 from ..errors import is_transient
 from ..logs import get_logger
 from ..messages import Trigger, new_correlation_id
-from ..runner import Outcome, PhaseResult, PhaseRunner
+from ..runner import Outcome
 from ..state import Status
 from ..tracking import BLOCKED, SUCCESS
 from .executors import executor_for
@@ -102,7 +103,6 @@ class Scheduler:
         if workers < 1 or max_merges_per_table < 1:
             raise ValueError("workers and max_merges_per_table must be at least 1")
         self.app, self.plan, self.pipeline = app, plan, app.pipeline
-        self.runner = PhaseRunner(app)
         self.workers, self.max_per_table = workers, max_merges_per_table
         self.interval = 1.0 / max_rate if max_rate else 0.0
         self.max_attempts, self.backoff_base = max_attempts, backoff_base
@@ -386,19 +386,11 @@ class Scheduler:
             futures.append(aux.submit(self._complete, node.phase, node.day))
 
     def _complete(self, phase: int, day) -> None:
-        gens = []
-        for p in self.pipeline.processors_of(phase):
-            key = (p.name, day.isoformat())
-            if key in self.generation:
-                gens.append(self.generation[key])
-            elif key in self.plan.states:
-                gens.append(self.plan.states[key].generation)
-        trig = Trigger(pipeline=self.pipeline.name, phase=phase, data_date=day, mode="backfill",
-                       strict_mode=False, skip_downstream_trigger=False, correlation_id=self.correlation_id,
-                       generation=min(gens, default=0))
-        result = PhaseResult(trig)
-        self.runner.complete(trig, result)
-        self.report.downstream[f"{phase}@{day.isoformat()}"] = result.downstream or "incomplete"
+        """Hand a phase whose partitions of ``day`` all settled on to the next phase (``handoff``:
+        claimed at the phase's newest generation, published in daily mode with strict checks)."""
+        done = handoff.hand_off(self.app, phase, day, mode="backfill", strict_mode=True,
+                                correlation_id=self.correlation_id, claimer=f"backfill-{self.correlation_id}")
+        self.report.downstream[f"{phase}@{day.isoformat()}"] = done.downstream
 
     # ------------------------------------------------------------------ progress
     def _draw(self, inflight: dict, final: bool = False) -> None:

@@ -25,7 +25,9 @@ from typing import Any, Iterable
 from google.cloud import bigquery
 
 from ..app import App
+from ..freshness import Freshness
 from ..pipeline import Processor
+from ..state import Status
 from .plan import ordered_processors, upstream_window
 
 DEFAULT_THRESHOLD = 0.95
@@ -165,21 +167,43 @@ def outside_inputs(app: App, plan: Any) -> dict[tuple[str, str], str]:
                 wanted.setdefault(u.processor, set()).add(d)
     present = {name: app.warehouse.present_dates(pipeline.processor(name).output, min(ds), max(ds))
                for name, ds in wanted.items()}
+    # Rows alone are not enough: an input whose partition failed (a quality gate keeps its rows),
+    # is blocked, or is stale is never read as if it were complete. No state at all is data loaded
+    # outside Cascade: its rows are the truth.
+    keys = sorted({(n, d.isoformat()) for n, ds in wanted.items() for d in ds})
+    states = app.tracker.partitions_by_keys(keys) if keys else {}
+    fresh = Freshness(pipeline, dict(states), load=app.tracker.partitions_by_keys, versions=app.versions)
+    stale = fresh.evaluate([k for k, st in states.items() if st.status == Status.SUCCESS])
+    bad_state = {k: (f"stale ({stale[k].reason})" if k in stale else f"{st.status}"
+                     + (f" ({st.error[:120]})" if st.error else ""))
+                 for k, st in states.items()
+                 if k in stale or st.status in (Status.FAILED, Status.BLOCKED)}
     out: dict[tuple[str, str], str] = {}
     for key, items in needs.items():
         missing: dict[str, list[str]] = {}
+        unusable: dict[str, list[str]] = {}
         for name, d in items:
-            if d not in present[name]:
+            if (name, d.isoformat()) in bad_state:
+                unusable.setdefault(name, []).append(d.isoformat())
+            elif d not in present[name]:
                 missing.setdefault(name, []).append(d.isoformat())
-        if not missing:
+        if not missing and not unusable:
             continue
-        name, dates = next(iter(missing.items()))
+        name, dates = next(iter({**unusable, **missing}.items()))
         up = pipeline.processor(name)
         table = f"{pipeline.dataset_id(up.output.dataset)}.{up.output.name}"
-        out[key] = ("inputs outside the backfill are missing: "
-                    + "; ".join(f"{pipeline.dataset_id(pipeline.processor(n).output.dataset)}."
-                                f"{pipeline.processor(n).output.name} lacks {_short(ds, 6)}" for n, ds in missing.items())
-                    + f"; fill them first: cascade backfill --start {dates[0]} --end {dates[-1]} --processor {name}"
+        what = []
+        if missing:
+            what.append("inputs outside the backfill are missing: "
+                        + "; ".join(f"{pipeline.dataset_id(pipeline.processor(n).output.dataset)}."
+                                    f"{pipeline.processor(n).output.name} lacks {_short(ds, 6)}" for n, ds in missing.items()))
+        if unusable:
+            what.append("inputs outside the backfill cannot be read: "
+                        + "; ".join(f"{n}@{ds[0]} is {bad_state[(n, ds[0])]}"
+                                    + (f" (and {len(ds) - 1} more date(s))" if len(ds) > 1 else "")
+                                    for n, ds in unusable.items()))
+        out[key] = ("; ".join(what)
+                    + f"; fill them first: cascade backfill --start {min(dates)} --end {max(dates)} --processor {name}"
                     + f" (then re-run this backfill; {table} is read by {key[0]} for {key[1]})")
     return out
 
