@@ -30,7 +30,7 @@ from .localstack import Endpoints, LocalStack, free_port
 from .pipeline import Pipeline
 from .provision import LOCAL_POLICY, DeliveryPolicy, ensure_bucket, ensure_pubsub, push_endpoint
 from .synthetic import write_raw_files
-from .warehouse import SchemaChangeError, Warehouse, rebuild_message
+from .warehouse import Warehouse
 
 REPO = Path(__file__).resolve().parent.parent
 GENERIC_FUNCTION = REPO / "functions" / "phase" / "main.py"
@@ -115,18 +115,19 @@ def _emulator_env(endpoints: Endpoints) -> Iterator[None]:
 
 def check_tables(pipeline: Pipeline, endpoints: Endpoints, rebuild: Sequence[str] = (),
                  progress: Callable[[str], None] = print) -> None:
-    """Drop the tables of the processors in ``rebuild``, then refuse (``SchemaChangeError``) when an
-    existing table has a column the definition removed or retyped; added columns are left to
-    ``provision`` (``Warehouse.ensure_tables`` adds them)."""
+    """Drop the tables of the processors in ``rebuild``, then bring the tables to the definition before
+    any function restarts: refuse (``SchemaChangeError``) when an existing table has a column the
+    definition removed or retyped, else create missing tables and add added columns."""
     with _emulator_env(endpoints):
         wh = Warehouse(clients.bigquery(endpoints.project), pipeline, endpoints.project)
         for name in rebuild:
             proc = pipeline.processor(name)
             if wh.drop_table(proc):
                 progress(f"bigquery: dropped {wh.table_id(proc.output)} (rebuilt from the definition below)")
-        refused = [c for c in wh.schema_changes() if c.kind != "added"]
-        if refused:
-            raise SchemaChangeError(rebuild_message(wh, refused), refused)
+        for change in wh.schema_changes():
+            if change.kind == "added":
+                progress(f"bigquery: {change.table}: {change.describe()} to the table")
+        wh.ensure_tables()
 
 
 def provision(pipeline: Pipeline, endpoints: Endpoints, functions: dict[int, str],
