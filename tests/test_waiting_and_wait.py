@@ -80,7 +80,8 @@ def test_an_expired_waiting_upstream_blocks_its_dependent_with_a_reason(make_har
     detail, resolution = part.blocked["detail"], part.blocked["resolution"]
     assert "team_game_summary" in detail and D.isoformat() in detail
     assert "waiting since 2025-01-16 10:00:00 UTC (12m00s)" in detail, detail
-    assert f"cascade trigger --date {D.isoformat()} --phase 3" in resolution and "team_game_summary" in resolution
+    # The resolution re-runs the upstream's phase for that date (computed by the recovery module).
+    assert "cascade " in resolution and D.isoformat() in resolution and "--phase 3" in resolution, resolution
     assert any("BLOCKED" in a.title for a in h.alerts.alerts)
 
 
