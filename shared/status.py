@@ -139,6 +139,14 @@ def _earlier(phases: dict[int, list[Partition]], since: datetime | None) -> str:
             f"this trigger's: {', '.join(old[:6])}{', ...' if len(old) > 6 else ''}; see `cascade history`)")
 
 
+def _answered_since(app: App, day: date, chain: list[int], since: datetime) -> bool:
+    """True when run history holds an answer recorded at or after ``since`` that a trigger of a
+    phase of ``chain`` had nothing to do for ``day`` (it touched no partition)."""
+    return any(r.get("status") == Status.DONE and r.get("phase") in chain
+               and r.get("finished_at") is not None and r["finished_at"] >= since
+               for r in app.tracker.runs(day=day, limit=10_000))
+
+
 def wait_for_phase(app: App, day: date, phase: int, timeout: float, since: datetime | None = None,
                    on_change: Any = None) -> WaitResult:
     """Wait until ``phase`` is complete for ``day`` (0), it or an earlier phase failed/blocked (1), or timeout (2).
@@ -164,6 +172,11 @@ def wait_for_phase(app: App, day: date, phase: int, timeout: float, since: datet
             if on_change is not None:
                 on_change(progress_line(date_status(app, day), chain))
             verdict = _verdict(phases, chain, phase, since, note)
+            if verdict is None and since is not None:
+                settled = _verdict(phases, chain, phase, None, note)
+                if settled and _answered_since(app, day, chain, since):
+                    # The trigger was processed and found nothing to do: the state as it is answers it.
+                    verdict = settled[0], f"{settled[1]} (the trigger found nothing to do)"
             if verdict:
                 return WaitResult(verdict[0], date_status(app, day), verdict[1])
             remaining = deadline - time.monotonic()

@@ -157,6 +157,16 @@ def test_cascade_wait_ignores_an_outcome_recorded_before_the_trigger(harness):
     assert wait_for_phase(h.app, D, 2, 30, since=rerun_at).code == 0
 
 
+def test_cascade_wait_after_a_trigger_that_found_nothing_to_do_returns_the_state_as_it_is(harness):
+    h = harness
+    h.write_raw(D, D)
+    h.deliver(h.trigger(D, skip_downstream_trigger=True))
+    since = h.app.clock()
+    h.deliver(h.trigger(D, skip_downstream_trigger=True))  # already complete and fresh: nothing runs
+    result = wait_for_phase(h.app, D, 2, 30, since=since)
+    assert result.code == 0 and "nothing to do" in result.reason, result.reason
+
+
 def test_cascade_wait_refuses_a_since_that_is_not_a_time():
     out = subprocess.run([sys.executable, "-m", "cascade.cli", "wait", "--date", D.isoformat(), "--phase", "2",
                           "--since", "yesterday"], cwd=ROOT, capture_output=True, text=True, timeout=120)
