@@ -1,9 +1,10 @@
 """Recovery: the next steps of a failed, blocked or stale partition, derived from state in one place.
 
 A block names what it lacks (an upstream processor and dates). The cause may lie further back: a
-phase-3 input that is missing because its phase-2 run was blocked, because a raw file never
-arrived. ``root_causes`` walks the recorded states back to the partitions that are themselves the
-problem (failed, missing, or stale without a further cause), across phases; ``next_steps`` turns
+phase-3 input that is missing because its phase-2 run was blocked, or never ran because a raw file
+never arrived. ``root_causes`` walks the recorded states back - through recorded blocks, and
+through the inputs of partitions that never ran - to the partitions that are themselves the
+problem (failed, or missing with every input present), across phases; ``next_steps`` turns
 them into steps an operator pastes verbatim:
 
 1. what to fix first, per root cause (restore the raw file ``gs://...`` it names, or fix the
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, Iterable
 
+from .freshness import input_keys
 from .pipeline import Pipeline, Processor
 from .processors.gcs_load import raw_path
 from .state import Status
@@ -67,6 +69,14 @@ def root_causes(pipeline: Pipeline, tracker: Any, project: str, upstream: str,
             if cause is not None and block.get("dates"):
                 nxt += [(cause.name, d) for d in block["dates"]]
                 continue
+            if st.status in (Status.MISSING, Status.BLOCKED):
+                # Never ran (or blocked without a recorded cause): its own inputs may be why.
+                ins = input_keys(pipeline, pipeline.processor(key[0]), date.fromisoformat(key[1]))
+                got = tracker.partitions_by_keys(ins) if ins else {}
+                bad = [k for k in ins if got[k].status != Status.SUCCESS]
+                if bad:
+                    nxt += bad
+                    continue
             roots[key] = RootCause(key[0], key[1], str(st.status), _fix(pipeline, project, key, st))
         frontier = nxt
     return sorted(roots.values(), key=lambda r: (r.day, pipeline.processor(r.processor).phase, r.processor))

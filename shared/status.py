@@ -15,6 +15,7 @@ from typing import Any
 
 
 from .app import App
+from .freshness import Freshness
 from .state import Status
 from .tracking import BLOCKED, FAILED, RUNNING, SKIPPED, WAITING, Partition
 
@@ -24,11 +25,13 @@ COMPLETE, PARTIAL, MISSING = Status.COMPLETE, Status.PARTIAL, Status.MISSING
 _RECHECK_SECONDS = 2.0
 
 
-def phase_state(states: list[Partition], generation: int, now) -> str:
-    """Roll partition states up to a phase state (complete, failed, blocked, waiting, running, skipped,
-    partial, missing)."""
-    if states and all(s.done_for(generation) for s in states):
-        return COMPLETE
+def phase_state(states: list[Partition], generation: int, now, stale: int = 0) -> str:
+    """Roll partition states up to a phase state (complete, stale, failed, blocked, waiting, running,
+    skipped, partial, missing). Partitions of one phase may be at different generations (an intent
+    reruns only what needed it): the phase is complete when every one succeeded; ``stale`` counts
+    the succeeded ones that are stale."""
+    if states and all(s.status == Status.SUCCESS for s in states):
+        return Status.STALE if stale else COMPLETE
     if any(s.status == BLOCKED for s in states):
         return BLOCKED
     if any(s.status == FAILED and not s.raw.get("transient") for s in states):
@@ -49,6 +52,8 @@ def date_status(app: App, day: date) -> dict[str, Any]:
     pipeline, tracker = app.pipeline, app.tracker
     names = [p.name for p in pipeline.processors]
     states = tracker.partitions(names, [day])
+    fresh = Freshness(pipeline, dict(states), load=tracker.partitions_by_keys, versions=app.versions)
+    stale = fresh.evaluate([k for k, st in states.items() if st.status == Status.SUCCESS])
     now = app.clock()
     out: dict[str, Any] = {"date": day.isoformat(), "expected": pipeline.calendar.is_expected(day), "phases": {}}
     if not out["expected"]:
@@ -60,14 +65,17 @@ def date_status(app: App, day: date) -> dict[str, Any]:
         claim = tracker.claim(ph.number, day, gen) if ph.next is not None else None
         out["phases"][str(ph.number)] = {
             "name": ph.name,
-            "status": phase_state(ps, gen, now),
+            "status": phase_state(ps, gen, now, sum((s.processor, s.data_date) in stale for s in ps)),
             "generation": gen,
             "triggered_next": bool(claim and claim.get("status") == "published"),
             "next_phase": ph.next,
             "trigger_claim": (claim or {}).get("status"),
             "processors": {
                 s.processor: {
-                    "status": s.status, "record_count": s.record_count, "run_id": s.run_id or None,
+                    "status": Status.STALE if (s.processor, s.data_date) in stale else s.status,
+                    **({"stale": stale[(s.processor, s.data_date)].reason} if (s.processor, s.data_date) in stale
+                       else {}),
+                    "record_count": s.record_count, "run_id": s.run_id or None,
                     "duration_s": s.duration_s, "generation": s.generation, "attempts": s.attempts,
                     "error": s.error or None, "updated_at": s.raw.get("updated_at"),
                     **({"resolution": (s.blocked or {}).get("resolution")} if s.blocked else {}),

@@ -74,13 +74,17 @@ class Node:
 def select_processors(pipeline: Pipeline, phases: Iterable[int] = (), processors: Iterable[str] = ()) -> list[Processor]:
     """The processors a backfill covers, in phase then dependency order.
 
-    ``processors`` wins over ``phases``; neither means the cascade chain of the first phase.
+    ``processors`` wins over ``phases``; neither means the cascade chain of the first phase. Named
+    processors bring their same-phase dependents: the phase is handed on as a whole, so what reads
+    a rebuilt partition in its own phase is rebuilt with it (else the hand-off would carry it stale).
     Raises UsageError for an unknown phase or processor.
     """
     phases, processors = list(phases), list(processors)
     try:
         if processors:
             chosen = {pipeline.processor(n).name for n in processors}
+            for phase in {pipeline.processor(n).phase for n in chosen}:
+                chosen |= set(handoff.same_phase_dependents(pipeline, phase, chosen))
         else:
             if not phases:
                 phases = pipeline.downstream_phases(pipeline.phases[0].number)

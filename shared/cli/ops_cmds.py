@@ -28,7 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=["daily", "backfill"], default="daily")
     p.add_argument("--strict-mode", type=bool_arg, default=True, metavar="true|false",
                    help="run the defensive checks (default true; backfill mode skips them)")
-    p.add_argument("--generation", type=int, default=0, help="generation (see `cascade rerun`)")
+    p.add_argument("--generation", type=int, default=None,
+                   help="run that generation's work only (as a completion would); without it the trigger means "
+                        "'make this complete and fresh': it runs what is missing, failed, blocked or stale, "
+                        "whatever generation the date is at")
     p.add_argument("--json", action="store_true", help="print the published message as JSON")
     p.set_defaults(func=_trigger)
 
@@ -115,14 +118,32 @@ def _trigger(args: argparse.Namespace) -> int:
                    correlation_id=new_correlation_id(), generation=args.generation)
     from ..messages import parse
     parse(trig.to_json(), a.pipeline, phase, now())  # the phase would reject it: refuse here, same reason
+    answer = ""
+    if trig.is_intent and a.pipeline.calendar.is_expected(day):
+        from ..handoff import intent_for
+
+        intent = intent_for(a, phase, day, trig.processors)
+        answer = intent.answer(phase, day) if intent.nothing_to_do else (
+            "will run " + ", ".join(f"{n} ({r})" for n, r in intent.reasons.items()))
     topic = a.pipeline.topic(phase)
+    published_at = now()
     message_id = a.publisher.publish(topic, trig.to_json(), trig.attributes())
+    since = published_at.strftime("%Y-%m-%dT%H:%M:%SZ")
     if args.json:
-        print_json({"topic": topic, "message_id": message_id, "message": trig.to_dict()})
+        print_json({"topic": topic, "message_id": message_id, "message": trig.to_dict(), "answer": answer or None,
+                    "published_at": published_at.isoformat()})
     else:
-        print(f"published trigger for {day} to {topic} (message {message_id}); follow it with: "
-              f"cascade status --date {day}")
+        print(f"published trigger for {day} to {topic} (message {message_id})")
+        if answer:
+            print(f"{day}: {answer}")
+        last = phase if args.skip_downstream_trigger else _last_phase(a.pipeline, phase)
+        print(f"follow it with: cascade wait --date {day} --phase {last} --since {since}")
     return 0
+
+
+def _last_phase(pipeline, phase: int) -> int:
+    """The last phase a trigger of ``phase`` cascades to (what "the date completes" means)."""
+    return pipeline.downstream_phases(phase)[-1]
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -153,7 +174,9 @@ def print_status(st: dict) -> None:
             rc = "-" if p["record_count"] is None else p["record_count"]
             dur = "-" if p["duration_s"] is None else f"{p['duration_s']:.2f}s"
             print(f"   {name:<28} {p['status']:<8} rows {rc!s:>5}  {dur:>7}  {p['run_id'] or ''}")
-            if p.get("error") and p["status"] != "success":
+            if p.get("stale"):
+                print(f"   {'':<28} stale: {p['stale']}")
+            elif p.get("error") and p["status"] != "success":
                 print(f"   {'':<28} {p['error'][:300]}")
 
 

@@ -1,0 +1,285 @@
+"""Trust after change: reruns, fixes, partial and forced backfills and code changes, on the emulators.
+
+A small weather-station pipeline (another domain than the reference ones), written as a team would:
+
+* phase 1 ``readings``: raw JSON files per date in GCS (``readings/{date}.json``), gated on the
+  temperature's range;
+* phase 2 ``station_daily`` (SQL, same date) and ``station_trend`` (SQL, a same-phase dependent
+  with a 3-day lookback on ``station_daily``);
+* phase 3 ``report`` (SQL over ``station_trend``).
+
+Every printed recovery command is run verbatim (``Harness.run_printed``), never matched as text only.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cascade.backfill.engine import BackfillRequest, run_backfill
+from cascade.state import Status
+from cascade.status import date_status
+
+from .harness import Harness, printed_commands
+
+D0 = date(2025, 1, 6)
+DAYS = [D0 + timedelta(days=i) for i in range(5)]  # 01-06 .. 01-10
+
+STATIONS = {
+    "pipeline": "stations", "description": "weather stations", "raw_bucket": "station-landing",
+    "calendar": {"timezone": "Europe/Paris", "seasons": [{"name": "2025", "start": "2025-01-06", "end": "2025-12-31"}]},
+    "phases": [{"number": 1, "name": "ingest", "next": 2}, {"number": 2, "name": "daily", "next": 3},
+               {"number": 3, "name": "report"}],
+    "processors": [
+        {"name": "readings", "phase": 1, "description": "raw readings",
+         "source": {"gcs_json": "readings/{date}.json", "records": "readings"},
+         "output": {"table": "st_raw.readings", "date_column": "reading_date", "keys": ["station"],
+                    "columns": {"reading_date": "DATE", "station": "STRING", "temp": "FLOAT64"}},
+         "gates": [{"range": {"column": "temp", "min": -60, "max": 60}}]},
+        {"name": "station_daily", "phase": 2, "description": "one row per station", "upstreams": ["readings"],
+         "output": {"table": "st.station_daily", "date_column": "day", "keys": ["station"],
+                    "columns": {"day": "DATE", "station": "STRING", "temp": "FLOAT64"}},
+         "sql": "SELECT reading_date AS day, station, temp FROM {st_raw.readings} WHERE reading_date = @data_date"},
+        {"name": "station_trend", "phase": 2, "description": "3-day mean per station",
+         "upstreams": [{"processor": "station_daily", "lookback_days": 3}],
+         "output": {"table": "st.station_trend", "date_column": "day", "keys": ["station"],
+                    "columns": {"day": "DATE", "station": "STRING", "mean_temp": "FLOAT64", "n": "INT64"}},
+         "sql": ("SELECT @data_date AS day, station, AVG(temp) AS mean_temp, COUNT(*) AS n FROM {st.station_daily} "
+                 "WHERE day BETWEEN DATE_SUB(@data_date, INTERVAL 3 DAY) AND @data_date GROUP BY station")},
+        {"name": "report", "phase": 3, "description": "the day's report", "upstreams": ["station_trend"],
+         "output": {"table": "st.report", "date_column": "day", "keys": ["station"],
+                    "columns": {"day": "DATE", "station": "STRING", "mean_temp": "FLOAT64"}},
+         "sql": "SELECT day, station, mean_temp FROM {st.station_trend} WHERE day = @data_date"},
+    ],
+}
+
+
+def write_definition(tmp_path: Path, edit=None, name: str = "stations.yaml") -> str:
+    raw = copy.deepcopy(STATIONS)
+    if edit:
+        edit(raw)
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return str(path)
+
+
+def write_readings(h: Harness, day: date, temps: dict[str, float] | None = None) -> None:
+    temps = temps if temps is not None else {"paris": 5.0 + day.day, "lyon": 3.0 + day.day}
+    body = {"readings": [{"station": s, "temp": t} for s, t in temps.items()]}
+    blob = h.app.storage.bucket(h.pipeline.bucket(h.project)).blob(f"readings/{day.isoformat()}.json")
+    blob.upload_from_string(json.dumps(body), content_type="application/json")
+
+
+def delete_readings(h: Harness, day: date) -> None:
+    h.app.storage.bucket(h.pipeline.bucket(h.project)).blob(f"readings/{day.isoformat()}.json").delete()
+
+
+def backfill(h: Harness, start: date = DAYS[0], end: date = DAYS[-1], **kw):
+    import io
+
+    return run_backfill(h.app, BackfillRequest(start=start, end=end, **kw), progress_stream=io.StringIO())
+
+
+def run_ids(h: Harness, processor: str, days=DAYS) -> dict[str, str]:
+    return {d.isoformat(): h.app.tracker.partition(processor, d).run_id for d in days}
+
+
+@pytest.fixture()
+def stations(make_harness, tmp_path) -> Harness:
+    h = make_harness(pipeline_file=write_definition(tmp_path))
+    for d in DAYS:
+        write_readings(h, d)
+    return h
+
+
+def loaded(h: Harness) -> Harness:
+    """Every phase done for DAYS, by a backfill (nothing pending downstream)."""
+    result = backfill(h)
+    assert result.exit_code == 0, result.render()
+    assert h.pull(2) == [] and h.pull(3) == []
+    return h
+
+
+def complete(h: Harness, day: date) -> bool:
+    return all(ph["status"] == Status.COMPLETE for ph in date_status(h.app, day)["phases"].values())
+
+
+# ---------------------------------------------------------------------- intents and printed commands
+def test_printed_recovery_command_after_a_rerun_completes_the_date(stations):
+    h = loaded(stations)
+    day = DAYS[2]
+    delete_readings(h, day)  # the rerun will fail: the file is gone
+    assert h.run_printed(f"cascade rerun --date {day} --phase 1") == 0
+    h.pump()
+    part = h.app.tracker.partition("readings", day)
+    assert part.status == Status.FAILED and part.generation >= 1
+    alert = next(a for a in h.alerts.alerts if f"readings FAILED for {day}" in a.title)
+    (command,) = printed_commands(alert.message)
+    assert command == f"cascade trigger --date {day} --phase 1 --processor readings"
+    write_readings(h, day)  # fixed at the source
+    assert h.run_printed(command) == 0
+    h.pump()
+    assert complete(h, day), date_status(h.app, day)
+    assert h.app.tracker.partition("report", day).generation == h.app.tracker.partition("readings", day).generation
+
+
+def test_a_trigger_with_nothing_to_do_answers_already_complete_visibly(stations, capsys):
+    h = loaded(stations)
+    day = DAYS[1]
+    before = run_ids(h, "station_daily", [day])
+    assert h.run_printed(f"cascade trigger --date {day} --phase 2") == 0
+    out = capsys.readouterr().out
+    assert f"phase 2 for {day} is already complete and fresh: nothing to run" in out
+    assert f"cascade wait --date {day} --phase 3 --since " in out
+    h.pump()
+    assert run_ids(h, "station_daily", [day]) == before  # nothing ran again
+    answers = [r for r in h.app.tracker.runs("station_daily", day) if r["status"] == Status.DONE]
+    assert answers and "already complete" in answers[0]["error"]
+
+
+# ---------------------------------------------------------------------- rebuilds re-trigger what read them
+def test_forced_backfill_of_a_processor_retriggers_every_later_phase(stations):
+    h = loaded(stations)
+    reports = run_ids(h, "report")
+    trends = run_ids(h, "station_trend")
+    result = backfill(h, processors=["station_daily"], force=True)
+    assert result.exit_code == 0, result.render()
+    # The same-phase dependent reads the rebuilt partitions: rebuilt in the same wavefront, not blocked.
+    assert not result.report.blocked
+    assert all(trends[d] != rid for d, rid in run_ids(h, "station_trend").items())
+    assert set(result.report.downstream.values()) == {"published"}, result.report.downstream
+    seen = h.pump()
+    assert len(seen[3]) == len(DAYS)
+    assert all(reports[d] != rid for d, rid in run_ids(h, "report").items())
+    assert all(complete(h, d) for d in DAYS)
+    plan = backfill(h, dry_run=True).plan
+    assert not plan.nodes, plan.render()  # everything is done and fresh
+
+
+def test_rerun_of_a_date_makes_the_dependents_whose_windows_read_it_stale(stations, capsys):
+    h = loaded(stations)
+    day = DAYS[1]
+    assert h.run_printed(f"cascade rerun --date {day} --phase 2 --skip-downstream-trigger") == 0
+    h.pump()
+    rebuilt = h.app.tracker.partition("station_daily", day)
+    assert rebuilt.generation >= 1
+    # station_trend of the following dates reads station_daily@day in its 3-day window.
+    plan = backfill(h, dry_run=True).plan
+    stale = {k for k, c in plan.cells.items() if c == Status.STALE}
+    readers = {("station_trend", (day + timedelta(days=i)).isoformat()) for i in (1, 2, 3)}
+    assert readers <= stale, plan.render()
+    reason = plan.reasons[("station_trend", DAYS[3].isoformat())]
+    assert f"input station_daily@{day} rebuilt" in reason
+    assert ("station_trend", DAYS[0].isoformat()) not in stale  # its window ends before the rerun date
+    st = date_status(h.app, DAYS[3])
+    assert st["phases"]["2"]["processors"]["station_trend"]["status"] == Status.STALE
+    assert h.run_printed(f"cascade status --date {DAYS[3]}") == 0
+    assert f"stale: input station_daily@{day} rebuilt" in capsys.readouterr().out
+    # The stale readers (and what reads them) are rebuilt by a plain backfill; then nothing is stale.
+    result = backfill(h)
+    assert result.exit_code == 0, result.render()
+    assert not [k for k, c in backfill(h, dry_run=True).plan.cells.items() if c == Status.STALE]
+
+
+def test_changed_sql_makes_its_partitions_and_their_downstream_stale_and_backfill_rebuilds_only_those(
+        stations, make_harness, tmp_path):
+    h = loaded(stations)
+    before = {p: run_ids(h, p) for p in ("readings", "station_daily", "station_trend", "report")}
+
+    def reformat(raw):  # layout and keyword case only: not a change of the rows
+        trend = next(p for p in raw["processors"] if p["name"] == "station_trend")
+        trend["sql"] = "select @data_date as day, station,\n  AVG(temp) as mean_temp, COUNT(*) as n\n" \
+                       "from {st.station_daily}  -- last 3 days\nwhere day between DATE_SUB(@data_date, INTERVAL 3 DAY) " \
+                       "and @data_date group by station"
+    same = Harness(h.endpoints, h.namespace, write_definition(tmp_path, reformat, "reformatted.yaml"))
+    assert not backfill(same, dry_run=True).plan.nodes
+
+    def change(raw):  # a real change: a 2-day mean
+        trend = next(p for p in raw["processors"] if p["name"] == "station_trend")
+        trend["sql"] = trend["sql"].replace("INTERVAL 3 DAY", "INTERVAL 2 DAY")
+    changed = Harness(h.endpoints, h.namespace, write_definition(tmp_path, change, "changed.yaml"))
+    plan = backfill(changed, dry_run=True).plan
+    to_run = {(n.processor, n.day.isoformat()) for n in plan.nodes}
+    assert to_run == {(p, d.isoformat()) for p in ("station_trend", "report") for d in DAYS}, plan.render()
+    assert plan.reasons[("station_trend", DAYS[0].isoformat())] == "code changed: sql"
+    assert plan.reasons[("report", DAYS[0].isoformat())].startswith(f"input station_trend@{DAYS[0]} is stale")
+    result = backfill(changed)
+    assert result.exit_code == 0, result.render()
+    after = {p: run_ids(h, p) for p in before}
+    assert after["readings"] == before["readings"] and after["station_daily"] == before["station_daily"]
+    assert all(after["station_trend"][d] != before["station_trend"][d] for d in after["station_trend"])
+    assert not backfill(changed, dry_run=True).plan.nodes
+
+
+# ---------------------------------------------------------------------- nothing reads what cannot be believed
+def test_a_partition_that_failed_its_gate_is_never_read_by_a_dependent(stations):
+    h = loaded(stations)
+    day = DAYS[1]
+    write_readings(h, day, {"paris": 999.0, "lyon": 4.0})  # a sensor fault: out of the gate's range
+    assert h.run_printed(f"cascade rerun --date {day} --phase 1 --skip-downstream-trigger") == 0
+    h.pump()
+    gated = h.app.tracker.partition("readings", day)
+    assert gated.status == Status.FAILED and "range_temp" in gated.error
+    # Its rows are still in the table (a failed gate keeps them), but no dependent may read them:
+    # a backfill of phase 2 alone (phase 1 outside it) refuses the date instead of computing on it.
+    result = backfill(h, start=day, end=day, phases=[2], force=True)
+    assert result.exit_code == 1
+    failed = result.report.failed[f"station_daily@{day}"]
+    assert f"readings@{day} is failed" in failed
+    assert 999.0 not in {r["temp"] for r in h.rows("station_daily", day)}
+    # Strict mode (a daily trigger) blocks it too.
+    h.deliver(h.trigger(day, phase=2))
+    part = h.app.tracker.partition("station_daily", day)
+    assert part.status == Status.BLOCKED and "readings" in part.error
+
+
+def test_partial_backfill_completions_do_not_disable_lookback_checks_downstream(make_harness, tmp_path):
+    def report_looks_back(raw):
+        report = next(p for p in raw["processors"] if p["name"] == "report")
+        report["upstreams"] = [{"processor": "station_trend", "lookback_days": 3}]
+    h = make_harness(pipeline_file=write_definition(tmp_path, report_looks_back))
+    for d in DAYS:
+        write_readings(h, d)
+    assert backfill(h, phases=[1], skip_downstream_trigger=True).exit_code == 0
+    assert backfill(h, start=DAYS[0], end=DAYS[3], phases=[2], skip_downstream_trigger=True).exit_code == 0
+    # Two of the dates the report of DAYS[4] looks back on lose their trend rows.
+    from google.cloud import bigquery
+    trend = h.app.warehouse.table_id(h.pipeline.processor("station_trend").output)
+    h.app.warehouse.query(f"DELETE FROM `{trend}` WHERE day IN (@a, @b)",
+                          [bigquery.ScalarQueryParameter("a", "DATE", DAYS[1]),
+                           bigquery.ScalarQueryParameter("b", "DATE", DAYS[2])])
+    # A partial backfill of phase 2 alone hands DAYS[4] on to phase 3 ...
+    result = backfill(h, start=DAYS[4], end=DAYS[4], phases=[2])
+    assert result.exit_code == 0, result.render()
+    msgs = h.pull(3)
+    assert len(msgs) == 1 and msgs[0]["mode"] == "daily" and msgs[0]["strict_mode"] is True
+    # ... and phase 3 runs its lookback checks: it blocks on the gap instead of reporting success.
+    h.deliver(json.dumps(msgs[0]).encode(), phase=3)
+    part = h.app.tracker.partition("report", DAYS[4])
+    assert part.status == Status.BLOCKED, part
+    assert part.blocked["check"] == "Data Gaps" and part.blocked["dates"] == [DAYS[1].isoformat(), DAYS[2].isoformat()]
+
+
+def test_missing_raw_file_block_resolution_run_verbatim_recovers_both_dates(stations):
+    h = stations
+    assert backfill(h, start=DAYS[0], end=DAYS[1]).exit_code == 0
+    lost = DAYS[2]
+    delete_readings(h, lost)
+    h.pump(h.trigger(lost, phase=1))  # the daily trigger for the lost date: phase 1 fails (no file)
+    assert h.app.tracker.partition("readings", lost).status == Status.FAILED
+    today = DAYS[3]
+    h.pump(h.trigger(today, phase=1))  # today's file is there, but station_trend's window needs the lost date
+    part = h.app.tracker.partition("station_trend", today)
+    assert part.status == Status.BLOCKED, part
+    resolution = part.blocked["resolution"]
+    assert resolution.startswith(f"restore gs://{h.pipeline.bucket(h.project)}/readings/{lost}.json")
+    write_readings(h, lost)  # restored
+    for command in printed_commands(resolution):
+        assert h.run_printed(command) == 0, command
+    h.pump()
+    assert complete(h, lost) and complete(h, today), (date_status(h.app, lost), date_status(h.app, today))
