@@ -203,7 +203,7 @@ class Checks:
 def _expired_waiting(st: Partition, now, since) -> str:
     """An upstream whose ``waiting`` expired: since when it waits, for how long, and when it was
     last re-checked (its trigger's messages are gone, so it will not move on by itself)."""
-    from .backfill.progress import duration
+    from .durations import duration
 
     began = since or st.started_at or st.finished_at or now
     last = st.finished_at or began

@@ -48,7 +48,6 @@ class Intent:
     processors: tuple[str, ...]
     generation: int | None
     reasons: Mapping[str, str] = field(default_factory=dict)
-    in_progress: tuple[str, ...] = ()
 
     @property
     def nothing_to_do(self) -> bool:
@@ -56,9 +55,6 @@ class Intent:
 
     def answer(self, phase: int, day: date) -> str:
         """The visible answer when there is nothing to do."""
-        if self.in_progress:
-            return (f"phase {phase} for {day}: nothing to start - {', '.join(self.in_progress)} "
-                    f"{'is' if len(self.in_progress) == 1 else 'are'} running now; the rest is complete and fresh")
         return f"phase {phase} for {day} is already complete and fresh: nothing to run"
 
 
@@ -87,14 +83,13 @@ def resolve_intent(pipeline: Pipeline, phase: int, selected: Iterable[str], day:
     iso = day.isoformat()
     members = [p.name for p in pipeline.processors_of(phase)]
     reasons: dict[str, str] = {}
-    running: list[str] = []
     rebuild_success = False
     for name in members:
         if name not in set(selected):
             continue
         st = states[(name, iso)]
         if st.lease_alive(now):
-            running.append(name)
+            reasons[name] = f"running (run {st.run_id}): waited for"  # the runner waits, then dedupes
         elif st.status != Status.SUCCESS:
             reasons[name] = str(st.status)
         else:
@@ -103,13 +98,13 @@ def resolve_intent(pipeline: Pipeline, phase: int, selected: Iterable[str], day:
                 reasons[name] = f"stale: {stale.reason}"
                 rebuild_success = True
     for name in same_phase_dependents(pipeline, phase, reasons):
-        if name not in reasons and name not in running:
+        if name not in reasons:
             reasons[name] = "a same-phase input is rebuilt"
             rebuild_success = rebuild_success or states[(name, iso)].status == Status.SUCCESS
     order = [n for n in members if n in reasons]
     current = phase_generation(states[(n, iso)] for n in members)
     generation = None if (rebuild_success or handed_off) else current
-    return Intent(tuple(order), generation, reasons, tuple(running))
+    return Intent(tuple(order), generation, reasons)
 
 
 # ---------------------------------------------------------------------- completion and hand-off

@@ -182,10 +182,8 @@ class PhaseRunner:
             log(logger, logging.WARNING, answer, pipeline=self.pipeline.name, phase=phase, date=day.isoformat(),
                 message_id=message_id, correlation_id=trigger.correlation_id)
             result = PhaseResult(trigger)
-            result.outcomes = [Outcome(n, Status.BUSY if n in intent.in_progress else Status.DONE, error=answer)
-                               for n in names]
-            if not intent.in_progress:
-                self.complete(trigger, result)
+            result.outcomes = [Outcome(n, Status.DONE, error=answer) for n in names]
+            self.complete(trigger, result)
             return trigger, result
         generation = intent.generation
         if generation is None:

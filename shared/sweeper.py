@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 from .alerts import Alert
 from .app import App
-from .backfill.progress import duration
+from .durations import duration
 from .logs import get_logger, log
 from .messages import Trigger, new_correlation_id
 from .tracking import RUNNING, SUCCESS, WAITING, Partition

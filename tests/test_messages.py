@@ -25,7 +25,9 @@ def msg(**fields) -> bytes:
 def test_minimal_trigger_defaults_to_yesterday_in_pipeline_time_zone():
     t = parse(msg(), P, 2, now=utc(2025, 1, 16, 3))  # 22:00 on the 15th in New York
     assert t.data_date == date(2025, 1, 14)
-    assert (t.mode, t.strict_mode, t.skip_downstream_trigger, t.generation) == ("daily", True, False, 0)
+    # No generation: an intent ("make it complete and fresh"), resolved by the phase.
+    assert (t.mode, t.strict_mode, t.skip_downstream_trigger, t.generation) == ("daily", True, False, None)
+    assert t.is_intent and "generation" not in t.to_dict()
     assert t.correlation_id
 
 

@@ -19,7 +19,7 @@ from datetime import date, datetime
 from typing import Any
 
 from ..app import App
-from ..backfill.progress import duration
+from ..durations import duration
 from ..state import Status
 
 # Dead letters counted per phase at most (each look pulls and releases them).
