@@ -84,8 +84,9 @@ def resolve_intent(pipeline: Pipeline, phase: int, selected: Iterable[str], day:
     members = [p.name for p in pipeline.processors_of(phase)]
     reasons: dict[str, str] = {}
     rebuild_success = False
+    chosen = set(selected) or set(members)  # none named: the whole phase
     for name in members:
-        if name not in set(selected):
+        if name not in chosen:
             continue
         st = states[(name, iso)]
         if st.lease_alive(now):
@@ -189,5 +190,5 @@ def intent_for(app: Any, phase: int, day: date, selected: Iterable[str], freshne
                                    versions=getattr(app, "versions", None))
     current = phase_generation(states.values())
     handed_off = pipeline.phase(phase).next is not None and tracker.claim(phase, day, current) is not None
-    return resolve_intent(pipeline, phase, list(selected) or members, day, states, fresh, app.clock(), handed_off)
+    return resolve_intent(pipeline, phase, selected, day, states, fresh, app.clock(), handed_off)
 

@@ -260,7 +260,8 @@ class PhaseRunner:
         in_this_run = {n for n in pending if not trigger.processors or n in trigger.processors}
         # Still coming: running elsewhere, failing transiently, or part of this very trigger but not
         # run yet (another delivery of it holds the lease) -> retry later, not blocked.
-        if any(s.lease_alive(now) or (s.status in (FAILED, WAITING) and s.raw.get("transient"))
+        if any(s.lease_alive(now) or (s.status == FAILED and s.raw.get("transient"))
+               or (s.status == WAITING and s.raw.get("transient") and not self.tracker.waiting_expired(s, now))
                or (n in in_this_run and s.status in (MISSING, RUNNING)) for n, s in pending.items()):
             return Outcome(proc.name, Status.BUSY, retry=True, error=f"waiting on {sorted(pending)}")
         iso = day.isoformat()

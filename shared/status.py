@@ -186,7 +186,15 @@ def wait_for_phase(app: App, day: date, phase: int, timeout: float, since: datet
                     # The trigger was processed and found nothing to do: the state as it is answers it.
                     verdict = settled[0], f"{settled[1]} (the trigger found nothing to do)"
             if verdict:
-                return WaitResult(verdict[0], date_status(app, day), verdict[1])
+                status = date_status(app, day)
+                if verdict[0] == 0 and status["phases"][str(phase)]["status"] == Status.STALE:
+                    # Complete, but not fresh: what it read was rebuilt or its code changed.
+                    stale = {n: p["stale"] for n, p in status["phases"][str(phase)]["processors"].items()
+                             if p.get("stale")}
+                    return WaitResult(1, status, f"phase {phase} is stale: " + "; ".join(
+                        f"{n}: {r}" for n, r in sorted(stale.items())) + f"; rebuild it: cascade backfill --start "
+                        f"{day} --end {day} --phase {phase}")
+                return WaitResult(verdict[0], status, verdict[1])
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return WaitResult(2, date_status(app, day),
