@@ -33,7 +33,7 @@ MAX_DAYS = 366
 # Default range: the last 30 days, today (pipeline time zone) included.
 DEFAULT_DAYS = 30
 # One letter per status inside a cell, so the matrix reads without colour too.
-GLYPHS = {Status.SUCCESS: "", Status.RUNNING: "R", Status.WAITING: "W", Status.BLOCKED: "B",
+GLYPHS = {Status.SUCCESS: "", Status.STALE: "S", Status.RUNNING: "R", Status.WAITING: "W", Status.BLOCKED: "B",
            Status.FAILED: "F", Status.MISSING: "", Status.SKIPPED: "-"}
 # A command inside a blocked reason's resolution text: "…: cascade trigger --date … ; then …".
 _COMMAND = re.compile(r"cascade [^;]+")
@@ -137,12 +137,15 @@ def groups_of(pipeline: Pipeline, processors: list[str] | None = None) -> tuple[
 
 
 def build_matrix(pipeline: Pipeline, states: Mapping[tuple[str, str], Partition], start: date, end: date,
-                 now: datetime, processors: list[str] | None = None) -> Matrix:
+                 now: datetime, processors: list[str] | None = None,
+                 stale: Mapping[tuple[str, str], Any] | None = None) -> Matrix:
     """The matrix of ``start..end`` (inclusive on both sides) from states already read.
 
     ``states`` maps (processor, ISO date) to a ``Partition`` (as ``Tracker.partitions`` returns);
-    a key absent from it is shown as missing.
+    a key absent from it is shown as missing. ``stale`` (``Freshness.evaluate``) marks succeeded
+    partitions that are stale, with their reason in the tooltip.
     """
+    stale = stale or {}
     cal = pipeline.calendar
     groups = groups_of(pipeline, processors)
     counts: Counter[str] = Counter()
@@ -155,17 +158,22 @@ def build_matrix(pipeline: Pipeline, states: Mapping[tuple[str, str], Partition]
         for g in groups:
             parts = [states.get((name, iso)) or Partition(name, iso) for name in g.processors]
             gen = max((s.generation for s in parts if s.status != Status.MISSING), default=0)
-            cells = tuple(Cell(part.processor, g.number, iso, str(part.status), expected,
-                               _title(part, expected, note, now)) for part in parts)
+            cells = tuple(Cell(part.processor, g.number, iso,
+                               str(Status.STALE if (part.processor, iso) in stale else part.status), expected,
+                               _title(part, expected, note, now, stale.get((part.processor, iso))))
+                          for part in parts)
             if expected:
                 counts.update(c.status for c in cells)
-            phases.append(PhaseCells(g.number, str(phase_state(parts, gen, now)), cells))
+            n_stale = sum((part.processor, iso) in stale for part in parts)
+            phases.append(PhaseCells(g.number, str(phase_state(parts, gen, now, n_stale)), cells))
         rows.append(Row(iso, day.strftime("%a"), expected, note, tuple(phases)))
     return Matrix(start, end, groups, tuple(rows), dict(counts))
 
 
-def _title(part: Partition, expected: bool, no_game: str, now: datetime) -> str:
+def _title(part: Partition, expected: bool, no_game: str, now: datetime, stale: Any = None) -> str:
     head = f"{part.processor} {part.data_date}: {part.status}"
+    if stale is not None:
+        head = f"{part.processor} {part.data_date}: stale - {stale.reason}"
     if not expected and part.status in (Status.MISSING, Status.SKIPPED):
         return f"{head} (no games: {no_game})"
     bits = [head]
@@ -185,11 +193,12 @@ def _title(part: Partition, expected: bool, no_game: str, now: datetime) -> str:
     return text
 
 
-def recovery_commands(pipeline: Pipeline, part: Partition, now: datetime) -> list[str]:
+def recovery_commands(pipeline: Pipeline, part: Partition, now: datetime, stale: Any = None) -> list[str]:
     """The exact commands that recover ``part`` ([] when nothing is to be done).
 
     * blocked: the ``cascade`` commands of ``blocked.resolution``, in order;
-    * failed, or missing on a game day: ``cascade trigger --date D --phase N --processor P``;
+    * failed, stale, or missing on a game day: ``cascade trigger --date D --phase N --processor P``
+      (a trigger without a generation makes it complete and fresh, and re-triggers what follows);
     * running with an expired lease: ``cascade sweep``; running or waiting: ``cascade wait``.
     """
     day = date.fromisoformat(part.data_date)
@@ -199,7 +208,7 @@ def recovery_commands(pipeline: Pipeline, part: Partition, now: datetime) -> lis
         resolution = (part.blocked or {}).get("resolution") or ""
         found = [c.strip() for c in _COMMAND.findall(resolution)]
         return found or [trigger]
-    if part.status == Status.FAILED:
+    if part.status == Status.FAILED or stale is not None:
         return [trigger]
     if part.status == Status.MISSING and pipeline.calendar.is_expected(day):
         return [trigger]

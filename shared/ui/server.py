@@ -34,6 +34,8 @@ from werkzeug.wrappers import Request, Response
 from ..app import App
 from ..calendar import parse_date
 from ..errors import UnknownProcessorError
+from ..freshness import Freshness
+from ..state import Status
 from ..tracking import Partition
 from . import matrix as mx
 from . import panels
@@ -41,7 +43,7 @@ from . import panels
 _HERE = Path(__file__).resolve().parent
 # Files served under /static/ (name -> content type); nothing else on disk is reachable.
 _STATIC = {"ui.css": "text/css; charset=utf-8", "ui.js": "text/javascript; charset=utf-8"}
-_STATUS_ORDER = ("success", "running", "waiting", "blocked", "failed", "missing", "skipped")
+_STATUS_ORDER = ("success", "stale", "running", "waiting", "blocked", "failed", "missing", "skipped")
 
 
 def environment() -> Environment:
@@ -145,11 +147,22 @@ class StatusPage:
         return start, end
 
     def matrix(self, start: date, end: date) -> mx.Matrix:
-        """ONE batched Firestore read (every processor x every date of the range), then pure code."""
-        names = [p.name for p in self.app.pipeline.processors]
-        days = [start.fromordinal(o) for o in range(start.toordinal(), end.toordinal() + 1)]
+        """ONE batched Firestore read (every processor x every date of the range, widened back by the
+        longest lookback so that staleness sees the inputs the shown partitions read), then pure code."""
+        pipeline = self.app.pipeline
+        names = [p.name for p in pipeline.processors]
+        first = min([start, *(p.window(start, pipeline.calendar)[0] for p in pipeline.processors)])
+        days = [start.fromordinal(o) for o in range(first.toordinal(), end.toordinal() + 1)]
         states = self.app.tracker.partitions(names, days)
-        return mx.build_matrix(self.app.pipeline, states, start, end, self.app.clock())
+        shown = {k: v for k, v in states.items() if k[1] >= start.isoformat()}
+        return mx.build_matrix(pipeline, shown, start, end, self.app.clock(), stale=self._stale(states, load=False))
+
+    def _stale(self, states: dict, load: bool = True) -> dict:
+        """The stale partitions among ``states``; with ``load`` the inputs they recorded are read in
+        batches as needed, else only ``states`` are consulted (the matrix's one read)."""
+        fresh = Freshness(self.app.pipeline, dict(states), load=self.app.tracker.partitions_by_keys if load else None,
+                          versions=self.app.versions)
+        return fresh.evaluate([k for k, st in states.items() if st.status == Status.SUCCESS])
 
     def deployed(self) -> Any:
         """The drift of the local stack's running functions from the local definition (None: none)."""
@@ -187,12 +200,13 @@ class StatusPage:
             raise _BadRequest(f"not a date (YYYY-MM-DD): {exc}") from exc
         now = self.app.clock()
         part: Partition = self.app.tracker.partition(name, day)
+        stale = self._stale({(name, day.isoformat()): part}).get((name, day.isoformat()))
         runs = self.app.tracker.runs(processor=name, day=day, limit=50)
         cal = self.app.pipeline.calendar
         html = self.env.get_template("_detail.html").render(
             p=part, proc=proc, phase=self.app.pipeline.phase(proc.phase), runs=runs,
             expected=cal.is_expected(day), no_game=cal.reason_not_expected(day),
-            lease_alive=part.lease_alive(now), commands=mx.recovery_commands(self.app.pipeline, part, now),
+            lease_alive=part.lease_alive(now), commands=mx.recovery_commands(self.app.pipeline, part, now, stale), stale=stale,
             checks=(part.raw.get("checks") or {}).get("results") or [])
         return Response(html, mimetype="text/html")
 
