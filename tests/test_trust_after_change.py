@@ -180,6 +180,9 @@ def test_rerun_of_a_date_makes_the_dependents_whose_windows_read_it_stale(statio
     assert st["phases"]["2"]["processors"]["station_trend"]["status"] == Status.STALE
     assert h.run_printed(f"cascade status --date {DAYS[3]}") == 0
     assert f"stale: input station_daily@{day} rebuilt" in capsys.readouterr().out
+    assert h.run_printed(f"cascade coverage --start {DAYS[0]} --end {DAYS[-1]} --phase 2") == 0
+    cov = capsys.readouterr().out
+    assert f"stale: {DAYS[2]}, {DAYS[3]}, {DAYS[4]}" in cov, cov
     # The stale readers (and what reads them) are rebuilt by a plain backfill; then nothing is stale.
     result = backfill(h)
     assert result.exit_code == 0, result.render()

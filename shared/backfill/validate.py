@@ -51,6 +51,7 @@ class Coverage:
     expected: int
     present: int
     missing: list[str] = field(default_factory=list)
+    stale: dict[str, str] = field(default_factory=dict)  # date -> why its partition is stale
 
     @property
     def pct(self) -> float:
@@ -61,7 +62,9 @@ class Coverage:
 
     def render(self) -> str:
         return (f"{self.source:<58} {self.expected - len(self.missing):>4}/{self.expected:<4} {self.pct:6.2f}%"
-                + (f"  missing: {_short(self.missing)}" if self.missing else ""))
+                + (f"  missing: {_short(self.missing)}" if self.missing else "")
+                + (f"  stale: {_short(sorted(self.stale))} (e.g. {next(iter(sorted(self.stale.items())))[1][:160]})"
+                   if self.stale else ""))
 
 
 def _processors(app: App, phases: Iterable[int] | None = None, processors: Iterable[str] | None = None) -> list[Processor]:
@@ -96,7 +99,18 @@ def raw_coverage(app: App, proc: Processor, start: date, end: date) -> Coverage:
 
 def coverage(app: App, start: date, end: date, phases: Iterable[int] | None = None,
              processors: Iterable[str] | None = None) -> list[Coverage]:
-    return [table_coverage(app, p, start, end) for p in _processors(app, phases, processors)]
+    """Per table: the expected dates present, those missing, and those whose partition is stale
+    (present, but built by other code or from inputs rebuilt since)."""
+    procs = _processors(app, phases, processors)
+    out = [table_coverage(app, p, start, end) for p in procs]
+    days = app.pipeline.calendar.expected_dates(start, end)
+    if procs and days:
+        states = app.tracker.partitions([p.name for p in procs], days)
+        fresh = Freshness(app.pipeline, dict(states), load=app.tracker.partitions_by_keys, versions=app.versions)
+        stale = fresh.evaluate([k for k, st in states.items() if st.status == Status.SUCCESS])
+        for cov in out:
+            cov.stale = {d: s.reason for (n, d), s in stale.items() if n == cov.processor}
+    return out
 
 
 @dataclass
