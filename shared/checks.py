@@ -3,20 +3,23 @@
 Two checks, both driven by the definition's upstreams (no per-processor code):
 
 * **Upstream Failure** (status check): for the expected dates the run needs, the latest state of
-  each upstream processor in an earlier phase is ``success``. ``failed``, ``blocked``, a
-  ``running`` whose lease expired, or a missing partition *on the last date of the window* (the
-  run's own date, or yesterday for forward-looking readers) block. A *live* running upstream is
-  not a block: the report says ``waiting`` and the runner retries with backoff. Earlier dates of a
-  lookback window are covered by the gap check (data loaded outside Cascade has no state). A
-  window with no expected date (a season's opening day reading "until yesterday") passes.
+  each upstream processor in an earlier phase is ``success`` and fresh (``freshness``: a stale
+  input - its code changed, or what it read was rebuilt - is as good as a missing one). ``failed``,
+  ``blocked``, ``stale``, a ``running`` whose lease expired, a ``waiting`` that expired, or a
+  missing partition *on the last date of the window* (the run's own date, or yesterday for
+  forward-looking readers) block. A *live* running or waiting upstream is not a block: the report
+  says ``waiting`` and the runner retries with backoff. Earlier dates of a lookback window are
+  covered by the gap check (data loaded outside Cascade has no state). A window with no expected
+  date (a season's opening day reading "until yesterday") passes.
 * **Data Gaps** (lookback gap detection): every *expected* date (calendar-aware: no-game days are
   not gaps) in the lookback window of every upstream - other phases' and the same phase's - has
   rows in the upstream table. One parameterized query per upstream table covering the whole
   window, never one per date. Lookback 30 on 2025-01-31 checks 2025-01-01..2025-01-31; a lookback
   of 10 expected dates checks from the 10th game date back.
 
-A failed check yields a ``Blocked`` reason with a resolution command; an error inside a check is
-raised as ``TransientError`` (retry), never treated as a pass.
+A failed check yields a ``Blocked`` reason whose resolution ``recovery.next_steps`` computes from
+state (the root cause, then one command that works when pasted); an error inside a check is raised
+as ``TransientError`` (retry), never treated as a pass.
 """
 
 from __future__ import annotations

@@ -174,10 +174,21 @@ def hand_off(app: Any, phase: int, day: date, *, mode: str, strict_mode: bool, c
         return HandOff(True, gen, "already-claimed")
     claimed_at = claim.get("claimed_at")
     if claimed_at is not None and app.clock() - claimed_at >= timedelta(seconds=app.settings.republish_after_seconds):
-        message_id = app.publisher.publish(claim["topic"], claim["payload"].encode(), completion.attributes())
-        tracker.mark_published(phase, day, gen, message_id)
+        republish(app, claim, by="redelivery")
         return HandOff(True, gen, "republished")
     return HandOff(True, gen, "claimed-unpublished")
+
+
+def republish(app: Any, claim: Mapping[str, Any], by: str) -> str:
+    """Publish a claim's stored completion again (its claimer never marked it published), then mark
+    it published; receivers dedupe on the generation, so a second copy changes nothing. Returns the
+    message id."""
+    phase, day, gen = claim["phase"], claim["data_date"], claim["generation"]
+    message_id = app.publisher.publish(claim["topic"], claim["payload"].encode(), {
+        "kind": "completion", "pipeline": app.pipeline.name, "phase": str(phase), "data_date": str(day),
+        "generation": str(gen), "mode": "daily", "republished": by})
+    app.tracker.mark_published(phase, day, gen, message_id)
+    return message_id
 
 
 def intent_for(app: Any, phase: int, day: date, selected: Iterable[str], freshness: Freshness | None = None) -> Intent:

@@ -113,3 +113,19 @@ def next_steps(pipeline: Pipeline, tracker: Any, project: str, proc: Processor, 
     command = backfill_command(pipeline, first_phase, proc.phase, min(first_day, day.isoformat()), day.isoformat())
     steps = "; ".join(fixes[:3]) + ("; ..." if len(fixes) > 3 else "")
     return (f"{steps}, then: {command}" if steps else f"rebuild what is missing or stale: {command}")
+
+
+def fill_coverage(pipeline: Pipeline, gaps: Iterable[Any], then: str) -> str:
+    """The steps that fill a preflight's coverage gaps (``validate.Coverage`` items), then ``then``:
+    restore the raw files a loader lacks; backfill the upstream table's missing dates."""
+    steps = []
+    for cov in gaps:
+        dates = sorted(cov.missing)
+        if not dates:
+            continue
+        shown = ", ".join(dates[:5]) + (f" and {len(dates) - 5} more" if len(dates) > 5 else "")
+        if str(cov.source).startswith("gs://"):
+            steps.append(f"restore the raw files {cov.source} of {shown}")
+        else:
+            steps.append(f"cascade backfill --start {dates[0]} --end {dates[-1]} --processor {cov.processor}")
+    return "; ".join(steps + [f"then: {then}"])

@@ -281,12 +281,12 @@ class PhaseRunner:
             log(logger, logging.INFO, f"{proc.name} {day} already succeeded (generation {part.generation}); skipped",
                 pipeline=self.pipeline.name, processor=proc.name, date=day.isoformat())
             return Outcome(proc.name, Status.DONE, part.run_id, part.record_count)
-        if begin.outcome == Status.STALE:
+        if begin.outcome == Status.SUPERSEDED:
             answer = (f"{proc.name} {day}: this trigger's generation is older than the partition's "
                       f"({part.generation}): a newer run superseded it; nothing to do")
             log(logger, logging.WARNING, answer, pipeline=self.pipeline.name, processor=proc.name,
                 date=day.isoformat())
-            return Outcome(proc.name, Status.STALE, error=answer)
+            return Outcome(proc.name, Status.SUPERSEDED, error=answer)
         return Outcome(proc.name, Status.BUSY, part.run_id, retry=True,
                        error=f"run {part.run_id} (generation {part.generation}) holds the lease")
 

@@ -8,7 +8,8 @@ Partition states (stored in Firestore):
 
 * ``missing``  never run (no document)
 * ``running``  a run holds the lease (alive while ``lease_expires_at`` is in the future)
-* ``waiting``  strict mode found an upstream still running: retried with backoff, not blocked
+* ``waiting``  strict mode found an upstream still running: retried with backoff; it expires like a
+  lease (a dependent of an expired one blocks, the sweeper re-triggers it)
 * ``success``  the processor's rows for the date are written
 * ``failed``   the run failed (``transient`` says whether it will be retried)
 * ``blocked``  strict mode refused to run (reason + resolution command recorded)
@@ -19,11 +20,16 @@ Outcomes of one attempt that are not stored states:
 * ``run``    the lease was taken: this attempt runs the partition
 * ``done``   already succeeded for this generation (dedupe on the business key)
 * ``busy``   another live run holds the partition (or the one it depends on)
-* ``stale``  the partition moved to a newer generation than the trigger's
+* ``superseded``  the partition moved to a newer generation than the trigger's
 * ``lost``   the run lost its lease to another run; its result was not recorded
 
-Derived views: a backfill plan's cells add ``no-game``, ``running-expired`` and ``outdated``; a
-phase's roll-up for a date adds ``complete`` and ``partial``.
+Derived from versions (``freshness``), never stored:
+
+* ``stale``  a ``success`` whose code changed since, or whose inputs were rebuilt, failed or are
+  stale themselves - shown with its reason, rebuilt by a backfill, refused as an input
+
+Derived views: a backfill plan's cells add ``no-game`` and ``running-expired``; a phase's roll-up
+for a date adds ``complete``, ``stale`` and ``partial``.
 """
 
 from __future__ import annotations
@@ -44,13 +50,13 @@ class Status(StrEnum):
     # cells of a backfill plan and the status page (derived from a partition and the calendar)
     NO_GAME = "no-game"  # a date the calendar expects no data on
     EXPIRED = "running-expired"  # running, but its lease expired (a crashed run)
-    OUTDATED = "outdated"  # done at an older generation than its phase's newest on that date
     # a phase's roll-up for a date (``cascade status``)
     COMPLETE = "complete"
     PARTIAL = "partial"
     DONE = "done"
     BUSY = "busy"
-    STALE = "stale"
+    STALE = "stale"  # derived: a success that can no longer be believed (freshness)
+    SUPERSEDED = "superseded"  # outcome: the trigger's generation is older than the partition's
     LOST = "lost"
 
 

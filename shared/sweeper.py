@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Callable
 
+from . import handoff
 from .alerts import Alert
 from .app import App
 from .durations import duration
@@ -96,11 +97,7 @@ def _republish(app: App, report: SweepReport) -> None:
         phase, day, gen, topic = claim["phase"], claim["data_date"], claim["generation"], claim.get("topic")
 
         def republish(claim: dict[str, Any] = claim) -> None:
-            message_id = app.publisher.publish(claim["topic"], claim["payload"].encode(),
-                                               {"kind": "completion", "pipeline": app.pipeline.name,
-                                                "phase": str(phase), "data_date": day, "generation": str(gen),
-                                                "republished": "sweeper"})
-            app.tracker.mark_published(phase, day, gen, message_id)
+            handoff.republish(app, claim, by="sweeper")
             report.republished.append(f"phase {phase} {day} g{gen} -> {topic}")
 
         _isolated(app, report, f"trigger claim of phase {phase} for {day} g{gen} -> {topic}",

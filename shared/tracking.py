@@ -190,7 +190,7 @@ class Tracker:
         """Take the partition's lease for ``run_id`` unless it is done, stale or held by a live run.
 
         ``done``: already succeeded for this generation (or a newer one) - dedupe on the business key.
-        ``stale``: the partition moved to a newer generation than this trigger's.
+        ``superseded``: the partition moved to a newer generation than this trigger's.
         ``busy``: another run holds a live lease - of any generation: a newer generation waits for a
         live older run instead of running beside it.
 
@@ -206,7 +206,7 @@ class Tracker:
             current = Partition.from_doc(processor, _iso(day), snap.to_dict() if snap.exists else None)
             if snap.exists:
                 if generation < current.generation:
-                    return Begin(Status.STALE, current)
+                    return Begin(Status.SUPERSEDED, current)
                 if current.done_for(generation):
                     return Begin(Status.DONE, current)
                 if current.lease_alive(now):

@@ -206,7 +206,7 @@ def printed_commands(text: str) -> list[str]:
     """The ``cascade ...`` commands in a text Cascade printed (a resolution, a next step), in order."""
     import re
 
-    return [m.strip().rstrip(".") for m in re.findall(r"(cascade (?:trigger|backfill|rerun|sweep)\b[^;,)]*)", text)]
+    return [m.strip().rstrip(".") for m in re.findall(r"(cascade (?:trigger|backfill|rerun|sweep)\b[^;,()]*)", text)]
 
 
 def new_namespace() -> str:

@@ -286,3 +286,17 @@ def test_missing_raw_file_block_resolution_run_verbatim_recovers_both_dates(stat
         assert h.run_printed(command) == 0, command
     h.pump()
     assert complete(h, lost) and complete(h, today), (date_status(h.app, lost), date_status(h.app, today))
+
+
+def test_a_preflight_refusal_prints_the_commands_that_fill_the_gap_and_they_work_verbatim(stations, capsys):
+    h = stations
+    assert backfill(h, start=DAYS[0], end=DAYS[1], phases=[1], skip_downstream_trigger=True).exit_code == 0
+    # Phase 2 over all DAYS reads readings on dates phase 1 never loaded: refused, with the fix.
+    assert h.run_printed(f"cascade backfill --start {DAYS[0]} --end {DAYS[-1]} --phase 2") == 2
+    out = capsys.readouterr().out
+    refused = next(line for line in out.splitlines() if line.startswith("refused: preflight failed"))
+    commands = printed_commands(refused)
+    assert commands[0] == f"cascade backfill --start {DAYS[2]} --end {DAYS[-1]} --processor readings", refused
+    for command in commands:
+        assert h.run_printed(command) == 0, command
+    assert all(h.app.tracker.partition("station_trend", d).status == Status.SUCCESS for d in DAYS)

@@ -19,6 +19,7 @@ from typing import Any, Callable, TextIO
 
 from ..app import App
 from ..errors import LeaseHeldError
+from ..recovery import fill_coverage
 from .digest import collecting_alerts, digest_alert
 from .executors import EXECUTORS
 from .lease import BackfillLease, describe_holder, holders
@@ -192,8 +193,10 @@ def run_backfill(app: App, req: BackfillRequest, progress_stream: TextIO | None 
     if not req.skip_preflight:
         result.preflight = preflight(app, procs, req.start, req.end, req.preflight_threshold)
         if not result.preflight.ok:
-            result.refused = (f"refused: preflight failed for {', '.join(c.source for c in result.preflight.failing)}; "
-                              f"backfill the upstream first, or pass --skip-preflight")
+            failing = result.preflight.failing
+            result.refused = (f"refused: preflight failed for {', '.join(c.source for c in failing)}; fill the "
+                              f"gaps first: " + fill_coverage(app.pipeline, failing, req.command())
+                              + "; to run anyway instead, add --skip-preflight")
             return result
     jobs0, secs0, ops0 = app.warehouse.stats.jobs, app.warehouse.stats.seconds, app.tracker.ops
     # Every partition's inputs outside the backfill (history before --start, unselected upstreams)

@@ -323,13 +323,13 @@ class Scheduler:
                 return "retry"
             self.report.failed[label] = f"still held by another run after {self.busy_wait_s:.0f} s: {o.error}"
             return "failed"
-        if o is not None and o.status == Status.STALE:
+        if o is not None and o.status == Status.SUPERSEDED:
             part = self.app.tracker.partition(res.node.processor, res.node.day)
             if part.status == SUCCESS:
                 self.report.already_done.append(label)
                 return "ok"
             self.generation[key] = part.generation  # someone moved it to a newer generation: follow
-        transient = (o.retry or o.status in (Status.STALE, Status.LOST)) if o is not None else is_transient(res.error)
+        transient = (o.retry or o.status in (Status.SUPERSEDED, Status.LOST)) if o is not None else is_transient(res.error)
         error = o.error if o is not None else f"{type(res.error).__name__}: {res.error}"
         if transient and attempts[key] + 1 < self.max_attempts:
             return "retry"
