@@ -7,7 +7,9 @@ Four repairs, each a query plus per-item compare-and-set, so two sweepers never 
    and mark it published. Receivers dedupe on the business key, so a double publish is harmless;
    a claim is never marked published without a publish.
 2. **Expired leases** - a partition ``running`` whose lease expired (the run crashed or timed out):
-   mark it failed (transient) and re-trigger its phase for that date and processor.
+   re-trigger its phase for that date and processor, then mark it failed (transient). Every repair
+   publishes before it marks anything, so a repair whose publish failed is found again by the next
+   sweep instead of being recorded as done.
 3. **Expired waiting** - a partition ``waiting`` (strict mode found an upstream still running) that
    nothing re-checked for longer than its waiting lasts (``Tracker.waiting_until``: the lease plus
    Pub/Sub's longest retry backoff): its trigger's messages are gone. Re-trigger its phase for that
@@ -118,11 +120,16 @@ def _expire(app: App, report: SweepReport) -> None:
 
 
 def _expire_one(app: App, report: SweepReport, part: Partition) -> None:
+    """Re-trigger a crashed run's partition, then mark it failed. Publish first: when the publish
+    fails, the partition is still ``running`` with its lease expired, so the next sweep finds it and
+    tries again (marked first, a failed publish would leave it failed with nothing re-running it).
+    A re-trigger delivered before the mark takes the expired lease over; the mark then finds the
+    partition moved on and changes nothing, and receivers dedupe a second copy."""
     reason = (f"run {part.run_id} stopped heartbeating (lease expired at {part.lease_expires_at}); "
               f"re-triggered by the sweeper")
-    if not app.tracker.expire(part.processor, part.data_date, part.run_id, reason):
-        return  # someone else moved it on
     _retrigger(app, part)
+    if not app.tracker.expire(part.processor, part.data_date, part.run_id, reason):
+        return  # someone else moved it on (the re-trigger's own delivery, or another sweeper)
     report.expired.append(f"{part.processor} {part.data_date} (run {part.run_id})")
 
 
@@ -159,9 +166,13 @@ def _waiting_one(app: App, report: SweepReport, part: Partition) -> None:
               f"sweeper; it was waiting on: {part.error or 'an upstream run'}; once that upstream is done, re-run "
               f"it: {command}")
     key = f"g{part.generation}:{part.raw.get('correlation_id') or ''}"
+    previous = part.raw.get("waiting_repairs") or {}
+    if (int(previous.get("count", 0)) + 1 if previous.get("key") == key else 1) <= limit:
+        # Publish before the re-trigger is counted and the waiting re-armed: when the publish fails
+        # the partition is still an expired waiting one, and the next sweep tries again.
+        _retrigger(app, part)
     action, count = app.tracker.repair_waiting(part.processor, part.data_date, part.run_id, key, limit, reason)
     if action == "retrigger":
-        _retrigger(app, part)
         report.waiting.append(f"{part.processor} {part.data_date} (waiting {waited}; re-trigger {count} of {limit})")
     elif action == "gave-up":
         title = f"{part.processor} FAILED for {part.data_date}: still waiting after {limit} re-triggers"
