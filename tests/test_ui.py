@@ -95,6 +95,15 @@ def test_each_state_names_its_exact_recovery_command(part, commands):
     assert mx.recovery_commands(load(), part, NOW) == commands
 
 
+def test_a_stale_partition_is_rebuilt_by_the_intent_trigger():
+    from cascade.freshness import Staleness
+
+    part = Partition("player_rolling_form", "2025-02-22", status="success")
+    why = Staleness(("player_rolling_form", "2025-02-22"), ("code changed: sql",), ("sql",))
+    assert mx.recovery_commands(load(), part, NOW, why) == [
+        "cascade trigger --date 2025-02-22 --phase 3 --processor player_rolling_form"]
+
+
 def test_a_range_the_page_cannot_show_is_refused_with_the_exact_problem():
     with pytest.raises(ValueError, match="end 2025-02-01 is before start 2025-02-22"):
         mx.check_range(D, date(2025, 2, 1))
@@ -270,8 +279,8 @@ def test_the_matrix_in_chromium_shows_date_status_greys_no_game_days_and_opens_a
     reason = browser.find_element(By.ID, "detail-reason").text
     assert "blocked: Upstream Failure" in reason and "nbac_player_boxscore" in reason and str(YESTERDAY) in reason
     commands = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#detail-recovery code.command")]
-    assert commands == [f"cascade trigger --date {YESTERDAY} --phase 2 --processor nbac_player_boxscore "
-                        f"--skip-downstream-trigger", f"cascade trigger --date {D} --phase 3"]
+    # The resolution starts at the root cause (the raw file), then one command for the range.
+    assert commands == [f"cascade backfill --start {YESTERDAY} --end {D} --phase 2 --phase 3"]
     stored = cascade.app.tracker.partition("player_rolling_form", D).blocked["resolution"]
     assert all(c in stored for c in commands)
     copy = browser.find_element(By.CSS_SELECTOR, "#detail-recovery button.copy")

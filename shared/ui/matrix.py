@@ -8,10 +8,10 @@ a no-game date is greyed, never shown as a gap. Each row also carries the phase 
 (``cascade.status.phase_state``: complete, blocked, failed, running, skipped, partial, missing).
 
 ``recovery_commands`` says what to run for a partition: the ``cascade`` commands of a blocked
-reason's ``resolution``, or ``cascade trigger --date D --phase N --processor P`` for a failed or
-missing one. Example: ``player_rolling_form`` blocked on 2025-02-22 because ``nbac_player_boxscore``
-failed on 2025-02-21 gives ``cascade trigger --date 2025-02-21 --phase 2 --processor
-nbac_player_boxscore --skip-downstream-trigger`` then ``cascade trigger --date 2025-02-22 --phase 3``.
+reason's ``resolution`` (computed by ``recovery``), or ``cascade trigger --date D --phase N
+--processor P`` for a failed, stale or missing one. Example: ``player_rolling_form`` blocked on
+2025-02-22 because the raw box scores of 2025-02-21 never arrived gives ``cascade backfill --start
+2025-02-21 --end 2025-02-22 --phase 2 --phase 3`` (after the resolution's "restore gs://..." step).
 """
 
 from __future__ import annotations
