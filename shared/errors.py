@@ -5,8 +5,11 @@ record and alert with an actionable message. Two families decide delivery semant
 
 * ``PermanentError`` subclasses: retrying cannot help (malformed message, unknown processor,
   impossible date). The message is recorded and acknowledged.
-* ``TransientError``: retrying may help (5xx, deadline, Firestore ABORTED, BigQuery "could not
-  serialize access", a check whose query errored). The function raises so Pub/Sub redelivers.
+* ``TransientError``: retrying may help (5xx, deadline, Firestore ABORTED, BigQuery's concurrent-DML
+  conflict, a check whose query errored). The function raises so Pub/Sub redelivers.
+
+``classify`` decides for any exception (transient, quota or permanent) by its type and a Google API
+error's ``reason``, never by the text of user code.
 """
 
 from __future__ import annotations
@@ -103,41 +106,119 @@ class Blocked:
                 "detail": self.detail, "resolution": self.resolution}
 
 
-# Text fragments of errors that are transient although their type does not say so: BigQuery's
-# concurrent-DML conflict and Firestore contention surface as generic 400/409 errors.
-_TRANSIENT_FRAGMENTS = (
-    "could not serialize access",
-    "concurrent update",
-    "too many dml statements outstanding",
-    "aborted",
-    "deadline exceeded",
-    "rate limit",
-    "temporarily unavailable",
-    "connection reset",
-    "connection refused",
-)
+class CrashLoopError(PermanentError):
+    """A partition whose runs keep stopping without recording an outcome (each lease expired: the
+    process crashed, was killed or ran out of memory) was given up on after ``max_attempts``."""
 
 
-def is_transient(exc: BaseException) -> bool:
-    """True when retrying ``exc`` later may succeed (5xx, deadline, ABORTED, DML conflict, network)."""
+# ---------------------------------------------------------------------- classification
+# What a failure is decides what happens next: ``transient`` is retried with backoff (Pub/Sub
+# redelivery, the backfill's bounded retries), ``quota`` is retried more slowly and never spends
+# attempts (a backfill also lowers its concurrency), ``permanent`` is recorded, alerted and
+# acknowledged. The decision reads exception *types* (ours, google.api_core's, the network's) and
+# the structured ``reason`` of a Google API error (BigQuery's ``errors[0]["reason"]``) - never the
+# text of an exception raised by user code: a Python processor raising ``KeyError('aborted')`` is
+# permanent.
+TRANSIENT, QUOTA, PERMANENT = "transient", "quota", "permanent"
+
+# BigQuery (and other Google APIs) ``reason`` values, as documented in BigQuery's error table.
+QUOTA_REASONS = frozenset({"quotaExceeded", "rateLimitExceeded", "jobRateLimitExceeded", "userRateLimitExceeded",
+                           "resourceExhausted"})
+TRANSIENT_REASONS = frozenset({"backendError", "internalError", "jobBackendError", "jobInternalError",
+                               "tableUnavailable", "badGateway", "serviceUnavailable", "aborted"})
+PERMANENT_REASONS = frozenset({"invalid", "invalidQuery", "notFound", "duplicate", "accessDenied",
+                               "billingNotEnabled", "billingTierLimitExceeded", "blocked", "notImplemented",
+                               "policyViolation", "resourceInUse", "resourcesExceeded", "responseTooLarge",
+                               "stopped", "invalidUser"})
+# A concurrent-DML conflict is reported with reason ``invalidQuery``; only its message tells it
+# apart, so for an API error with that reason (never for any other exception) the service's own
+# message is matched: BigQuery's two wordings, and the local emulator's (bqemulator maps DuckDB's
+# ``TransactionException`` - "TransactionContext Error: Conflict on update!", "... Conflict on
+# tuple deletion!", "Catalog write-write conflict ..." - to ``invalidQuery`` "Query execution
+# failed: ...").
+_CONFLICT_MESSAGES = ("could not serialize access", "aborted due to concurrent update",
+                      "transactioncontext error: conflict", "write-write conflict")
+
+
+def api_reason(exc: BaseException) -> str:
+    """The first structured ``reason`` of a Google API error (``errors[0]["reason"]``), or ""."""
+    errors = getattr(exc, "errors", None)
+    if not errors:
+        return ""
+    first = errors[0]
+    if isinstance(first, dict):
+        return str(first.get("reason") or "")
+    return str(getattr(first, "reason", "") or "")
+
+
+def classify(exc: BaseException) -> str:
+    """``transient``, ``quota`` or ``permanent`` for ``exc`` (by type and API reason; see above).
+
+    Cascade's own wrappers that are neither (``ProcessorError`` and the like) are classified by
+    the exception they chain (``raise ... from``); anything unknown is permanent."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        kind = _classify_one(current)
+        if kind is not None:
+            return kind
+        current = current.__cause__
+    return PERMANENT
+
+
+def _classify_one(exc: BaseException) -> str | None:
+    """The kind of ``exc`` itself, or None when only what it chains can tell."""
     from google.api_core import exceptions as gexc  # local import keeps this module light
 
     if isinstance(exc, TransientError):
-        return True
+        return QUOTA if exc.context.get("quota") else TRANSIENT
     if isinstance(exc, PermanentError):
-        return False
-    if isinstance(exc, (gexc.ServerError, gexc.Aborted, gexc.DeadlineExceeded, gexc.TooManyRequests,
-                        gexc.ServiceUnavailable, gexc.RetryError, ConnectionError, TimeoutError)):
-        return True
+        return PERMANENT
+    if isinstance(exc, CascadeError):
+        return None  # a wrapper: its cause decides
+    if isinstance(exc, gexc.GoogleAPICallError):
+        reason = api_reason(exc)
+        if reason in QUOTA_REASONS:
+            return QUOTA
+        if reason in TRANSIENT_REASONS:
+            return TRANSIENT
+        if reason == "invalidQuery" and any(m in (getattr(exc, "message", "") or "").lower()
+                                            for m in _CONFLICT_MESSAGES):
+            return TRANSIENT  # a concurrent-DML conflict: the MERGE is idempotent, run it again
+        if reason in PERMANENT_REASONS:
+            return PERMANENT
+        if isinstance(exc, gexc.TooManyRequests):  # 429, gRPC RESOURCE_EXHAUSTED
+            return QUOTA
+        if isinstance(exc, gexc.MethodNotImplemented):
+            return PERMANENT
+        if isinstance(exc, (gexc.ServerError, gexc.Aborted, gexc.Cancelled)):  # 5xx, DEADLINE_EXCEEDED, ABORTED
+            return TRANSIENT
+        return PERMANENT  # other 4xx: the request itself is wrong
+    if isinstance(exc, (gexc.RetryError, ConnectionError, TimeoutError)):
+        return TRANSIENT
     try:
         import requests
 
         if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
-            return True
+            return TRANSIENT
     except ImportError:  # pragma: no cover
         pass
-    text = str(exc).lower()
-    if any(fragment in text for fragment in _TRANSIENT_FRAGMENTS):
-        return True
-    cause = exc.__cause__
-    return cause is not None and cause is not exc and is_transient(cause)
+    try:
+        from google.auth.exceptions import TransportError
+
+        if isinstance(exc, TransportError):
+            return TRANSIENT
+    except ImportError:  # pragma: no cover
+        pass
+    return None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when retrying ``exc`` later may succeed (``classify``: transient or quota)."""
+    return classify(exc) != PERMANENT
+
+
+def is_quota(exc: BaseException) -> bool:
+    """True when ``exc`` is a quota or rate limit (retried slowly, never spending attempts)."""
+    return classify(exc) == QUOTA

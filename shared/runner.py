@@ -30,7 +30,7 @@ from . import hooks as faults
 from .alerts import Alert
 from .app import App
 from .checks import Checks
-from .errors import InputMissingError, LeaseLostError, TransientError, is_transient
+from .errors import PERMANENT, QUOTA, CrashLoopError, InputMissingError, LeaseLostError, TransientError, classify
 from .freshness import input_keys, input_record
 from .gates import Gates, QualityGateError
 from .hooks import InjectedCrash
@@ -49,12 +49,14 @@ class Outcome:
     """What happened to one processor in this invocation."""
 
     processor: str
-    status: str  # success, failed, blocked, skipped, done (already), busy, stale, lost
+    status: str  # success, failed, blocked, skipped, done (already), busy, waiting, superseded, lost
     run_id: str = ""
     record_count: int | None = None
     error: str = ""
     retry: bool = False
     checks: dict[str, Any] | None = None
+    quota: bool = False  # failed on a quota or rate limit: retry slowly, attempts not spent
+    held_by: str = ""  # busy: the live run (another delivery) this one may wait for
 
 
 @dataclass
@@ -152,7 +154,7 @@ class PhaseRunner:
             return result
         for proc in procs:
             outcome = self.run_partition(proc, trigger, trigger_id=message_id or "")
-            if outcome.status == Status.BUSY:
+            if outcome.status == Status.BUSY and outcome.held_by:
                 outcome = self._wait_while_busy(proc, trigger, outcome, message_id or "")
             result.outcomes.append(outcome)
         self.complete(trigger, result)
@@ -196,10 +198,14 @@ class PhaseRunner:
     def _wait_while_busy(self, proc: Processor, trigger: Trigger, outcome: Outcome, trigger_id: str) -> Outcome:
         """Another live run holds this partition or a same-phase upstream of it (a duplicate delivery,
         a concurrent invocation): wait for it to finish - or for its lease to expire, then take over -
-        re-reading the state, instead of spending Pub/Sub delivery attempts on it."""
+        re-reading the state, instead of spending Pub/Sub delivery attempts on it.
+
+        Only ever for another live run (``held_by``): as soon as what blocks the partition is
+        something only a redelivery can change (the upstream failed transiently or is waiting), the
+        wait ends and the outcome says retry - no invocation waits on work only it could do."""
         deadline = time.monotonic() + self.app.settings.busy_wait
         tick = threading.Event()
-        while outcome.status == Status.BUSY and time.monotonic() < deadline:
+        while outcome.status == Status.BUSY and outcome.held_by and time.monotonic() < deadline:
             tick.wait(min(0.5, max(deadline - time.monotonic(), 0)))
             outcome = self.run_partition(proc, trigger, trigger_id=trigger_id)
         return outcome
@@ -233,6 +239,11 @@ class PhaseRunner:
         run = _Run(proc, trigger, run_id, begin.attempt, begin.fence,
                    dict(pipeline=self.pipeline.name, phase=proc.phase, processor=proc.name, date=day.isoformat(),
                         generation=gen, run_id=run_id, fence=begin.fence), on_written=on_written)
+        limit = self.app.settings.max_attempts
+        if begin.took_over_crash and begin.attempt > limit:
+            # Every one of the last ``limit`` runs stopped without recording anything (the process
+            # crashed, was killed or ran out of memory): running it again would crash again.
+            return self._give_up_crash_loop(run, begin, limit)
         # The lease is heartbeated from the moment it is taken: checks included.
         with _Heartbeat(self.app, proc.name, day, run_id) as hb:
             outcome = self._check(run, inputs_verified)
@@ -258,12 +269,27 @@ class PhaseRunner:
             return None
         now = self.app.clock()
         in_this_run = {n for n in pending if not trigger.processors or n in trigger.processors}
-        # Still coming: running elsewhere, failing transiently, or part of this very trigger but not
-        # run yet (another delivery of it holds the lease) -> retry later, not blocked.
-        if any(s.lease_alive(now) or (s.status == FAILED and s.raw.get("transient"))
-               or (s.status == WAITING and s.raw.get("transient") and not self.tracker.waiting_expired(s, now))
-               or (n in in_this_run and s.status in (MISSING, RUNNING)) for n, s in pending.items()):
-            return Outcome(proc.name, Status.BUSY, retry=True, error=f"waiting on {sorted(pending)}")
+        # Held by another live run (a duplicate delivery, a concurrent invocation): worth waiting
+        # for here (``_wait_while_busy``), it may succeed any moment.
+        live = {n: s for n, s in pending.items() if s.lease_alive(now)}
+        if live:
+            name, part = sorted(live.items())[0]
+            return Outcome(proc.name, Status.BUSY, retry=True, held_by=part.run_id,
+                           error=f"waiting on {sorted(pending)}: run {part.run_id} of {name} is live")
+        # Still coming, but not within this invocation: failed transiently (here or elsewhere), waiting
+        # on its own upstream, or part of this very trigger and not run (it is waiting on one of
+        # those). Only a redelivery can run them: return at once and let it (or, for a run elsewhere,
+        # its redelivery and this trigger's) run this partition - never wait on ourselves.
+        coming = {n: s for n, s in pending.items()
+                  if (s.status == FAILED and s.raw.get("transient"))
+                  or (s.status == WAITING and s.raw.get("transient") and not self.tracker.waiting_expired(s, now))
+                  or (n in in_this_run and s.status in (MISSING, RUNNING))}
+        if coming:
+            why = ", ".join(f"{n} {s.status}" + (" (transient)" if s.status == FAILED else "")
+                            for n, s in sorted(coming.items()))
+            return Outcome(proc.name, WAITING, retry=True,
+                           error=f"waiting on same-phase upstream {sorted(pending)} ({why}): only a redelivery "
+                                 f"can run it, this one is retried with it")
         iso = day.isoformat()
         reason = (f"{self.pipeline.phase(proc.phase).title} BLOCKED: same-phase upstream "
                   f"{sorted(pending)} not successful for {iso} ({', '.join(s.status for s in pending.values())})")
@@ -287,7 +313,7 @@ class PhaseRunner:
             log(logger, logging.WARNING, answer, pipeline=self.pipeline.name, processor=proc.name,
                 date=day.isoformat())
             return Outcome(proc.name, Status.SUPERSEDED, error=answer)
-        return Outcome(proc.name, Status.BUSY, part.run_id, retry=True,
+        return Outcome(proc.name, Status.BUSY, part.run_id, retry=True, held_by=part.run_id,
                        error=f"run {part.run_id} (generation {part.generation}) holds the lease")
 
     # step 3: checks -------------------------------------------------------------------------------
@@ -378,18 +404,26 @@ class PhaseRunner:
             raise
         run.gates = report.to_dict() if report is not None else None
 
-    def _fail(self, run: "_Run", exc: BaseException) -> Outcome:
-        """Record a failure: transient ones are retried until ``max_attempts`` for this trigger."""
+    def _fail(self, run: "_Run", exc: BaseException, extra: dict[str, Any] | None = None) -> Outcome:
+        """Record a failure, classified by ``errors.classify``: transient ones are retried until
+        ``max_attempts`` for this trigger; quota ones are retried without spending attempts (Pub/Sub's
+        backoff and dead-letter policy, or the backfill's slow-down, bound them); permanent ones are
+        recorded, alerted once and acknowledged."""
         proc, iso = run.proc, run.trigger.data_date.isoformat()
-        transient = is_transient(exc)
-        gave_up = transient and run.attempt >= self.app.settings.max_attempts
+        kind = classify(exc)
+        quota = kind == QUOTA
+        transient = kind != PERMANENT
+        gave_up = transient and not quota and run.attempt >= self.app.settings.max_attempts
         error = f"{type(exc).__name__}: {exc}"
         if gave_up:
             error = f"gave up after {run.attempt} attempts: {error}"
+        elif quota:
+            error = f"quota exceeded (retried more slowly; attempts not spent): {error}"
         retry = transient and not gave_up
         try:
-            self._record(run, FAILED, error=error[:2000], extra={"transient": retry, "checks": run.checks,
-                                                                 "gates": run.gates})
+            self._record(run, FAILED, error=error[:2000], extra={"transient": retry, "quota": quota and retry,
+                                                                 "checks": run.checks, "gates": run.gates,
+                                                                 **(extra or {})})
         except LeaseLostError:
             return self._lost(run, "lease lost while failing")
         next_step = (f"cascade trigger --date {iso} --phase {proc.phase} --processor {proc.name}"
@@ -401,7 +435,21 @@ class PhaseRunner:
         if not retry:
             self.app.alerts.send(Alert(f"{proc.name} FAILED for {iso}", f"{error[:500]}; next step: {next_step}",
                                        labels=run.labels))
-        return Outcome(proc.name, FAILED, run.run_id, error=error, retry=retry)
+        return Outcome(proc.name, FAILED, run.run_id, error=error, retry=retry, quota=quota and retry)
+
+    def _give_up_crash_loop(self, run: "_Run", begin: Begin, limit: int) -> Outcome:
+        """Record a partition whose last ``limit`` runs all crashed as failed for good (permanent),
+        naming the attempts and the command that re-runs it once fixed; alerted once."""
+        proc, iso = run.proc, run.trigger.data_date.isoformat()
+        prev = begin.previous
+        last = f"; the last was run {prev.run_id}" if prev is not None and prev.run_id else ""
+        exc = CrashLoopError(
+            f"gave up after {limit} attempts: each run of {proc.name} for {iso} stopped without recording "
+            f"an outcome (its lease expired unrenewed: the process crashed, was killed or ran out of memory)"
+            f"{last}. See its logs (cascade history --processor {proc.name} --date {iso}), fix the cause, "
+            f"then re-run it: cascade trigger --date {iso} --phase {proc.phase} --processor {proc.name}",
+            processor=proc.name, date=iso, attempts=limit)
+        return self._fail(run, exc, extra={"attempts": limit})
 
     def _lost(self, run: "_Run", why: str) -> Outcome:
         log(logger, logging.ERROR, f"{run.proc.name} {run.trigger.data_date}: {why}; result not recorded", **run.labels)

@@ -99,20 +99,37 @@ class Begin:
     partition: Partition
     attempt: int = 0
     fence: int = 0  # the run's write fence (monotonic per partition)
+    previous: Partition | None = None  # the state the lease was taken from (``run`` only)
+
+    @property
+    def took_over_crash(self) -> bool:
+        """This run took the lease of a crashed run (``running``, lease expired) or of one the
+        sweeper expired: the previous attempt never recorded its outcome."""
+        prev = self.previous
+        return prev is not None and (prev.status == RUNNING or (prev.status == FAILED and bool(prev.raw.get("expired"))))
 
 
 def _next_attempt(current: Partition, generation: int, trigger_id: str) -> int:
-    """Attempts count transient failures of one generation for one trigger: a redelivery (same
-    trigger) after a transient failure, or a crashed run the sweeper expired, is the next attempt;
-    a takeover of an expired lease keeps the count; anything else - a new trigger, a new generation,
-    after a block, a success or a permanent failure - starts again at 1. Busy waits write nothing."""
+    """Attempts count the runs of one generation that ended without success and may be retried:
+
+    * a takeover of a crashed run (``running`` whose lease expired: the process died before it
+      recorded anything) is the next attempt, whatever delivered it - so a partition that kills its
+      process every time is given up on after ``max_attempts`` (``PhaseRunner``);
+    * a crashed run the sweeper expired (``failed``, ``expired``) is the next attempt too;
+    * a redelivery (same trigger) after a transient failure is the next attempt;
+    * after a quota failure the count stays: a quota is not the partition's fault (it is retried
+      more slowly, bounded by the delivery policy or the backfill's time budget);
+    * anything else - a new trigger, a new generation, after a block, a success or a permanent
+      failure - starts again at 1. Busy waits write nothing."""
     if current.status == MISSING or current.generation != generation:
         return 1
     if current.status == RUNNING:
-        return max(current.attempts, 1)
-    if current.status == FAILED and current.raw.get("transient") and (
-            current.raw.get("expired") or current.raw.get("trigger_id") == trigger_id):
-        return current.attempts + 1
+        return max(current.attempts, 0) + 1
+    if current.status == FAILED and current.raw.get("transient"):
+        if current.raw.get("expired"):
+            return current.attempts + 1
+        if current.raw.get("trigger_id") == trigger_id:
+            return max(current.attempts, 1) if current.raw.get("quota") else current.attempts + 1
     return 1
 
 
@@ -219,7 +236,7 @@ class Tracker:
                 "attempts": attempt, "fence": fence, "trigger_id": trigger_id[:200],
                 "started_at": now, "finished_at": None, "duration_s": None,
                 "lease_expires_at": now + self.lease, "record_count": None, "error": "", "blocked": None,
-                "checks": None, "transient": False, "expired": False,
+                "checks": None, "transient": False, "expired": False, "quota": False,
                 "updated_at": now, **(context or {}),
             }
             batch = self.db.batch()
@@ -234,7 +251,7 @@ class Tracker:
                 batch.commit(timeout=FIRESTORE_TIMEOUT)
             except (gexc.AlreadyExists, gexc.FailedPrecondition, gexc.Aborted, gexc.NotFound):
                 continue  # someone else changed it between our read and write: look again
-            return Begin(Status.RUN, Partition.from_doc(processor, _iso(day), doc), attempt, fence)
+            return Begin(Status.RUN, Partition.from_doc(processor, _iso(day), doc), attempt, fence, current)
         raise TransientError(f"could not take the lease on {processor} {_iso(day)}: too much contention",
                              processor=processor, date=_iso(day))
 

@@ -2,7 +2,8 @@
 
 On a terminal the line is redrawn in place at most ~4 times a second; otherwise (a log file, CI) a
 plain line is printed every ~5 s or every 10 % of the partitions, whichever comes first, plus a
-final line - so a long backfill neither floods its log nor goes silent.
+final line - so a long backfill neither floods its log nor goes silent. A note (the wavefront slowed
+down by a quota: its concurrency and when it resumes) ends the line; a change of it is drawn at once.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class Progress:
         self._lock = threading.Lock()
         self.lines = 0  # lines written (for tests)
 
-    def line(self, done: int, failed: int, running: int, total: int) -> str:
+    def line(self, done: int, failed: int, running: int, total: int, note: str = "") -> str:
         elapsed = max(time.monotonic() - self.started, 1e-6)
         finished = done + failed
         remaining = max(total - finished, 0)
@@ -41,19 +42,21 @@ class Progress:
         filled = int(width * finished / total) if total else width
         bar = "#" * filled + "-" * (width - filled)
         return (f"{self.label} [{bar}] {pct:5.1f}%  done {done}  failed {failed}  remaining {remaining}  "
-                f"running {running}  {rate:.1f}/s  ETA {eta}  elapsed {duration(elapsed)}")
+                f"running {running}  {rate:.1f}/s  ETA {eta}  elapsed {duration(elapsed)}"
+                + (f"  | {note}" if note else ""))
 
-    def update(self, done: int, failed: int, running: int, total: int, final: bool = False) -> None:
+    def update(self, done: int, failed: int, running: int, total: int, final: bool = False, note: str = "",
+               force: bool = False) -> None:
         now = time.monotonic()
         fraction = (done + failed) / total if total else 1.0
         with self._lock:
             due = now - self._last_draw >= self.min_interval
             if not self.tty and fraction - self._last_fraction >= self.log_fraction:
                 due = True
-            if not (due or final):
+            if not (due or final or force):
                 return
             self._last_draw, self._last_fraction = now, fraction
-            text = self.line(done, failed, running, total)
+            text = self.line(done, failed, running, total, note)
             if self.tty:
                 pad = " " * max(self._width - len(text), 0)
                 self.stream.write("\r" + text + pad + ("\n" if final else ""))

@@ -12,7 +12,13 @@ date first then phase, so the wavefront slides across dates and phases at once; 
 submissions.
 
 Failures: a transient one (``Outcome.retry``, a transient exception, a partition busy elsewhere) is
-retried with exponential backoff, a bounded number of times; a permanent one is recorded with its
+retried with exponential backoff, a bounded number of times. A quota or rate limit (``errors.classify``:
+BigQuery's quotaExceeded, rateLimitExceeded, ...) is its own class: it spends none of those attempts;
+the whole wavefront slows down instead - submissions pause for a backoff that grows with each new
+quota wall (``quota_backoff_base`` doubling up to ``quota_backoff_max``) and the concurrency is halved
+(down to one); each run of successes raises it again by one until it is back to ``workers``. A
+partition fails on quota only after ``quota_wait_s`` of waiting on it (bounded in time, never by a
+count). The progress line and the report say so. A permanent one is recorded with its
 error and every partition depending on it (transitively) is reported - and recorded in Firestore -
 as "blocked by <upstream>@<date>" without running; the rest continue. When all of a phase's
 partitions of a date have succeeded, the phase's completion is published through
@@ -38,7 +44,8 @@ from typing import Any, Callable
 
 from .. import handoff
 from ..app import App
-from ..errors import is_transient
+from ..durations import duration
+from ..errors import is_quota, is_transient
 from ..logs import get_logger
 from ..messages import Trigger, new_correlation_id
 from ..runner import Outcome
@@ -72,6 +79,9 @@ class RunReport:
     blocked: dict[str, str] = field(default_factory=dict)   # label -> "blocked by <upstream>@<date>"
     not_run: list[str] = field(default_factory=list)        # left when interrupted
     retries: int = 0
+    quota_hits: int = 0                                     # results that hit a quota or rate limit
+    quota_lowest_concurrency: int = 0                       # the lowest concurrency it slowed down to
+    quota_waited_s: float = 0.0                             # time submissions were paused on quota
     interrupted: bool = False
     elapsed_s: float = 0.0
     timings: dict[str, tuple[float, float]] = field(default_factory=dict)  # label -> (start, end) monotonic
@@ -89,7 +99,9 @@ class RunReport:
     def to_dict(self) -> dict[str, Any]:
         return {"partitions": self.total, "succeeded": len(self.succeeded), "already_done": len(self.already_done),
                 "failed": self.failed, "blocked": self.blocked, "not_run": len(self.not_run),
-                "retries": self.retries, "interrupted": self.interrupted, "elapsed_s": round(self.elapsed_s, 3),
+                "retries": self.retries, "interrupted": self.interrupted,
+                "quota": {"hits": self.quota_hits, "lowest_concurrency": self.quota_lowest_concurrency,
+                          "paused_s": round(self.quota_waited_s, 1)}, "elapsed_s": round(self.elapsed_s, 3),
                 "downstream": dict(Counter(self.downstream.values())), "warnings": self.warnings}
 
 
@@ -99,7 +111,9 @@ class Scheduler:
                  cascade_phases: set[int] | frozenset[int] = frozenset(), correlation_id: str = "",
                  progress: Any = None, on_result: Callable[[Result, "Scheduler"], None] | None = None,
                  busy_wait_s: float | None = None, input_gaps: dict[tuple[str, str], str] | None = None,
-                 executor: str = "in-process", partition_timeout_s: float = 1800.0) -> None:
+                 executor: str = "in-process", partition_timeout_s: float = 1800.0,
+                 quota_backoff_base: float = 5.0, quota_backoff_max: float = 300.0,
+                 quota_wait_s: float = 3600.0) -> None:
         if workers < 1 or max_merges_per_table < 1:
             raise ValueError("workers and max_merges_per_table must be at least 1")
         self.app, self.plan, self.pipeline = app, plan, app.pipeline
@@ -107,6 +121,14 @@ class Scheduler:
         self.interval = 1.0 / max_rate if max_rate else 0.0
         self.max_attempts, self.backoff_base = max_attempts, backoff_base
         self.busy_wait_s = busy_wait_s if busy_wait_s is not None else 2 * app.settings.lease_seconds
+        # Quota: its own class, slowed down for rather than retried a bounded number of times.
+        self.quota_backoff_base, self.quota_backoff_max = quota_backoff_base, quota_backoff_max
+        self.quota_wait_s = quota_wait_s
+        self.concurrency = workers       # lowered on a quota wall, raised again by successes
+        self._quota_streak = 0           # quota walls since the concurrency was last fully restored
+        self._quota_until = 0.0          # monotonic: no submission before this
+        self._quota_cut_at = -1.0        # monotonic: when the concurrency was last lowered
+        self._quota_successes = 0        # successes since the last change of the concurrency
         self.cascade_phases = set(cascade_phases)
         self.correlation_id = correlation_id or new_correlation_id()
         self.executor_name, self.partition_timeout_s = executor, partition_timeout_s
@@ -171,6 +193,7 @@ class Scheduler:
         seq = itertools.count()
         attempts: Counter = Counter()
         busy_since: dict[tuple[str, str], float] = {}
+        quota_since: dict[tuple[str, str], float] = {}
         table_inflight: Counter = Counter()
         inflight: dict[tuple[str, str], Any] = {}
         settled: set[tuple[str, str]] = set()
@@ -207,7 +230,7 @@ class Scheduler:
                         while delayed and delayed[0][0] <= now:
                             push_ready(heapq.heappop(delayed)[2])
                         held: list[tuple] = []
-                        while ready and len(inflight) < self.workers:
+                        while ready and len(inflight) < self.concurrency and now >= self._quota_until:
                             if self.interval and now < next_slot:
                                 break
                             item = heapq.heappop(ready)
@@ -232,6 +255,8 @@ class Scheduler:
                         timeout = min(timeout, max(0.0, delayed[0][0] - time.monotonic()))
                     if self.interval and ready:
                         timeout = min(timeout, max(0.0, next_slot - time.monotonic()))
+                    if ready and self._quota_until > now:
+                        timeout = min(timeout, max(0.0, self._quota_until - time.monotonic()))
                     self._wake.wait(timeout)
                     self._wake.clear()
                     while self._done:
@@ -243,13 +268,18 @@ class Scheduler:
                             self._slot_applied.discard(key)  # returned when its write ended
                         else:
                             table_inflight[res.node.table] -= 1
-                        verdict = self._classify(res, attempts, busy_since)
-                        if verdict == "retry":
+                        verdict = self._classify(res, attempts, busy_since, quota_since)
+                        if verdict == "quota":  # attempts not spent: the wavefront slows down
+                            self.report.retries += 1
+                            due = self._slow_down(res)
+                            heapq.heappush(delayed, (due, next(seq), key))
+                        elif verdict == "retry":
                             attempts[key] += 1
                             self.report.retries += 1
                             delay = self._backoff(res, attempts[key])
                             heapq.heappush(delayed, (time.monotonic() + delay, next(seq), key))
                         elif verdict == "ok":
+                            self._speed_up()
                             settled.add(key)
                             self.report.timings[res.node.label] = (res.started, res.finished)
                             for dep in self.dependents.get(key, ()):
@@ -280,6 +310,12 @@ class Scheduler:
             aux.shutdown(wait=True)
         if self._stop.is_set():
             self.report.interrupted = True
+        if self.report.quota_hits:
+            r = self.report
+            r.warnings.append(
+                f"BigQuery quota or rate limit hit {r.quota_hits} time(s): the backfill slowed down (concurrency "
+                f"lowered to {r.quota_lowest_concurrency} of {self.workers}, submissions paused "
+                f"{duration(r.quota_waited_s)} in all) and resumed; no attempt was spent on it")
         self.report.not_run = sorted(self.nodes[k].label for k in self.nodes if k not in settled)
         self.report.elapsed_s = time.monotonic() - started
         self._draw({}, final=True)
@@ -312,11 +348,20 @@ class Scheduler:
             table_inflight[self.nodes[key].table] -= 1
             self._slot_applied.add(key)
 
-    def _classify(self, res: Result, attempts: Counter, busy_since: dict) -> str:
+    def _classify(self, res: Result, attempts: Counter, busy_since: dict, quota_since: dict | None = None) -> str:
         key, label, o = res.node.key, res.node.label, res.outcome
         if o is not None and o.status in OK_STATUSES:
             (self.report.succeeded if o.status == SUCCESS else self.report.already_done).append(label)
             return "ok"
+        if (o.quota and o.retry) if o is not None else (res.error is not None and is_quota(res.error)):
+            self.report.quota_hits += 1
+            first = (quota_since if quota_since is not None else {}).setdefault(key, res.started)
+            if time.monotonic() - first < self.quota_wait_s:
+                return "quota"
+            error = o.error if o is not None else f"{type(res.error).__name__}: {res.error}"
+            self.report.failed[label] = (f"still over a BigQuery quota or rate limit after waiting "
+                                         f"{duration(self.quota_wait_s)}: {error}")
+            return "failed"
         if o is not None and o.status == Status.BUSY:
             first = busy_since.setdefault(key, res.started)
             if time.monotonic() - first < self.busy_wait_s:
@@ -340,6 +385,48 @@ class Scheduler:
         else:
             self.report.failed[label] = error
         return "failed"
+
+    def _slow_down(self, res: Result) -> float:
+        """A result hit a quota: pause submissions for a backoff that grows with each new quota wall
+        and halve the concurrency - once per wall (a result that was already running when the
+        wavefront last slowed down changes nothing more). Returns when to retry it (monotonic)."""
+        now = time.monotonic()
+        if res.started >= self._quota_cut_at:  # a new wall, not the rest of the last one
+            self._quota_streak += 1
+            self.concurrency = max(1, self.concurrency // 2)
+            self._quota_cut_at = now
+            self._quota_successes = 0
+            pause = min(self.quota_backoff_max, self.quota_backoff_base * 2 ** (self._quota_streak - 1))
+            until = max(self._quota_until, now + pause)
+            self.report.quota_waited_s += until - max(self._quota_until, now)
+            self._quota_until = until
+        low = self.report.quota_lowest_concurrency
+        self.report.quota_lowest_concurrency = min(low, self.concurrency) if low else self.concurrency
+        self._draw_now = True
+        return max(self._quota_until, now)
+
+    def _speed_up(self) -> None:
+        """A success: after as many successes as the current concurrency, raise it by one; once it is
+        back to ``workers`` the quota backoff starts from its base again."""
+        if self.concurrency >= self.workers:
+            return
+        self._quota_successes += 1
+        if self._quota_successes >= self.concurrency:
+            self.concurrency += 1
+            self._quota_successes = 0
+            self._draw_now = True
+            if self.concurrency >= self.workers:
+                self._quota_streak = 0
+
+    def quota_note(self) -> str:
+        """What the progress line says while the wavefront is slowed down by a quota ("" otherwise)."""
+        now = time.monotonic()
+        if self.concurrency >= self.workers and now >= self._quota_until:
+            return ""
+        note = f"quota exceeded ({self.report.quota_hits}x): concurrency {self.concurrency}/{self.workers}"
+        if now < self._quota_until:
+            note += f", resuming in {duration(self._quota_until - now)}"
+        return note
 
     def _backoff(self, res: Result, attempt: int) -> float:
         if res.outcome is not None and res.outcome.status == "busy":
@@ -393,9 +480,13 @@ class Scheduler:
         self.report.downstream[f"{phase}@{day.isoformat()}"] = done.downstream
 
     # ------------------------------------------------------------------ progress
+    _draw_now = False  # the quota state changed: draw the progress line now (also in a log)
+
     def _draw(self, inflight: dict, final: bool = False) -> None:
         if self.progress is None:
             return
         r = self.report
+        force, self._draw_now = self._draw_now, False
         self.progress.update(done=len(r.succeeded) + len(r.already_done), failed=len(r.failed) + len(r.blocked),
-                             running=len(inflight), total=r.total, final=final)
+                             running=len(inflight), total=r.total, final=final, note=self.quota_note(),
+                             force=force)
