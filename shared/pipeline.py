@@ -142,6 +142,8 @@ class Processor:
     allow_empty: bool = False  # zero rows on an expected date is a valid result (else refused)
     python: str | None = None  # "module:attribute" of a Python processor's callable
     gates: tuple[Gate, ...] = ()  # quality assertions on the written partition
+    job_timeout_seconds: int | None = None  # a BigQuery job of a run still running then is cancelled
+    maximum_bytes_billed: int | None = None  # cap of every BigQuery job the processor sends
 
     @property
     def kind(self) -> str:
@@ -341,6 +343,8 @@ class Pipeline:
                             "export": p.export,
                             "python": p.python,
                             "gates": [g.describe() for g in p.gates],
+                            "job_timeout_seconds": p.job_timeout_seconds,
+                            "maximum_bytes_billed": p.maximum_bytes_billed,
                         }
                         for p in self.processors_of(ph.number)
                     ],
@@ -404,7 +408,9 @@ def _processor(raw: dict[str, Any]) -> Processor:
         upstreams=upstreams, sql=raw.get("sql"), source=raw.get("source"), export=raw.get("export"),
         allow_empty=bool(raw.get("allow_empty", False)),
         python=str(raw["python"]) if raw.get("python") is not None else None,
-        gates=tuple(_gate(str(raw["name"]), i, g) for i, g in enumerate(raw.get("gates") or [])))
+        gates=tuple(_gate(str(raw["name"]), i, g) for i, g in enumerate(raw.get("gates") or [])),
+        job_timeout_seconds=int(raw["job_timeout_seconds"]) if raw.get("job_timeout_seconds") is not None else None,
+        maximum_bytes_billed=int(raw["maximum_bytes_billed"]) if raw.get("maximum_bytes_billed") is not None else None)
 
 
 def _gate(proc: str, index: int, raw: Any) -> Gate:

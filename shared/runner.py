@@ -72,6 +72,7 @@ class _Run:
     checks: dict[str, Any] | None = None
     gates: dict[str, Any] | None = None  # quality-gate results of the written partition
     on_written: Callable[[], None] | None = None  # called once the write job ended (backfill slots)
+    cost: dict[str, int] | None = None  # the run's BigQuery jobs: count, bytes processed / billed, slot-ms
 
 
 @dataclass
@@ -368,13 +369,21 @@ class PhaseRunner:
             faults.maybe_fail("before_merge", proc.name, iso)
             faults.maybe_fail("slow", proc.name, iso)
             faults.maybe_fail("serialize", proc.name, iso)
-            try:
-                count = executor_for(proc).run(ctx, proc, day)
-            finally:
-                if run.on_written is not None:
-                    run.on_written()
-            faults.maybe_fail("after_merge", proc.name, iso)
-            self._enforce_gates(run)
+            # Every BigQuery job of the run (write, gates) is capped, timed out and cancelled when the
+            # heartbeat (its own thread, renewing the lease meanwhile) finds the lease lost; their cost
+            # is recorded with the run.
+            with self.app.warehouse.run_scope(proc, day, run.trigger.generation, run.fence,
+                                              should_stop=lambda: hb.lost) as jobs:
+                try:
+                    try:
+                        count = executor_for(proc).run(ctx, proc, day)
+                    finally:
+                        if run.on_written is not None:
+                            run.on_written()
+                    faults.maybe_fail("after_merge", proc.name, iso)
+                    self._enforce_gates(run)
+                finally:
+                    run.cost = jobs.cost.to_dict()
         except InjectedCrash:
             raise  # a simulated crash leaves the partition running, as a real one would
         except LeaseLostError as exc:  # the fenced MERGE changed nothing: a newer run owns the partition
@@ -457,6 +466,8 @@ class PhaseRunner:
         return Outcome(run.proc.name, Status.LOST, run.run_id, error=why)
 
     def _record(self, run: "_Run", status: str, **kw: Any) -> None:
+        if run.cost is not None:  # what the run's BigQuery jobs cost, recorded with any outcome
+            kw["extra"] = {**(kw.get("extra") or {}), "cost": run.cost}
         self.tracker.finish(run.proc.name, run.trigger.data_date, run.run_id, status, **kw)
 
     # ------------------------------------------------------------------ completion

@@ -18,6 +18,7 @@ from datetime import date
 from typing import Any, Callable, TextIO
 
 from ..app import App
+from ..cost import BytesEstimate, JobCost, estimate_range
 from ..errors import LeaseHeldError
 from ..recovery import fill_coverage
 from .digest import collecting_alerts, digest_alert
@@ -92,6 +93,9 @@ class BackfillResult:
     bigquery_jobs: int = 0
     bigquery_seconds: float = 0.0
     firestore_ops: int = 0
+    bigquery_cost: JobCost = field(default_factory=JobCost)  # this process's jobs (validation included)
+    runs_cost: JobCost = field(default_factory=JobCost)  # recorded by the partitions' runs (any executor)
+    bytes_estimate: BytesEstimate | None = None  # --dry-run: from dry runs of one date per processor
 
     @property
     def problems(self) -> list[str]:
@@ -119,12 +123,16 @@ class BackfillResult:
                 "validation": {"ok": not self.problems, "problems": self.problems},
                 "bigquery_jobs": self.bigquery_jobs, "bigquery_seconds": round(self.bigquery_seconds, 3),
                 "firestore_ops": self.firestore_ops, "digest_alert_sent": self.digest_sent,
+                "bigquery_cost": {"runs": self.runs_cost.to_dict(), "this_process": self.bigquery_cost.to_dict()},
+                "bytes_estimate": self.bytes_estimate.to_dict() if self.bytes_estimate else None,
                 "resume_command": self.request.command()}
 
     def render(self) -> str:
         req, lines = self.request, []
         if req.dry_run:
             lines.append(self.plan.render())
+            if self.bytes_estimate is not None:
+                lines.append(self.bytes_estimate.render())
             for name, who in self.holders.items():
                 lines.append(f"note: a backfill holds {name}: {who} (a real run would be refused)")
             lines.append("dry run: nothing was run")
@@ -166,6 +174,8 @@ class BackfillResult:
         lines.append(f"BigQuery jobs {self.bigquery_jobs} ({self.bigquery_seconds:.1f} job-seconds, summed over "
                      f"concurrent jobs), Firestore ops "
                      f"{self.firestore_ops}" + ("; one digest alert sent" if self.digest_sent else ""))
+        lines.append(f"BigQuery cost of the partitions' runs: {self.runs_cost.render()} (all jobs of this "
+                     f"process, validation included: {self.bigquery_cost.render()})")
         if r.interrupted or r.failed or r.blocked or r.not_run:
             lines.append(f"to resume (runs only what is missing, failed or blocked): {req.command()}")
         return "\n".join(lines)
@@ -189,6 +199,7 @@ def run_backfill(app: App, req: BackfillRequest, progress_stream: TextIO | None 
     result = BackfillResult(req, plan)
     if req.dry_run:
         result.holders = {n: describe_holder(d) for n, d in holders(app, sorted(selected)).items()}
+        result.bytes_estimate = estimate_range(app.warehouse, plan)
         return result
     if not req.skip_preflight:
         result.preflight = preflight(app, procs, req.start, req.end, req.preflight_threshold)
@@ -199,6 +210,7 @@ def run_backfill(app: App, req: BackfillRequest, progress_stream: TextIO | None 
                               + "; to run anyway instead, add --skip-preflight")
             return result
     jobs0, secs0, ops0 = app.warehouse.stats.jobs, app.warehouse.stats.seconds, app.tracker.ops
+    cost0 = app.warehouse.stats.cost()
     # Every partition's inputs outside the backfill (history before --start, unselected upstreams)
     # are verified before anything runs; those short of input fail with the dates and the fix.
     gaps = outside_inputs(app, plan)
@@ -236,7 +248,24 @@ def run_backfill(app: App, req: BackfillRequest, progress_stream: TextIO | None 
     result.bigquery_jobs = app.warehouse.stats.jobs - jobs0
     result.bigquery_seconds = app.warehouse.stats.seconds - secs0
     result.firestore_ops = app.tracker.ops - ops0
+    result.bigquery_cost = _delta(app.warehouse.stats.cost(), cost0)
+    result.runs_cost = _runs_cost(app, plan)
     return result
+
+
+def _delta(now: JobCost, before: JobCost) -> JobCost:
+    return JobCost(*(a - b for a, b in zip(now.to_dict().values(), before.to_dict().values())))
+
+
+def _runs_cost(app: App, plan: Plan) -> JobCost:
+    """The BigQuery cost recorded by the runs of this backfill (the plan's partitions at their planned
+    generation): one batched read."""
+    want = {n.key: n.generation for n in plan.nodes}
+    total = JobCost()
+    for key, part in app.tracker.partitions_by_keys(want).items():
+        if part.generation == want.get(key) and part.raw.get("cost"):
+            total.add(JobCost.from_dict(part.raw["cost"]))
+    return total
 
 
 def print_result(result: BackfillResult, as_json: bool, out: TextIO | None = None) -> None:

@@ -240,10 +240,20 @@ def _history(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(runs, default=str))
         return 0
+    from ..cost import JobCost
+
     for r in runs:
+        # BigQuery cost of the run's jobs (recorded by runs that sent any; "-" for older records)
+        cost = "bq " + JobCost.from_dict(r["cost"]).render() if r.get("cost") else "bq -"
         print(f"{str(r.get('started_at'))[:19]}  {r.get('processor'):<28} {r.get('data_date')} g{r.get('generation')} "
-              f"{r.get('status'):<8} rows {r.get('record_count')!s:>5}  {r.get('duration_s')}s  {r.get('run_id')}"
+              f"{r.get('status'):<8} rows {r.get('record_count')!s:>5}  {r.get('duration_s')}s  {cost}  "
+              f"{r.get('run_id')}"
               + (f"\n      {r['error'][:200]}" if r.get("error") else ""))
+    total = JobCost()
+    for r in runs:
+        total.add(JobCost.from_dict(r.get("cost")))
+    if runs:
+        print(f"BigQuery, these {len(runs)} runs: {total.render()}")
     return 0
 
 

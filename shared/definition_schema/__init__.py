@@ -118,6 +118,12 @@ PROCESSOR = Obj({
     "allow_empty": Bool("Zero rows on an expected date is a valid result (else refused, existing rows kept).",
                         default=False),
     "gates": List(GATE, "Quality gates on the written partition."),
+    "job_timeout_seconds": Int("Longest a BigQuery job of one run may take: a job still running then is "
+                               "cancelled and the partition fails with the reason (default 480: the function "
+                               "timeout of 540 s less 60 s for the run's other steps).", minimum=1, maximum=540),
+    "maximum_bytes_billed": Int("Cap on the bytes billed of every BigQuery job this processor sends "
+                                "(`maximum_bytes_billed` of each job): a job that would bill more fails instead "
+                                "of running. Default: no cap.", minimum=1),
 }, "One unit of work of a phase for one date: exactly one of `sql`, `source`, `export`, `python`.",
     title="Processor")
 

@@ -51,7 +51,15 @@ def environment() -> Environment:
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["when"] = _when
     env.filters["short"] = _short
+    env.filters["bq_cost"] = _bq_cost
     return env
+
+
+def _bq_cost(cost: Any) -> str:
+    """A run's recorded BigQuery cost (``cost`` of a partition or run record), or "-" when none."""
+    from ..cost import JobCost
+
+    return JobCost.from_dict(cost).render() if cost else "-"
 
 
 def _when(value: Any) -> str:
