@@ -27,8 +27,7 @@ import requests
 import yaml
 from google.api_core import exceptions as gexc
 
-from cascade.errors import (CrashLoopError, InvalidSourceError, ProcessorError, TransientError,
-                            is_transient)
+from cascade.errors import InvalidSourceError, ProcessorError, TransientError, is_transient
 from cascade.hooks import InjectedCrash
 from cascade.processors.python_callable import PythonProcessorError
 from cascade.state import Status
@@ -138,7 +137,6 @@ CLASSIFICATION = [
     (TransientError("a check's query errored"), "transient"),
     (TransientError("over quota", quota=True), "quota"),
     (InvalidSourceError("bad file"), "permanent"),
-    (CrashLoopError("gave up"), "permanent"),
     (_wrapped_user_error(gexc.ServiceUnavailable("the read of an upstream failed")), "transient"),
 ]
 
@@ -146,10 +144,10 @@ CLASSIFICATION = [
 @pytest.mark.parametrize("exc,kind", CLASSIFICATION,
                          ids=[f"{i:02d}-{type(e).__name__}-{k}" for i, (e, k) in enumerate(CLASSIFICATION)])
 def test_errors_are_classified_by_type_and_api_reason_never_by_the_text_of_user_code(exc, kind):
+    assert is_transient(exc) == (kind != "permanent")  # retried at all (quota included)
     from cascade.errors import classify, is_quota
 
     assert classify(exc) == kind
-    assert is_transient(exc) == (kind != "permanent")
     assert is_quota(exc) == (kind == "quota")
 
 
