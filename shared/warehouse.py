@@ -37,9 +37,10 @@ cannot be changed in place: ``schema_changes`` reports it and ``ensure_tables`` 
 
 from __future__ import annotations
 
-import io
+import itertools
 import json
 import re
+import tempfile
 import threading
 import time
 import uuid
@@ -60,6 +61,11 @@ from .pipeline import FRAMEWORK_COLUMNS, Pipeline, Processor, Table, all_columns
 # Definition column type -> BigQuery query-parameter type (the same names, spelled once here).
 _PARAM_TYPE = {"DATE": "DATE", "STRING": "STRING", "INT64": "INT64", "FLOAT64": "FLOAT64",
                "BOOL": "BOOL", "TIMESTAMP": "TIMESTAMP", "NUMERIC": "NUMERIC"}
+# Above this many rows a write goes through a staging table (an NDJSON load job, then the one MERGE)
+# instead of one ``@rows`` query parameter: BigQuery bounds a request's size and its parameters.
+STAGE_ABOVE_ROWS = 1000
+# Marks the refusal the fenced MERGE raises (``ERROR()``) when its source leaves its date or repeats a key.
+_REFUSED = "cascade-refused-source"
 # The API's legacy type names (what ``get_table`` may return) -> the definition's.
 _LEGACY_TYPE = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL"}
 
@@ -164,7 +170,6 @@ class Warehouse:
         self._local = threading.local()  # the run scope of the thread (``run_scope``)
         self._tick = threading.Event()  # never set: paces the polls of a running job
 
-
     # ------------------------------------------------------------------ provisioning
     def ensure_tables(self) -> list[str]:
         """Create every dataset and output table of the definition if missing, and add the columns the
@@ -255,34 +260,55 @@ class Warehouse:
         params = [bigquery.ArrayQueryParameter("rows", "STRUCT", struct_rows)]
         return self._merge(proc, day, run_id, fence, source, params)
 
-    def merge_rows_staged(self, proc: Processor, day: date, rows: Sequence[dict[str, Any]], run_id: str,
+    def write_rows(self, proc: Processor, day: date, rows: Iterable[dict[str, Any]], run_id: str, fence: int = 0,
+                   stage_above: int | None = None) -> int:
+        """MERGE ``rows`` (an iterable, consumed once) into ``day``'s partition: up to ``stage_above``
+        rows (default ``STAGE_ABOVE_ROWS``) as one ``@rows`` query parameter (``merge_rows``), more
+        through a staging table (``merge_rows_staged``). At most ``stage_above + 1`` rows are held in
+        memory to decide; the rest stream through. Every processor kind that produces rows writes here."""
+        bound = STAGE_ABOVE_ROWS if stage_above is None else stage_above
+        it = iter(rows)
+        head = list(itertools.islice(it, bound + 1))
+        if len(head) <= bound:
+            return self.merge_rows(proc, day, head, run_id, fence)
+        return self.merge_rows_staged(proc, day, itertools.chain(head, it), run_id, fence)
+
+    def merge_rows_staged(self, proc: Processor, day: date, rows: Iterable[dict[str, Any]], run_id: str,
                           fence: int = 0) -> int:
-        """MERGE a large row set: load it as NDJSON into a staging table (one load job, no query-parameter
-        bound), then the same fenced MERGE with the staging table as its source; the staging table is
-        dropped afterwards. ``rows`` are already validated against the declared columns."""
-        if not rows:
-            return self.merge_rows(proc, day, rows, run_id, fence)
+        """MERGE a large row set: stream it as NDJSON into a temporary file (never one string in memory),
+        load that into a staging table (one load job, no query-parameter bound), then the same fenced
+        MERGE with the staging table as its source; the staging table is dropped afterwards. ``rows``
+        are already validated against the declared columns; an error raised while iterating them
+        (a refused record) comes before any job is sent."""
         table = proc.output
-        safe = re.sub(r"[^A-Za-z0-9_]", "_", run_id)[-80:]
-        staging = f"{self.project}.{self.pipeline.dataset_id(table.dataset)}._staging_{table.name}_{safe}"
-        body = "".join(json.dumps({c: _json_value(r.get(c)) for c in table.column_names}) + "\n" for r in rows)
-        config = bigquery.LoadJobConfig(
-            source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON, write_disposition="WRITE_TRUNCATE",
-            schema=[bigquery.SchemaField(c, t) for c, t in table.columns])
-        started = time.perf_counter()
-        try:
+        with tempfile.TemporaryFile() as body:
+            count = 0
+            for r in rows:
+                body.write(json.dumps({c: _json_value(r.get(c)) for c in table.column_names}).encode() + b"\n")
+                count += 1
+            if not count:
+                return self.merge_rows(proc, day, [], run_id, fence)
+            body.seek(0)
+            safe = re.sub(r"[^A-Za-z0-9_]", "_", run_id)[-80:]
+            staging = f"{self.project}.{self.pipeline.dataset_id(table.dataset)}._staging_{table.name}_{safe}"
+            config = bigquery.LoadJobConfig(
+                source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON, write_disposition="WRITE_TRUNCATE",
+                schema=[bigquery.SchemaField(c, t) for c, t in table.columns])
+            started = time.perf_counter()
             try:
-                job = self.client.load_table_from_file(io.BytesIO(body.encode()), staging, job_config=config,
-                                                       timeout=self.timeout)
-                job.result(timeout=self.timeout)
+                try:
+                    job = self.client.load_table_from_file(body, staging, job_config=config, rewind=True,
+                                                           timeout=self.timeout)
+                    job.result(timeout=self.timeout)
+                finally:
+                    with self._lock:
+                        self.stats.jobs += 1
+                        self.stats.seconds += time.perf_counter() - started
+                source = ("SELECT " + ", ".join(f"s.{c} AS {c}" for c in table.column_names)
+                          + f" FROM `{staging}` AS s")
+                return self._merge(proc, day, run_id, fence, source, [])
             finally:
-                with self._lock:
-                    self.stats.jobs += 1
-                    self.stats.seconds += time.perf_counter() - started
-            source = "SELECT " + ", ".join(f"s.{c} AS {c}" for c in table.column_names) + f" FROM `{staging}` AS s"
-            return self._merge(proc, day, run_id, fence, source, [])
-        finally:
-            self.client.delete_table(staging, not_found_ok=True, timeout=self.timeout)
+                self.client.delete_table(staging, not_found_ok=True, timeout=self.timeout)
 
     def merge_select(self, proc: Processor, day: date, run_id: str, fence: int = 0) -> int:
         """MERGE the result of the processor's SELECT for ``day`` into its partition."""
@@ -305,7 +331,8 @@ class Warehouse:
         return (
             f"MERGE {target} AS T\n"
             f"USING (\nSELECT src.* FROM (\n{source_sql}\n) AS src\n"
-            f"WHERE NOT EXISTS (SELECT 1 FROM {target} AS F WHERE F.{dc} = @data_date AND F._fence > @fence)\n) AS S\n"
+            f"WHERE NOT EXISTS (SELECT 1 FROM {target} AS F WHERE F.{dc} = @data_date AND F._fence > @fence)\n"
+            f"AND {confinement_check(table, source_sql)}\n) AS S\n"
             f"ON {on}\n"
             f"WHEN MATCHED AND COALESCE(T._fence, 0) <= @fence THEN UPDATE SET "
             + ", ".join([f"{c} = S.{c}" for c in non_keys]
@@ -319,7 +346,13 @@ class Warehouse:
         params = [*params, bigquery.ScalarQueryParameter("data_date", "DATE", day),
                   bigquery.ScalarQueryParameter("run_id", "STRING", run_id),
                   bigquery.ScalarQueryParameter("fence", "INT64", fence)]
-        job = self._run(self.merge_sql(proc, source_sql), params)
+        try:
+            job = self._run(self.merge_sql(proc, source_sql), params)
+        except Exception as exc:  # noqa: BLE001 - only the MERGE's own refusal is translated
+            refusal = _refusal(exc)
+            if refusal is None:
+                raise
+            raise refused_source(proc, day, refusal) from None
         affected = int(job.num_dml_affected_rows or 0)
         if affected == 0:
             # Nothing changed: the source was empty, or a newer run fenced this one out. One small
@@ -523,7 +556,6 @@ class Warehouse:
         return int(job.total_bytes_processed or 0)
 
 
-
 # A statement that only reads (the gates', the checks'): any job id, never re-attached.
 _READ = re.compile(r"^\s*(?:(?:--|#)[^\n]*\n\s*|/\*.*?\*/\s*)*(?:SELECT|WITH|\()", re.IGNORECASE | re.DOTALL)
 # Query parameters that differ between two runs doing the same work.
@@ -534,6 +566,76 @@ def _params(job_or_config: Any, skip: frozenset[str] = frozenset()) -> list[Any]
     """A job's (or a job config's) query parameters as API data, for comparing two jobs' work."""
     return [p.to_api_repr() for p in (getattr(job_or_config, "query_parameters", None) or [])
             if getattr(p, "name", None) not in skip]
+
+
+def confinement_check(table: Table, source_sql: str) -> str:
+    """A condition inside the fenced MERGE's source that is TRUE when every source row is dated
+    ``@data_date``, has its keys set and no key repeats - and otherwise stops the MERGE (the whole job,
+    so nothing is written) with ``ERROR()``: the refusal (marked ``_REFUSED``) counts the rows of other
+    dates (and names the first), the rows with a NULL key and the repeated keys (the first 10 named,
+    with their row counts). Same job, same statement on BigQuery and on the local engine."""
+    dc = table.date_column
+    keys = [k for k in table.merge_keys if k != dc] or [dc]
+    key_text = "CONCAT(" + ", ', ', ".join(f"'{k}=', IFNULL(CAST({k} AS STRING), 'NULL')" for k in keys) + ")"
+    null_key = " OR ".join(f"{k} IS NULL" for k in keys)
+    off = f"{dc} IS NULL OR {dc} != @data_date"
+    per_key = (f"SELECT {key_text} AS key_text, COUNT(*) AS n, COUNTIF({off}) AS n_off, "
+               f"MIN(IF({off}, {dc}, NULL)) AS first_off, COUNTIF({null_key}) AS n_null "
+               f"FROM (\n{source_sql}\n) AS c GROUP BY {', '.join(keys)}")
+    summary = (f"SELECT SUM(n_off) AS off_rows, MIN(first_off) AS first_off, SUM(n_null) AS null_rows, "
+               f"COUNTIF(n > 1) AS dup_keys, STRING_AGG(IF(n > 1, CONCAT(key_text, ' (', CAST(n AS STRING), "
+               f"' rows)'), NULL), '; ' ORDER BY key_text LIMIT 10) AS dup_sample FROM ({per_key})")
+    message = (f"CONCAT('{_REFUSED}[', 'off_rows=', CAST(IFNULL(off_rows, 0) AS STRING), "
+               f"'|first_off=', IFNULL(CAST(first_off AS STRING), ''), "
+               f"'|null_rows=', CAST(IFNULL(null_rows, 0) AS STRING), "
+               f"'|dup_keys=', CAST(IFNULL(dup_keys, 0) AS STRING), "
+               f"'|dup_sample=', IFNULL(dup_sample, ''), ']{_REFUSED}')")
+    return (f"(SELECT IF(IFNULL(off_rows, 0) > 0 OR IFNULL(null_rows, 0) > 0 OR IFNULL(dup_keys, 0) > 0, "
+            f"ERROR({message}), TRUE) FROM ({summary}))")
+
+
+_REFUSAL = re.compile(re.escape(_REFUSED) + r"\[(.*?)\]" + re.escape(_REFUSED), re.DOTALL)
+
+
+def _refusal(exc: BaseException) -> dict[str, str] | None:
+    """The fields of the confinement refusal carried by ``exc`` (or its causes), None if it is another error."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        for text in (str(exc), *(str(e.get("message", "")) for e in (getattr(exc, "errors", None) or [])
+                                  if isinstance(e, dict))):
+            match = _REFUSAL.search(text)
+            if match:
+                fields = dict(part.split("=", 1) for part in match.group(1).split("|") if "=" in part)
+                return fields
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return None
+
+
+def refused_source(proc: Processor, day: date, fields: dict[str, str]) -> "InvalidSourceError":
+    """The permanent error for a source the MERGE refused: processor, date, what was wrong (dates,
+    keys), and the command that re-runs it once the SELECT is fixed."""
+    from .errors import InvalidSourceError
+
+    iso, table = day.isoformat(), proc.output
+    keys = [k for k in table.merge_keys if k != table.date_column] or [table.date_column]
+    problems = []
+    off, nulls, dups = (int(fields.get(k) or 0) for k in ("off_rows", "null_rows", "dup_keys"))
+    if off:
+        first = fields.get("first_off") or "NULL"
+        problems.append(f"{off} row(s) with {table.date_column} other than {iso} (first: {first})")
+    if nulls:
+        problems.append(f"{nulls} row(s) with a NULL key {keys}")
+    if dups:
+        shown = fields.get("dup_sample", "")
+        more = f"; and {dups - 10} more" if dups > 10 else ""
+        problems.append(f"{dups} key(s) {keys} on more than one row: {shown}{more}")
+    return InvalidSourceError(
+        f"{proc.name} {iso}: its source was refused before anything was written: " + "; ".join(problems)
+        + f". A run writes only its own date, each key once; fix the {proc.kind} source, then re-run: "
+        f"cascade trigger --date {iso} --phase {proc.phase} --processor {proc.name}",
+        processor=proc.name, date=iso, off_date_rows=off, null_key_rows=nulls, duplicate_keys=dups,
+        sample=fields.get("dup_sample") or None)
 
 
 def _json_value(value: Any) -> Any:

@@ -1,12 +1,25 @@
 """Export processors (publishing): write one date's query result as a JSON file to GCS.
 
 ``export: {gcs_json: "exports/predictions/{date}.json", sql: "SELECT ..."}`` runs the SELECT for
-the date, writes ``gs://<bucket>/exports/predictions/2025-01-15.json`` as
-``{"date": ..., "rows": [...]}`` (overwritten on a re-run: the file is a pure function of the
-data), then MERGEs a manifest row into the processor's output table, so exports have run history
+the date and MERGEs a manifest row into the processor's output table, so exports have run history
 and coverage like every other partition. The manifest row is derived from the declared output
 columns: the date column plus any of ``path`` (the ``gs://`` URI), ``row_count``, ``bytes`` and
 ``sha256`` of the file (``pipeline.MANIFEST_FIELDS``; the definition refuses other columns).
+
+**Fenced like rows.** Only then is the file published, as
+``gs://<bucket>/exports/predictions/2025-01-15.json`` = ``{"date": ..., "rows": [...]}``, so the file
+a reader sees is always the one whose manifest row the current fence wrote (its sha256 matches):
+
+* A run that lost its lease never gets there: its manifest MERGE is fenced out (``LeaseLostError``)
+  and it uploads nothing.
+* A run whose MERGE committed before it lost its lease, and that uploads late, is refused by the
+  object itself: every published object carries the fence of the run that wrote it in its metadata
+  (``cascade-fence``), and ``publish`` replaces it only from the same or a newer fence. The check and
+  the write are one compare-and-set on real GCS: the upload carries ``if_generation_match`` with the
+  generation that was checked (0: the object must not exist yet), and a concurrent publish makes it
+  fail with 412 and look again. The local gcp-storage-emulator ignores generation preconditions (it
+  keeps and returns custom metadata), so locally the fence check holds against a late run but not
+  against two uploads racing between check and write.
 """
 
 from __future__ import annotations
@@ -17,10 +30,15 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
+from ..errors import LeaseLostError, TransientError
 from ..pipeline import Processor
 from .base import RunContext
+
+FENCE_METADATA = "cascade-fence"  # custom metadata of a published export: the fence of the run that wrote it
+PUBLISH_TRIES = 5  # compare-and-set rounds before a run gives the publish up as contended (transient)
 
 
 def _plain(value: Any) -> Any:
@@ -29,6 +47,39 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Decimal):
         return float(value)
     return value
+
+
+def publish(bucket: Any, path: str, body: bytes, fence: int, *, processor: str, day: date) -> None:
+    """Publish ``body`` as ``path`` in ``bucket`` (a ``google.cloud.storage`` Bucket) for a run holding
+    ``fence``, unless a run with a newer fence already published it (``LeaseLostError``, nothing
+    changed). An object without the fence metadata (written before exports were fenced) counts as older."""
+    for _ in range(PUBLISH_TRIES):
+        current = bucket.get_blob(path)
+        generation = 0  # the object must not exist yet
+        if current is not None:
+            theirs = _fence_of(current)
+            if theirs > fence:
+                raise LeaseLostError(
+                    f"{processor} {day.isoformat()}: gs://{bucket.name}/{path} was already published by a newer run "
+                    f"(fence {theirs}); this run (fence {fence}) lost its lease and must not replace it",
+                    processor=processor, date=day.isoformat(), published_fence=theirs, fence=fence)
+            generation = int(current.generation)
+        blob = bucket.blob(path)
+        blob.metadata = {FENCE_METADATA: str(fence)}
+        try:
+            blob.upload_from_string(body, content_type="application/json", if_generation_match=generation)
+            return
+        except gexc.PreconditionFailed:
+            continue  # another run published between the check and the write: check again
+    raise TransientError(f"{processor} {day.isoformat()}: gs://{bucket.name}/{path} changed under every one of "
+                         f"{PUBLISH_TRIES} publish attempts; will retry", processor=processor, date=day.isoformat())
+
+
+def _fence_of(blob: Any) -> int:
+    try:
+        return int((blob.metadata or {}).get(FENCE_METADATA, -1))
+    except (TypeError, ValueError):
+        return -1
 
 
 class GcsJsonExport:
@@ -41,9 +92,11 @@ class GcsJsonExport:
         bucket = ctx.pipeline.bucket(ctx.project)
         path = str(proc.export["gcs_json"]).format(date=day.isoformat())
         body = json.dumps({"date": day.isoformat(), "rows": [{k: _plain(v) for k, v in r.items()} for r in rows]})
-        ctx.storage.bucket(bucket).blob(path).upload_from_string(body, content_type="application/json")
-        facts = {"path": f"gs://{bucket}/{path}", "row_count": len(rows), "bytes": len(body.encode()),
-                 "sha256": hashlib.sha256(body.encode()).hexdigest(), proc.output.date_column: day}
+        data = body.encode()
+        facts = {"path": f"gs://{bucket}/{path}", "row_count": len(rows), "bytes": len(data),
+                 "sha256": hashlib.sha256(data).hexdigest(), proc.output.date_column: day}
         manifest = {c: facts[c] for c in proc.output.column_names}
+        # The manifest first, fenced: a run that lost its lease stops here (LeaseLostError).
         ctx.warehouse.merge_rows(proc, day, [manifest], ctx.run_id, ctx.fence)
+        publish(ctx.storage.bucket(bucket), path, data, ctx.fence, processor=proc.name, day=day)
         return len(rows)

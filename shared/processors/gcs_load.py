@@ -5,7 +5,14 @@ means ``gs://<raw bucket>/nbacom/schedule/2025-01-15.json``, list under key ``ga
 is shaped to the declared columns (unknown fields dropped, the date column set to the partition
 date, values coerced strictly to the declared types); a value that does not fit its type, or two
 records with the same MERGE keys, fail the partition permanently (``InvalidSourceError``) with a
-message naming the file, the record, the field, the value and what the type accepts.
+message naming the file, the record, the field, the value and what the type accepts - before
+anything is written.
+
+The file is read as a stream: it is downloaded to a temporary file, its records are parsed one at a
+time (``iter_records``) and shaped on the way to ``Warehouse.write_rows``, which sends up to
+``STAGE_ABOVE_ROWS`` rows as one ``@rows`` query parameter and streams a larger file through an NDJSON
+staging table and the one MERGE (the same path as Python processors). Neither the file nor its rows
+are ever held whole in memory.
 
 Coercion of one JSON value (``null`` is NULL for every type):
 
@@ -15,21 +22,25 @@ type       accepts
 STRING     strings; numbers and booleans as their JSON text (``12`` -> ``"12"``); not objects/lists
 INT64      integers, integral floats and strings (``12``, ``12.0``, ``"12"``); not ``3.7``, ``"3.7"``,
            booleans or values outside int64
-FLOAT64    numbers and numeric strings (``"3.5"``); not booleans or other strings
-NUMERIC    as FLOAT64, finite only
+FLOAT64    finite numbers and numeric strings (``"3.5"``); not booleans, other strings, NaN or
+           Infinity (JSON's ``NaN``/``Infinity`` literals, ``1e999``): no column allows them
+NUMERIC    as FLOAT64
 BOOL       ``true``/``false``, the strings ``"true"``/``"false"`` (any case), ``0``/``1``
 DATE       ``YYYY-MM-DD`` strings of a real date
-TIMESTAMP  ISO 8601 strings with a time (``2025-01-15T19:30:00Z``)
+TIMESTAMP  ISO 8601 strings with a time and an offset (``2025-01-15T19:30:00Z``, ``...+01:00``); not
+           naive ones (``2025-01-15T19:30:00``): which zone they meant is unknowable, never assumed UTC
 =========  ===============================================================================
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import re
+import tempfile
 from datetime import date, datetime
-from typing import Any, Callable
+from typing import IO, Any, Callable, Iterator
 
 from google.api_core import exceptions as gexc
 
@@ -107,7 +118,8 @@ def _date(v: Any) -> date:
 def _timestamp(v: Any) -> str:
     if not isinstance(v, str) or "T" not in v.upper() and " " not in v:
         raise _Reject
-    datetime.fromisoformat(v)
+    if datetime.fromisoformat(v).utcoffset() is None:
+        raise _Reject  # naive: the instant it names depends on a zone the file does not say
     return v
 
 
@@ -115,11 +127,12 @@ def _timestamp(v: Any) -> str:
 _COERCE: dict[str, tuple[Callable[[Any], Any], str]] = {
     "STRING": (_string, "a string (or a number/boolean), not an object or list"),
     "INT64": (_int64, "an integer such as 12, 12.0 or \"12\" (no fraction, within int64)"),
-    "FLOAT64": (_number, "a number or numeric string such as 3.5 or \"3.5\" (not a boolean)"),
+    "FLOAT64": (_numeric, "a finite number or numeric string such as 3.5 or \"3.5\" (not a boolean, NaN or Infinity)"),
     "NUMERIC": (_numeric, "a finite number or numeric string such as 3.5 (not a boolean)"),
     "BOOL": (_bool, "true/false, \"true\"/\"false\" (any case) or 0/1"),
     "DATE": (_date, "a date string YYYY-MM-DD"),
-    "TIMESTAMP": (_timestamp, "an ISO 8601 timestamp string such as 2025-01-15T19:30:00Z"),
+    "TIMESTAMP": (_timestamp, "an ISO 8601 timestamp string with an offset such as 2025-01-15T19:30:00Z or "
+                              "2025-01-15T20:30:00+01:00 (a time without an offset is not assumed to be UTC)"),
 }
 
 
@@ -144,23 +157,34 @@ class GcsJsonLoad:
         bucket = ctx.pipeline.bucket(ctx.project)
         path = raw_path(proc, day)
         uri = f"gs://{bucket}/{path}"
+        with tempfile.TemporaryFile() as raw:
+            try:
+                ctx.storage.bucket(bucket).blob(path).download_to_file(raw)
+            except gexc.NotFound as exc:
+                raise ProcessorError(
+                    f"raw file {uri} not found; re-run the scraper for {day.isoformat()} and re-trigger phase "
+                    f"{proc.phase}", processor=proc.name, date=day.isoformat(), uri=uri) from exc
+            raw.seek(0)
+            rows = self._rows(proc, day, raw, uri)
+            return ctx.warehouse.write_rows(proc, day, rows, ctx.run_id, ctx.fence)
+
+    def _rows(self, proc: Processor, day: date, raw: IO[bytes], uri: str) -> Iterator[dict[str, Any]]:
+        """The file's records shaped to the declared columns, one at a time; a bad record, or (at the end)
+        duplicate keys, raise ``InvalidSourceError`` before the consumer has written anything."""
+        key = proc.source.get("records", "records")
+        where = dict(processor=proc.name, date=day.isoformat(), uri=uri)
+        keys = [k for k in proc.output.merge_keys if k != proc.output.date_column]
+        seen: dict[tuple, list[int]] = {}
         try:
-            payload = ctx.storage.bucket(bucket).blob(path).download_as_bytes()
-        except gexc.NotFound as exc:
-            raise ProcessorError(
-                f"raw file {uri} not found; re-run the scraper for {day.isoformat()} and re-trigger phase {proc.phase}",
-                processor=proc.name, date=day.isoformat(), uri=uri) from exc
-        try:
-            records = json.loads(payload)[proc.source.get("records", "records")]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ProcessorError(f"raw file {uri} is not a JSON object with a {proc.source.get('records')!r} list: {exc}",
-                                 processor=proc.name, date=day.isoformat(), uri=uri) from exc
-        if not isinstance(records, list):
-            raise InvalidSourceError(f"raw file {uri}: {proc.source.get('records')!r} is not a list of records",
-                                     processor=proc.name, date=day.isoformat(), uri=uri)
-        rows = [self._shape(proc, day, rec, uri, i) for i, rec in enumerate(records)]
-        _refuse_duplicate_keys(proc, day, rows, uri)
-        return ctx.warehouse.merge_rows(proc, day, rows, ctx.run_id, ctx.fence)
+            for i, rec in enumerate(iter_records(raw, key)):
+                row = self._shape(proc, day, rec, uri, i)
+                seen.setdefault(tuple(row[k] for k in keys), []).append(i)
+                yield row
+        except _NotAList as exc:
+            raise InvalidSourceError(f"raw file {uri}: {key!r} is not a list of records", **where) from exc
+        except (ValueError, KeyError) as exc:
+            raise ProcessorError(f"raw file {uri} is not a JSON object with a {key!r} list: {exc}", **where) from exc
+        _refuse_duplicate_keys(proc, day, keys, seen, uri)
 
     @staticmethod
     def _shape(proc: Processor, day: date, rec: Any, uri: str, index: int) -> dict[str, Any]:
@@ -187,13 +211,10 @@ class GcsJsonLoad:
         return row
 
 
-def _refuse_duplicate_keys(proc: Processor, day: date, rows: list[dict[str, Any]], uri: str) -> None:
+def _refuse_duplicate_keys(proc: Processor, day: date, keys: list[str], seen: dict[tuple, list[int]],
+                           uri: str) -> None:
     """Two records of one file with the same MERGE keys: which one is the truth is unknowable, so the
     partition fails (a MERGE would insert both on a first load and fail on a later one)."""
-    keys = [k for k in proc.output.merge_keys if k != proc.output.date_column]
-    seen: dict[tuple, list[int]] = {}
-    for i, row in enumerate(rows):
-        seen.setdefault(tuple(row[k] for k in keys), []).append(i)
     dupes = [(key, idx) for key, idx in seen.items() if len(idx) > 1]
     if not dupes:
         return
@@ -203,6 +224,97 @@ def _refuse_duplicate_keys(proc: Processor, day: date, rows: list[dict[str, Any]
     raise InvalidSourceError(f"{uri}: {len(dupes)} duplicate key(s) {keys}: {shown}{more}; each key must appear "
                              f"once per file - fix the file and re-trigger phase {proc.phase} for {day.isoformat()}",
                              processor=proc.name, date=day.isoformat(), uri=uri)
+
+
+# ---------------------------------------------------------------------- streaming JSON
+class _NotAList(ValueError):
+    """The records key holds something other than a list."""
+
+
+def iter_records(raw: IO[bytes], key: str, chunk: int = 1 << 16) -> Iterator[Any]:
+    """The items of the list under ``key`` of the JSON object in the binary file ``raw``, parsed one
+    at a time (memory: one item and a read buffer, never the whole file). ``ValueError`` for text that
+    is not such an object (``KeyError`` when ``key`` is missing, ``_NotAList`` when it is not a list).
+    Other keys' values are parsed and dropped; JSON's ``NaN``/``Infinity`` literals parse as floats
+    (the column types refuse them)."""
+    reader = _JsonReader(io.TextIOWrapper(raw, encoding="utf-8"), chunk)
+    reader.expect("{")
+    found = False
+    if reader.peek() == "}":
+        reader.expect("}")
+    else:
+        while True:
+            name = reader.value()
+            if not isinstance(name, str):
+                raise ValueError(f"an object key must be a string, not {name!r}")
+            reader.expect(":")
+            if name == key and not found:
+                found = True
+                if reader.peek() != "[":
+                    raise _NotAList(f"{key!r} holds {type(reader.value()).__name__}")
+                reader.expect("[")
+                if reader.peek() == "]":
+                    reader.expect("]")
+                else:
+                    while True:
+                        yield reader.value()
+                        if reader.expect(",]") == "]":
+                            break
+            else:
+                reader.value()
+            if reader.expect(",}") == "}":
+                break
+    if reader.peek() != "":
+        raise ValueError("extra data after the JSON object")
+    if not found:
+        raise KeyError(key)
+
+
+class _JsonReader:
+    """JSON values read one at a time from a text stream through a growing buffer."""
+
+    def __init__(self, text: IO[str], chunk: int) -> None:
+        self._text, self._chunk = text, chunk
+        self._buf, self._pos, self._eof = "", 0, False
+        self._decoder = json.JSONDecoder()
+
+    def _more(self, at_least: int) -> bool:
+        if self._eof:
+            return False
+        data = self._text.read(max(self._chunk, at_least))
+        self._buf = self._buf[self._pos:] + data
+        self._pos = 0
+        self._eof = not data
+        return bool(data)
+
+    def peek(self) -> str:
+        """The next non-space character ("" at the end), not consumed."""
+        while True:
+            while self._pos < len(self._buf) and self._buf[self._pos] in " \t\r\n":
+                self._pos += 1
+            if self._pos < len(self._buf) or not self._more(0):
+                return self._buf[self._pos:self._pos + 1]
+
+    def expect(self, allowed: str) -> str:
+        c = self.peek()
+        if not c or c not in allowed:
+            raise ValueError(f"expected one of {allowed!r}, found {c or 'the end of the file'!r}")
+        self._pos += 1
+        return c
+
+    def value(self) -> Any:
+        self.peek()
+        while True:
+            try:
+                value, end = self._decoder.raw_decode(self._buf, self._pos)
+            except json.JSONDecodeError:
+                if self._more(len(self._buf)):  # an incomplete value: read more (doubling) and retry
+                    continue
+                raise
+            if end == len(self._buf) and self._more(len(self._buf)):
+                continue  # a number at the buffer's end may go on in the next chunk
+            self._pos = end
+            return value
 
 
 def _show(value: Any, limit: int = 80) -> str:

@@ -11,8 +11,8 @@ pyarrow Table, or a pandas DataFrame via ``to_dict("records")``).
 Cascade then validates every row against the declared output columns and types (unknown columns,
 NULL keys, duplicate keys and values of the wrong type are refused, naming processor, date, row,
 column and value) and writes them with the same fenced, idempotent MERGE as every other kind: one
-MERGE of the date partition (``Warehouse.merge_rows``), or above ``STAGE_ABOVE_ROWS`` rows an NDJSON
-load into a staging table plus that one MERGE (``Warehouse.merge_rows_staged``).
+MERGE of the date partition (``Warehouse.write_rows``: up to ``STAGE_ABOVE_ROWS`` rows as one query
+parameter, above it an NDJSON load into a staging table plus that one MERGE - the path raw loads take).
 
 Typed values (``None`` is NULL for every type):
 
@@ -49,9 +49,9 @@ from typing import Any, Callable, Iterable, Mapping
 from ..errors import CascadeError, PermanentError, ProcessorError
 from ..logs import get_logger, log
 from ..pipeline import Pipeline, Processor, Upstream, make_importable
+from ..warehouse import STAGE_ABOVE_ROWS  # above it: NDJSON load into a staging table + one MERGE
 from .base import RunContext
 
-STAGE_ABOVE_ROWS = 1000  # above this many rows: NDJSON load into a staging table + one MERGE
 TRACEBACK_CHARS = 1400  # the run record's error keeps the message and the traceback's last frames
 _INT64 = (-2**63, 2**63 - 1)
 
@@ -207,9 +207,7 @@ class PythonProcessor:
         rows = validate_rows(proc, day, produced)
         log(logger, logging.INFO, f"{proc.name} {day.isoformat()}: callable returned {len(rows)} rows",
             reads=pctx.reads, **labels)
-        if len(rows) > STAGE_ABOVE_ROWS:
-            return ctx.warehouse.merge_rows_staged(proc, day, rows, ctx.run_id, ctx.fence)
-        return ctx.warehouse.merge_rows(proc, day, rows, ctx.run_id, ctx.fence)
+        return ctx.warehouse.write_rows(proc, day, rows, ctx.run_id, ctx.fence)
 
 
 def _materialize(result: Any) -> Any:
