@@ -29,7 +29,10 @@ Derived from versions (``freshness``), never stored:
   stale themselves - shown with its reason, rebuilt by a backfill, refused as an input
 
 Derived views: a backfill plan's cells add ``no-game`` and ``running-expired``; a phase's roll-up
-for a date adds ``complete``, ``stale`` and ``partial``.
+for a date adds ``complete``, ``stale``, ``partial`` and ``triggered-not-started`` (shown as
+"triggered, not started": the phase before it completed and published its trigger, and no partition
+of this phase has begun at that generation - nothing of it exists, or only older work; the sweeper
+re-publishes such a trigger once it is older than its deadline).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ class Status(StrEnum):
     # a phase's roll-up for a date (``cascade status``)
     COMPLETE = "complete"
     PARTIAL = "partial"
+    TRIGGERED = "triggered-not-started"  # roll-up: triggered by the phase before it, nothing begun since
     DONE = "done"
     BUSY = "busy"
     STALE = "stale"  # derived: a success that can no longer be believed (freshness)

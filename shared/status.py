@@ -47,6 +47,20 @@ def phase_state(states: list[Partition], generation: int, now, stale: int = 0) -
     return PARTIAL
 
 
+def begun_at(states: list[Partition], generation: int) -> bool:
+    """True when some partition of a phase has begun at ``generation`` or a newer one (it was
+    picked up: run, waited, blocked, skipped or superseded - anything recorded counts)."""
+    return any(s.status != MISSING and s.generation >= generation for s in states)
+
+
+def triggered_not_started(rollup: str, states: list[Partition], claim: dict[str, Any] | None) -> bool:
+    """True when the phase before this one published its trigger (``claim``, at its generation) and
+    nothing of this phase has begun at that generation since: shown as "triggered, not started"
+    while the phase has nothing else to show (missing, or partly done at an older generation)."""
+    return (bool(claim) and claim.get("status") == "published" and rollup in (MISSING, PARTIAL)
+            and not begun_at(states, int(claim.get("generation", 0))))
+
+
 def date_status(app: App, day: date) -> dict[str, Any]:
     """``{"date", "phases": {"2": {"status", "generation", "triggered_next", "processors": {...}}}}``."""
     pipeline, tracker = app.pipeline, app.tracker
@@ -58,11 +72,14 @@ def date_status(app: App, day: date) -> dict[str, Any]:
     out: dict[str, Any] = {"date": day.isoformat(), "expected": pipeline.calendar.is_expected(day), "phases": {}}
     if not out["expected"]:
         out["note"] = f"no games: {pipeline.calendar.reason_not_expected(day)}"
+    published: dict[int, dict[str, Any]] = {}  # next phase -> the claim that triggered it
     for ph in pipeline.phases:
         procs = pipeline.processors_of(ph.number)
         ps = [states[(p.name, day.isoformat())] for p in procs]
         gen = max((s.generation for s in ps if s.status != MISSING), default=0)
         claim = tracker.claim(ph.number, day, gen) if ph.next is not None else None
+        if claim and claim.get("status") == "published":
+            published[ph.next] = claim
         out["phases"][str(ph.number)] = {
             "name": ph.name,
             "status": phase_state(ps, gen, now, sum((s.processor, s.data_date) in stale for s in ps)),
@@ -82,6 +99,13 @@ def date_status(app: App, day: date) -> dict[str, Any]:
                 } for s in ps
             },
         }
+    for number, claim in published.items():
+        ph = out["phases"].get(str(number))
+        ps = [states[(p.name, day.isoformat())] for p in pipeline.processors_of(number)] if ph else []
+        if ph and triggered_not_started(ph["status"], ps, claim):
+            ph["status"] = Status.TRIGGERED
+            ph["triggered_at"] = claim.get("published_at")
+            ph["triggered_generation"] = claim.get("generation")
     return out
 
 

@@ -1,6 +1,6 @@
 """The sweeper: finds and repairs stuck state. Idempotent and safe to run concurrently.
 
-Four repairs, each a query plus per-item compare-and-set, so two sweepers never both "win":
+Five repairs, each a query plus per-item compare-and-set, so two sweepers never both "win":
 
 1. **Unpublished trigger claims** - a phase completed and claimed its downstream trigger, but the
    publish failed or the function died before marking it published. Republish the stored payload
@@ -15,11 +15,19 @@ Four repairs, each a query plus per-item compare-and-set, so two sweepers never 
    Pub/Sub's longest retry backoff): its trigger's messages are gone. Re-trigger its phase for that
    date and processor so it is checked again, at most ``max_attempts`` times per trigger (counted on
    the partition); after that it is recorded ``failed`` with the reason and the command, and alerted.
-4. **Stuck phases** - a phase with some processors done and others missing or failed for longer
+4. **Triggers nobody picked up** - a claim ``published`` for phase N, date D, generation G (phase
+   N+1 was triggered) with no partition of phase N+1 begun at generation G or newer for D, older
+   than ``not_started_after`` (the lease, plus the busy wait, plus ``republish_after_seconds``: a
+   delivery that found the phase busy has begun it or given up by then): its messages were lost (a
+   push to a function that was down, a deleted or misconfigured subscription, a dead letter nobody
+   replayed). Re-publish it through the hand-off (receivers dedupe; the claim's ``published_at``
+   moves on, so it is tried again one deadline later while still not picked up) and alert once.
+   A claim older than the phase's current generation (the phase was rerun since) is left alone.
+5. **Stuck phases** - a phase with some processors done and others missing or failed for longer
    than ``stuck_phase_seconds``: one alert (ever) naming the missing processors and the command
    that re-runs them.
 
-Each repair item (one claim, one expired lease, one expired waiting, one stuck phase) is handled in isolation: an item
+Each repair item (one claim, one expired lease, one expired waiting, one lost trigger, one stuck phase) is handled in isolation: an item
 that cannot be repaired (its topic was deleted, Firestore refused the write ...) is logged with its
 date, phase or processor and the next step, listed in ``SweepReport.errors``, and the sweep goes
 on with the others - one broken item never disables the rest of the repair.
@@ -38,6 +46,8 @@ from .app import App
 from .durations import duration
 from .logs import get_logger, log
 from .messages import Trigger, new_correlation_id
+from .state import Status
+from .status import begun_at
 from .tracking import RUNNING, SUCCESS, WAITING, Partition
 
 logger = get_logger("sweeper")
@@ -50,6 +60,7 @@ class SweepReport:
     republished: list[str] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)  # expired waiting partitions re-triggered
+    not_started: list[str] = field(default_factory=list)  # published triggers nobody picked up, re-published
     stuck: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -58,17 +69,19 @@ class SweepReport:
         return not self.errors
 
     def to_dict(self) -> dict[str, Any]:
-        return {"republished": self.republished, "expired": self.expired, "waiting": self.waiting, "stuck": self.stuck,
-                "errors": self.errors}
+        return {"republished": self.republished, "expired": self.expired, "waiting": self.waiting,
+                "not_started": self.not_started, "stuck": self.stuck, "errors": self.errors}
 
 
 def sweep(app: App, recent_days: int = 3) -> SweepReport:
     report = SweepReport()
-    for repair in (_republish, _expire, _waiting, lambda a, r: _stuck(a, r, recent_days)):
+    for repair in (_republish, _expire, _waiting, lambda a, r: _not_started(a, r, recent_days),
+                   lambda a, r: _stuck(a, r, recent_days)):
         repair(app, report)
     log(logger, logging.INFO if report.ok else logging.ERROR,
         f"sweep: {len(report.republished)} republished, {len(report.expired)} expired leases, "
         f"{len(report.waiting)} expired waiting re-triggered, "
+        f"{len(report.not_started)} triggers nobody picked up re-published, "
         f"{len(report.stuck)} stuck phases, {len(report.errors)} could not be repaired",
         pipeline=app.pipeline.name, **report.to_dict())
     return report
@@ -183,6 +196,64 @@ def _waiting_one(app: App, report: SweepReport, part: Partition) -> None:
 
 def _rerun_command(part: Partition) -> str:
     return f"cascade trigger --date {part.data_date} --phase {part.raw.get('phase')} --processor {part.processor}"
+
+
+def not_started_after(settings: Any) -> float:
+    """Seconds after its publish a trigger nobody picked up is re-published: the lease, plus the busy
+    wait of a delivery that found the phase held by a live run, plus ``republish_after_seconds``
+    (defaults: 120 + 180 + 30 = 330 s)."""
+    return settings.lease_seconds + settings.busy_wait + settings.republish_after_seconds
+
+
+def _not_started(app: App, report: SweepReport, recent_days: int) -> None:
+    now = app.clock()
+    limit = not_started_after(app.settings)
+    claims = _listed(app, report, "published trigger claims",
+                     lambda: app.tracker.published_claims(now - timedelta(days=recent_days),
+                                                          now - timedelta(seconds=limit)))
+    for claim in sorted(claims, key=lambda c: (c["data_date"], c["phase"], c["generation"])):
+        phase, day, gen = claim["phase"], claim["data_date"], claim["generation"]
+        try:
+            nxt = app.pipeline.phase(phase).next
+        except Exception:  # noqa: BLE001 - a phase the definition no longer has: nothing to trigger
+            continue
+        if nxt is None:
+            continue
+        _isolated(app, report, f"trigger of phase {nxt} for {day} g{gen} (published by phase {phase})",
+                  f"check that the push subscription {app.pipeline.push_subscription(nxt)} exists and points at a "
+                  f"running phase {nxt} function, then run `cascade sweep` again (or: cascade trigger --date {day} "
+                  f"--phase {nxt})",
+                  lambda claim=claim, nxt=nxt: _not_started_one(app, report, claim, nxt, limit),
+                  phase=nxt, date=day, generation=gen)
+
+
+def _not_started_one(app: App, report: SweepReport, claim: dict[str, Any], nxt: int, limit: float) -> None:
+    """Re-publish one published trigger whose next phase has begun nothing at its generation."""
+    phase, day, gen = claim["phase"], claim["data_date"], int(claim["generation"])
+    upstream = [p.name for p in app.pipeline.processors_of(phase)]
+    downstream = [p.name for p in app.pipeline.processors_of(nxt)]
+    states = app.tracker.partitions(upstream + downstream, [day])
+    if max((s.generation for n in upstream if (s := states[(n, day)]).status != Status.MISSING), default=0) > gen:
+        return  # phase N was rerun since: its newer claim is the one that counts
+    if begun_at([states[(n, day)] for n in downstream], gen):
+        return  # picked up
+    published_at = claim.get("published_at")
+    handoff.republish(app, claim, by="sweeper: not started")
+    waited = duration((app.clock() - published_at).total_seconds()) if published_at else f"{limit:.0f} s"
+    what = (f"phase {nxt} for {day} g{gen}: triggered by phase {phase} {waited} ago "
+            f"({published_at:%Y-%m-%d %H:%M:%S} UTC), not started; re-published to {claim.get('topic')}"
+            if published_at else f"phase {nxt} for {day} g{gen}: triggered, not started; re-published")
+    report.not_started.append(what)
+    if app.tracker.create_once("alerts", f"not_started__p{nxt}__{day}__g{gen}", {"claim": claim.get("topic")}):
+        app.alerts.send(Alert(
+            f"Phase {nxt} TRIGGERED, NOT STARTED for {day}",
+            f"phase {phase} completed for {day} (generation {gen}) and triggered phase {nxt}, but no run of phase "
+            f"{nxt} began within {limit:.0f} s: its messages were lost (a function that was down, a deleted or "
+            f"misconfigured subscription, a dead letter nobody replayed). The sweeper re-published the trigger "
+            f"(receivers dedupe) and keeps doing so while nothing picks it up. Check the push subscription "
+            f"{app.pipeline.push_subscription(nxt)} and its function (`cascade up` locally), and `cascade dlq list "
+            f"--phase {nxt}`; then `cascade wait --date {day} --phase {nxt}`.",
+            labels={"pipeline": app.pipeline.name, "phase": nxt, "date": day, "generation": gen}))
 
 
 def _stuck(app: App, report: SweepReport, recent_days: int) -> None:

@@ -504,6 +504,21 @@ class Tracker:
         q = self._col("triggers").where(filter=firestore.FieldFilter("status", "==", "claimed"))
         return [s.to_dict() for s in q.stream(timeout=FIRESTORE_TIMEOUT) if (s.to_dict().get("claimed_at") or cutoff) <= cutoff]
 
+    def published_claims(self, since: datetime, until: datetime) -> list[dict[str, Any]]:
+        """Claims marked published between ``since`` and ``until`` (one query, one field: only a
+        published claim has a ``published_at``). A republish moves ``published_at`` on."""
+        self.ops += 1
+        q = self._col("triggers").where(filter=firestore.FieldFilter("published_at", ">=", since)).where(
+            filter=firestore.FieldFilter("published_at", "<=", until))
+        return [s.to_dict() for s in q.stream(timeout=FIRESTORE_TIMEOUT)]
+
+    def claims_between(self, start: date | str, end: date | str) -> list[dict[str, Any]]:
+        """Every trigger claim of the dates ``start..end`` (inclusive), in one query (the status page)."""
+        self.ops += 1
+        q = self._col("triggers").where(filter=firestore.FieldFilter("data_date", ">=", _iso(start))).where(
+            filter=firestore.FieldFilter("data_date", "<=", _iso(end)))
+        return [s.to_dict() for s in q.stream(timeout=FIRESTORE_TIMEOUT)]
+
     # ------------------------------------------------------------------ rejected messages
     def record_rejected(self, phase: int, reason: str, error: str, data: bytes | None,
                         attributes: dict[str, str] | None, message_id: str | None) -> str:

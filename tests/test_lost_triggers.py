@@ -13,8 +13,8 @@ from datetime import date
 
 import pytest
 
-from cascade.errors import TransientError
 from cascade.faults import InjectedCrash
+from cascade.status import date_status
 from cascade.sweeper import sweep
 
 from .harness import FakeClock
@@ -45,3 +45,66 @@ def test_sweeper_retries_a_republish_that_failed(make_harness, inject):
     assert sweep(h.app).expired == []  # repaired once
     h.deliver(json.dumps(retrigger[0]).encode(), phase=2)
     assert h.app.tracker.partition("nbac_schedule", D).status == "success"
+
+
+def test_a_published_trigger_that_no_function_picked_up_is_republished_by_the_sweeper(make_harness):
+    from cascade.sweeper import not_started_after
+
+    clock = FakeClock()
+    h = make_harness(clock=clock)
+    h.write_raw(D, D)
+    assert h.deliver(h.trigger(D, strict_mode=False)).downstream == "published"
+    lost = h.pull(3)  # phase 3's trigger was published ... and never delivered to a phase 3 function
+    assert len(lost) == 1 and h.app.tracker.claim(2, D, 0)["status"] == "published"
+    early = sweep(h.app)
+    assert h.pull(3) == []  # too recent: its delivery may still be under way
+    deadline = not_started_after(h.app.settings)
+    clock.advance(deadline + 1)
+    report = sweep(h.app)
+    again = h.pull(3)
+    assert len(again) == 1 and again[0]["generation"] == 0 and again[0]["phase"] == 2 and again[0]["kind"] == "completion"
+    alerts = [a for a in h.alerts.alerts if "NOT STARTED" in a.title]
+    assert len(alerts) == 1 and "Phase 3" in alerts[0].title and str(D) in alerts[0].title
+    assert report.ok and len(report.not_started) == 1, report
+    assert "phase 3" in report.not_started[0] and str(D) in report.not_started[0]
+    assert sweep(h.app).not_started == []  # the re-publish starts a new deadline
+    clock.advance(deadline + 1)
+    assert len(sweep(h.app).not_started) == 1  # still nobody picked it up: re-published again ...
+    assert len([a for a in h.alerts.alerts if "NOT STARTED" in a.title]) == 1  # ... alerted once
+    copies = h.pull(3)
+    assert len(copies) == 1
+    for msg in again + copies:  # receivers dedupe: two copies run phase 3 once
+        h.deliver(json.dumps(msg).encode(), phase=3)
+    for proc in h.pipeline.processors_of(3):
+        assert [r["status"] for r in h.app.tracker.runs(processor=proc.name, day=D)] == ["success"]
+    clock.advance(deadline + 1)
+    report = sweep(h.app)  # phase 3 began: its trigger is left alone (phase 4's, published by phase 3, is not)
+    assert [x.split(":")[0] for x in report.not_started] == [f"phase 4 for {D} g0"]
+
+
+def test_status_shows_a_phase_triggered_but_not_started(make_harness, capsys):
+    from cascade.ui.server import StatusPage
+    from werkzeug.test import Client
+
+    h = make_harness()
+    h.write_raw(D, D)
+    h.deliver(h.trigger(D, strict_mode=False))  # phase 2 complete, phase 3 triggered, never delivered
+    st = date_status(h.app, D)
+    assert st["phases"]["2"]["triggered_next"]
+    assert st["phases"]["3"]["status"] == "triggered-not-started" and st["phases"]["3"]["triggered_generation"] == 0
+    assert st["phases"]["4"]["status"] == "missing"  # nothing triggered it yet
+    capsys.readouterr()
+    assert h.run_printed(f"cascade status --date {D}") == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("phase 3"))
+    assert "TRIGGERED, NOT STARTED" in line, out
+    page = StatusPage(h.app, start=D, end=D, refresh_s=1.0, slow_ttl=1.0)
+    data = Client(page).get(f"/api/matrix?start={D}&end={D}").get_json()
+    assert data["phases"][f"3|{D}"] == "triggered-not-started" and data["phases"][f"4|{D}"] == "missing"
+    html = Client(page).get(f"/?start={D}&end={D}").get_data(as_text=True)
+    assert "triggered, not started" in html and "r-triggered-not-started" in html
+    for msg in h.pull(3):  # once phase 3 begins, it is no longer "not started"
+        h.deliver(json.dumps(msg).encode(), phase=3)
+    assert date_status(h.app, D)["phases"]["3"]["status"] == "complete"
+    data = Client(page).get(f"/api/matrix?start={D}&end={D}").get_json()
+    assert data["phases"][f"3|{D}"] == "complete"

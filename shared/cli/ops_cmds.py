@@ -169,7 +169,13 @@ def print_status(st: dict) -> None:
         nxt = ""
         if ph["next_phase"]:
             nxt = f"  -> phase {ph['next_phase']} {'triggered' if ph['triggered_next'] else 'not triggered'}"
-        print(f"phase {n} {ph['name']:<11} {ph['status'].upper():<9} generation {ph['generation']}{nxt}")
+        if ph["status"] == "triggered-not-started":  # the phase before it triggered it; nothing began since
+            at = ph.get("triggered_at")
+            print(f"phase {n} {ph['name']:<11} TRIGGERED, NOT STARTED (generation {ph.get('triggered_generation')} "
+                  f"triggered{f' at {at:%Y-%m-%d %H:%M:%S} UTC' if at else ''}; no run began since - "
+                  f"`cascade sweep` re-publishes a trigger nobody picked up)")
+        else:
+            print(f"phase {n} {ph['name']:<11} {ph['status'].upper():<9} generation {ph['generation']}{nxt}")
         for name, p in ph["processors"].items():
             rc = "-" if p["record_count"] is None else p["record_count"]
             dur = "-" if p["duration_s"] is None else f"{p['duration_s']:.2f}s"

@@ -5,7 +5,9 @@ days)`` - a single ``get_all``) and the calendar, and returns immutable rows of 
 carries the partition's status exactly as stored (the ``Status`` vocabulary, what
 ``cascade.status.date_status`` reports per processor) and whether the calendar expects data that day:
 a no-game date is greyed, never shown as a gap. Each row also carries the phase roll-up
-(``cascade.status.phase_state``: complete, blocked, failed, running, skipped, partial, missing).
+(``cascade.status.phase_state``: complete, blocked, failed, running, skipped, partial, missing; and
+``triggered-not-started`` - "triggered, not started" - when the phase before it published its
+trigger and nothing of it began at that generation, from the trigger claims of the range).
 
 ``recovery_commands`` says what to run for a partition: the ``cascade`` commands of a blocked
 reason's ``resolution`` (computed by ``recovery``), or ``cascade trigger --date D --phase N
@@ -25,7 +27,7 @@ from typing import Any, Mapping
 from ..calendar import date_range
 from ..pipeline import Pipeline
 from ..state import Status
-from ..status import phase_state
+from ..status import phase_state, triggered_not_started
 from ..tracking import Partition
 
 # The widest range one page shows (one batched read of days x processors documents).
@@ -138,14 +140,19 @@ def groups_of(pipeline: Pipeline, processors: list[str] | None = None) -> tuple[
 
 def build_matrix(pipeline: Pipeline, states: Mapping[tuple[str, str], Partition], start: date, end: date,
                  now: datetime, processors: list[str] | None = None,
-                 stale: Mapping[tuple[str, str], Any] | None = None) -> Matrix:
+                 stale: Mapping[tuple[str, str], Any] | None = None,
+                 claims: list[Mapping[str, Any]] | None = None) -> Matrix:
     """The matrix of ``start..end`` (inclusive on both sides) from states already read.
 
     ``states`` maps (processor, ISO date) to a ``Partition`` (as ``Tracker.partitions`` returns);
     a key absent from it is shown as missing. ``stale`` (``Freshness.evaluate``) marks succeeded
-    partitions that are stale, with their reason in the tooltip.
+    partitions that are stale, with their reason in the tooltip. ``claims`` (``Tracker.claims_between``)
+    are the trigger claims of the range: a phase whose predecessor's claim at its current generation
+    is published and that began nothing since rolls up to "triggered, not started".
     """
     stale = stale or {}
+    by_claim = {(int(c["phase"]), c["data_date"], int(c["generation"])): c for c in claims or []}
+    triggers = {ph.next: ph.number for ph in pipeline.phases if ph.next is not None}
     cal = pipeline.calendar
     groups = groups_of(pipeline, processors)
     counts: Counter[str] = Counter()
@@ -165,7 +172,14 @@ def build_matrix(pipeline: Pipeline, states: Mapping[tuple[str, str], Partition]
             if expected:
                 counts.update(c.status for c in cells)
             n_stale = sum((part.processor, iso) in stale for part in parts)
-            phases.append(PhaseCells(g.number, str(phase_state(parts, gen, now, n_stale)), cells))
+            state = str(phase_state(parts, gen, now, n_stale))
+            if g.number in triggers:  # the claim of the phase before it, at that phase's current generation
+                before = [states.get((p.name, iso)) or Partition(p.name, iso)
+                          for p in pipeline.processors_of(triggers[g.number])]
+                at = max((s.generation for s in before if s.status != Status.MISSING), default=0)
+                if triggered_not_started(state, parts, by_claim.get((triggers[g.number], iso, at))):
+                    state = str(Status.TRIGGERED)
+            phases.append(PhaseCells(g.number, state, cells))
         rows.append(Row(iso, day.strftime("%a"), expected, note, tuple(phases)))
     return Matrix(start, end, groups, tuple(rows), dict(counts))
 

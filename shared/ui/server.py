@@ -156,14 +156,16 @@ class StatusPage:
 
     def matrix(self, start: date, end: date) -> mx.Matrix:
         """ONE batched Firestore read (every processor x every date of the range, widened back by the
-        longest lookback so that staleness sees the inputs the shown partitions read), then pure code."""
+        longest lookback so that staleness sees the inputs the shown partitions read) and one query of
+        the range's trigger claims (a phase triggered but not started), then pure code."""
         pipeline = self.app.pipeline
         names = [p.name for p in pipeline.processors]
         first = min([start, *(p.window(start, pipeline.calendar)[0] for p in pipeline.processors)])
         days = [start.fromordinal(o) for o in range(first.toordinal(), end.toordinal() + 1)]
         states = self.app.tracker.partitions(names, days)
         shown = {k: v for k, v in states.items() if k[1] >= start.isoformat()}
-        return mx.build_matrix(pipeline, shown, start, end, self.app.clock(), stale=self._stale(states, load=False))
+        return mx.build_matrix(pipeline, shown, start, end, self.app.clock(), stale=self._stale(states, load=False),
+                               claims=self.app.tracker.claims_between(start, end))
 
     def _stale(self, states: dict, load: bool = True) -> dict:
         """The stale partitions among ``states``; with ``load`` the inputs they recorded are read in

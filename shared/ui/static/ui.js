@@ -34,7 +34,8 @@
     td.classList.add("r-" + st);
     if (td.dataset.nogame === "1" && (st === "missing" || st === "skipped")) td.classList.add("nogame");
     td.dataset.state = st;
-    td.title = "phase " + td.dataset.key.replace("|", " ") + ": " + st;
+    td.title = "phase " + td.dataset.key.replace("|", " ") + ": " + (st === "triggered-not-started" ?
+      "triggered, not started (the phase before it triggered it; no run began since: cascade sweep re-publishes it)" : st);
   }
 
   async function poll() {
