@@ -223,10 +223,12 @@ def _sample(args: argparse.Namespace) -> int:
         f"SELECT {', '.join(cols)} FROM `{a.warehouse.table_id(t)}` WHERE {t.date_column} = @d "
         f"ORDER BY {', '.join(t.merge_keys)} LIMIT {int(args.limit)}",
         [bigquery.ScalarQueryParameter("d", "DATE", args.date)])
+    total = a.warehouse.count_rows(t, args.date)
     if args.json:
         print(json.dumps(rows, default=str))
         return 0
-    print(f"{a.warehouse.table_id(t)} on {args.date}: {len(rows)} row(s) shown (limit {args.limit})")
+    print(f"{a.warehouse.table_id(t)} on {args.date}: {total} row(s) in the partition, {len(rows)} shown "
+          f"(limit {args.limit})")
     cells = [[("" if r[c] is None else str(r[c])) for c in cols] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
     print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))

@@ -98,11 +98,22 @@ def _describe(args: argparse.Namespace) -> int:
         nxt = f" -> phase {ph['next']}" if ph["next"] else ""
         print(f"\nphase {ph['number']} {ph['title']}{nxt}\n  topic {ph['topic']}  (dead letters {ph['dead_letter_topic']})")
         for p in ph["processors"]:
-            ups = ", ".join(u["processor"] + (f" (lookback {u['lookback_days']} d)" if u["lookback_days"] else "")
-                            for u in p["upstreams"]) or "-"
+            ups = ", ".join(u["processor"] + _window_text(u) for u in p["upstreams"]) or "-"
             print(f"  {p['name']:<28} -> {p['output_table']}  keys ({p['date_column']}, {', '.join(p['keys'])})")
             print(f"  {'':<28}    upstreams: {ups}")
     return 0
+
+
+def _window_text(u: dict) -> str:
+    """`` (lookback 30 d)``, `` (last 10 expected dates, until the day before)``, or ``""``."""
+    bits = []
+    if u.get("lookback_days"):
+        bits.append(f"lookback {u['lookback_days']} d")
+    if u.get("lookback_dates"):
+        bits.append(f"last {u['lookback_dates']} expected dates")
+    if u.get("until_previous_day"):
+        bits.append("until the day before")
+    return f" ({', '.join(bits)})" if bits else ""
 
 
 def _trigger(args: argparse.Namespace) -> int:
@@ -183,7 +194,7 @@ def print_status(st: dict) -> None:
             if p.get("stale"):
                 print(f"   {'':<28} stale: {p['stale']}")
             elif p.get("error") and p["status"] != "success":
-                print(f"   {'':<28} {p['error'][:300]}")
+                print(f"   {'':<28} {p['error']}")  # whole: it may end in the command to run
 
 
 def _since_arg(text: str):
