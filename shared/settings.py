@@ -25,7 +25,8 @@ class Settings:
             as failed for good and acknowledged (default 5; nothing retries forever).
         republish_after_seconds: a trigger claim left unpublished this long may be republished by
             a redelivery or the sweeper (default 30 s; the receiver dedupes).
-        bigquery_timeout_seconds: deadline of one BigQuery job (default 300 s).
+        bigquery_timeout_seconds: deadline of one BigQuery API request, and of a job sent outside a
+            run (default 300 s); a run's jobs wait up to their processor's ``job_timeout_seconds``.
         publish_timeout_seconds: how long a publish may take before it counts as failed (default
             30 s); the trigger claim then stays unpublished for a redelivery or the sweeper.
         stuck_phase_seconds: a phase whose processors are partly done for longer than this is
