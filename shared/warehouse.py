@@ -555,6 +555,22 @@ class Warehouse:
                                 job_config=config, retry=self._retry, timeout=self.timeout)
         return int(job.total_bytes_processed or 0)
 
+    def insert_rows(self, table: Table, rows: Sequence[dict[str, Any]], run_id: str) -> int:
+        """INSERT ``rows`` (shaped like ``table``'s declared columns, of any dates) as they are, in one
+        job: no MERGE, no fence (``_fence`` 0). Seeds the input tables of a throw-away namespace with
+        given rows (``cascade test``); a run never writes this way."""
+        if not rows:
+            return 0
+        cols = table.column_names
+        struct_rows = [bigquery.StructQueryParameter(None, *[
+            bigquery.ScalarQueryParameter(c, _PARAM_TYPE[t], row.get(c)) for c, t in table.columns]) for row in rows]
+        job = self._run(
+            f"INSERT INTO `{self.table_id(table)}` ({', '.join(cols)}, _run_id, _processed_at, _fence) "
+            f"SELECT {', '.join('r.' + c for c in cols)}, @run_id, CURRENT_TIMESTAMP(), 0 FROM UNNEST(@rows) AS r",
+            [bigquery.ArrayQueryParameter("rows", "STRUCT", struct_rows),
+             bigquery.ScalarQueryParameter("run_id", "STRING", run_id)])
+        return int(job.num_dml_affected_rows or 0)
+
 
 # A statement that only reads (the gates', the checks'): any job id, never re-attached.
 _READ = re.compile(r"^\s*(?:(?:--|#)[^\n]*\n\s*|/\*.*?\*/\s*)*(?:SELECT|WITH|\()", re.IGNORECASE | re.DOTALL)
