@@ -29,6 +29,11 @@ class App:
     clock: Callable[[], datetime] = utcnow
     alerts: AlertSink = field(default_factory=LogAlertSink)
 
+    def __post_init__(self) -> None:
+        # A calendar whose expected dates come from data reads them through this process's warehouse
+        # (once, on first use, then every ``refresh_seconds``); a plain calendar ignores it.
+        self.pipeline.calendar.attach(lambda source, start, end: self.warehouse.calendar_dates(source, start, end))
+
     @staticmethod
     def from_env(**overrides: Any) -> "App":
         settings = Settings.from_env()

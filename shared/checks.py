@@ -17,6 +17,11 @@ Two checks, both driven by the definition's upstreams (no per-processor code):
   window, never one per date. Lookback 30 on 2025-01-31 checks 2025-01-01..2025-01-31; a lookback
   of 10 expected dates checks from the 10th game date back.
 
+Both use the pipeline's one calendar: a window never reaches before the declared ``history_start``
+(a *short window by declaration*: checked and read from the history start on, and said so in the
+check's detail, which is recorded with the run), and with expected dates from data a date the
+schedule does not cover yet is expected (the detail names those dates).
+
 A failed check yields a ``Blocked`` reason whose resolution ``recovery.next_steps`` computes from
 state (the root cause, then one command that works when pasted); an error inside a check is raised
 as ``TransientError`` (retry), never treated as a pass.
@@ -170,14 +175,16 @@ class Checks:
             missing = [d for d in expected if d not in present]
             elapsed = time.perf_counter() - started
             table_id = f"{self.pipeline.dataset_id(table.dataset)}.{table.name}"
+            notes = _window_notes(self.pipeline.calendar, u, day, missing or expected)
             if not missing:
                 results.append(CheckResult(DATA_GAPS, table_id, True, elapsed, 1,
-                                           f"{len(expected)} expected date(s) {start}..{end} present in {table_id}"))
+                                           f"{len(expected)} expected date(s) {start}..{end} present in {table_id}"
+                                           + notes))
                 continue
             title = self.pipeline.phase(proc.phase).title
             blocked = Blocked(
                 check=DATA_GAPS, upstream=table_id, dates=iso(missing),
-                detail=f"{title} BLOCKED: Data Gaps — missing dates {iso(missing)} in {table_id}",
+                detail=f"{title} BLOCKED: Data Gaps — missing dates {iso(missing)} in {table_id}" + notes,
                 resolution=next_steps(self.pipeline, self.tracker, self.warehouse.project, proc, day, u.processor,
                                       iso(missing)))
             results.append(CheckResult(DATA_GAPS, table_id, False, elapsed, 1, blocked.detail, blocked))
@@ -201,6 +208,20 @@ class Checks:
                 + ", ".join(f"{n} ({st})" for n, st in bad.items())
                 + f" not successful; run them first: cascade backfill --start {day} --end {day} --phase {first.phase}"
                 + f", then: cascade backfill --start {day} --end {day} --processor {proc.name}")
+
+
+def _window_notes(calendar, upstream, day: date, dates: list[date]) -> str:
+    """What a gap check's detail says about its window: a short window by declaration (it reaches
+    before the history start), and the dates expected only because the schedule does not cover them."""
+    notes = []
+    short = upstream.short_window(day, calendar)
+    if short:
+        notes.append(f"short window by declaration: {short}")
+    unknown = [d for d in dates if calendar.is_unknown(d)]
+    if unknown:
+        notes.append(f"{', '.join(iso(unknown[:5]))}{' ...' if len(unknown) > 5 else ''}: "
+                     + calendar.note(unknown[0]))
+    return "".join(f" ({n})" for n in notes)
 
 
 def _expired_waiting(st: Partition, now, since) -> str:

@@ -78,6 +78,8 @@ class Upstream:
     off-season do not count), e.g. a player's last 10 game dates, which may reach into last season.
     ``until_previous_day`` ends the window the day before (forward-looking readers, e.g. predictions
     for today's games, read history up to yesterday): 2025-01-17..2025-01-30 for lookback 14.
+    A window never starts before the calendar's ``history_start``: reaching before it is a *short
+    window by declaration* (``short_window`` says so), not a gap.
     """
 
     processor: str
@@ -90,7 +92,15 @@ class Upstream:
         return self.lookback_days > 0 or self.lookback_dates > 0
 
     def window(self, day: date, calendar: Calendar | None = None) -> tuple[date, date]:
-        """The dates of this upstream a run for ``day`` needs (inclusive on both sides)."""
+        """The dates of this upstream a run for ``day`` needs (inclusive on both sides), never before the
+        calendar's history start."""
+        start, end = self.declared_window(day, calendar)
+        if calendar is not None:
+            start = calendar.clip(start)
+        return min(start, end), end
+
+    def declared_window(self, day: date, calendar: Calendar | None = None) -> tuple[date, date]:
+        """The window as its lookback declares it, ignoring where history starts."""
         end = day - timedelta(days=1) if self.until_previous_day else day
         start = day - timedelta(days=self.lookback_days)
         if self.lookback_dates > 0:
@@ -98,6 +108,18 @@ class Upstream:
                 raise DefinitionError(f"upstream {self.processor}: lookback_dates needs the pipeline calendar")
             start = min(start, calendar.nth_expected_on_or_before(end, self.lookback_dates))
         return min(start, end), end
+
+    def short_window(self, day: date, calendar: Calendar | None) -> str:
+        """"" when the run for ``day`` reads its whole declared window; else what it reads instead, e.g.
+        "nbac_schedule: 2024-10-22..2024-10-25 of 2024-09-25..2024-10-25 (history starts 2024-10-22)"."""
+        if calendar is None or calendar.history_start is None or not self.has_lookback:
+            return ""
+        declared = self.declared_window(day, calendar)
+        start, end = self.window(day, calendar)
+        if start <= declared[0]:
+            return ""
+        return (f"{self.processor}: {start}..{end} of {declared[0]}..{declared[1]} "
+                f"(history starts {calendar.history_start})")
 
 
 @dataclass(frozen=True)
@@ -162,6 +184,12 @@ class Processor:
         starts = [u.window(day, calendar)[0] for u in self.upstreams]
         return min([day, *starts]), day
 
+    def short_window(self, day: date, calendar: Calendar | None) -> str:
+        """Which lookbacks of the run for ``day`` are short by declaration (they reach before the history
+        start and read what exists from it), "" when none is."""
+        shorts = [s for s in (u.short_window(day, calendar) for u in self.upstreams) if s]
+        return ("short window by declaration: " + "; ".join(shorts)) if shorts else ""
+
 
 @dataclass(frozen=True)
 class Phase:
@@ -201,7 +229,8 @@ class Pipeline:
         """A copy whose resource names carry ``namespace`` (``""`` = none)."""
         if namespace and not re.fullmatch(r"[a-z][a-z0-9]{0,19}", namespace):
             raise DefinitionError(f"namespace {namespace!r} must be 1-20 lowercase letters/digits, starting with a letter")
-        return replace(self, namespace=namespace)
+        # Expected dates read from data belong to one namespace's tables: the copy reads its own.
+        return replace(self, namespace=namespace, calendar=self.calendar.detached())
 
     def dataset_id(self, dataset: str) -> str:
         return f"{self.namespace}_{dataset}" if self.namespace else dataset
@@ -530,8 +559,37 @@ def _validate(p: Pipeline) -> None:
                     fail(f"{where}: sql reads undeclared table {ds}.{tb}")
     for ph in p.phases:
         p.processors_of(ph.number)  # raises on cycles
+    _validate_calendar(p, fail)
     if p.synthetic is not None and not _CALLABLE.match(p.synthetic):
         fail(f"`synthetic: {p.synthetic}` must have the form module:attribute")
+
+
+# Python types a ``calendar.expected_from.where`` value may have, per declared column type.
+_WHERE_TYPES: dict[str, tuple[type, ...]] = {"STRING": (str,), "INT64": (int,), "FLOAT64": (int, float),
+                                             "NUMERIC": (int, float), "BOOL": (bool,), "DATE": (str, date)}
+
+
+def _validate_calendar(p: Pipeline, fail: Any) -> None:
+    """``calendar.expected_from`` names a declared processor and filters on its declared columns with
+    values of their types (they become query parameters; the identifiers come from the definition)."""
+    src = p.calendar.expected_from
+    if src is None:
+        return
+    where = "calendar.expected_from"
+    if src.processor not in {x.name for x in p.processors}:
+        fail(f"{where}: processor {src.processor!r} is not a declared processor")
+    cols = dict(p.processor(src.processor).output.columns)
+    for col, values in src.where:
+        if col not in cols:
+            fail(f"{where}.where: {col!r} is not a column of {src.processor}; columns are {sorted(cols)}")
+        kinds = _WHERE_TYPES.get(cols[col])
+        if kinds is None:
+            fail(f"{where}.where: {col} is {cols[col]}, which a filter cannot compare")
+        for v in values:
+            if not isinstance(v, kinds) or (isinstance(v, bool) and bool not in kinds):
+                fail(f"{where}.where: {col} is {cols[col]}, {v!r} is not a value of that type")
+    if src.refresh_seconds < 1:
+        fail(f"{where}.refresh_seconds must be >= 1")
 
 
 def _validate_synthetic_hints(pr: Processor, cols: dict[str, str], fail: Any) -> None:

@@ -70,8 +70,8 @@ def date_status(app: App, day: date) -> dict[str, Any]:
     stale = fresh.evaluate([k for k, st in states.items() if st.status == Status.SUCCESS])
     now = app.clock()
     out: dict[str, Any] = {"date": day.isoformat(), "expected": pipeline.calendar.is_expected(day), "phases": {}}
-    if not out["expected"]:
-        out["note"] = f"no games: {pipeline.calendar.reason_not_expected(day)}"
+    if pipeline.calendar.note(day):  # no games (and why), or expected only because the schedule does not cover it
+        out["note"] = pipeline.calendar.note(day)
     published: dict[int, dict[str, Any]] = {}  # next phase -> the claim that triggered it
     for ph in pipeline.phases:
         procs = pipeline.processors_of(ph.number)
@@ -96,6 +96,8 @@ def date_status(app: App, day: date) -> dict[str, Any]:
                     "duration_s": s.duration_s, "generation": s.generation, "attempts": s.attempts,
                     "error": s.error or None, "updated_at": s.raw.get("updated_at"),
                     **({"resolution": (s.blocked or {}).get("resolution")} if s.blocked else {}),
+                    **({"short_window": w} if (w := pipeline.processor(s.processor).short_window(
+                        day, pipeline.calendar)) else {}),
                 } for s in ps
             },
         }

@@ -571,6 +571,31 @@ class Warehouse:
              bigquery.ScalarQueryParameter("run_id", "STRING", run_id)])
         return int(job.num_dml_affected_rows or 0)
 
+    # ------------------------------------------------------------------ calendar from data
+    def calendar_dates(self, source: Any, start: date, end: date) -> Any:
+        """What the calendar's ``expected_from`` processor says about ``start..end`` (one query): the
+        dates with a row matching its ``where`` filter, and its last loaded date (newest row of any
+        kind). Columns come from the definition; filter values are query parameters."""
+        from .calendar import ScheduleDates
+
+        proc = self.pipeline.processor(source.processor)
+        table, cols = proc.output, dict(proc.output.columns)
+        dc = table.date_column
+        params: list[Any] = [bigquery.ScalarQueryParameter("start", "DATE", start),
+                             bigquery.ScalarQueryParameter("end", "DATE", end)]
+        conditions = []
+        for i, (col, values) in enumerate(source.where):
+            kind = _PARAM_TYPE[cols[col]]
+            values = [date.fromisoformat(v) if kind == "DATE" and isinstance(v, str) else v for v in values]
+            params.append(bigquery.ArrayQueryParameter(f"where_{i}", kind, values))
+            conditions.append(f"{col} IN UNNEST(@where_{i})")
+        match = " AND ".join(conditions) or "TRUE"
+        rows = self.query(
+            f"SELECT {dc} AS d, COUNTIF({match}) AS matching FROM `{self.table_id(table)}` "
+            f"WHERE {dc} BETWEEN @start AND @end GROUP BY {dc}", params)
+        dates = frozenset(r["d"] for r in rows if int(r["matching"] or 0) > 0)
+        return ScheduleDates(dates, max((r["d"] for r in rows), default=None))
+
 
 # A statement that only reads (the gates', the checks'): any job id, never re-attached.
 _READ = re.compile(r"^\s*(?:(?:--|#)[^\n]*\n\s*|/\*.*?\*/\s*)*(?:SELECT|WITH|\()", re.IGNORECASE | re.DOTALL)

@@ -214,7 +214,10 @@ def build_plan(pipeline: Pipeline, tracker: Any, processors: list[Processor], st
     check_range(start, end)
     dates = list(date_range(start, end))
     cal = pipeline.calendar
-    expected = [d for d in dates if cal.is_expected(d)]
+    # Per processor: the processor a from-data calendar reads its dates from is expected on every
+    # declared date (it defines the calendar), the others on the dates its data lists.
+    expects = {p.name: {d for d in dates if cal.is_expected(d, p.name)} for p in processors}
+    expected = [d for d in dates if any(d in ds for ds in expects.values())]
     now = now or tracker.clock()
     # Every processor of the selected phases is read, so generations are per phase (not per selection).
     phase_members = {ph: [p.name for p in pipeline.processors_of(ph)] for ph in {p.phase for p in processors}}
@@ -228,7 +231,7 @@ def build_plan(pipeline: Pipeline, tracker: Any, processors: list[Processor], st
         for d in dates:
             key = (p.name, d.isoformat())
             st = states.get(key, Partition(p.name, d.isoformat()))
-            cells[key] = cell_state(st, cal.is_expected(d), now, key in stale)
+            cells[key] = cell_state(st, d in expects[p.name], now, key in stale)
             if key in stale:
                 reasons[key] = stale[key].reason
             elif cells[key] in (FAILED, BLOCKED, WAITING, EXPIRED) and st.error:
@@ -241,6 +244,8 @@ def build_plan(pipeline: Pipeline, tracker: Any, processors: list[Processor], st
         iso = d.isoformat()
         for p in sorted(processors, key=lambda x: (x.phase, order[x.name])):
             key = (p.name, iso)
+            if cells[key] == NO_GAME:
+                continue
             if cells[key] in TO_RUN or (force and cells[key] == DONE):
                 runs[key] = cells[key]
                 continue

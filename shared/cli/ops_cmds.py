@@ -191,6 +191,8 @@ def print_status(st: dict) -> None:
             rc = "-" if p["record_count"] is None else p["record_count"]
             dur = "-" if p["duration_s"] is None else f"{p['duration_s']:.2f}s"
             print(f"   {name:<28} {p['status']:<8} rows {rc!s:>5}  {dur:>7}  {p['run_id'] or ''}")
+            if p.get("short_window"):
+                print(f"   {'':<28} {p['short_window']}")
             if p.get("stale"):
                 print(f"   {'':<28} stale: {p['stale']}")
             elif p.get("error") and p["status"] != "success":

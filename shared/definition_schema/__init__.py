@@ -155,6 +155,23 @@ CALENDAR = Obj({
     "closed_weekdays": List(Str("A weekday.", enum=["monday", "tuesday", "wednesday", "thursday", "friday",
                                                     "saturday", "sunday"]),
                             "Weekdays without data every week (e.g. a shop closed on Sundays)."),
+    "history_start": Date("The first date the pipeline has data for. Earlier dates are not expected; a lookback "
+                          "reaching before it is a short window by declaration (computed on what exists, said "
+                          "so in the checks and `cascade status`), never a gap, and a backfill from it needs "
+                          "nothing before it."),
+    "expected_from": Obj({
+        "processor": Str("A declared processor (e.g. the schedule loader) whose output table lists the expected "
+                         "dates: a date has data when the table has a row for it.", pattern=NAME, required=True),
+        "where": Map(Either(Str(), Bool(), Num(), List(Either(Str(), Bool(), Num()), min_items=1)),
+                     "Only rows matching count: column -> value or list of values, e.g. `{game_status: 3}`. "
+                     "Columns are the processor's declared output columns; values are sent as query "
+                     "parameters.", key_pattern=NAME),
+        "refresh_seconds": Int("How long a process keeps the dates it read before reading them again.",
+                               minimum=1, default=300),
+    }, "Expected dates from data, inside the seasons and the rules above: one query per process (kept "
+       "`refresh_seconds`). A date after the processor's last loaded date, or while its table cannot be read, "
+       "is expected (unknown), never a hidden gap; the processor's own partitions are expected on every "
+       "declared date. See docs/calendars.md."),
 }, "Which dates are expected to have data.", required=True, title="Calendar")
 
 SCHEMA = Obj({
