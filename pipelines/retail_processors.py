@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Iterator
 
+from cascade import PythonContext
+
 ANOMALY_LOW, ANOMALY_HIGH = 0.5, 1.5
 
 
-def store_demand_features(ctx: Any) -> Iterator[dict[str, Any]]:
+def store_demand_features(ctx: PythonContext) -> Iterator[dict[str, Any]]:
     """Each store's revenue on the date against its average over the declared 7-day window
     (the date and the 6 before it; fewer on the chain's first days)."""
     history: dict[str, list[float]] = defaultdict(list)
