@@ -33,7 +33,7 @@ venv: prereqs $(VENV)/.installed
 demo: venv
 	@bash scripts/demo.sh
 
-test: venv lint test-python test-infra test-py312
+test: venv lint test-cases test-python test-infra test-py312
 
 test-python: venv
 	$(VENV)/bin/python -m pytest -q -p no:bqemulator tests --ignore=tests/test_terraform.py --ignore=tests/test_terraform_schema.py
@@ -43,6 +43,12 @@ lint: venv
 	$(VENV)/bin/cascade lint pipelines/*.yaml
 	@set -e; tmp=$$(mktemp -d); $(VENV)/bin/cascade init $$tmp/lint_scaffold >/dev/null; \
 		$(VENV)/bin/cascade lint $$tmp/lint_scaffold/pipeline.yaml; rm -rf $$tmp
+
+# The processor test cases beside every shipped definition and in a fresh scaffold (cascade test:
+# given input rows, expected output rows, on the local BigQuery engine; SQL analyzed by ZetaSQL).
+test-cases: venv
+	@set -e; tmp=$$(mktemp -d); $(VENV)/bin/cascade init $$tmp/case_scaffold >/dev/null; \
+		$(VENV)/bin/cascade test pipelines/*.yaml $$tmp/case_scaffold; rm -rf $$tmp
 
 test-infra:
 	@bash infra/check.sh

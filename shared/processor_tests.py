@@ -585,6 +585,13 @@ class Runner:
         result.seconds = time.perf_counter() - started
         return result
 
+    def run_all(self, cases: list[Case]) -> list[CaseResult]:
+        """Run ``cases`` in order, then drop the namespace."""
+        try:
+            return [self.run(case) for case in cases]
+        finally:
+            self.drop()
+
     def drop(self) -> None:
         """Delete the throw-away namespace's datasets."""
         for ds in {self.pipeline.dataset_id(p.output.dataset) for p in self.pipeline.processors

@@ -5,7 +5,8 @@ The project is the template folder ``shared/templates/init/`` with four words fi
 ``<name>_processors``), ``__BUCKET__`` (the raw bucket stem) and ``__SCHEMA__`` (the absolute path
 of this checkout's ``docs/definition-schema.json``, for editor completion). What it holds: a
 definition with two phases (a raw load; a SQL and a Python processor), quality gates, a calendar,
-sample raw files, a README that is the tutorial, a test and a ``pytest.ini``.
+sample raw files, a README that is the tutorial, a processor test case (``tests/store_trends.yaml``,
+run by ``cascade test``), a test and a ``pytest.ini``.
 
 Inside DIR every ``cascade`` command uses ``./pipeline.yaml`` (``cascade.cli.use_project_definition``)
 and the functions import the module from DIR (``pipeline.make_importable``). Nothing is overwritten:
@@ -45,6 +46,7 @@ class Scaffold:
             "next:",
             f"  cd {self.root}",
             "  cascade lint                                    # every problem with its line; SQL by BigQuery's analyzer",
+            "  cascade test                                    # the processor test cases in tests/ (local BigQuery only)",
             f"  cascade up --start {FIRST_DATE} --end {LAST_SAMPLE_DATE}  # emulators, functions, raw files",
             f"  cascade trigger --date {FIRST_DATE}               # phase 1, then phase 2 on its completion",
             f"  cascade wait --date {FIRST_DATE} --phase 2        # exit 0 when the date completed",

@@ -146,7 +146,7 @@ def _test(args: argparse.Namespace) -> int:
     try:
         groups = [collect(definition, files, args.processor) for definition, files in _groups(args)]
     except CaseFileError as exc:
-        print(f"error: bad case file {exc.message}", file=sys.stderr)
+        print(f"error: {exc.message}", file=sys.stderr)
         return 2
     except CascadeError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
