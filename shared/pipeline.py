@@ -40,6 +40,8 @@ _CALLABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Z
 # Fields of the manifest row an export processor writes (its output columns are a subset of these
 # plus its date column): the file's gs:// path, its row count, its size and its SHA-256.
 MANIFEST_FIELDS = {"path": "STRING", "row_count": "INT64", "bytes": "INT64", "sha256": "STRING"}
+# How an export lays its rows out in the file (``export.format``; the first is the default).
+EXPORT_FORMATS = ("envelope", "json_array", "json_lines")
 GATE_KINDS = ("row_count", "not_null", "range", "sql")
 _NUMERIC = {"INT64", "FLOAT64", "NUMERIC"}
 
@@ -270,6 +272,20 @@ class Pipeline:
 
     def bucket(self, project: str) -> str:
         return f"{project}-{self._prefix()}{self.raw_bucket}".lower()
+
+    def export_bucket(self, proc: Processor, project: str) -> str:
+        """The bucket ``proc``'s export is published to: its ``export.bucket`` stem, named like the raw
+        bucket (``<project>-<namespace->stem``), or the raw bucket when it declares none."""
+        stem = (proc.export or {}).get("bucket")
+        return f"{project}-{self._prefix()}{stem}".lower() if stem else self.bucket(project)
+
+    def buckets(self, project: str) -> list[str]:
+        """Every bucket the pipeline uses: the raw bucket, then the exports' own buckets."""
+        out = [self.bucket(project)]
+        for p in self.processors:
+            if p.export is not None and self.export_bucket(p, project) not in out:
+                out.append(self.export_bucket(p, project))
+        return out
 
     # ------------------------------------------------------------------ lookup
     def phase(self, number: int) -> Phase:
@@ -540,6 +556,10 @@ def _validate(p: Pipeline) -> None:
             if wrong:
                 fail(f"{where}: an export's output columns are its date column and manifest fields "
                      f"{MANIFEST_FIELDS}; not {wrong}")
+            if "{date}" not in str(pr.export["gcs_json"]):
+                fail(f"{where}: export path {pr.export['gcs_json']!r} needs `{{date}}` (one file per date)")
+            if str(pr.export.get("format", "envelope")) not in EXPORT_FORMATS:
+                fail(f"{where}: export format {pr.export.get('format')!r} is not one of {list(EXPORT_FORMATS)}")
         if pr.python is not None and not _CALLABLE.match(pr.python):
             fail(f"{where}: `python: {pr.python}` must have the form module:attribute "
                  f"(e.g. my_pipeline.features:build)")

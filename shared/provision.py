@@ -75,12 +75,13 @@ def ensure_pubsub(pipeline: Pipeline, project: str, publisher: Any, subscriber: 
 
 
 def ensure_bucket(pipeline: Pipeline, project: str, storage_client: Any) -> str:
-    name = pipeline.bucket(project)
-    try:
-        storage_client.create_bucket(name)
-    except gexc.Conflict:
-        pass
-    return name
+    """Create the raw bucket and every export's own bucket (``export.bucket``); returns the raw one."""
+    for name in pipeline.buckets(project):
+        try:
+            storage_client.create_bucket(name)
+        except gexc.Conflict:
+            pass
+    return pipeline.bucket(project)
 
 
 def push_endpoint(base_url: str, project: str, topic: str) -> str:

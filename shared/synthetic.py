@@ -18,8 +18,11 @@ other columns get values of their type. ``source.synthetic`` in the definition s
           units: {min: 1, max: 40}                 # numbers within bounds
 
 A definition may name its own generator instead (``synthetic: module:attribute``, a callable
-``day_files(day) -> {pattern: body}``, e.g. the reference NBA pipeline's realistic box scores);
-patterns it does not return are derived as above.
+``day_files(day) -> {pattern: body}``, e.g. the reference NBA pipeline's realistic box scores):
+``day`` is a ``datetime.date`` (only expected dates are asked for), each key is a ``source.gcs_json``
+path pattern exactly as declared (``"stations/{date}.json"``, not the rendered path), each body a
+dict (serialized as JSON) or a str (written as it is: the JSON text). Patterns it does not return
+are derived as above; keys that no source declares are ignored.
 """
 
 from __future__ import annotations
@@ -134,7 +137,9 @@ def write_day(pipeline: Pipeline, bucket: Any, day: date, failed_scrapes: set[st
             except gexc.NotFound:
                 pass
             continue
-        bucket.blob(path).upload_from_string(json.dumps(body), content_type="application/json")
+        # A dict is serialized as JSON; a str (or bytes) is written as it is: the JSON text itself.
+        data = body if isinstance(body, (str, bytes)) else json.dumps(body)
+        bucket.blob(path).upload_from_string(data, content_type="application/json")
         written.append(path)
     return written
 

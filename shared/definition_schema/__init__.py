@@ -38,6 +38,9 @@ REFERENCE_PATH = REPO_ROOT / "docs" / "definition-reference.md"
 NAME = r"^[a-z][a-z0-9_]*$"
 TABLE = r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$"
 CALLABLE = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
+# An export's bucket name stem: lowercase letters, digits, dashes (the project and namespace are prefixed).
+BUCKET = r"^[a-z0-9][a-z0-9-]{0,40}[a-z0-9]$"
+EXPORT_FORMATS = ("envelope", "json_array", "json_lines")
 COLUMN_TYPES = ["DATE", "STRING", "INT64", "FLOAT64", "BOOL", "TIMESTAMP", "NUMERIC"]
 
 _LOOKBACK = "lookbacks must be >= 0"
@@ -110,9 +113,18 @@ PROCESSOR = Obj({
         }, "Shapes the synthetic raw files written for local runs and tests."),
     }, "Load a raw JSON file per date from GCS (phase 2 loaders)."),
     "export": Obj({
-        "gcs_json": Str("Export file path with `{date}`.", required=True),
-        "sql": Str("The SELECT whose rows are exported.", required=True),
-    }, "Export a date's query result as a JSON file and record a manifest row."),
+        "gcs_json": Str("Export file path with `{date}`, e.g. `exports/daily/{date}.json`.", required=True),
+        "sql": Str("The SELECT whose rows are exported (`{dataset.table}` placeholders, `@data_date` and "
+                   "`@window_start`); DATE and TIMESTAMP values are written as ISO 8601 text, NUMERIC as numbers.",
+                   required=True),
+        "bucket": Str("Bucket name stem of the export (the bucket is `<project>-<bucket>`, namespaced like "
+                      "`raw_bucket`; created by `cascade up`). Default: the raw bucket.", pattern=BUCKET),
+        "format": Str("File layout: `envelope` is one JSON object `{\"date\": ..., \"rows\": [...]}`; "
+                      "`json_array` is the rows as one JSON array; `json_lines` is one JSON object per row and "
+                      "line (newline-delimited JSON, what `bq load` and most readers stream).",
+                      enum=list(EXPORT_FORMATS), default="envelope"),
+    }, "Export a date's query result as a JSON file and record a manifest row (the processor's `output` "
+       "columns are its date column plus any of `path`, `row_count`, `bytes`, `sha256`; keys `[path]`)."),
     "python": Str("`module:attribute` of a Python callable producing the date's rows (importable from the "
                   "definition's folder or PYTHONPATH).", pattern=CALLABLE, examples=["my_pipeline.features:build"]),
     "allow_empty": Bool("Zero rows on an expected date is a valid result (else refused, existing rows kept).",
