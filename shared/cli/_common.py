@@ -33,6 +33,8 @@ def app(require_stack: bool = True):
     from ..app import App
 
     load_env_file()
+    if os.environ.get("CASCADE_PRODUCTION") != "1":  # locally, keep this process's alerts for `cascade alerts`
+        os.environ.setdefault("CASCADE_ALERT_LOG", str(state_dir() / "logs" / "cli.log"))
     if require_stack and not (os.environ.get("FIRESTORE_EMULATOR_HOST") or os.environ.get("CASCADE_PRODUCTION") == "1"):
         fail("no emulator addresses: run `cascade up` first (or `source .cascade/env`); "
              "set CASCADE_PRODUCTION=1 to use real Google Cloud with application default credentials")
