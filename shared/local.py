@@ -65,7 +65,13 @@ def function_env(endpoints: Endpoints, pipeline: Pipeline, extra: dict[str, str]
 def start_functions(stack: LocalStack, endpoints: Endpoints, pipeline: Pipeline,
                     extra_env: dict[str, str] | None = None, phases: list[int] | None = None) -> dict[int, str]:
     """Start one functions-framework server per phase; phase -> URL. A running one is reused unless its
-    command, environment, definition or code (``deployed.local_versions``) changed: then it is restarted."""
+    command, environment, definition or code (``deployed.local_versions``) changed: then it is restarted.
+
+    A function keeps the port it was recorded with, also after it crashed: its push subscription
+    keeps pointing at it, so the messages Pub/Sub failed to push while it was down are redelivered
+    to the restarted function (repointing the subscription while messages are in flight loses
+    them). What is left of a crashed function's process group is stopped first
+    (``LocalStack.start_process``)."""
     ff = str(Path(sys.executable).parent / "functions-framework")
     urls: dict[int, str] = {}
     versions = local_versions(pipeline)
@@ -74,7 +80,7 @@ def start_functions(stack: LocalStack, endpoints: Endpoints, pipeline: Pipeline,
         if phases is not None and ph.number not in phases:
             continue
         rec = known.get(ph.number)
-        port = rec["port"] if rec and rec.get("alive") else free_port()
+        port = rec["port"] if rec else free_port()  # the recorded port, alive or crashed
         # One generic entry point serves every phase of any definition; CASCADE_PHASE says which.
         argv = [ff, "--target=handle", "--signature-type=cloudevent", f"--source={GENERIC_FUNCTION}",
                 "--host=127.0.0.1", f"--port={port}"]

@@ -112,6 +112,58 @@ def _members(rec: Mapping[str, int]) -> list[int]:
     return found
 
 
+def _leader_alive(rec: Mapping[str, int]) -> bool:
+    """True if the recorded group leader itself still runs (the recorded pid, same start time, not a
+    zombie). A group whose leader died is a crashed process: what is left of it (an orphaned worker)
+    is stopped, never reused."""
+    st = _proc_stat(int(rec["pid"]))
+    return st is not None and st[3] == int(rec["start_time"]) and st[0] not in ("Z", "X")
+
+
+def _listeners(port: int) -> list[int]:
+    """Pids holding a listening TCP socket on *port* (IPv4 or IPv6), from /proc; [] if none is
+    visible (another user's processes may not be)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            if len(cols) > 9 and cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{cols[9]}]")
+    pids = []
+    if not inodes:
+        return pids
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{entry.name}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{entry.name}/fd/{fd}") in inodes:
+                    pids.append(int(entry.name))
+                    break
+            except OSError:
+                continue
+    return sorted(pids)
+
+
+def _describe_pids(pids: list[int]) -> str:
+    out = []
+    for pid in pids[:5]:
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+        except OSError:
+            cmd = "?"
+        out.append(f"pid {pid} ({cmd[:120]})")
+    return ", ".join(out) or "a process this user cannot see"
+
+
 def _log_tail(path: Path, lines: int = 25) -> str:
     """The last *lines* lines of *path* (indented), for error messages."""
     try:
@@ -181,8 +233,12 @@ class LocalStack:
 
         *env* is layered over os.environ. The process is ready once *ready_url* gives any HTTP answer
         below 500. A recorded process that is alive with the same argv/env/cwd/*meta* is reused; if
-        those differ it is stopped and started again. *meta* (JSON data, e.g. the versions of the code
-        it runs) is recorded with the process and returned by :meth:`running`. True if it was (re)started.
+        those differ it is stopped and started again. A recorded process whose group leader died (it
+        crashed, or was killed) is never reused: whatever is left of its process group (an orphaned
+        worker may still hold the port) is stopped first, then it is started again. *meta* (JSON data,
+        e.g. the versions of the code it runs) is recorded with the process and returned by
+        :meth:`running`. True if it was (re)started. A port held by a process that is not ours is a
+        LocalStackError naming it and the next step.
         """
         if not _NAME_RE.match(name):
             raise LocalStackError(f"invalid process name {name!r} (letters, digits, '_', '.', '-')")
@@ -193,12 +249,19 @@ class LocalStack:
         fingerprint = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
         with self._locked([name]):
             rec = self._read(name)
-            started = not (rec and rec.get("fingerprint") == fingerprint and _members(rec))
+            started = not (rec and rec.get("fingerprint") == fingerprint and _leader_alive(rec) and _members(rec))
             if started:
                 if rec:
+                    if not _leader_alive(rec) and _members(rec):
+                        self.log(f"localstack: {name} crashed (pid {rec['pid']} is gone); stopping what is left of "
+                                 f"its process group before starting it again")
                     self._terminate({name: rec})
                 if _port_in_use(port):
-                    raise LocalStackError(f"cannot start {name}: port {HOST}:{port} is already in use")
+                    held = _listeners(port)
+                    raise LocalStackError(
+                        f"cannot start {name}: port {HOST}:{port} is already in use by {_describe_pids(held)}, "
+                        f"which `cascade up` did not start. Next step: stop that process and run `cascade up` "
+                        f"again (or run `cascade down` then `cascade up`, which starts the functions on new ports)")
                 ready = {"url": ready_url, "any_status": True}
                 rec = self._launch(name, argv, {**os.environ, "CLOUDSDK_CONFIG": str(self.gcloud_config), **env},
                                    cwd, port, ready, {"fingerprint": fingerprint, **({"meta": meta} if meta else {})})
@@ -218,13 +281,14 @@ class LocalStack:
             return self._terminate(recs)
 
     def running(self) -> dict[str, dict]:
-        """name -> {"pid", "port", "alive", "meta"} for every recorded process (meta: what
-        :meth:`start_process` recorded, else {})."""
+        """name -> {"pid", "port", "alive", "crashed", "meta"} for every recorded process (alive: some
+        process of its group runs; crashed: its leader is gone; meta: what :meth:`start_process`
+        recorded, else {})."""
         out: dict[str, dict] = {}
         for path in sorted(self.pid_dir.glob("*.json")) if self.pid_dir.is_dir() else []:
             if rec := self._read(path.stem):
                 out[path.stem] = {"pid": rec["pid"], "port": rec["port"], "alive": bool(_members(rec)),
-                                  "meta": rec.get("meta") or {}}
+                                  "crashed": not _leader_alive(rec), "meta": rec.get("meta") or {}}
         return out
 
     def endpoints(self) -> Endpoints | None:
@@ -331,6 +395,7 @@ class LocalStack:
         for name, rec in live.items():
             self.log(f"localstack: stopping {name} (pid {rec['pid']}, port {rec['port']})")
             self._signal(rec, signal.SIGTERM)
+            self._signal(rec, signal.SIGCONT)  # a stopped process handles its SIGTERM only once continued
         deadline, killed = time.monotonic() + STOP_TIMEOUT, False
         while left := [name for name, rec in live.items() if _members(rec)]:
             if time.monotonic() > deadline:

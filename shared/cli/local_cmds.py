@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from ..emulators import LocalStackError
 from ..pipeline import load
 from ._common import date_arg, state_dir
 
@@ -43,11 +44,23 @@ def _up(args: argparse.Namespace) -> int:
         return 2
     sd = state_dir()
     sd.mkdir(parents=True, exist_ok=True)
+    pipeline = load()  # a definition error is reported by the CLI like for every command
     try:
-        deployment = up(load(), sd, args.project, args.start, args.end, rebuild=args.rebuild_table)
+        deployment = up(pipeline, sd, args.project, args.start, args.end, rebuild=args.rebuild_table)
     except SchemaChangeError as exc:
         print(f"error: the definition changes existing tables in a way `cascade up` cannot apply in place:\n"
               f"{exc.message}", file=sys.stderr)
+        return 1
+    except LocalStackError as exc:
+        print(f"error: `cascade up` could not bring the local stack up: {exc}\n"
+              f"next step: fix what is named above and run `cascade up` again (it reuses what runs and restarts "
+              f"what crashed); logs are in {sd / 'logs'}; `cascade down` stops everything it started",
+              file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - never a traceback: say what failed and what to do next
+        print(f"error: `cascade up` failed: {type(exc).__name__}: {str(exc)[:2000]}\n"
+              f"next step: run `cascade up` again (every step is idempotent); if it fails the same way, run "
+              f"`cascade down` then `cascade up`; logs are in {sd / 'logs'}", file=sys.stderr)
         return 1
     print(f"cascade is up. Trigger a date with:  cascade trigger --date YYYY-MM-DD   "
           f"(topic {open(deployment.env_file).read().split('CASCADE_TRIGGER_TOPIC=')[1].split()[0]})")
@@ -57,5 +70,12 @@ def _up(args: argparse.Namespace) -> int:
 def _down(args: argparse.Namespace) -> int:
     from ..local import down
 
-    down(state_dir())
+    try:
+        down(state_dir())
+    except Exception as exc:  # noqa: BLE001 - never a traceback: say what failed and what to do next
+        print(f"error: `cascade down` could not stop everything: {type(exc).__name__}: {str(exc)[:2000]}\n"
+              f"next step: run `cascade down` again; it stops only the processes recorded in "
+              f"{state_dir() / 'pids'} (`python -m cascade.localstack status --state-dir {state_dir()}` lists them)",
+              file=sys.stderr)
+        return 1
     return 0
