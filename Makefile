@@ -38,11 +38,12 @@ test: venv lint test-cases test-python test-infra test-py312
 test-python: venv
 	$(VENV)/bin/python -m pytest -q -p no:bqemulator tests --ignore=tests/test_terraform.py --ignore=tests/test_terraform_schema.py
 
-# Every shipped definition and a freshly scaffolded project, all their SQL analyzed by BigQuery's analyzer.
+# Every shipped definition and a freshly scaffolded project, all their SQL analyzed by BigQuery's analyzer,
+# in one `cascade lint` process (ZetaSQL starts once).
 lint: venv
-	$(VENV)/bin/cascade lint pipelines/*.yaml
-	@set -e; tmp=$$(mktemp -d); $(VENV)/bin/cascade init $$tmp/lint_scaffold >/dev/null; \
-		$(VENV)/bin/cascade lint $$tmp/lint_scaffold/pipeline.yaml; rm -rf $$tmp
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; $(VENV)/bin/cascade init $$tmp/lint_scaffold >/dev/null; \
+		echo "$(VENV)/bin/cascade lint pipelines/*.yaml <fresh scaffold>/pipeline.yaml"; \
+		$(VENV)/bin/cascade lint pipelines/*.yaml $$tmp/lint_scaffold/pipeline.yaml
 
 # The processor test cases beside every shipped definition and in a fresh scaffold (cascade test:
 # given input rows, expected output rows, on the local BigQuery engine; SQL analyzed by ZetaSQL).

@@ -368,3 +368,82 @@ def test_json_schema_accepts_the_shipped_pipelines_and_refuses_a_typo():
     raw["processors"][0]["outptu"] = {}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(raw, schema)
+
+
+# ---------------------------------------------------------------------- one pass, warm
+ONE_PASS = CALENDAR_AND_PHASES + """\
+  - name: typo
+    phase: 3
+    upstreams: [sales]
+    output: {table: shop_an.typo, date_column: sale_date, keys: [store_id], colums: {sale_date: DATE}}
+    sql: SELECT @data_date AS sale_date
+  - name: reads_typo
+    phase: 3
+    upstreams: [typo]
+    output: {table: shop_an.reads_typo, date_column: sale_date, keys: [store_id],
+             columns: {sale_date: DATE, store_id: STRING}}
+    sql: SELECT sale_date, store_id FROM {shop_an.typo} WHERE sale_date = @data_date
+  - name: features
+    phase: 3
+    python: no_such_module_anywhere:build
+    upstreams: [{processor: sales, lookback_dayz: 3}]
+    output: {table: shop_an.features, date_column: sale_date, keys: [store_id],
+             columns: {sale_date: DATE, store_id: STRING, units: INT64}}
+""" + _sql_processor("ranked", """
+        SELECT sale_date, store_id, units FROM {shop_raw.sales}
+        QUALIFY ROW_NUMBER() OVER (PARTITION BY store_id ORDER BY units DESC) = 1""")
+
+
+def test_lint_reports_schema_sql_and_callable_problems_in_one_pass(tmp_path, monkeypatch):
+    monkeypatch.setenv("CASCADE_LINT_CACHE", str(tmp_path / "cache.json"))
+    path = _write(tmp_path, ONE_PASS)
+    report = lint(path)
+    got = {(p.check, p.processor): p for p in report.problems}
+    # the schema errors (a misspelt required key; a misspelt optional key) ...
+    assert got[("schema", "typo")].line == _line_of(path, "colums:")
+    assert "lookback_dayz" in got[("schema", "features")].message
+    # ... and, in the same run, the callable of a processor with a schema error and the SQL of the others
+    assert "no_such_module_anywhere" in got[("callable", "features")].message
+    assert got[("callable", "features")].line == _line_of(path, "python: no_such_module_anywhere")
+    assert got[("sql", "ranked")].line == _line_of(path, "QUALIFY")
+    assert set(got) == {("schema", "typo"), ("schema", "features"), ("callable", "features"), ("sql", "ranked")}, \
+        report.render()
+    # the processor that cannot load and the one reading it are set aside, said in the summary
+    assert report.sql_checked and report.sql_not_checked == ["reads_typo", "typo"]
+    assert "not the SQL of reads_typo, typo" in report.render()
+
+
+def test_a_second_lint_reuses_the_analysis_of_unchanged_statements(tmp_path, monkeypatch):
+    monkeypatch.setenv("CASCADE_LINT_CACHE", str(tmp_path / "cache.json"))
+    text = CALENDAR_AND_PHASES + _sql_processor("daily", """
+        SELECT sale_date, store_id, SUM(units) AS units FROM {shop_raw.sales}
+        WHERE sale_date = @data_date GROUP BY sale_date, store_id""") + _sql_processor("ranked", """
+        SELECT sale_date, store_id, units FROM {shop_raw.sales}
+        QUALIFY ROW_NUMBER() OVER (PARTITION BY store_id ORDER BY units DESC) = 1""")
+    path = _write(tmp_path, text)
+    first = lint(path)
+    assert first.statements > 10 and first.statements_reused == 0
+    # Unchanged: every verdict is reused, ZetaSQL is not asked again, and the report is the same.
+    from cascade.lint import sql as sqlcheck
+    started = []
+    real_start = sqlcheck.Analyzer._start
+    monkeypatch.setattr(sqlcheck.Analyzer, "_start", lambda self: started.append(1) or real_start(self))
+    second = lint(path)
+    assert second.statements_reused == second.statements == first.statements and started == []
+    assert [p.render() for p in second.problems] == [p.render() for p in first.problems]
+    assert len(second.problems) == 1 and "QUALIFY" in second.problems[0].message
+    # One processor's SQL changed: only its statements are analyzed again.
+    path.write_text(text.replace("SUM(units) AS units", "MAX(units) AS units"))
+    third = lint(path)
+    changed = third.statements - third.statements_reused
+    assert 0 < changed <= 3 and started == [1], (changed, third.statements)  # its SELECT and the MERGE around it
+    assert [p.render() for p in third.problems] == [p.render() for p in first.problems]
+    # Without the cache everything is analyzed.
+    assert lint(path, cache=False).statements_reused == 0
+
+
+def test_make_lint_checks_every_shipped_pipeline_and_a_scaffold_in_one_cascade_lint_process():
+    makefile = (REPO / "Makefile").read_text()
+    recipe = makefile.split("\nlint: venv\n", 1)[1].split("\n\n", 1)[0]
+    assert recipe.count("cascade lint") == 1, recipe
+    assert "pipelines/*.yaml" in recipe and "lint_scaffold" in recipe and "cascade init" in recipe

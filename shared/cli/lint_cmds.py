@@ -36,11 +36,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="definition file(s) or project folder(s) (default: the one in use)")
     p.add_argument("--no-sql", action="store_true", help="skip the ZetaSQL analysis (structure only, instant)")
     p.add_argument("--json", action="store_true", help="print the reports as JSON")
+    p.add_argument("--no-cache", action="store_true",
+                   help="analyze every SQL statement again (default: reuse the verdicts of statements unchanged "
+                        "since an earlier lint, kept in $CASCADE_LINT_CACHE or ~/.cache/cascade/)")
     p.set_defaults(func=_lint)
 
 
 def _lint(args: argparse.Namespace) -> int:
-    from ..lint import default_file, lint
+    from ..lint import default_file, lint_files
 
     # A project folder stands for its pipeline.yaml (cascade lint my_shop).
     files = [Path(f) / "pipeline.yaml" if Path(f).is_dir() else Path(f) for f in args.files] or [default_file()]
@@ -55,7 +58,7 @@ def _lint(args: argparse.Namespace) -> int:
             print("error: the SQL check needs zetasql (pip install -r requirements.txt); or pass --no-sql",
                   file=sys.stderr)
             return 2
-    reports = [lint(f, sql=not args.no_sql) for f in files]
+    reports = lint_files(files, sql=not args.no_sql, cache=not args.no_cache)
     if args.json:
         print_json(reports[0].to_dict() if len(reports) == 1 else [r.to_dict() for r in reports])
     else:

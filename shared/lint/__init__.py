@@ -25,6 +25,18 @@ One pass reports all of them (not the first only), in this order:
   analyzed by ZetaSQL, BigQuery's analyzer: the processors' SELECTs, the fenced MERGEs around them,
   the strict-mode gap queries, the validation queries and the quality gates. A transform's problem
   points at its line in the YAML; a statement the framework derives points at the processor.
+
+**One pass, even with schema errors.** A processor with a schema, upstream, cycle, placeholder or
+loader problem is set aside together with every processor that reads it (by upstream or by a
+``{dataset.table}`` placeholder), unknown keys are dropped, and the rest of the definition is
+loaded: its lookbacks, callables and SQL are checked in the same run. Only a problem outside the
+processors (calendar, phases, a top-level key of the wrong type) stops the later checks; the summary
+names the processors whose SQL was not analyzed.
+
+**Warm.** Each statement's verdict is cached (``sql.AnalysisCache``): a second lint analyzes only
+the statements that changed, and does not start ZetaSQL when none did; ``lint(..., cache=False)``
+(``cascade lint --no-cache``) analyzes everything. Several files in one ``lint_files`` call share one
+process, so ZetaSQL starts at most once.
 """
 
 from __future__ import annotations
@@ -73,10 +85,12 @@ class Problem:
 class Report:
     file: str
     problems: list[Problem] = field(default_factory=list)
-    statements: int = 0  # SQL statements analyzed
+    statements: int = 0  # SQL statements checked (analyzed now or verdict reused)
     seconds: float = 0.0
     sql_checked: bool = False  # the SQL analysis ran (not --no-sql, and the definition loads)
     tables_checked: str | None = None  # where existing tables were compared (None: no local stack)
+    statements_reused: int = 0  # of ``statements``: verdicts reused from an earlier analysis (cache)
+    sql_not_checked: list[str] = field(default_factory=list)  # processors set aside for problems above
 
     @property
     def ok(self) -> bool:
@@ -85,6 +99,7 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         return {"file": self.file, "ok": self.ok, "problems": [asdict(p) for p in self.problems],
                 "sql_checked": self.sql_checked, "sql_statements_analyzed": self.statements,
+                "sql_statements_reused": self.statements_reused, "sql_not_checked": self.sql_not_checked,
                 "tables_checked": self.tables_checked,
                 "seconds": round(self.seconds, 2)}
 
@@ -93,6 +108,10 @@ class Report:
         summary = (f"{self.file}: {len(self.problems)} problem(s)" if self.problems else f"{self.file}: ok")
         sql = (f"{self.statements} SQL statements analyzed by ZetaSQL" if self.sql_checked
                else "SQL not analyzed" + ("" if self.problems else ": --no-sql"))
+        if self.sql_checked and self.statements_reused:
+            sql += f" ({self.statements_reused} verdicts reused: statement unchanged since analyzed)"
+        if self.sql_checked and self.sql_not_checked:
+            sql += (f"; not the SQL of {', '.join(self.sql_not_checked)} (set aside for the problems above)")
         tables = (f"existing tables compared: {self.tables_checked}" if self.tables_checked
                   else "existing tables not compared: no local stack running")
         return "\n".join([*lines, f"{summary} ({sql}; {tables}; {self.seconds:.1f} s)"])
@@ -107,8 +126,14 @@ def default_file() -> Path:
     return Path("pipeline.yaml") if Path("pipeline.yaml").is_file() else DEFAULT_DEFINITION
 
 
-def lint(path: str | os.PathLike[str], sql: bool = True) -> Report:
-    """Every problem of the definition at ``path`` (``sql=False`` skips the ZetaSQL analysis)."""
+def lint_files(paths: list[Any], sql: bool = True, cache: bool = True) -> list[Report]:
+    """``lint`` of each file, in one process (ZetaSQL starts at most once for all of them)."""
+    return [lint(p, sql=sql, cache=cache) for p in paths]
+
+
+def lint(path: str | os.PathLike[str], sql: bool = True, cache: bool = True) -> Report:
+    """Every problem of the definition at ``path`` (``sql=False`` skips the ZetaSQL analysis;
+    ``cache=False`` analyzes every statement again instead of reusing unchanged verdicts)."""
     started = time.perf_counter()
     file = str(path)
     report = Report(file)
@@ -125,23 +150,30 @@ def lint(path: str | os.PathLike[str], sql: bool = True) -> Report:
                                        "fix the YAML syntax at that line (indentation, quotes, a missing colon)",
                                        file, mark.line + 1 if mark else None))
         return report
-    checker = _Checker(file, raw, Lines(text))
+    checker = _Checker(file, raw, Lines(text), cache)
     checker.run(sql)
     report.problems = checker.problems
     report.statements = checker.statements
+    report.statements_reused = checker.reused
     report.sql_checked = checker.sql_ran
+    report.sql_not_checked = sorted(checker.set_aside) if checker.sql_ran else []
     report.tables_checked = checker.tables_checked
     report.seconds = time.perf_counter() - started
     return report
 
 
 class _Checker:
-    def __init__(self, file: str, raw: Any, lines: Lines) -> None:
+    def __init__(self, file: str, raw: Any, lines: Lines, cache: bool = True) -> None:
         self.file, self.raw, self.lines = file, raw, lines
         self.problems: list[Problem] = []
         self.statements = 0
+        self.reused = 0
+        self.cache = cache
         self.sql_ran = False
         self.tables_checked: str | None = None
+        self.set_aside: set[str] = set()  # processors left out of the later checks (problems above)
+        # processor name -> its index in the file (paths point into the file, whatever was set aside)
+        self.index = {p["name"]: i for i, p in self._processors()}
 
     def add(self, check: str, message: str, fix: str, path: tuple[Any, ...] = (), key: bool = False,
             processor: str | None = None, line: int | None = None, statement: str | None = None) -> None:
@@ -162,14 +194,83 @@ class _Checker:
         self._upstreams(procs)
         self._cycles(procs)
         self._placeholders(procs)
-        pipeline = self._load(n_schema > 0, graph_problems=len(self.problems) > n_schema)
+        if len(self.problems) == n_schema == 0:
+            pipeline = self._load(False, graph_problems=False)
+            if pipeline is None:  # the loader's own check failed: set that processor aside, go on
+                pipeline = self._load_rest()
+        else:
+            pipeline = self._load_rest()
         if pipeline is None:
             return
         self._lookbacks(pipeline)
         self._callables(pipeline)
-        self._tables(pipeline)
+        if not self.set_aside:
+            self._tables(pipeline)  # compared for a whole definition only
         if sql:
             self._sql(pipeline)
+
+    # ------------------------------------------------------------------ one pass despite problems
+    def _load_rest(self) -> Any:
+        """The definition without the processors that have problems (and those reading them), or None
+        when a problem outside the processors leaves nothing to load. Loader errors found on the way
+        are reported (once per processor) and set that processor aside too."""
+        from ..pipeline import from_dict
+
+        if not isinstance(self.raw, dict) or not isinstance(self.raw.get("processors"), list):
+            return None
+        # Schema problems are found again on the definition without its unknown keys (``_keep``): a
+        # processor whose only problem is a misspelt optional key is still checked.
+        with_problems = {p.processor for p in self.problems if p.processor and p.check != "schema"}
+        reported = {p.processor for p in self.problems if p.processor}
+        raw = _without_unknown_keys(self.raw, definition_schema.SCHEMA)
+        for _ in range(len(self.index) + 1):
+            kept = self._keep(raw, with_problems | self.set_aside)
+            if kept is None:
+                return None
+            try:
+                return from_dict(kept, source_path=os.path.abspath(self.file))
+            except DefinitionError as exc:
+                text = getattr(exc, "message", None) or str(exc)
+                names = [n for n in self.index if f"'{n}'" in text and n not in self.set_aside]
+                if not names:
+                    return None
+                if names[0] not in reported:
+                    reported.add(names[0])
+                    self.add("definition", text, "make the definition consistent as the message says "
+                                                 "(see docs/definition-reference.md)",
+                             ("processors", self.index[names[0]]), processor=names[0])
+                with_problems.add(names[0])
+        return None
+
+    def _keep(self, raw: dict[str, Any], bad: set[str]) -> dict[str, Any] | None:
+        """``raw`` without ``bad`` processors and every processor reading one of them; None when what
+        is left still has schema issues outside the processors (or no processor at all)."""
+        procs = [p for p in raw["processors"] if isinstance(p, dict)]
+        bad = set(bad) | {str(p.get("name")) for p in procs
+                          if any(i.path[:1] == ("processors",) for i in definition_schema.issues(
+                              {**raw, "processors": [p]}))}
+        changed = True
+        while changed:
+            tables = {str((p.get("output") or {}).get("table")) for p in procs if str(p.get("name")) in bad
+                      and isinstance(p.get("output"), dict)}
+            changed = False
+            for p in procs:
+                name = str(p.get("name"))
+                if name in bad:
+                    continue
+                reads = {self._upstream_name(u) for u in _list(p.get("upstreams"))}
+                texts = [p.get("sql"), (p.get("export") or {}).get("sql") if isinstance(p.get("export"), dict) else None,
+                         *[g.get("sql") for g in _list(p.get("gates")) if isinstance(g, dict)]]
+                named = {f"{a}.{b}" for t in texts if isinstance(t, str) for a, b in _ANY_PLACEHOLDER.findall(t)}
+                if reads & bad or named & tables:
+                    bad.add(name)
+                    changed = True
+        self.set_aside = {n for n in bad if n in self.index}
+        rest = [p for p in procs if str(p.get("name")) not in bad]
+        kept = {**raw, "processors": rest}
+        if not rest or definition_schema.issues(kept):
+            return None
+        return kept
 
     def _processors(self) -> list[tuple[int, dict[str, Any]]]:
         items = self.raw.get("processors") if isinstance(self.raw, dict) else None
@@ -273,6 +374,7 @@ class _Checker:
         first = min(s.start for s in cal.seasons)
         total = len(cal.expected_dates(first, max(s.end for s in cal.seasons)))
         for i, proc in enumerate(pipeline.processors):
+            i = self.index.get(proc.name, i)
             for j, u in enumerate(proc.upstreams):
                 path = ("processors", i, "upstreams", j)
                 if u.lookback_days >= longest_days:
@@ -291,8 +393,8 @@ class _Checker:
     def _callables(self, pipeline: Any) -> None:
         from .. import pipeline as pipeline_module
 
-        specs = [(("processors", i, "python"), p.name, p.python) for i, p in enumerate(pipeline.processors)
-                 if getattr(p, "python", None)]
+        specs = [(("processors", self.index.get(p.name, i), "python"), p.name, p.python)
+                 for i, p in enumerate(pipeline.processors) if getattr(p, "python", None)]
         if getattr(pipeline, "synthetic", None):
             specs.append((("synthetic",), None, pipeline.synthetic))
         for path, proc, spec in specs:
@@ -342,17 +444,31 @@ class _Checker:
         day = _representative_day(pipeline)
         stmts = sqlcheck.statements(pipeline, day)
         analyzer = sqlcheck.Analyzer(pipeline)
-        index = {p.name: i for i, p in enumerate(pipeline.processors)}
+        cache = sqlcheck.AnalysisCache(pipeline) if self.cache else None
+        try:
+            self._analyze(pipeline, stmts, analyzer, cache)
+        finally:
+            if cache is not None:
+                cache.save()
+
+    def _analyze(self, pipeline: Any, stmts: list[Any], analyzer: Any, cache: Any) -> None:
+        procs = {p.name: p for p in pipeline.processors}
         failed_transforms: set[str] = set()
         for stmt in stmts:
             if stmt.processor in failed_transforms:
                 continue  # its derived statements fail the same way; the transform's line says where
             self.statements += 1
-            err = analyzer.check(stmt)
+            found, err = cache.get(stmt) if cache is not None else (False, None)
+            if found:
+                self.reused += 1
+            else:
+                err = analyzer.check(stmt)
+                if cache is not None:
+                    cache.put(stmt, err)
             if err is None:
                 continue
-            i = index[stmt.processor]
-            proc = pipeline.processors[i]
+            i = self.index.get(stmt.processor, 0)
+            proc = procs[stmt.processor]
             position = f" (at {err.line}:{err.column} of the statement)" if err.line else ""
             if stmt.yaml_path is not None:  # text the definition wrote: point at its line
                 if stmt.role == "transform":
@@ -369,6 +485,27 @@ class _Checker:
                            f"({', '.join(proc.output.column_names)})")
                 self.add("sql", f"GoogleSQL rejects the {stmt.role} Cascade sends{position}: {err.message}", fix,
                          ("processors", i, "output"), key=True, processor=proc.name, statement=stmt.role)
+
+
+def _without_unknown_keys(value: Any, node: Any) -> Any:
+    """``value`` without the keys ``node`` (a schema node) does not declare, recursively: a misspelt
+    key is reported as unknown, and the rest of its mapping is still checked."""
+    from ..definition_schema.nodes import Either, List, Map, Obj, OneKey
+
+    if isinstance(node, Obj) and isinstance(value, dict):
+        return {k: _without_unknown_keys(v, node.fields[k]) for k, v in value.items() if k in node.fields}
+    if isinstance(node, List) and isinstance(value, list):
+        return [_without_unknown_keys(v, node.items) for v in value]
+    if isinstance(node, Map) and isinstance(value, dict):
+        return {k: _without_unknown_keys(v, node.values) for k, v in value.items()}
+    if isinstance(node, Either):
+        for opt in node.options:
+            if isinstance(value, Either._PY.get(opt.kind, object)):
+                return _without_unknown_keys(value, opt)
+    if isinstance(node, OneKey) and isinstance(value, dict):
+        return {k: _without_unknown_keys(v, node.variants.get(k) or node.extra.get(k)) for k, v in value.items()
+                if k in node.variants or k in node.extra}
+    return value
 
 
 def _import(pipeline_module: Any, pipeline: Any, spec: str) -> Any:

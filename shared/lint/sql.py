@@ -11,11 +11,24 @@ is exactly the text Cascade sends, and the parameter types are exactly the ones 
 ``Analyzer`` checks them with ZetaSQL (PyPI ``zetasql``, GoogleSQL compiled to WASM, offline; a dev
 dependency, never in the functions' runtime) against a catalog of the declared tables, named
 exactly as rendered (``cascade-lint.nba_raw.nbac_schedule``) with the framework's lineage columns.
+The catalog (and so ZetaSQL's WASM start, ~15-40 s) is built on the first statement it analyzes.
+
+**Warm across runs.** ``AnalysisCache`` keeps each statement's verdict in a file
+(``$CASCADE_LINT_CACHE``, default ``~/.cache/cascade/lint-analysis.json``), keyed by everything the
+verdict depends on: the statement's text, its parameters' names and types, the declared columns of
+every table it names, the zetasql version and ``CACHE_VERSION``. A second lint analyzes only the
+statements that changed - none at all, and ZetaSQL never starts, when nothing did.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
+import tempfile
+import threading
+from pathlib import Path
 from dataclasses import dataclass, field
 from datetime import date
 from types import SimpleNamespace
@@ -190,18 +203,110 @@ def statements(pipeline: Pipeline, day: date, project: str = PROJECT) -> list[St
 
 
 # ---------------------------------------------------------------------- analysis
+CACHE_VERSION = 1  # bump when the analysis itself changes (language options, catalog building)
+
+
+def _param_signature(param: Any) -> Any:
+    """A query parameter's name and type, as the analyzer sees it (values do not matter)."""
+    if isinstance(param, bigquery.ArrayQueryParameter):
+        values = param.values or []
+        if values and isinstance(values[0], bigquery.StructQueryParameter):
+            return [param.name, "ARRAY<STRUCT>", sorted((k, str(v)) for k, v in values[0].struct_types.items())]
+        return [param.name, f"ARRAY<{param.array_type}>"]
+    return [param.name, str(getattr(param, "type_", ""))]
+
+
+class AnalysisCache:
+    """Verdicts of earlier analyses (None = accepted, else the error), one JSON file shared by every lint."""
+
+    def __init__(self, pipeline: Pipeline, path: Path | None = None, project: str = PROJECT) -> None:
+        self.path = path or default_cache_path()
+        self.tables = {pipeline.table_id(project, p.output): [list(c) for c in all_columns(p.output)]
+                       for p in pipeline.processors}
+        try:
+            from importlib.metadata import version
+
+            self.engine = version("zetasql")
+        except Exception:  # noqa: BLE001 - not installed: nothing is analyzed anyway
+            self.engine = "?"
+        try:
+            data = json.loads(self.path.read_text())
+            self.known: dict[str, Any] = data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            self.known = {}
+        self.new: dict[str, Any] = {}
+
+    def key(self, stmt: Statement) -> str:
+        named = sorted((t, cols) for t, cols in self.tables.items() if t in stmt.sql)
+        text = json.dumps([CACHE_VERSION, self.engine, stmt.sql, [_param_signature(p) for p in stmt.params], named],
+                          default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def get(self, stmt: Statement) -> tuple[bool, SqlError | None]:
+        """(found, verdict) of ``stmt``."""
+        k = self.key(stmt)
+        if k not in self.known:
+            return False, None
+        v = self.known[k]
+        if v is None:
+            return True, None
+        return True, SqlError(stmt, v["message"], v.get("line"), v.get("column"), hint(v["message"], stmt.sql))
+
+    def put(self, stmt: Statement, err: SqlError | None) -> None:
+        k = self.key(stmt)
+        v = None if err is None else {"message": err.message, "line": err.line, "column": err.column}
+        self.known[k] = self.new[k] = v
+
+    def save(self) -> None:
+        """Merge this run's verdicts into the file (other lints may have written it meanwhile)."""
+        if not self.new:
+            return
+        with _save_lock:
+            try:
+                current = json.loads(self.path.read_text())
+                current = current if isinstance(current, dict) else {}
+            except (OSError, ValueError):
+                current = {}
+            current.update(self.new)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".lint-cache-")
+                with os.fdopen(fd, "w") as fh:
+                    json.dump(current, fh)
+                os.replace(tmp, self.path)
+            except OSError:
+                pass  # a cache that cannot be written costs time next run, nothing else
+        self.new = {}
+
+
+_save_lock = threading.Lock()
+
+
+def default_cache_path() -> Path:
+    if os.environ.get("CASCADE_LINT_CACHE"):
+        return Path(os.environ["CASCADE_LINT_CACHE"])
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "cascade" / "lint-analysis.json"
+
+
 class Analyzer:
-    """ZetaSQL analysis of statements against the pipeline's declared tables (one catalog)."""
+    """ZetaSQL analysis of statements against the pipeline's declared tables (one catalog, built on
+    the first statement analyzed: a lint whose statements are all cached never starts ZetaSQL)."""
 
     def __init__(self, pipeline: Pipeline, project: str = PROJECT) -> None:
+        self.pipeline, self.project = pipeline, project
+        self.catalog: Any = None
+        self.analyzed = 0  # statements this analyzer sent to ZetaSQL
+
+    def _start(self) -> None:
         from zetasql.api import CatalogBuilder, TableBuilder
         from zetasql.types import LanguageOptions, TypeKind, ZetaSQLBuiltinFunctionOptions
 
         self._kind = lambda name: getattr(TypeKind, _TYPE_KIND[name.upper()])
         self.language = LanguageOptions.maximum_features()
         builder = CatalogBuilder("cascade")
-        for proc in pipeline.processors:
-            table = TableBuilder(pipeline.table_id(project, proc.output))
+        for proc in self.pipeline.processors:
+            table = TableBuilder(self.pipeline.table_id(self.project, proc.output))
             for col, typ in all_columns(proc.output):
                 table = table.add_column(col, self._kind(typ))
             builder = builder.add_table(table.build())
@@ -233,6 +338,9 @@ class Analyzer:
         from zetasql.core.exceptions import ZetaSQLError
         from zetasql.types import AnalyzerOptions, ErrorMessageMode
 
+        if self.catalog is None:
+            self._start()
+        self.analyzed += 1
         options = AnalyzerOptions(
             language_options=self.language, error_message_mode=ErrorMessageMode.ERROR_MESSAGE_MULTI_LINE_WITH_CARET,
             query_parameters=[AnalyzerOptions.QueryParameter(name=p.name, type=self._type(p)) for p in stmt.params])
