@@ -118,7 +118,8 @@ def simulate(app: App, start: datetime, days: int, fails: list[tuple[str, date]]
                 st = date_status(app, day)
                 first_bad = next((int(n) for n, ph in st["phases"].items()
                                   if int(n) in app.pipeline.downstream_phases(app.pipeline.phases[0].number)
-                                  and ph["status"] in (Status.FAILED, Status.BLOCKED, Status.MISSING, Status.PARTIAL)), None)
+                                  and ph["status"] in (Status.FAILED, Status.BLOCKED, Status.MISSING, Status.PARTIAL,
+                                                       Status.TRIGGERED)), None)
                 if first_bad is None:
                     continue
                 result = run_chain(app, first_bad, day, timeout)
