@@ -103,18 +103,19 @@ class Begin:
 
     @property
     def took_over_crash(self) -> bool:
-        """This run took the lease of a crashed run (``running``, lease expired) or of one the
-        sweeper expired: the previous attempt never recorded its outcome."""
+        """This run is a redelivery that took over its own trigger's crashed run (``running``, lease
+        expired, counted as the next attempt): the previous attempt never recorded its outcome."""
         prev = self.previous
-        return prev is not None and (prev.status == RUNNING or (prev.status == FAILED and bool(prev.raw.get("expired"))))
+        return prev is not None and prev.status == RUNNING and self.attempt > 1
 
 
 def _next_attempt(current: Partition, generation: int, trigger_id: str) -> int:
     """Attempts count the runs of one generation that ended without success and may be retried:
 
-    * a takeover of a crashed run (``running`` whose lease expired: the process died before it
-      recorded anything) is the next attempt, whatever delivered it - so a partition that kills its
-      process every time is given up on after ``max_attempts`` (``PhaseRunner``);
+    * a redelivery (same trigger) taking over its own crashed run (``running`` whose lease expired:
+      the process died before it recorded anything) is the next attempt - so a partition that kills
+      its process every time is given up on after ``max_attempts`` (``PhaseRunner``); a new trigger
+      (a replayed dead letter, ``cascade trigger`` after a fix) taking it over starts again at 1;
     * a crashed run the sweeper expired (``failed``, ``expired``) is the next attempt too;
     * a redelivery (same trigger) after a transient failure is the next attempt;
     * after a quota failure the count stays: a quota is not the partition's fault (it is retried
@@ -124,7 +125,7 @@ def _next_attempt(current: Partition, generation: int, trigger_id: str) -> int:
     if current.status == MISSING or current.generation != generation:
         return 1
     if current.status == RUNNING:
-        return max(current.attempts, 0) + 1
+        return max(current.attempts, 0) + 1 if current.raw.get("trigger_id") == trigger_id[:200] else 1
     if current.status == FAILED and current.raw.get("transient"):
         if current.raw.get("expired"):
             return current.attempts + 1

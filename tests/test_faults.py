@@ -34,19 +34,20 @@ def test_crash_between_merge_and_success_then_redelivery_completes_without_dupli
     h = make_harness(clock=clock, settings_overrides={"lease_seconds": 60, "busy_wait_seconds": 0})
     h.write_raw(D, D)
     inject(f"after_merge:nbac_player_boxscore@{D}*1")
+    trig = h.trigger(D, strict_mode=False)
     with pytest.raises(InjectedCrash):
-        h.deliver(h.trigger(D, strict_mode=False))
+        h.deliver(trig, message_id="m-1")
     part = h.app.tracker.partition("nbac_player_boxscore", D)
     assert part.status == "running"  # the crash left it running: nothing half-written is marked done
     merged = len(h.rows("nbac_player_boxscore", D))
     with pytest.raises(TransientError):  # a redelivery while the lease is live waits (is redelivered)
-        h.deliver(h.trigger(D, strict_mode=False))
+        h.deliver(trig, message_id="m-1")
     clock.advance(61)  # the crashed run's lease expires
-    result = h.deliver(h.trigger(D, strict_mode=False))
+    result = h.deliver(trig, message_id="m-1")  # Pub/Sub redelivers the message
     assert result.complete and result.downstream == "published"
     assert len(h.rows("nbac_player_boxscore", D)) == merged and duplicates(h, "nbac_player_boxscore", D) == 0
-    # The takeover of the crashed run's expired lease is the next attempt: a partition that crashes
-    # every time is given up on after max_attempts (test_retries_and_errors.py).
+    # The redelivery taking over the crashed run's expired lease is the next attempt: a partition that
+    # crashes every time is given up on after max_attempts (test_retries_and_errors.py).
     assert h.app.tracker.partition("nbac_player_boxscore", D).attempts == 2
     assert len(h.pull(3)) == 1
 

@@ -177,13 +177,13 @@ def test_a_partition_that_crashes_every_time_gives_up_after_max_attempts(make_ha
                      settings_overrides={"lease_seconds": 60, "max_attempts": 3, "busy_wait_seconds": 0})
     inject(f"before_merge:chain_a@{D}")  # the process dies before the MERGE, every time
     trig = h.trigger(D, phase=2, processors=("chain_a",), skip_downstream_trigger=True)
-    for attempt in (1, 2, 3):  # each delivery takes over the crashed run's expired lease and crashes
+    for attempt in (1, 2, 3):  # each redelivery takes over the crashed run's expired lease and crashes
         with pytest.raises(InjectedCrash):
-            h.deliver(trig)
+            h.deliver(trig, message_id="m-1")
         part = h.app.tracker.partition("chain_a", D)
         assert part.status == Status.RUNNING and part.attempts == attempt
         clock.advance(61)
-    result = h.deliver(trig)  # the fourth: given up on, recorded and acknowledged (no redelivery)
+    result = h.deliver(trig, message_id="m-1")  # the fourth: given up on, recorded and acknowledged
     outcome = result.outcomes[0]
     assert outcome.status == Status.FAILED and not outcome.retry
     part = h.app.tracker.partition("chain_a", D)
