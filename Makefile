@@ -42,7 +42,7 @@ test-python: venv
 # in one `cascade lint` process (ZetaSQL starts once).
 lint: venv
 	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; $(VENV)/bin/cascade init $$tmp/lint_scaffold >/dev/null; \
-		echo "$(VENV)/bin/cascade lint pipelines/*.yaml <fresh scaffold>/pipeline.yaml"; \
+		echo "cascade lint pipelines/*.yaml <fresh scaffold>/pipeline.yaml"; \
 		$(VENV)/bin/cascade lint pipelines/*.yaml $$tmp/lint_scaffold/pipeline.yaml
 
 # The processor test cases beside every shipped definition and in a fresh scaffold (cascade test:
