@@ -28,7 +28,8 @@ NUMERIC values within the tolerance (default: equal up to 1e-9 relative). ``expe
 expects the run to be refused with a message containing ``text`` instead.
 
 ``check_sql`` analyzes every statement Cascade sends for the processors under test with ZetaSQL
-(``shared/lint/sql.py``), like ``cascade lint`` does for a whole definition.
+(``shared/lint/sql.py``), like ``cascade lint`` does for a whole definition, sharing its cache of
+verdicts (a statement lint already analyzed does not start ZetaSQL again).
 """
 
 from __future__ import annotations
@@ -622,12 +623,19 @@ def check_sql(pipeline: Pipeline, processors: list[str], day: date) -> tuple[int
     stmts = [s for s in sqlcheck.statements(pipeline, day) if s.processor in processors]
     if not stmts:
         return 0, []
+    # Verdicts are shared with `cascade lint` (``AnalysisCache``): a statement it (or an earlier test
+    # run) already analyzed is not analyzed again, and ZetaSQL starts only when one is new.
+    cache = sqlcheck.AnalysisCache(pipeline)
     analyzer = sqlcheck.Analyzer(pipeline)
     problems = []
     for stmt in stmts:
-        err = analyzer.check(stmt)
+        found, err = cache.get(stmt)
+        if not found:
+            err = analyzer.check(stmt)
+            cache.put(stmt, err)
         if err is not None:
             problems.append(SqlProblem(stmt.processor, stmt.role, err.message, err.fix))
+    cache.save()
     return len(stmts), problems
 
 
