@@ -258,6 +258,8 @@ class LocalStack:
                     self._terminate({name: rec})
                 if _port_in_use(port):
                     held = _listeners(port)
+                    if rec and rec.get("port") == port:
+                        self._write(name, rec)  # keep the port on record: the next `up` starts it there again
                     raise LocalStackError(
                         f"cannot start {name}: port {HOST}:{port} is already in use by {_describe_pids(held)}, "
                         f"which `cascade up` did not start. Next step: stop that process and run `cascade up` "
@@ -355,11 +357,15 @@ class LocalStack:
         self._children[proc.pid] = proc
         rec = {"name": name, "pid": proc.pid, "start_time": stat[3], "port": port, "argv": argv,
                "cwd": str(cwd) if cwd else None, "log": str(log_path), "ready": ready, **extra}
-        tmp = self.pid_dir / f".{name}.json.tmp"
-        tmp.write_text(json.dumps(rec, indent=2))
-        tmp.replace(self.pid_dir / f"{name}.json")
+        self._write(name, rec)
         rec["_launched"] = time.monotonic()
         return rec
+
+    def _write(self, name: str, rec: Mapping[str, Any]) -> None:
+        """Record *rec* as pids/<name>.json (atomically)."""
+        tmp = self.pid_dir / f".{name}.json.tmp"
+        tmp.write_text(json.dumps({k: v for k, v in rec.items() if not k.startswith("_")}, indent=2))
+        tmp.replace(self.pid_dir / f"{name}.json")
 
     def _wait_ready(self, rec: dict, timeout: float) -> None:
         name, port = rec.get("label", rec["name"]), rec["port"]

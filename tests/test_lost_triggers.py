@@ -224,6 +224,36 @@ def test_cascade_up_after_a_crash_left_a_worker_holding_the_port_stops_it_and_re
         assert session.get(f"http://127.0.0.1:{after['port']}/", timeout=10).status_code < 500
 
 
+
+def test_cascade_up_names_a_foreign_process_on_a_crashed_functions_port_with_the_next_step_not_a_traceback(
+        stack, local_wide, capsys):
+    import os
+    import signal
+    import socket
+
+    from cascade.localstack import _members
+
+    from .harness import wait_until
+
+    h, name = local_wide
+    before = _record(stack, name)
+    os.killpg(before["pid"], signal.SIGKILL)
+    assert wait_until(lambda: not _members(before), timeout=30)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:  # not ours: never signalled
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", before["port"]))
+        squatter.listen()
+        capsys.readouterr()
+        code = _cascade("up")
+        out = capsys.readouterr()
+        assert code == 1, out.out + out.err
+        assert "Traceback" not in out.out + out.err
+        assert f"127.0.0.1:{before['port']} is already in use by pid {os.getpid()}" in out.err, out.err
+        assert "next step" in out.err.lower() and "cascade down" in out.err
+    assert _cascade("up") == 0  # once the port is free, up restarts the function there
+    assert _record(stack, name)["port"] == before["port"]
+
+
 def _diag(h, stack, name, days):
     dsub = h.subscriber.subscription_path(h.project, h.pipeline.dead_letter_subscription(3))
     r = h.subscriber.pull(request={"subscription": dsub, "max_messages": 10, "return_immediately": True}, timeout=10)
