@@ -73,6 +73,7 @@ class _Run:
     gates: dict[str, Any] | None = None  # quality-gate results of the written partition
     on_written: Callable[[], None] | None = None  # called once the write job ended (backfill slots)
     cost: dict[str, int] | None = None  # the run's BigQuery jobs: count, bytes processed / billed, slot-ms
+    inputs: dict[str, str] = field(default_factory=dict)  # what it reads: "processor@date" -> run id
 
 
 @dataclass
@@ -233,13 +234,15 @@ class PhaseRunner:
         if gated is not None:
             return gated
         run_id = new_run_id(proc.name, day)
+        keys = input_keys(self.pipeline, proc, day)  # what the run reads: read with the lease
         begin = self.tracker.begin(proc.name, proc.phase, day, gen, run_id, self._context(trigger),
-                                   trigger_id=trigger_id or trigger.correlation_id)
+                                   trigger_id=trigger_id or trigger.correlation_id, inputs=keys)
         if begin.outcome != Status.RUN:
             return self._not_taken(proc, day, begin)
         run = _Run(proc, trigger, run_id, begin.attempt, begin.fence,
                    dict(pipeline=self.pipeline.name, phase=proc.phase, processor=proc.name, date=day.isoformat(),
-                        generation=gen, run_id=run_id, fence=begin.fence), on_written=on_written)
+                        generation=gen, run_id=run_id, fence=begin.fence), on_written=on_written,
+                   inputs=input_record(keys, begin.inputs))
         limit = self.app.settings.max_attempts
         if begin.took_over_crash and begin.attempt > limit:
             # Every one of the last ``limit`` runs stopped without recording anything (the process
@@ -360,10 +363,9 @@ class PhaseRunner:
         if hb.lost:
             return self._lost(run, "lease lost before the write")
         ctx = RunContext(self.pipeline, self.app.project, self.app.warehouse, self.app.storage, run.run_id, run.fence)
-        # What this run reads, as it is now: recorded with the result, so a later rebuild of any of
-        # these inputs makes this partition stale (``freshness``).
-        keys = input_keys(self.pipeline, proc, day)
-        inputs = input_record(keys, self.tracker.partitions_by_keys(keys)) if keys else {}
+        # What this run reads (read with its lease) is recorded with the result, so a later rebuild
+        # of any of these inputs makes this partition stale (``freshness``).
+        inputs = run.inputs
         started = time.perf_counter()
         try:
             faults.maybe_fail("before_merge", proc.name, iso)

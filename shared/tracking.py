@@ -100,6 +100,7 @@ class Begin:
     attempt: int = 0
     fence: int = 0  # the run's write fence (monotonic per partition)
     previous: Partition | None = None  # the state the lease was taken from (``run`` only)
+    inputs: dict[tuple[str, str], Partition] = field(default_factory=dict)  # read with the lease (``run``)
 
     @property
     def took_over_crash(self) -> bool:
@@ -204,7 +205,8 @@ class Tracker:
 
     # ------------------------------------------------------------------ partition lifecycle
     def begin(self, processor: str, phase: int, day: date, generation: int, run_id: str,
-              context: dict[str, Any] | None = None, trigger_id: str = "") -> Begin:
+              context: dict[str, Any] | None = None, trigger_id: str = "",
+              inputs: Iterable[tuple[str, str]] = ()) -> Begin:
         """Take the partition's lease for ``run_id`` unless it is done, stale or held by a live run.
 
         ``done``: already succeeded for this generation (or a newer one) - dedupe on the business key.
@@ -214,13 +216,18 @@ class Tracker:
 
         Taking the lease increments the partition's ``fence``: every write of this run carries it,
         and a run whose fence is older than the partition's current one cannot change its rows.
-        The partition update and the run-history record are one atomic batch.
+        The partition update and the run-history record are one atomic batch. ``inputs`` (keys of
+        the partitions the run will read) are read in the same batched read as the partition: the
+        run records what it read (``Begin.inputs``) without a second round trip.
         """
         ref = self.partition_ref(processor, day)
+        keys = [k for k in dict.fromkeys((p, _iso(d)) for p, d in inputs) if k != (processor, _iso(day))]
+        refs = [self.partition_ref(p, d) for p, d in keys]
         for _ in range(_CAS_ATTEMPTS):
             now = self.clock()
             self.ops += 1
-            snap = ref.get(timeout=FIRESTORE_TIMEOUT)
+            snaps = {s.reference.id: s for s in self.db.get_all([ref, *refs], timeout=FIRESTORE_TIMEOUT)}
+            snap = snaps[ref.id]
             current = Partition.from_doc(processor, _iso(day), snap.to_dict() if snap.exists else None)
             if snap.exists:
                 if generation < current.generation:
@@ -252,7 +259,10 @@ class Tracker:
                 batch.commit(timeout=FIRESTORE_TIMEOUT)
             except (gexc.AlreadyExists, gexc.FailedPrecondition, gexc.Aborted, gexc.NotFound):
                 continue  # someone else changed it between our read and write: look again
-            return Begin(Status.RUN, Partition.from_doc(processor, _iso(day), doc), attempt, fence, current)
+            read = {(p, d): Partition.from_doc(p, d, snaps[f"{p}__{d}"].to_dict()
+                                               if f"{p}__{d}" in snaps and snaps[f"{p}__{d}"].exists else None)
+                    for p, d in keys}
+            return Begin(Status.RUN, Partition.from_doc(processor, _iso(day), doc), attempt, fence, current, read)
         raise TransientError(f"could not take the lease on {processor} {_iso(day)}: too much contention",
                              processor=processor, date=_iso(day))
 
