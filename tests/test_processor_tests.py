@@ -227,7 +227,10 @@ def test_a_malformed_case_file_is_a_clear_error(mini, capsys):
     assert "fix: did you mean 'v'?" in out
 
 
-def test_the_sql_of_the_processors_under_test_is_analyzed_by_googlesql(endpoints, mini, capsys):
+def test_the_sql_of_the_processors_under_test_is_analyzed_by_googlesql(endpoints, mini, capsys, monkeypatch, tmp_path):
+    # A cache of verdicts of its own: the first analysis runs ZetaSQL, the command then reads the verdicts.
+    cache = tmp_path / "verdicts.json"
+    monkeypatch.setenv("CASCADE_LINT_CACHE", str(cache))
     # The local engine runs ILIKE, so the case itself passes; BigQuery's analyzer rejects the SELECT.
     _write(mini, "matched", {"cases": [{
         "name": "keys starting with a", "date": "2025-03-10",
@@ -238,6 +241,7 @@ def test_the_sql_of_the_processors_under_test_is_analyzed_by_googlesql(endpoints
     assert not suite.ok and suite.sql_statements > 3
     assert {p.processor for p in suite.sql_problems} == {"matched"}
     assert any("ILIKE" in p.fix for p in suite.sql_problems), [p.render() for p in suite.sql_problems]
+    assert len(json.loads(cache.read_text())) == suite.sql_statements
     assert cascade(["test", str(mini.parent / "mini.tests" / "matched.yaml"), "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
     assert report["passed"] == 1 and report["sql_problems"] and report["engine"].startswith("the local stack's")
