@@ -142,7 +142,11 @@ class Checks:
                 if reason:
                     bad.setdefault(name, []).append((reason, st))
         elapsed = time.perf_counter() - started
-        label = ", ".join(needed) or "(none)"
+        label = ", ".join(needed) or "no upstream of another phase"
+        if not needed:
+            reason = ("reads no other phase" if not ups else
+                      "no expected date in its upstreams' windows (nothing to check)")
+            return CheckResult(UPSTREAM_FAILURE, label, True, elapsed, 0, reason)
         if live and not bad:
             return CheckResult(UPSTREAM_FAILURE, label, True, elapsed, 0,
                                f"upstream still running: {', '.join(live[:5])}", waiting=True)

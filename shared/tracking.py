@@ -177,6 +177,16 @@ class Tracker:
         found = {snap.reference.id: snap.to_dict() for snap in self.db.get_all(refs, timeout=FIRESTORE_TIMEOUT) if snap.exists}
         return {(p, d): Partition.from_doc(p, d, found.get(f"{p}__{d}")) for p, d in keys}
 
+    def latest_data_date(self) -> date | None:
+        """The newest date any partition of the pipeline has (None when nothing ran), from one query."""
+        self.ops += 1
+        q = self._col("partitions").order_by("data_date", direction=firestore.Query.DESCENDING).limit(1)
+        for snap in q.stream(timeout=FIRESTORE_TIMEOUT):
+            value = (snap.to_dict() or {}).get("data_date")
+            if value:
+                return date.fromisoformat(value)
+        return None
+
     def partition(self, processor: str, day: date | str) -> Partition:
         return self.partitions([processor], [day])[(processor, _iso(day))]
 

@@ -319,3 +319,18 @@ def test_the_matrix_in_chromium_shows_date_status_greys_no_game_days_and_opens_a
         f"return document.querySelector('td[data-key=\"{key}\"]').dataset.status") == "success")
     assert browser.find_element(By.ID, "refresh-state").get_attribute("data-ok") == "1"
     assert date_status(cascade.app, YESTERDAY)["phases"]["2"]["status"] == "complete"
+
+
+def test_the_default_range_opens_on_the_pipelines_data_when_it_is_older_than_a_month():
+    pipeline = load()
+    now = datetime(2026, 12, 2, 12, tzinfo=timezone.utc)
+    assert mx.default_range(pipeline, now, latest=date(2025, 2, 22)) == (date(2025, 1, 24), date(2025, 2, 22))
+    assert mx.default_range(pipeline, now, latest=date(2026, 12, 1))[1] == date(2026, 12, 2)
+    assert mx.default_range(pipeline, now)[1] == date(2026, 12, 2)
+
+
+def test_a_page_started_without_a_range_opens_on_the_newest_date_with_data(cascade):
+    assert cascade.app.tracker.latest_data_date() == D
+    client = Client(StatusPage(cascade.app, refresh_s=1.0, slow_ttl=1.0))
+    html = client.get("/").get_data(as_text=True)
+    assert D.isoformat() in html and (D - timedelta(days=29)).isoformat() in html

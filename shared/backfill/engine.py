@@ -145,10 +145,13 @@ class BackfillResult:
         r = self.report
         assert r is not None
         rate = r.finished / r.elapsed_s if r.elapsed_s else 0.0
-        lines.append(f"backfill {req.start}..{req.end} phases {self.plan.phases}: {r.total} partitions in "
-                     f"{r.elapsed_s:.1f} s ({rate:.1f}/s): {len(r.succeeded)} succeeded, {len(r.already_done)} already "
-                     f"done, {len(r.failed)} failed, {len(r.blocked)} blocked, {len(r.not_run)} not run; "
-                     f"{r.retries} retries" + ("; INTERRUPTED" if r.interrupted else ""))
+        done_before = self.plan.counts().get("done", 0)
+        lines.append(f"backfill {req.start}..{req.end} phases {self.plan.phases}: ran {r.total} partitions in "
+                     f"{r.elapsed_s:.1f} s ({rate:.1f}/s): {len(r.succeeded)} succeeded, {len(r.failed)} failed, "
+                     f"{len(r.blocked)} blocked, {len(r.not_run)} not run"
+                     + (f", {len(r.already_done)} done meanwhile by another run" if r.already_done else "")
+                     + f"; {done_before} were already done and fresh (not run); {r.retries} retries"
+                     + ("; INTERRUPTED" if r.interrupted else ""))
         for label, err in sorted(r.failed.items()):
             lines.append(f"  FAILED  {label}: {err[:400]}")
         by_reason: dict[str, list[str]] = {}

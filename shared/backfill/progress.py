@@ -35,14 +35,15 @@ class Progress:
         elapsed = max(time.monotonic() - self.started, 1e-6)
         finished = done + failed
         remaining = max(total - finished, 0)
-        rate = finished / elapsed
+        # A rate over less than a second says nothing (partitions refused up front finish at once).
+        rate = finished / elapsed if elapsed >= 1.0 else 0.0
         eta = duration(remaining / rate) if rate > 0 and remaining else ("0s" if not remaining else "?")
         pct = 100.0 * finished / total if total else 100.0
         width = 24
         filled = int(width * finished / total) if total else width
         bar = "#" * filled + "-" * (width - filled)
         return (f"{self.label} [{bar}] {pct:5.1f}%  done {done}  failed {failed}  remaining {remaining}  "
-                f"running {running}  {rate:.1f}/s  ETA {eta}  elapsed {duration(elapsed)}"
+                f"running {running}  {f'{rate:.1f}/s' if elapsed >= 1.0 else '-/s'}  ETA {eta}  elapsed {duration(elapsed)}"
                 + (f"  | {note}" if note else ""))
 
     def update(self, done: int, failed: int, running: int, total: int, final: bool = False, note: str = "",

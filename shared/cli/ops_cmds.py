@@ -264,10 +264,12 @@ def _history(args: argparse.Namespace) -> int:
     for r in runs:
         # BigQuery cost of the run's jobs (recorded by runs that sent any; "-" for older records)
         cost = "bq " + JobCost.from_dict(r["cost"]).render() if r.get("cost") else "bq -"
-        print(f"{str(r.get('started_at'))[:19]}  {r.get('processor'):<28} {r.get('data_date')} g{r.get('generation')} "
-              f"{r.get('status'):<8} rows {r.get('record_count')!s:>5}  {r.get('duration_s')}s  {cost}  "
-              f"{r.get('run_id')}"
-              + (f"\n      {r['error'][:200]}" if r.get("error") else ""))
+        rows = "-" if r.get("record_count") is None else r["record_count"]
+        took = "-" if r.get("duration_s") is None else f"{r['duration_s']:.2f}s"
+        gen = "-" if r.get("generation") is None else r["generation"]
+        print(f"{str(r.get('started_at'))[:19]}  {r.get('processor'):<28} {r.get('data_date')} g{gen} "
+              f"{r.get('status'):<8} rows {rows!s:>5}  {took:>7}  {cost}  {r.get('run_id')}"
+              + (f"\n      {r['error']}" if r.get("error") else ""))
     total = JobCost()
     for r in runs:
         total.add(JobCost.from_dict(r.get("cost")))

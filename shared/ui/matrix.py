@@ -113,9 +113,14 @@ class Matrix:
                 "phases": {f"{ph.number}|{r.day}": ph.state for r in self.rows for ph in r.phases}}
 
 
-def default_range(pipeline: Pipeline, now: datetime, days: int = DEFAULT_DAYS) -> tuple[date, date]:
-    """The last ``days`` days up to today in the pipeline's time zone, e.g. 2025-01-02..2025-01-31."""
+def default_range(pipeline: Pipeline, now: datetime, days: int = DEFAULT_DAYS,
+                  latest: date | None = None) -> tuple[date, date]:
+    """The last ``days`` days up to today in the pipeline's time zone, e.g. 2025-01-02..2025-01-31 -
+    or, when the newest date any partition has (``latest``) is older than that, the ``days`` days up
+    to it: the page opens on the pipeline's data, wherever in time it is (a backfilled season)."""
     end = pipeline.calendar.today(now)
+    if latest is not None and latest < end - timedelta(days=days - 1):
+        end = latest
     return end - timedelta(days=days - 1), end
 
 

@@ -142,7 +142,9 @@ class StatusPage:
 
     # ------------------------------------------------------------------ reads
     def _range(self, request: Request) -> tuple[date, date]:
-        default_start, default_end = mx.default_range(self.app.pipeline, self.app.clock())
+        explicit = request.args.get("start") or request.args.get("end") or (self.start and self.end)
+        latest = None if explicit else self.app.tracker.latest_data_date()
+        default_start, default_end = mx.default_range(self.app.pipeline, self.app.clock(), latest=latest)
         try:
             start = parse_date(request.args["start"]) if request.args.get("start") else self.start or default_start
             end = parse_date(request.args["end"]) if request.args.get("end") else self.end or default_end
