@@ -211,6 +211,13 @@ def _not_started(app: App, report: SweepReport, recent_days: int) -> None:
     claims = _listed(app, report, "published trigger claims",
                      lambda: app.tracker.published_claims(now - timedelta(days=recent_days),
                                                           now - timedelta(seconds=limit)))
+    days = sorted({c["data_date"] for c in claims})
+    states: dict[tuple[str, str], Partition] = {}
+    if days:  # every partition of those dates in one batched read
+        _isolated(app, report, "reading the partitions of triggered dates", "check Firestore, then run `cascade sweep` "
+                  "again", lambda: states.update(app.tracker.partitions([p.name for p in app.pipeline.processors], days)))
+        if not states:
+            return
     for claim in sorted(claims, key=lambda c: (c["data_date"], c["phase"], c["generation"])):
         phase, day, gen = claim["phase"], claim["data_date"], claim["generation"]
         try:
@@ -223,16 +230,16 @@ def _not_started(app: App, report: SweepReport, recent_days: int) -> None:
                   f"check that the push subscription {app.pipeline.push_subscription(nxt)} exists and points at a "
                   f"running phase {nxt} function, then run `cascade sweep` again (or: cascade trigger --date {day} "
                   f"--phase {nxt})",
-                  lambda claim=claim, nxt=nxt: _not_started_one(app, report, claim, nxt, limit),
+                  lambda claim=claim, nxt=nxt: _not_started_one(app, report, claim, nxt, limit, states),
                   phase=nxt, date=day, generation=gen)
 
 
-def _not_started_one(app: App, report: SweepReport, claim: dict[str, Any], nxt: int, limit: float) -> None:
+def _not_started_one(app: App, report: SweepReport, claim: dict[str, Any], nxt: int, limit: float,
+                     states: dict[tuple[str, str], Partition]) -> None:
     """Re-publish one published trigger whose next phase has begun nothing at its generation."""
     phase, day, gen = claim["phase"], claim["data_date"], int(claim["generation"])
     upstream = [p.name for p in app.pipeline.processors_of(phase)]
     downstream = [p.name for p in app.pipeline.processors_of(nxt)]
-    states = app.tracker.partitions(upstream + downstream, [day])
     if max((s.generation for n in upstream if (s := states[(n, day)]).status != Status.MISSING), default=0) > gen:
         return  # phase N was rerun since: its newer claim is the one that counts
     if begun_at([states[(n, day)] for n in downstream], gen):
