@@ -173,6 +173,15 @@ def _earlier(phases: dict[int, list[Partition]], since: datetime | None) -> str:
             f"this trigger's: {', '.join(old[:6])}{', ...' if len(old) > 6 else ''}; see `cascade history`)")
 
 
+def _not_started_note(status: dict[str, Any], chain: list[int]) -> str:
+    """For a wait's timeout: the phases of ``chain`` that were triggered and never started."""
+    lost = [n for n in chain if status["phases"][str(n)]["status"] == Status.TRIGGERED]
+    if not lost:
+        return ""
+    return (f"; phase {lost[0]} was triggered and has not started (its trigger was never picked up): "
+            f"`cascade sweep` re-publishes it")
+
+
 def _answered_since(app: App, day: date, chain: list[int], since: datetime) -> bool:
     """True when run history holds an answer recorded at or after ``since`` that a trigger of a
     phase of ``chain`` had nothing to do for ``day`` (it touched no partition)."""
@@ -223,8 +232,9 @@ def wait_for_phase(app: App, day: date, phase: int, timeout: float, since: datet
                 return WaitResult(verdict[0], status, verdict[1])
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return WaitResult(2, date_status(app, day),
-                                  f"timed out after {timeout:.0f} s waiting for phase {phase}" + _earlier(phases, since))
+                status = date_status(app, day)
+                return WaitResult(2, status, f"timed out after {timeout:.0f} s waiting for phase {phase}"
+                                  + _earlier(phases, since) + _not_started_note(status, chain))
             # Woken by the listener; the bounded re-check only matters if the listener stream broke.
             changed.wait(min(remaining, _RECHECK_SECONDS))
     finally:

@@ -98,6 +98,8 @@ def test_status_shows_a_phase_triggered_but_not_started(make_harness, capsys):
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if x.startswith("phase 3"))
     assert "TRIGGERED, NOT STARTED" in line, out
+    assert h.run_printed(f"cascade wait --date {D} --phase 3 --timeout 1") == 2  # a wait's timeout says why
+    assert "phase 3 was triggered and has not started" in capsys.readouterr().out
     page = StatusPage(h.app, start=D, end=D, refresh_s=1.0, slow_ttl=1.0)
     data = Client(page).get(f"/api/matrix?start={D}&end={D}").get_json()
     assert data["phases"][f"3|{D}"] == "triggered-not-started" and data["phases"][f"4|{D}"] == "missing"
