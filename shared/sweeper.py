@@ -244,6 +244,8 @@ def _not_started_one(app: App, report: SweepReport, claim: dict[str, Any], nxt: 
         return  # phase N was rerun since: its newer claim is the one that counts
     if begun_at([states[(n, day)] for n in downstream], gen):
         return  # picked up
+    if any(states[(n, day)].lease_alive(app.clock()) for n in downstream):
+        return  # an older run of it is still live: the trigger's delivery waits for it, nothing is lost yet
     published_at = claim.get("published_at")
     handoff.republish(app, claim, by="sweeper: not started")
     waited = duration((app.clock() - published_at).total_seconds()) if published_at else f"{limit:.0f} s"
