@@ -22,7 +22,8 @@ Five repairs, each a query plus per-item compare-and-set, so two sweepers never 
    push to a function that was down, a deleted or misconfigured subscription, a dead letter nobody
    replayed). Re-publish it through the hand-off (receivers dedupe; the claim's ``published_at``
    moves on, so it is tried again one deadline later while still not picked up) and alert once.
-   A claim older than the phase's current generation (the phase was rerun since) is left alone.
+   A claim older than the phase's current generation (the phase was rerun since), or one whose next
+   phase still has a live run of an older generation (its delivery waits for it), is left alone.
 5. **Stuck phases** - a phase with some processors done and others missing or failed for longer
    than ``stuck_phase_seconds``: one alert (ever) naming the missing processors and the command
    that re-runs them.
