@@ -15,13 +15,12 @@ import argparse
 import contextlib
 import os
 import shutil
-import socket
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlparse
 
+from ..lint.live import answers
 from ._common import print_json, state_dir
 
 ENGINE_PROJECT = "cascade-test"
@@ -69,15 +68,6 @@ def _groups(args: argparse.Namespace) -> list[tuple[Path, list[Path] | None]]:
     return list(out.items())
 
 
-def _answers(url: str) -> bool:
-    parsed = urlparse(url if url.startswith("http") else f"http://{url}")
-    try:
-        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 80), timeout=1.0):
-            return True
-    except OSError:
-        return False
-
-
 def _running_engine() -> tuple[str, str] | None:
     """(BigQuery endpoint, project) of a running local stack (environment, else ``<state>/env``)."""
     host, project = os.environ.get("BIGQUERY_EMULATOR_HOST"), os.environ.get("CASCADE_PROJECT")
@@ -89,7 +79,7 @@ def _running_engine() -> tuple[str, str] | None:
             lines = []
         values = dict(line.removeprefix("export ").partition("=")[::2] for line in lines if "=" in line)
         host, project = values.get("BIGQUERY_EMULATOR_HOST"), values.get("CASCADE_PROJECT", project)
-    if host and _answers(host):
+    if host and answers(host):
         return host, project or "cascade-local"
     return None
 

@@ -35,7 +35,8 @@ def _settings() -> dict[str, str]:
     return out
 
 
-def _answers(host: str) -> bool:
+def answers(host: str) -> bool:
+    """True when something accepts a TCP connection at ``host`` (``127.0.0.1:9050`` or a URL) within 1 s."""
     url = urlparse(host if host.startswith("http") else f"http://{host}")
     try:
         with socket.create_connection((url.hostname or "127.0.0.1", url.port or 80), timeout=1.0):
@@ -50,7 +51,7 @@ def live_warehouse(pipeline: Any) -> Iterator[tuple[Any, str] | None]:
     stack's namespace), or None when no local stack is running."""
     settings = _settings()
     host = settings.get("BIGQUERY_EMULATOR_HOST")
-    if not host or not _answers(host):
+    if not host or not answers(host):
         yield None
         return
     from .. import clients
