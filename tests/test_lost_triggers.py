@@ -243,7 +243,14 @@ def test_cascade_up_names_a_foreign_process_on_a_crashed_functions_port_with_the
     assert wait_until(lambda: not _members(before), timeout=30)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:  # not ours: never signalled
         squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        squatter.bind(("127.0.0.1", before["port"]))
+
+        def bound() -> bool:  # the killed server's socket is released by the kernel shortly after
+            try:
+                squatter.bind(("127.0.0.1", before["port"]))
+                return True
+            except OSError:
+                return False
+        assert wait_until(bound, timeout=30), f"port {before['port']} still held after the kill"
         squatter.listen()
         capsys.readouterr()
         code = _cascade("up")

@@ -73,7 +73,7 @@ def _short(value: Any) -> str:
 
 
 def render_matrix(env: Environment, matrix: mx.Matrix) -> str:
-    """The matrix table alone (what the speed figure in the README measures)."""
+    """The matrix table alone (what the speed figure in docs/status-page.md measures)."""
     return env.get_template("_matrix.html").render(m=matrix)
 
 
