@@ -330,9 +330,10 @@ class Warehouse:
         has_rows = "" if proc.allow_empty else f" AND EXISTS (SELECT 1 FROM (\n{source_sql}\n))"
         return (
             f"MERGE {target} AS T\n"
-            f"USING (\nSELECT src.* FROM (\n{source_sql}\n) AS src\n"
+            # The source is named once (a WITH inside USING): the row check reads the same rows.
+            f"USING (\nWITH src AS (\n{source_sql}\n)\nSELECT src.* FROM src\n"
             f"WHERE NOT EXISTS (SELECT 1 FROM {target} AS F WHERE F.{dc} = @data_date AND F._fence > @fence)\n"
-            f"AND {confinement_check(table, source_sql)}\n) AS S\n"
+            f"AND {confinement_check(table, 'SELECT * FROM src')}\n) AS S\n"
             f"ON {on}\n"
             f"WHEN MATCHED AND COALESCE(T._fence, 0) <= @fence THEN UPDATE SET "
             + ", ".join([f"{c} = S.{c}" for c in non_keys]
