@@ -385,8 +385,9 @@ def _phase_inputs(pipeline: Pipeline, number: int) -> dict[str, Any]:
                          "records": str(p.source.get("records", "records"))} for p in procs if p.source],
         "read_prefixes": sorted({_prefix_of(str(p.source["gcs_json"]), f"processor {p.name}")
                                  for p in procs if p.source}),
+        # Exports to the raw bucket; an export with a bucket of its own is in ``export_buckets``.
         "export_prefixes": sorted({_prefix_of(str(p.export["gcs_json"]), f"processor {p.name}")
-                                   for p in procs if p.export}),
+                                   for p in procs if p.export and not p.export.get("bucket")}),
         "schedule": ph.schedule,
         "default_date": ph.default_date,
         # Scaling: at most max_instances instances, each serving `concurrency` requests at once
@@ -398,6 +399,14 @@ def _phase_inputs(pipeline: Pipeline, number: int) -> dict[str, Any]:
         "function_account_id": _account_id(pipeline.namespace, pipeline.name, f"phase{number}"),
         "push_account_id": _account_id(pipeline.namespace, pipeline.name, f"phase{number}", "push"),
     }
+
+
+def export_buckets(pipeline: Pipeline, project_placeholder: str = "${project}") -> dict[str, Any]:
+    """The buckets exports declare of their own (``export.bucket``), keyed by processor: the bucket's
+    name and the phase whose function writes there, limited to the export's folder."""
+    return {p.name: {"name": pipeline.export_bucket(p, project_placeholder), "phase": str(p.phase),
+                     "prefix": _prefix_of(str(p.export["gcs_json"]), f"processor {p.name}")}
+            for p in pipeline.processors if p.export is not None and p.export.get("bucket")}
 
 
 def terraform_inputs(pipeline: Pipeline, project_placeholder: str = "${project}") -> dict[str, Any]:
@@ -435,6 +444,7 @@ def terraform_inputs(pipeline: Pipeline, project_placeholder: str = "${project}"
             "invoker_account_id": _account_id(ns, pipeline.name, "sweeper", "invoker"),
         },
         "phases": {str(ph.number): _phase_inputs(pipeline, ph.number) for ph in pipeline.phases},
+        "export_buckets": export_buckets(pipeline, project_placeholder),
         "tables": _table_inputs(pipeline),
         "burst_messages": burst_messages(pipeline),
         "monitoring": {

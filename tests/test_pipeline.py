@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from datetime import date
+from pathlib import Path
 
 import pytest
 import yaml
@@ -85,3 +86,19 @@ def test_a_weekday_the_pipeline_is_closed_is_not_expected_and_says_why():
     raw["calendar"]["closed_weekdays"] = ["sundy"]
     with pytest.raises(DefinitionError, match="sundy"):
         from_dict(raw)
+
+
+def test_an_export_with_its_own_bucket_is_a_terraform_bucket_written_by_its_phase_only():
+    from cascade.tfvars import terraform_inputs
+
+    weather = load(str(Path(__file__).resolve().parent.parent / "pipelines" / "weather.yaml"))
+    inputs = terraform_inputs(weather)
+    exports = {p.name: p for p in weather.processors if p.export and p.export.get("bucket")}
+    assert exports, "the worked example declares an export with its own bucket"
+    for name, proc in exports.items():
+        bucket = inputs["export_buckets"][name]
+        assert bucket["name"] == weather.export_bucket(proc, "${project}") and bucket["phase"] == str(proc.phase)
+        assert proc.export["gcs_json"].startswith(bucket["prefix"])
+        # Its folder is not granted on the raw bucket.
+        assert bucket["prefix"] not in inputs["phases"][str(proc.phase)]["export_prefixes"]
+    assert terraform_inputs(load())["export_buckets"] == {}  # NBA exports to its raw bucket

@@ -1458,3 +1458,15 @@ def test_missing_alert_policies_channels_and_dashboard_are_reported(parsed, inpu
     found = problems(bad, inputs)
     assert any("no google_monitoring_dashboard" in p for p in found), found
     assert any("the dashboard lacks per-phase series" in p for p in found), found
+
+
+def test_an_export_with_a_bucket_of_its_own_gets_that_bucket_and_only_its_folder(parsed) -> None:
+    buckets = _resources(parsed["root"], "google_storage_bucket")
+    export = buckets["export"]
+    assert "var.pipeline.export_buckets" in _compact(export["for_each"])
+    for key in ("uniform_bucket_level_access", "public_access_prevention", "force_destroy", "versioning"):
+        assert _compact(str(export[key])) == _compact(str(buckets["raw"][key])), key
+    writer = _resources(parsed["root"], "google_storage_bucket_iam_member")["export_writer"]
+    assert _compact(writer["for_each"]) == "${var.pipeline.export_buckets}"
+    assert "module.phase[each.value.phase].service_account_member" in _compact(writer["member"])
+    assert "each.value.prefix" in _compact(writer["condition"][0]["expression"])

@@ -185,6 +185,40 @@ resource "google_storage_bucket" "raw" {
   depends_on = [google_project_service.apis]
 }
 
+# Buckets an export declares of its own (export.bucket in the definition): created like the raw
+# bucket; only the exporting phase's function may write there, and only under the export's folder.
+resource "google_storage_bucket" "export" {
+  for_each = toset([for e in values(var.pipeline.export_buckets) : replace(e.name, var.pipeline.project_placeholder, var.project_id)])
+
+  project                     = var.project_id
+  name                        = each.value
+  location                    = var.region
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  force_destroy               = var.force_destroy
+  labels                      = local.labels
+
+  versioning {
+    enabled = true
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_storage_bucket_iam_member" "export_writer" {
+  for_each = var.pipeline.export_buckets
+
+  bucket = google_storage_bucket.export[replace(each.value.name, var.pipeline.project_placeholder, var.project_id)].name
+  role   = "roles/storage.objectAdmin"
+  member = module.phase[each.value.phase].service_account_member
+
+  condition {
+    title       = "export ${each.key}"
+    description = "Processor ${each.key} publishes its exports under ${each.value.prefix} only."
+    expression  = "resource.name.startsWith(\"projects/_/buckets/${google_storage_bucket.export[replace(each.value.name, var.pipeline.project_placeholder, var.project_id)].name}/objects/${each.value.prefix}\")"
+  }
+}
+
 # ------------------------------------------------------------------ Function sources
 # One zip per function: the function's main.py at the root, the shared library, the pipeline
 # definition and requirements.txt. The object name carries the zip's hash, so any change of the

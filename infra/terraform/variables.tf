@@ -61,6 +61,11 @@ variable "pipeline" {
       function_account_id = string
       invoker_account_id  = string
     })
+    export_buckets = optional(map(object({
+      name   = string
+      phase  = string
+      prefix = string
+    })), {})
     phases = map(object({
       number                   = number
       name                     = string
