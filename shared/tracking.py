@@ -159,13 +159,8 @@ class Tracker:
     # ------------------------------------------------------------------ reads
     def partitions(self, processors: Iterable[str], days: Iterable[date | str]) -> dict[tuple[str, str], Partition]:
         """States of every (processor, date) asked for, in one batched read."""
-        keys = [(p, _iso(d)) for p in processors for d in days]
-        if not keys:
-            return {}
-        refs = [self.partition_ref(p, d) for p, d in keys]
-        self.ops += 1
-        found = {snap.reference.id: snap.to_dict() for snap in self.db.get_all(refs, timeout=FIRESTORE_TIMEOUT) if snap.exists}
-        return {(p, d): Partition.from_doc(p, d, found.get(f"{p}__{d}")) for p, d in keys}
+        days = [_iso(d) for d in days]
+        return self.partitions_by_keys([(p, d) for p in processors for d in days])
 
     def partitions_by_keys(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Partition]:
         """States of exactly the (processor, ISO date) keys asked for, in one batched read."""
