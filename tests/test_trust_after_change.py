@@ -183,6 +183,14 @@ def test_rerun_of_a_date_makes_the_dependents_whose_windows_read_it_stale(statio
     assert h.run_printed(f"cascade coverage --start {DAYS[0]} --end {DAYS[-1]} --phase 2") == 0
     cov = capsys.readouterr().out
     assert f"stale: {DAYS[2]}, {DAYS[3]}, {DAYS[4]}" in cov, cov
+    # Waiting on a stale phase answers "stale" (exit 1) with the rebuild, which works when pasted.
+    assert h.run_printed(f"cascade wait --date {DAYS[3]} --phase 2 --timeout 30") == 1
+    waited = capsys.readouterr().out
+    assert "phase 2 is stale" in waited, waited
+    (rebuild,) = printed_commands(waited.split("phase 2 is stale", 1)[1].splitlines()[0])
+    assert h.run_printed(rebuild) == 0, rebuild
+    assert date_status(h.app, DAYS[3])["phases"]["2"]["status"] == Status.COMPLETE
+    capsys.readouterr()
     # The stale readers (and what reads them) are rebuilt by a plain backfill; then nothing is stale.
     result = backfill(h)
     assert result.exit_code == 0, result.render()
