@@ -62,7 +62,7 @@ test-py312: venv
 		if $$c -c "import sys" >/dev/null 2>&1; then py=$$c; break; fi; done; fi; \
 	if [ -z "$$py" ]; then echo "SKIPPED test-py312: no Python 3.12 found; install it (e.g. pyenv install 3.12) to check the function runtime on 3.12"; exit 0; fi; \
 	set -eo pipefail; test -x .venv312/bin/python || $$py -m venv .venv312; \
-	$(VENV)/bin/python -c "from cascade.tfvars import runtime_requirements as r; print('\n'.join(r()))" > .venv312/requirements.txt; \
+	$(VENV)/bin/python -c "from cascade.deploy.bundle import runtime_requirements as r; print('\n'.join(r()))" > .venv312/requirements.txt; \
 	.venv312/bin/pip install --quiet --disable-pip-version-check -r .venv312/requirements.txt 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }; \
 	.venv312/bin/python scripts/runtime_smoke.py
 
@@ -79,7 +79,7 @@ ui: venv
 	$(VENV)/bin/cascade ui --start 2024-12-16 --end 2025-01-20
 
 tfvars: venv
-	$(VENV)/bin/python -m cascade.tfvars --write
+	$(VENV)/bin/python -m cascade.deploy.tfvars --write
 
 # The Google provider's schema of the types infra/terraform uses, from the pinned version's
 # cdktn-provider-google(-beta) wheels (downloaded, ~70 MB each) -> infra/provider-schema/.

@@ -3,4 +3,4 @@
 # Usage: eval "$(emulators/start.sh)"      State: ${CASCADE_STATE_DIR:-.cascade} (relative to the repo root)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-exec .venv/bin/python -m cascade.localstack start --state-dir "${CASCADE_STATE_DIR:-.cascade}" "$@"
+exec .venv/bin/python -m cascade.dev.localstack start --state-dir "${CASCADE_STATE_DIR:-.cascade}" "$@"

@@ -1,6 +1,6 @@
 """Realistic synthetic Phase 1 output of the reference NBA pipeline: scraped JSON files, deterministically.
 
-Declared in ``pipelines/nba.yaml`` as ``synthetic: nba_synthetic:day_files``; ``cascade.synthetic``
+Declared in ``pipelines/nba.yaml`` as ``synthetic: nba_synthetic:day_files``; ``cascade.dev.synthetic``
 writes what it returns (any other pipeline gets files derived from its definition). For each game
 day of the calendar:
 

@@ -28,9 +28,9 @@ def main() -> int:
     for f in runtime:
         mod = ("cascade" + f[len("shared"):-3].replace("/", ".")).removesuffix(".__init__")  # shared/ is `cascade`
         importlib.import_module(mod)
-    from cascade.messages import parse
-    from cascade.pipeline import load
-    from cascade.warehouse import Warehouse
+    from cascade.runtime.messages import parse
+    from cascade.definition.model import load
+    from cascade.runtime.warehouse import Warehouse
 
     for definition in sorted((ROOT / "pipelines").glob("*.yaml")):
         p = load(definition, namespace="")

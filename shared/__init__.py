@@ -23,23 +23,23 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "PythonContext": "cascade.processors.python_callable",
-    "load": "cascade.pipeline",
-    "Pipeline": "cascade.pipeline",
-    "Processor": "cascade.pipeline",
-    "Upstream": "cascade.pipeline",
-    "Calendar": "cascade.calendar",
-    "Trigger": "cascade.messages",
-    "Status": "cascade.state",
+    "PythonContext": "cascade.runtime.processors.python_callable",
+    "load": "cascade.definition.model",
+    "Pipeline": "cascade.definition.model",
+    "Processor": "cascade.definition.model",
+    "Upstream": "cascade.definition.model",
+    "Calendar": "cascade.definition.calendar",
+    "Trigger": "cascade.runtime.messages",
+    "Status": "cascade.state.status",
 }
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eagerly
-    from .calendar import Calendar
-    from .messages import Trigger
-    from .pipeline import Pipeline, Processor, Upstream, load
-    from .processors.python_callable import PythonContext
-    from .state import Status
+    from cascade.definition.calendar import Calendar
+    from cascade.runtime.messages import Trigger
+    from cascade.definition.model import Pipeline, Processor, Upstream, load
+    from cascade.runtime.processors.python_callable import PythonContext
+    from cascade.state.status import Status
 
 
 def __getattr__(name: str) -> Any:

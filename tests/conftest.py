@@ -14,9 +14,9 @@ import pytest
 
 import yaml
 
-from cascade import faults
-from cascade.localstack import Endpoints, LocalStack
-from cascade.pipeline import DEFAULT_DEFINITION
+from cascade.dev import faults
+from cascade.dev.localstack import Endpoints, LocalStack
+from cascade.definition.model import DEFAULT_DEFINITION
 
 from .harness import Harness, new_namespace
 

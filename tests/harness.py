@@ -20,19 +20,19 @@ from typing import Any, Callable
 
 from google.api_core import exceptions as gexc
 
-from cascade import clients
-from cascade.alerts import MemoryAlertSink
-from cascade.app import App
-from cascade.entry import handle_cloud_event
+from cascade.runtime import clients
+from cascade.runtime.alerts import MemoryAlertSink
+from cascade.runtime.app import App
+from cascade.runtime.entry import handle_cloud_event
 from cascade.errors import TransientError
-from cascade.local import start_functions
-from cascade.localstack import Endpoints, LocalStack
-from cascade.messages import Trigger, new_correlation_id
-from cascade.pipeline import load
-from cascade.provision import DeliveryPolicy, ensure_bucket, ensure_pubsub, push_endpoint
-from cascade.settings import Settings
-from cascade.synthetic import write_raw_files
-from cascade.tracking import utcnow
+from cascade.dev.local import start_functions
+from cascade.dev.localstack import Endpoints, LocalStack
+from cascade.runtime.messages import Trigger, new_correlation_id
+from cascade.definition.model import load
+from cascade.dev.provision import DeliveryPolicy, ensure_bucket, ensure_pubsub, push_endpoint
+from cascade.runtime.settings import Settings
+from cascade.dev.synthetic import write_raw_files
+from cascade.state.tracker import utcnow
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 from datetime import date
 
-from cascade.alerts import Alert, LogAlertSink, local_alert_files, read_alerts
+from cascade.runtime.alerts import Alert, LogAlertSink, local_alert_files, read_alerts
 from cascade.cli import main as cascade
-from cascade.pipeline import DEFAULT_DEFINITION
-from cascade.state import Status
+from cascade.definition.model import DEFAULT_DEFINITION
+from cascade.state.status import Status
 
 from .harness import Harness, new_namespace, wait_until
 

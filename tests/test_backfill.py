@@ -22,7 +22,7 @@ from cascade.backfill.lease import BackfillLease, holders
 from cascade.backfill.plan import upstream_window
 from cascade.backfill.validate import coverage, validate
 from cascade.cli import main as cascade_main
-from cascade.status import date_status
+from cascade.ops.date_status import date_status
 
 from .harness import ROOT, Harness, new_namespace, wait_until
 
@@ -334,7 +334,7 @@ def test_a_partition_returns_its_tables_merge_slot_when_its_write_ends_not_after
     import cascade.backfill.scheduler as scheduler_mod
     from cascade.backfill.plan import build_plan, select_processors
     from cascade.backfill.scheduler import Scheduler
-    from cascade.runner import Outcome
+    from cascade.runtime.runner import Outcome
 
     h = harness
     procs = select_processors(h.pipeline, processors=["nbac_schedule"])

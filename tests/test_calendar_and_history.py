@@ -22,11 +22,11 @@ import yaml
 from cascade.backfill.engine import BackfillRequest, run_backfill
 from cascade.backfill.plan import build_plan, select_processors
 from cascade.backfill.validate import preflight
-from cascade.checks import Checks
+from cascade.runtime.checks import Checks
 from cascade.errors import DefinitionError
-from cascade.pipeline import from_dict
-from cascade.status import date_status
-from cascade.tracking import Partition
+from cascade.definition.model import from_dict
+from cascade.ops.date_status import date_status
+from cascade.state.tracker import Partition
 
 # ---------------------------------------------------------------------- a league with a schedule
 # Season 2025-01-06..19. The schedule lists a game every day except Wednesdays (01-08, 01-15); the
@@ -92,7 +92,7 @@ def _station(tmp_path: Path | None = None, history_start: str | None = "2025-01-
 
 
 def _days(start: str, end: str) -> list[date]:
-    from cascade.calendar import date_range
+    from cascade.definition.calendar import date_range
 
     return list(date_range(date.fromisoformat(start), date.fromisoformat(end)))
 
@@ -126,7 +126,7 @@ def test_a_date_after_the_schedules_last_loaded_date_is_expected_and_the_note_sa
 
 
 def test_a_schedule_that_cannot_be_read_leaves_every_declared_date_expected_until_it_can():
-    from cascade.calendar import ScheduleDates
+    from cascade.definition.calendar import ScheduleDates
 
     cal = from_dict(_league()).calendar
     calls: list[tuple[date, date]] = []

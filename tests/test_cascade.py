@@ -13,7 +13,7 @@ from datetime import date
 import pytest
 
 from cascade.errors import TransientError
-from cascade.status import date_status
+from cascade.ops.date_status import date_status
 
 D = date(2025, 1, 15)
 WINDOW_START = date(2024, 12, 14)  # 30-day lookback of phase 3/4 processors

@@ -15,7 +15,7 @@ from datetime import date
 import pytest
 
 from cascade.errors import TransientError
-from cascade.status import date_status
+from cascade.ops.date_status import date_status
 
 from .harness import ROOT, Harness, printed_commands
 

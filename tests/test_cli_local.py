@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from cascade.localstack import _proc_stat
+from cascade.dev.localstack import _proc_stat
 
 from .harness import ROOT
 

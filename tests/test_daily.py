@@ -9,9 +9,9 @@ from datetime import date
 import pytest
 import yaml
 
-from cascade.daily import morning_at, render_table, run_morning, simulate
-from cascade.pipeline import DEFAULT_DEFINITION
-from cascade.status import date_status
+from cascade.ops.daily import morning_at, render_table, run_morning, simulate
+from cascade.definition.model import DEFAULT_DEFINITION
+from cascade.ops.date_status import date_status
 
 from .harness import Harness, new_namespace
 

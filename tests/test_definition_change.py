@@ -17,11 +17,11 @@ from pathlib import Path
 import yaml
 from werkzeug.test import Client
 
-from cascade.deployed import local_versions
+from cascade.dev.deployed import local_versions
 from cascade.lint import lint
-from cascade.local import running_functions, start_functions, up
-from cascade.localstack import LocalStack
-from cascade.pipeline import load
+from cascade.dev.local import running_functions, start_functions, up
+from cascade.dev.localstack import LocalStack
+from cascade.definition.model import load
 from cascade.ui.server import StatusPage
 
 from .conftest import PROJECT

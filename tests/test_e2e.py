@@ -11,7 +11,7 @@ from datetime import date
 import pytest
 import requests
 
-from cascade.status import date_status
+from cascade.ops.date_status import date_status
 
 from .harness import ROOT, Harness, new_namespace, push_body
 

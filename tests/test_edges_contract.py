@@ -15,10 +15,10 @@ from datetime import date
 import pytest
 from cloudevents.http import CloudEvent
 
-from cascade.entry import handle_cloud_event
-from cascade.messages import MAX_RECORDED_BYTES, Completion, Trigger
-from cascade.processors.gcs_load import coerce
-from cascade.sweeper import sweep
+from cascade.runtime.entry import handle_cloud_event
+from cascade.runtime.messages import MAX_RECORDED_BYTES, Completion, Trigger
+from cascade.runtime.processors.gcs_load import coerce
+from cascade.ops.sweeper import sweep
 
 from .harness import FakeClock, cloud_event, utc
 
@@ -96,7 +96,7 @@ def test_a_completion_of_a_cascade_with_a_long_correlation_id_cannot_fail_to_pub
     h = harness
     h.write_raw(D, D)
     trig = Trigger("nba", 2, D, strict_mode=False, correlation_id="c" * 5000)
-    from cascade.runner import PhaseRunner
+    from cascade.runtime.runner import PhaseRunner
     result = PhaseRunner(h.app).run(trig, "in-code")
     assert result.complete and result.downstream == "published"
     [completion] = h.pull(3)
@@ -169,7 +169,7 @@ def write_boxscores(h, players: list[dict]) -> None:
 
 
 def boxscore(h) -> list[dict]:
-    from cascade.synthetic import day_files
+    from cascade.dev.synthetic import day_files
     return day_files(D)["nbacom/player_boxscores/{date}.json"]["players"]
 
 

@@ -14,12 +14,12 @@ import pytest
 import yaml
 from google.cloud import bigquery
 
-from cascade import faults
+from cascade.dev import faults
 from cascade.backfill.engine import BackfillRequest, run_backfill
 from cascade.backfill.rerun import rerun
-from cascade.checks import Checks
+from cascade.runtime.checks import Checks
 from cascade.errors import TransientError
-from cascade.pipeline import from_dict
+from cascade.definition.model import from_dict
 
 from .harness import FakeClock, Harness, wait_until
 

@@ -1,6 +1,6 @@
 """Reliability under faults, each test asserting nothing is lost or doubled (DESIGN invariants 1-6).
 
-Faults are injected with the environment-guarded hook in ``cascade.faults``; time moves with an
+Faults are injected with the environment-guarded hook in ``cascade.dev.faults``; time moves with an
 injected clock, never with sleeps.
 """
 
@@ -12,11 +12,11 @@ from datetime import date
 
 import pytest
 
-from cascade import faults
+from cascade.dev import faults
 from cascade.errors import TransientError
-from cascade.faults import InjectedCrash
-from cascade.status import date_status
-from cascade.sweeper import sweep
+from cascade.dev.faults import InjectedCrash
+from cascade.ops.date_status import date_status
+from cascade.ops.sweeper import sweep
 
 from .harness import FakeClock, Harness, wait_until, wide_pipeline
 

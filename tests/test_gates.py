@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from cascade.errors import DefinitionError
-from cascade.gates import Gates
-from cascade.pipeline import from_dict, load
-from cascade.state import Status
+from cascade.runtime.gates import Gates
+from cascade.definition.model import from_dict, load
+from cascade.state.status import Status
 
 D = date(2025, 3, 10)
 ROWS: dict[date, list[dict]] = {}  # what `produce` returns for a date

@@ -22,7 +22,7 @@ import yaml
 from google.api_core import exceptions as gexc
 
 from cascade.errors import TransientError
-from cascade.tracking import FAILED, SUCCESS
+from cascade.state.tracker import FAILED, SUCCESS
 
 from .harness import FakeClock, wait_until
 

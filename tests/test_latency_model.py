@@ -18,8 +18,8 @@ import pytest
 import requests
 
 from emulators.latency_model import STATS_PATH, FifoSlots, check_latency, dml_targets
-from cascade.emulators import BQ_LATENCY_ENV, LocalStackError, emulator_spec
-from cascade.localstack import LocalStack, free_port
+from cascade.dev.emulators import BQ_LATENCY_ENV, LocalStackError, emulator_spec
+from cascade.dev.localstack import LocalStack, free_port
 
 LATENCY = 0.5
 PROJECT = "cascade-latency"

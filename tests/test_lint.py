@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cascade import definition_schema, pipeline as pipeline_module
+from cascade.definition import schema as definition_schema, model as pipeline_module
 from cascade.cli import main as cascade
 from cascade.errors import DefinitionError
 from cascade.lint import lint
-from cascade.pipeline import from_dict, load
+from cascade.definition.model import from_dict, load
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = sorted(REPO.glob("pipelines/*.yaml"))
@@ -269,7 +269,7 @@ def test_cli_lint_exit_codes_and_json(tmp_path, capsys, monkeypatch):
 
 # ---------------------------------------------------------------------- the schema, derived once
 def test_committed_schema_and_reference_are_generated_from_the_code():
-    assert definition_schema.main(["--check"]) == 0, "run: python -m cascade.definition_schema --write"
+    assert definition_schema.main(["--check"]) == 0, "run: python -m cascade.definition.schema --write"
 
 
 def test_schema_patterns_and_types_are_the_loaders():
@@ -342,7 +342,7 @@ def test_every_key_the_loader_reads_is_declared_in_the_schema(monkeypatch):
     seen: set[str] = set()
     monkeypatch.setattr(pipeline_module, "validate_structure", lambda *_a, **_k: None)
     pipeline = from_dict(_Recording(raw, "", seen), source_path=str(REPO / "pipelines" / "nba.yaml"))
-    from cascade import tfvars
+    from cascade.deploy import tfvars
 
     tfvars.terraform_inputs(pipeline)  # reads source/export keys of the processors too
     declared = {p for p, _ in definition_schema.declared_paths()}

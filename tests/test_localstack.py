@@ -1,4 +1,4 @@
-"""Tests for cascade.localstack: real emulators, real clients, process bookkeeping.
+"""Tests for cascade.dev.localstack: real emulators, real clients, process bookkeeping.
 
 Run: PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 .venv/bin/pytest -q tests/test_localstack.py
 """
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the repo root is not on sys.path when pytest runs from .venv/bin
     sys.path.insert(0, str(ROOT))
 
-from cascade.localstack import (  # noqa: E402
+from cascade.dev.localstack import (  # noqa: E402
     EMULATORS,
     Endpoints,
     LocalStack,
@@ -164,7 +164,7 @@ def test_start_process_failures_are_reported(tmp_path: Path) -> None:
 
 
 def test_stop_escalates_to_sigkill(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import cascade.localstack as localstack
+    import cascade.dev.localstack as localstack
 
     monkeypatch.setattr(localstack, "STOP_TIMEOUT", 0.3)
     ls = LocalStack(tmp_path, log=lambda msg: None)

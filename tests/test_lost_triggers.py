@@ -13,9 +13,9 @@ from datetime import date
 
 import pytest
 
-from cascade.faults import InjectedCrash
-from cascade.status import date_status
-from cascade.sweeper import sweep
+from cascade.dev.faults import InjectedCrash
+from cascade.ops.date_status import date_status
+from cascade.ops.sweeper import sweep
 
 from .harness import FakeClock
 
@@ -48,7 +48,7 @@ def test_sweeper_retries_a_republish_that_failed(make_harness, inject):
 
 
 def test_a_published_trigger_that_no_function_picked_up_is_republished_by_the_sweeper(make_harness):
-    from cascade.sweeper import not_started_after
+    from cascade.ops.sweeper import not_started_after
 
     clock = FakeClock()
     h = make_harness(clock=clock)
@@ -156,8 +156,8 @@ def test_a_phase_function_killed_and_restarted_by_cascade_up_loses_no_trigger(st
     import os
     import signal
 
-    from cascade import handoff
-    from cascade.localstack import _members
+    from cascade.runtime import handoff
+    from cascade.dev.localstack import _members
 
     from .harness import wait_until
 
@@ -199,7 +199,7 @@ def test_cascade_up_after_a_crash_left_a_worker_holding_the_port_stops_it_and_re
 
     import requests
 
-    from cascade.localstack import _members, _proc_stat
+    from cascade.dev.localstack import _members, _proc_stat
 
     from .harness import wait_until
 
@@ -233,7 +233,7 @@ def test_cascade_up_names_a_foreign_process_on_a_crashed_functions_port_with_the
     import signal
     import socket
 
-    from cascade.localstack import _members
+    from cascade.dev.localstack import _members
 
     from .harness import wait_until
 

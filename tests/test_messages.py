@@ -8,9 +8,9 @@ from datetime import date
 import pytest
 
 from cascade.errors import InvalidMessageError, UnknownProcessorError
-from cascade.messages import (MAX_CORRELATION_ID_LENGTH, MAX_GENERATION, MAX_NAME_LENGTH, MAX_PAYLOAD_BYTES,
+from cascade.runtime.messages import (MAX_CORRELATION_ID_LENGTH, MAX_GENERATION, MAX_NAME_LENGTH, MAX_PAYLOAD_BYTES,
                              MAX_PROCESSORS, Completion, Trigger, parse)
-from cascade.pipeline import load
+from cascade.definition.model import load
 
 from .harness import utc
 

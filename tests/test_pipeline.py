@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from cascade.errors import DefinitionError
-from cascade.pipeline import DEFAULT_DEFINITION, from_dict, load
+from cascade.definition.model import DEFAULT_DEFINITION, from_dict, load
 
 RAW = yaml.safe_load(DEFAULT_DEFINITION.read_text())
 
@@ -89,7 +89,7 @@ def test_a_weekday_the_pipeline_is_closed_is_not_expected_and_says_why():
 
 
 def test_an_export_with_its_own_bucket_is_a_terraform_bucket_written_by_its_phase_only():
-    from cascade.tfvars import terraform_inputs
+    from cascade.deploy.tfvars import terraform_inputs
 
     weather = load(str(Path(__file__).resolve().parent.parent / "pipelines" / "weather.yaml"))
     inputs = terraform_inputs(weather)

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cascade import clients
+from cascade.runtime import clients
 from cascade.cli import main as cascade
-from cascade.pipeline import load
-from cascade.processor_tests import CaseFileError, Runner, case_files, collect, load_cases, run_suite
+from cascade.definition.model import load
+from cascade.dev.processor_tests import CaseFileError, Runner, case_files, collect, load_cases, run_suite
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

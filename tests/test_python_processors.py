@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from cascade.errors import DefinitionError, is_transient
-from cascade.pipeline import from_dict
-from cascade.processors.python_callable import STAGE_ABOVE_ROWS, InvalidRowsError, validate_rows
-from cascade.state import Status
+from cascade.definition.model import from_dict
+from cascade.runtime.processors.python_callable import STAGE_ABOVE_ROWS, InvalidRowsError, validate_rows
+from cascade.state.status import Status
 
 D = date(2025, 3, 12)
 

@@ -28,9 +28,9 @@ import yaml
 from google.api_core import exceptions as gexc
 
 from cascade.errors import InvalidSourceError, ProcessorError, TransientError, is_transient
-from cascade.hooks import InjectedCrash
-from cascade.processors.python_callable import PythonProcessorError
-from cascade.state import Status
+from cascade.runtime.hooks import InjectedCrash
+from cascade.runtime.processors.python_callable import PythonProcessorError
+from cascade.state.status import Status
 
 from .harness import FakeClock, printed_commands
 

@@ -9,15 +9,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cascade.tfvars import TOOLING, runtime_files
+from cascade.deploy.bundle import SHIPPED_PACKAGES, runtime_files
 
 from .harness import ROOT
 
 
 def test_function_zips_carry_no_local_tooling():
     files = runtime_files()
-    assert "shared/runner.py" in files and "shared/entry.py" in files and "shared/hooks.py" in files
-    assert [f for f in files if f.startswith(TOOLING)] == []
+    assert "shared/runtime/runner.py" in files and "shared/runtime/entry.py" in files and "shared/runtime/hooks.py" in files
+    shipped = {"shared/__init__.py", "shared/errors.py"}
+    assert [f for f in files if f not in shipped and f.split("/")[1] not in SHIPPED_PACKAGES] == []
     committed = json.loads((ROOT / "infra/terraform/pipeline.auto.tfvars.json").read_text())["pipeline"]
     assert committed["runtime_files"] == files  # Terraform packages exactly this list
 
@@ -37,10 +38,10 @@ def test_the_runtime_files_alone_import_every_function_and_run_a_fault_hook_as_a
         *[f"spec = importlib.util.spec_from_file_location('m{i}', {str(m)!r}); "
           f"importlib.util.module_from_spec(spec).__loader__.exec_module(importlib.util.module_from_spec(spec))"
           for i, m in enumerate(mains)],
-        "from cascade import hooks; hooks.maybe_fail('publish')  # faults.py is absent: a no-op",
-        "from cascade.pipeline import load; load()",
+        "from cascade.runtime import hooks; hooks.maybe_fail('publish')  # faults.py is absent: a no-op",
+        "from cascade.definition.model import load; load()",
         "bad = [m for m in sys.modules if m == 'cascade.cli' or m.startswith(('cascade.cli.', 'cascade.ui', 'cascade.backfill', "
-        "'cascade.localstack', 'cascade.faults', 'cascade.synthetic'))]",
+        "'cascade.dev.localstack', 'cascade.dev.faults', 'cascade.dev.synthetic'))]",
         "assert not bad, bad",
         "print('ok')"])
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60,
@@ -50,8 +51,8 @@ def test_the_runtime_files_alone_import_every_function_and_run_a_fault_hook_as_a
 
 
 def test_a_pipelines_own_python_modules_ship_beside_its_definition():
-    from cascade.pipeline import load
-    from cascade.tfvars import terraform_inputs
+    from cascade.definition.model import load
+    from cascade.deploy.tfvars import terraform_inputs
 
     inputs = terraform_inputs(load(ROOT / "pipelines/retail.yaml", namespace=""))
     assert inputs["definition_file"] == "pipelines/retail.yaml"

@@ -8,13 +8,13 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from cascade import handoff
+from cascade.runtime import handoff
 from cascade.backfill.plan import build_plan, select_processors
-from cascade.freshness import Freshness, input_keys, input_record
-from cascade.pipeline import from_dict
-from cascade.state import Status
-from cascade.tracking import Partition
-from cascade.versions import Versions, normalize_sql, processor_version
+from cascade.state.freshness import Freshness, input_keys, input_record
+from cascade.definition.model import from_dict
+from cascade.state.status import Status
+from cascade.state.tracker import Partition
+from cascade.definition.versions import Versions, normalize_sql, processor_version
 
 NOW = datetime(2025, 2, 1, 12, tzinfo=timezone.utc)
 D = date(2025, 1, 8)

@@ -9,7 +9,7 @@ phase's topic; dataset-level dataEditor; and every phase of the generated inputs
 Terraform edit. Also: scaling from the definition (concurrency > 1 with >= 1 vCPU) and a retry policy
 that outlasts the documented burst (docs/deploy.md, "Bursts"); bucket IAM limited to each phase's
 folders; force_destroy as a variable; alerting (alert-entry metric whose filter matches what
-cascade.alerts really logs, dead letters, backlog age, 5xx ratio, freshness) and the dashboard.
+cascade.runtime.alerts really logs, dead letters, backlog age, 5xx ratio, freshness) and the dashboard.
 
 The checks are ``problems(parsed_tf, inputs) -> list[str]`` so the negative tests can run them on
 mutated copies and prove each check reports what it guards against.
@@ -857,11 +857,11 @@ def test_every_tf_file_parses() -> None:
 
 
 def test_committed_tfvars_match_the_pipeline_definition() -> None:
-    proc = subprocess.run([str(_main_python()), "-m", "cascade.tfvars"], cwd=REPO, env=_clean_env(),
+    proc = subprocess.run([str(_main_python()), "-m", "cascade.deploy.tfvars"], cwd=REPO, env=_clean_env(),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == json.loads(TFVARS.read_text()), (
-        "infra/terraform/pipeline.auto.tfvars.json is stale: run `python -m cascade.tfvars --write`")
+        "infra/terraform/pipeline.auto.tfvars.json is stale: run `python -m cascade.deploy.tfvars --write`")
 
 
 def test_deployment_has_no_problems(parsed: dict[str, Any], inputs: dict[str, Any]) -> None:
@@ -885,8 +885,8 @@ def test_new_phases_need_no_terraform_edit(parsed: dict[str, Any]) -> None:
     script = r"""
 import json, sys, yaml
 from pathlib import Path
-from cascade.pipeline import from_dict
-from cascade.tfvars import terraform_inputs
+from cascade.definition.model import from_dict
+from cascade.deploy.tfvars import terraform_inputs
 raw = yaml.safe_load(Path("pipelines/nba.yaml").read_text())
 last = next(p for p in raw["phases"] if p.get("next") is None)
 last["next"] = 97
@@ -1122,7 +1122,7 @@ def definition_problems(inputs: dict[str, Any], described: dict[str, Any]) -> li
 
 
 def _described() -> dict[str, Any]:
-    script = "import json; from cascade.pipeline import load; print(json.dumps(load().describe('p')))"
+    script = "import json; from cascade.definition.model import load; print(json.dumps(load().describe('p')))"
     proc = subprocess.run([str(_main_python()), "-c", script], cwd=REPO, env=_clean_env(),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -1331,11 +1331,11 @@ def _as_log_entry(line: str, service: str) -> dict[str, Any]:
 
 
 def _alert_log_line() -> str:
-    """What cascade.alerts.LogAlertSink writes for a failed partition (the runner's labels)."""
+    """What cascade.runtime.alerts.LogAlertSink writes for a failed partition (the runner's labels)."""
     script = """
 import io
-from cascade import logs
-from cascade.alerts import Alert, LogAlertSink
+from cascade.runtime import logs
+from cascade.runtime.alerts import Alert, LogAlertSink
 buf = io.StringIO()
 logs.configure(stream=buf)
 LogAlertSink().send(Alert("player_game_summary FAILED for 2025-01-15", "boom", labels=dict(
@@ -1382,7 +1382,7 @@ def _runner_log_lines(phase: int, day: str = "2025-01-15") -> dict[str, str]:
     src = (REPO / "shared" / "runner.py").read_text()
     for needle in ('f"phase {trigger.phase} for {day}: "', '+ f"; complete={result.complete} downstream=',
                    'f"phase {trigger.phase} skipped: {reason}"', 'reason = f"no games on {day} (', "mode=trigger.mode"):
-        assert needle in src, f"shared/runner.py no longer logs {needle}: update shared/tfvars.py freshness()"
+        assert needle in src, f"shared/runtime/runner.py no longer logs {needle}: update shared/deploy/tfvars.py freshness()"
     return {"complete": f"phase {phase} for {day}: a=success, b=success; complete=True downstream=none",
             "incomplete": f"phase {phase} for {day}: a=success, b=failed; complete=False downstream=-",
             "skipped": f"phase {phase} skipped: no games on {day} (All-Star break)"}

@@ -18,9 +18,9 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 
 from cascade.errors import TransientError
-from cascade.status import wait_for_phase
-from cascade.sweeper import sweep
-from cascade.tracking import Partition, Tracker
+from cascade.ops.date_status import wait_for_phase
+from cascade.ops.sweeper import sweep
+from cascade.state.tracker import Partition, Tracker
 
 from .harness import ROOT, FakeClock, Harness
 

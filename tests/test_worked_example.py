@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 import yaml
 
-from cascade import definition_schema
+from cascade.definition import schema as definition_schema
 from cascade.errors import DefinitionError
-from cascade.pipeline import DEFAULT_DEFINITION, from_dict, import_callable, load
-from cascade.processors.gcs_export import render
-from cascade.state import Status
+from cascade.definition.model import DEFAULT_DEFINITION, from_dict, import_callable, load
+from cascade.runtime.processors.gcs_export import render
+from cascade.state.status import Status
 
 WEATHER = DEFAULT_DEFINITION.parent / "weather.yaml"
 HISTORY_START = date(2025, 3, 3)  # calendar.history_start, a Monday

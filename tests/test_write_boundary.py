@@ -19,9 +19,9 @@ import pytest
 import yaml
 from google.cloud import bigquery
 
-from cascade import faults
-from cascade.processors.python_callable import STAGE_ABOVE_ROWS
-from cascade.state import Status
+from cascade.dev import faults
+from cascade.runtime.processors.python_callable import STAGE_ABOVE_ROWS
+from cascade.state.status import Status
 
 from .harness import FakeClock, Harness, wait_until
 
@@ -145,7 +145,7 @@ def test_an_export_from_an_older_fence_is_refused_even_after_its_merge_committed
     """The window the MERGE cannot close: a run whose manifest MERGE committed before it lost its lease
     uploads late. The published object carries its fence; an older one never replaces it."""
     from cascade.errors import LeaseLostError
-    from cascade.processors.gcs_export import publish
+    from cascade.runtime.processors.gcs_export import publish
 
     h = bnd
     write_readings(h, json.dumps({"readings": readings(3)}))

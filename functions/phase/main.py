@@ -10,7 +10,7 @@ import os
 
 import functions_framework
 
-from cascade.entry import handle_cloud_event
+from cascade.runtime.entry import handle_cloud_event
 
 
 def _phase() -> int | None:

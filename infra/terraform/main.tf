@@ -1,7 +1,7 @@
 # Cascade production deployment: shared resources of one pipeline plus one `phase` module per phase.
 #
 # Everything per-phase comes from var.pipeline (pipeline.auto.tfvars.json, generated from the
-# pipeline definition by `python -m cascade.tfvars --write`): adding a phase to the YAML and
+# pipeline definition by `python -m cascade.deploy.tfvars --write`): adding a phase to the YAML and
 # regenerating that file is the whole change; nothing here names a phase.
 
 locals {
@@ -41,11 +41,11 @@ locals {
   # ---------------------------------------------------------------- function source packaging
   source_root = startswith(var.source_root, "/") ? var.source_root : "${path.module}/${var.source_root}"
   # The library's runtime files (the import closure of the function entry points, derived by
-  # cascade.tfvars - the CLI, emulators, backfills, UI and fault injection stay out) and the
+  # cascade.deploy.tfvars - the CLI, emulators, backfills, UI and fault injection stay out) and the
   # pipeline definition with its own Python modules (python: processors) go into every function's zip.
   library_files = setunion(toset(var.pipeline.runtime_files), [var.pipeline.definition_file],
   toset(var.pipeline.definition_modules))
-  # Runtime dependencies only (pins taken from the repository's requirements.txt by cascade.tfvars).
+  # Runtime dependencies only (pins taken from the repository's requirements.txt by cascade.deploy.tfvars).
   function_requirements = "${join("\n", var.pipeline.runtime_requirements)}\n"
 
   sweeper_main    = "${local.source_root}/${var.pipeline.sweeper.source_dir}/main.py"

@@ -1,5 +1,5 @@
 # Production alerting and the dashboard of one Cascade pipeline, derived from var.pipeline (the
-# definition, through shared/tfvars.py): nothing here names a phase, a service or a log line that
+# definition, through shared/deploy/tfvars.py): nothing here names a phase, a service or a log line that
 # the inputs do not carry.
 #
 # Alert policies (every one notifies local.notification_channels; with none, incidents still open
@@ -87,7 +87,7 @@ resource "google_monitoring_notification_channel" "email" {
 }
 
 # ------------------------------------------------------------------ Cascade's alert entries
-# cascade.alerts.LogAlertSink writes each alert as one structured line: severity ERROR, jsonPayload
+# cascade.runtime.alerts.LogAlertSink writes each alert as one structured line: severity ERROR, jsonPayload
 # `alert: true`, entry labels pipeline / phase / processor / date. The filter
 # (var.pipeline.monitoring.alert_log_filter) matches exactly those, on the pipeline's services.
 resource "google_logging_metric" "alerts" {

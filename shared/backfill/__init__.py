@@ -6,9 +6,9 @@ thread pool), ``executors`` (where a partition runs: in this process or on the p
 per backfill), ``rerun`` (new-generation re-processing), ``engine`` (the whole command).
 """
 
-from .engine import BackfillRequest, BackfillResult, print_result, run_backfill
-from .plan import Plan, UsageError, build_plan, select_processors
-from .scheduler import RunReport, Scheduler
+from cascade.backfill.engine import BackfillRequest, BackfillResult, print_result, run_backfill
+from cascade.backfill.plan import Plan, UsageError, build_plan, select_processors
+from cascade.backfill.scheduler import RunReport, Scheduler
 
 __all__ = ["BackfillRequest", "BackfillResult", "Plan", "RunReport", "Scheduler", "UsageError", "build_plan",
            "print_result", "run_backfill", "select_processors"]

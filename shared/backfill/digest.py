@@ -11,8 +11,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from ..alerts import Alert, MemoryAlertSink
-from ..app import App
+from cascade.runtime.alerts import Alert, MemoryAlertSink
+from cascade.runtime.app import App
 
 
 @contextmanager

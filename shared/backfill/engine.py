@@ -17,17 +17,17 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Callable, TextIO
 
-from ..app import App
-from ..cost import BytesEstimate, JobCost, estimate_range
-from ..errors import LeaseHeldError
-from ..recovery import fill_coverage
-from .digest import collecting_alerts, digest_alert
-from .executors import EXECUTORS
-from .lease import BackfillLease, describe_holder, holders
-from .plan import Plan, UsageError, build_plan, check_range, select_processors
-from .progress import Progress
-from .scheduler import RunReport, Scheduler
-from .validate import (DEFAULT_THRESHOLD, Coverage, Preflight, TableValidation, coverage, outside_inputs, preflight,
+from cascade.runtime.app import App
+from cascade.runtime.cost import BytesEstimate, JobCost, estimate_range
+from cascade.errors import LeaseHeldError
+from cascade.runtime.recovery import fill_coverage
+from cascade.backfill.digest import collecting_alerts, digest_alert
+from cascade.backfill.executors import EXECUTORS
+from cascade.backfill.lease import BackfillLease, describe_holder, holders
+from cascade.backfill.plan import Plan, UsageError, build_plan, check_range, select_processors
+from cascade.backfill.progress import Progress
+from cascade.backfill.scheduler import RunReport, Scheduler
+from cascade.backfill.validate import (DEFAULT_THRESHOLD, Coverage, Preflight, TableValidation, coverage, outside_inputs, preflight,
                        validate)
 
 

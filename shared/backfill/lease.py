@@ -20,9 +20,9 @@ import uuid
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from ..app import App
-from ..errors import LeaseHeldError
-from ..logs import get_logger
+from cascade.runtime.app import App
+from cascade.errors import LeaseHeldError
+from cascade.runtime.logs import get_logger
 
 logger = get_logger("backfill.lease")
 

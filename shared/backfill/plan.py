@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, Iterable
 
-from ..calendar import date_range
-from .. import handoff
-from ..errors import CascadeError, UnknownProcessorError
-from ..freshness import Freshness, input_keys
-from ..pipeline import Pipeline, Processor
-from ..state import Status
-from ..tracking import BLOCKED, FAILED, RUNNING, SUCCESS, WAITING, Partition
+from cascade.definition.calendar import date_range
+from cascade.runtime import handoff
+from cascade.errors import CascadeError, UnknownProcessorError
+from cascade.state.freshness import Freshness, input_keys
+from cascade.definition.model import Pipeline, Processor
+from cascade.state.status import Status
+from cascade.state.tracker import BLOCKED, FAILED, RUNNING, SUCCESS, WAITING, Partition
 
 MAX_RANGE_DAYS = 3 * 366
 DONE, MISSING, NO_GAME, EXPIRED, STALE = Status.DONE, Status.MISSING, Status.NO_GAME, Status.EXPIRED, Status.STALE

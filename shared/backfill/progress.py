@@ -13,7 +13,7 @@ import threading
 import time
 from typing import TextIO
 
-from ..durations import duration
+from cascade.runtime.durations import duration
 
 
 class Progress:

@@ -42,17 +42,17 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Callable
 
-from .. import handoff
-from ..app import App
-from ..durations import duration
-from ..errors import is_quota, is_transient
-from ..logs import get_logger
-from ..messages import Trigger, new_correlation_id
-from ..runner import Outcome
-from ..state import Status
-from ..tracking import BLOCKED, SUCCESS
-from .executors import executor_for
-from .plan import Node, Plan, upstream_window
+from cascade.runtime import handoff
+from cascade.runtime.app import App
+from cascade.runtime.durations import duration
+from cascade.errors import is_quota, is_transient
+from cascade.runtime.logs import get_logger
+from cascade.runtime.messages import Trigger, new_correlation_id
+from cascade.runtime.runner import Outcome
+from cascade.state.status import Status
+from cascade.state.tracker import BLOCKED, SUCCESS
+from cascade.backfill.executors import executor_for
+from cascade.backfill.plan import Node, Plan, upstream_window
 
 logger = get_logger("backfill")
 OK_STATUSES = (Status.SUCCESS, Status.DONE, Status.SKIPPED)

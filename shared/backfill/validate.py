@@ -24,11 +24,11 @@ from typing import Any, Iterable
 
 from google.cloud import bigquery
 
-from ..app import App
-from ..freshness import Freshness
-from ..pipeline import Processor
-from ..state import Status
-from .plan import ordered_processors, upstream_window
+from cascade.runtime.app import App
+from cascade.state.freshness import Freshness
+from cascade.definition.model import Processor
+from cascade.state.status import Status
+from cascade.backfill.plan import ordered_processors, upstream_window
 
 DEFAULT_THRESHOLD = 0.95
 

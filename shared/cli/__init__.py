@@ -15,10 +15,10 @@ from pathlib import Path
 
 from google.api_core import exceptions as gexc
 
-from .. import logs
-from ..errors import CascadeError
-from ._common import handle_cascade_error
-from . import alerts_cmds, daily_cmds, extra_cmds, lint_cmds, local_cmds, ops_cmds, reliability_cmds, test_cmds, ui_cmds
+from cascade.runtime import logs
+from cascade.errors import CascadeError
+from cascade.cli._common import handle_cascade_error
+from cascade.cli import alerts_cmds, daily_cmds, extra_cmds, lint_cmds, local_cmds, ops_cmds, reliability_cmds, test_cmds, ui_cmds
 
 # Command modules, in the order their commands appear in `cascade --help`.
 _MODULES = [lint_cmds, test_cmds, local_cmds, ops_cmds, extra_cmds, daily_cmds, reliability_cmds, alerts_cmds, ui_cmds]

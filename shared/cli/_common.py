@@ -10,8 +10,8 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..calendar import parse_date
-from ..errors import CascadeError
+from cascade.definition.calendar import parse_date
+from cascade.errors import CascadeError
 
 
 def state_dir() -> Path:
@@ -30,7 +30,7 @@ def load_env_file() -> None:
 
 
 def app(require_stack: bool = True):
-    from ..app import App
+    from cascade.runtime.app import App
 
     load_env_file()
     if os.environ.get("CASCADE_PRODUCTION") != "1":  # locally, keep this process's alerts for `cascade alerts`

@@ -1,6 +1,6 @@
 """``cascade alerts``: the alerts Cascade sent (production) or would have sent (locally).
 
-Alerts are structured log records (``cascade.alerts``): severity ERROR, ``alert: true``, labels
+Alerts are structured log records (``cascade.runtime.alerts``): severity ERROR, ``alert: true``, labels
 pipeline / phase / processor / date. Locally they are kept in the logs under the state directory
 (each phase function's ``<state>/logs/function-...log``, the CLI's ``<state>/logs/cli.log``) and this
 command lists them with the production filter's terms. In production they are in Cloud Logging,
@@ -14,7 +14,7 @@ import argparse
 import os
 from datetime import datetime, timezone
 
-from ._common import print_json, state_dir
+from cascade.cli._common import print_json, state_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,9 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _alerts(args: argparse.Namespace) -> int:
-    from ..alerts import local_alert_files, read_alerts
-    from ..pipeline import load
-    from ..tfvars import alert_log_filter
+    from cascade.runtime.alerts import local_alert_files, read_alerts
+    from cascade.definition.model import load
+    from cascade.deploy.tfvars import alert_log_filter
 
     pipeline = load()
     since = None

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from datetime import datetime
 
-from ..calendar import parse_date
-from ._common import app, date_arg, fail, now
+from cascade.definition.calendar import parse_date
+from cascade.cli._common import app, date_arg, fail, now
 
 
 def _fail_arg(text: str) -> tuple[str, object]:
@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _daily(args: argparse.Namespace) -> int:
-    from ..daily import render_table, run_morning
+    from cascade.ops.daily import render_table, run_morning
 
     a = app()
     when = datetime.fromisoformat(args.now) if args.now else now()
@@ -58,7 +58,7 @@ def _daily(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from ..daily import morning_at, render_table, simulate
+    from cascade.ops.daily import morning_at, render_table, simulate
 
     a = app()
     if not 1 <= args.days <= 400:

@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from ._common import app, bool_arg, date_arg, print_json
+from cascade.cli._common import app, bool_arg, date_arg, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -110,7 +110,7 @@ def _check_phases(a, phases: list[int]) -> None:
 
 
 def _backfill(args: argparse.Namespace) -> int:
-    from ..backfill import BackfillRequest, print_result, run_backfill
+    from cascade.backfill import BackfillRequest, print_result, run_backfill
 
     req = BackfillRequest(start=args.start, end=args.end, phases=args.phase, processors=args.processor,
                           workers=args.workers, max_merges_per_table=args.max_merges_per_table,
@@ -126,8 +126,8 @@ def _backfill(args: argparse.Namespace) -> int:
 
 
 def _preflight(args: argparse.Namespace) -> int:
-    from ..backfill.plan import check_range
-    from ..backfill.validate import preflight
+    from cascade.backfill.plan import check_range
+    from cascade.backfill.validate import preflight
 
     a = app()
     check_range(args.start, args.end)
@@ -145,8 +145,8 @@ def _preflight(args: argparse.Namespace) -> int:
 def _coverage(args: argparse.Namespace) -> int:
     from collections import Counter
 
-    from ..backfill.plan import build_plan, check_range, ordered_processors
-    from ..backfill.validate import coverage
+    from cascade.backfill.plan import build_plan, check_range, ordered_processors
+    from cascade.backfill.validate import coverage
 
     a = app()
     check_range(args.start, args.end)
@@ -167,8 +167,8 @@ def _coverage(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from ..backfill.plan import check_range
-    from ..backfill.validate import validate
+    from cascade.backfill.plan import check_range
+    from cascade.backfill.validate import validate
 
     a = app()
     check_range(args.start, args.end)
@@ -191,7 +191,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _rerun(args: argparse.Namespace) -> int:
-    from ..backfill.rerun import rerun
+    from cascade.backfill.rerun import rerun
 
     a = app()
     published, skipped = rerun(a, args.phase, args.date, args.end or args.date, strict_mode=args.strict_mode,

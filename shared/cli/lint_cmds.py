@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._common import print_json
+from cascade.cli._common import print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _lint(args: argparse.Namespace) -> int:
-    from ..lint import default_file, lint_files
+    from cascade.lint import default_file, lint_files
 
     # A project folder stands for its pipeline.yaml (cascade lint my_shop).
     files = [Path(f) / "pipeline.yaml" if Path(f).is_dir() else Path(f) for f in args.files] or [default_file()]
@@ -67,8 +67,8 @@ def _lint(args: argparse.Namespace) -> int:
 
 
 def _init(args: argparse.Namespace) -> int:
-    from ..errors import CascadeError
-    from ..scaffold import scaffold
+    from cascade.errors import CascadeError
+    from cascade.dev.scaffold import scaffold
 
     try:
         created = scaffold(Path(args.dir), name=args.name)

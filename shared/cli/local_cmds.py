@@ -6,9 +6,9 @@ import argparse
 import os
 import sys
 
-from ..emulators import LocalStackError
-from ..pipeline import load
-from ._common import date_arg, state_dir
+from cascade.dev.emulators import LocalStackError
+from cascade.definition.model import load
+from cascade.cli._common import date_arg, state_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,8 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from ..local import up
-    from ..warehouse import SchemaChangeError
+    from cascade.dev.local import up
+    from cascade.runtime.warehouse import SchemaChangeError
 
     if (args.start is None) != (args.end is None):
         print("error: give both --start and --end (or neither)")
@@ -68,14 +68,14 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
-    from ..local import down
+    from cascade.dev.local import down
 
     try:
         down(state_dir())
     except Exception as exc:  # noqa: BLE001 - never a traceback: say what failed and what to do next
         print(f"error: `cascade down` could not stop everything: {type(exc).__name__}: {str(exc)[:2000]}\n"
               f"next step: run `cascade down` again; it stops only the processes recorded in "
-              f"{state_dir() / 'pids'} (`python -m cascade.localstack status --state-dir {state_dir()}` lists them)",
+              f"{state_dir() / 'pids'} (`python -m cascade.dev.localstack status --state-dir {state_dir()}` lists them)",
               file=sys.stderr)
         return 1
     return 0

@@ -6,9 +6,9 @@ import argparse
 import json
 import sys
 
-from ..errors import CascadeError
-from ..messages import Trigger, new_correlation_id
-from ._common import app, bool_arg, date_arg, now, print_json, state_dir
+from cascade.errors import CascadeError
+from cascade.runtime.messages import Trigger, new_correlation_id
+from cascade.cli._common import app, bool_arg, date_arg, now, print_json, state_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -80,7 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _describe(args: argparse.Namespace) -> int:
-    from ..pipeline import load
+    from cascade.definition.model import load
     import os
 
     project = os.environ.get("CASCADE_PROJECT", "cascade-local")
@@ -127,11 +127,11 @@ def _trigger(args: argparse.Namespace) -> int:
     trig = Trigger(pipeline=a.pipeline.name, phase=phase, data_date=day, processors=tuple(args.processor),
                    mode=args.mode, strict_mode=args.strict_mode, skip_downstream_trigger=args.skip_downstream_trigger,
                    correlation_id=new_correlation_id(), generation=args.generation)
-    from ..messages import parse
+    from cascade.runtime.messages import parse
     parse(trig.to_json(), a.pipeline, phase, now())  # the phase would reject it: refuse here, same reason
     answer = ""
     if trig.is_intent and a.pipeline.calendar.is_expected(day):
-        from ..handoff import intent_for
+        from cascade.runtime.handoff import intent_for
 
         intent = intent_for(a, phase, day, trig.processors)
         answer = intent.answer(phase, day) if intent.nothing_to_do else (
@@ -158,9 +158,9 @@ def _last_phase(pipeline, phase: int) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from ..status import date_status
+    from cascade.ops.date_status import date_status
 
-    from ..deployed import local_drift
+    from cascade.dev.deployed import local_drift
 
     a = app()
     st = date_status(a, args.date)
@@ -210,7 +210,7 @@ def _since_arg(text: str):
 
 
 def _wait(args: argparse.Namespace) -> int:
-    from ..status import wait_for_phase
+    from cascade.ops.date_status import wait_for_phase
 
     a = app()
     a.pipeline.phase(args.phase)
@@ -229,7 +229,7 @@ def _wait(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from ..checks import Checks
+    from cascade.runtime.checks import Checks
 
     a = app()
     procs = [p for p in a.pipeline.processors_of(args.phase) if not args.processor or p.name in args.processor]
@@ -259,7 +259,7 @@ def _history(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(runs, default=str))
         return 0
-    from ..cost import JobCost
+    from cascade.runtime.cost import JobCost
 
     for r in runs:
         # BigQuery cost of the run's jobs (recorded by runs that sent any; "-" for older records)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..errors import CascadeError
-from ._common import app, handle_cascade_error, print_json
+from cascade.errors import CascadeError
+from cascade.cli._common import app, handle_cascade_error, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from ..sweeper import sweep
+    from cascade.ops.sweeper import sweep
 
     report = sweep(app())
     if args.json:
@@ -45,7 +45,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _dlq(args: argparse.Namespace) -> int:
-    from ..deadletters import list_dead_letters, replay
+    from cascade.ops.deadletters import list_dead_letters, replay
 
     a = app()
     try:

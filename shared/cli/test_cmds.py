@@ -2,7 +2,7 @@
 
 Each case gives rows of a processor's input tables and expects its output rows for a date; it runs on
 the local BigQuery engine only (no Pub/Sub, no Firestore) through the executor a run uses
-(``cascade.processor_tests``). The engine is the running local stack's BigQuery (``cascade up``) when
+(``cascade.dev.processor_tests``). The engine is the running local stack's BigQuery (``cascade up``) when
 there is one, else a bqemulator started alone on a free port for the command and stopped after it.
 
 Exit codes: 0 every case passed (and the SQL of the processors under test analyzes clean), 1 a case
@@ -20,8 +20,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..lint.live import answers
-from ._common import print_json, state_dir
+from cascade.lint.live import answers
+from cascade.cli._common import print_json, state_dir
 
 ENGINE_PROJECT = "cascade-test"
 
@@ -47,8 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _groups(args: argparse.Namespace) -> list[tuple[Path, list[Path] | None]]:
     """(definition, case files or None for all of them) per path given."""
-    from ..lint import default_file
-    from ..processor_tests import CaseFileError, definition_of
+    from cascade.lint import default_file
+    from cascade.dev.processor_tests import CaseFileError, definition_of
 
     out: dict[Path, list[Path] | None] = {}
     for text in args.paths or [str(default_file())]:
@@ -88,9 +88,9 @@ def _running_engine() -> tuple[str, str] | None:
 def engine() -> Iterator[tuple[object, str, str]]:
     """(BigQuery client, project, description): the running local stack's engine, else bqemulator
     started alone on a free port (its own state folder) and stopped afterwards."""
-    from .. import clients
-    from ..emulators import emulator_spec
-    from ..localstack import LocalStack, free_port
+    from cascade.runtime import clients
+    from cascade.dev.emulators import emulator_spec
+    from cascade.dev.localstack import LocalStack, free_port
 
     found = _running_engine()
     saved = os.environ.get("BIGQUERY_EMULATOR_HOST")
@@ -123,8 +123,8 @@ def engine() -> Iterator[tuple[object, str, str]]:
 
 
 def _test(args: argparse.Namespace) -> int:
-    from ..errors import CascadeError
-    from ..processor_tests import CaseFileError, collect, run_suite
+    from cascade.errors import CascadeError
+    from cascade.dev.processor_tests import CaseFileError, collect, run_suite
 
     if not args.no_sql:
         try:

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from ._common import app, date_arg, state_dir
+from cascade.cli._common import app, date_arg, state_dir
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -32,8 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _ui(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
-    from ..ui.matrix import DEFAULT_DAYS, check_range
-    from ..ui.server import StatusPage, serve
+    from cascade.ui.matrix import DEFAULT_DAYS, check_range
+    from cascade.ui.server import StatusPage, serve
 
     if not 0 <= args.port <= 65535:
         print(f"error: --port {args.port} is not a port (0-65535)", file=sys.stderr)

@@ -3,7 +3,7 @@
 One pass reports all of them (not the first only), in this order:
 
 * **yaml** - the file does not parse.
-* **schema** - unknown keys, wrong types, missing keys (``shared/definition_schema/``).
+* **schema** - unknown keys, wrong types, missing keys (``shared/definition/schema/``).
 * **upstream** - an upstream names no declared processor.
 * **cycle** - processors that (transitively) read each other.
 * **lookback** - a window that reaches past the calendar: ``lookback_days`` longer than the
@@ -52,9 +52,9 @@ from typing import Any
 
 import yaml
 
-from .. import definition_schema
-from ..errors import DefinitionError
-from .locate import Lines
+from cascade.definition import schema as definition_schema
+from cascade.errors import DefinitionError
+from cascade.lint.locate import Lines
 
 # `{anything.anything}` in SQL: broader than the loader's placeholder pattern, so a misspelt
 # placeholder (upper case, a typo) is reported instead of reaching BigQuery as text.
@@ -119,7 +119,7 @@ class Report:
 
 def default_file() -> Path:
     """The definition in use: ``$CASCADE_PIPELINE_FILE``, ``./pipeline.yaml``, else the reference one."""
-    from ..pipeline import DEFAULT_DEFINITION
+    from cascade.definition.model import DEFAULT_DEFINITION
 
     if os.environ.get("CASCADE_PIPELINE_FILE"):
         return Path(os.environ["CASCADE_PIPELINE_FILE"])
@@ -214,7 +214,7 @@ class _Checker:
         """The definition without the processors that have problems (and those reading them), or None
         when a problem outside the processors leaves nothing to load. Loader errors found on the way
         are reported (once per processor) and set that processor aside too."""
-        from ..pipeline import from_dict
+        from cascade.definition.model import from_dict
 
         if not isinstance(self.raw, dict) or not isinstance(self.raw.get("processors"), list):
             return None
@@ -348,7 +348,7 @@ class _Checker:
 
     def _load(self, schema_problems: bool, graph_problems: bool) -> Any:
         """The ``Pipeline``, or None when it does not load (its error reported unless already covered)."""
-        from ..pipeline import from_dict
+        from cascade.definition.model import from_dict
 
         if schema_problems:
             return None  # the loader would stop at the first of the problems already reported
@@ -391,7 +391,7 @@ class _Checker:
                              path, processor=proc.name)
 
     def _callables(self, pipeline: Any) -> None:
-        from .. import pipeline as pipeline_module
+        from cascade.definition import model as pipeline_module
 
         specs = [(("processors", self.index.get(p.name, i), "python"), p.name, p.python)
                  for i, p in enumerate(pipeline.processors) if getattr(p, "python", None)]
@@ -411,7 +411,7 @@ class _Checker:
                          "point it at a function", path, processor=proc)
 
     def _tables(self, pipeline: Any) -> None:
-        from .live import live_warehouse
+        from cascade.lint.live import live_warehouse
 
         with live_warehouse(pipeline) as found:
             if found is None:
@@ -421,7 +421,7 @@ class _Checker:
             self.tables_checked = where
             if not refused:
                 return
-            from ..warehouse import rebuild_commands
+            from cascade.runtime.warehouse import rebuild_commands
 
             index = {p.name: i for i, p in enumerate(pipeline.processors)}
             for name in dict.fromkeys(c.processor for c in refused):
@@ -438,7 +438,7 @@ class _Checker:
                          path, key=bool(retyped), processor=name)
 
     def _sql(self, pipeline: Any) -> None:
-        from . import sql as sqlcheck
+        from cascade.lint import sql as sqlcheck
 
         self.sql_ran = True
         day = _representative_day(pipeline)
@@ -490,7 +490,7 @@ class _Checker:
 def _without_unknown_keys(value: Any, node: Any) -> Any:
     """``value`` without the keys ``node`` (a schema node) does not declare, recursively: a misspelt
     key is reported as unknown, and the rest of its mapping is still checked."""
-    from ..definition_schema.nodes import Either, List, Map, Obj, OneKey
+    from cascade.definition.schema.nodes import Either, List, Map, Obj, OneKey
 
     if isinstance(node, Obj) and isinstance(value, dict):
         return {k: _without_unknown_keys(v, node.fields[k]) for k, v in value.items() if k in node.fields}

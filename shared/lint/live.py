@@ -54,8 +54,8 @@ def live_warehouse(pipeline: Any) -> Iterator[tuple[Any, str] | None]:
     if not host or not answers(host):
         yield None
         return
-    from .. import clients
-    from ..warehouse import Warehouse
+    from cascade.runtime import clients
+    from cascade.runtime.warehouse import Warehouse
 
     project = settings.get("CASCADE_PROJECT") or "cascade-local"
     namespace = settings.get("CASCADE_NAMESPACE", "")

@@ -36,8 +36,8 @@ from typing import Any, Callable
 
 from google.cloud import bigquery
 
-from ..errors import CascadeError
-from ..pipeline import Pipeline, Processor, all_columns
+from cascade.errors import CascadeError
+from cascade.definition.model import Pipeline, Processor, all_columns
 
 PROJECT = "cascade-lint"
 
@@ -128,9 +128,9 @@ def _sample_row(proc: Processor, day: date) -> dict[str, Any]:
 
 
 def _gate_queries(wh: Any, proc: Processor, day: date, capture: Callable[..., None]) -> None:
-    """The quality gates' queries (``shared/gates.py``): the one query of the built-in gates, each
+    """The quality gates' queries (``shared/runtime/gates.py``): the one query of the built-in gates, each
     ``sql`` gate's query, and the sample query a failed ``not_null`` / ``range`` gate sends."""
-    from .. import gates as gates_module
+    from cascade.runtime import gates as gates_module
 
     gates = gates_module.Gates(wh.pipeline, wh)
     report = gates_module.GateReport()
@@ -152,8 +152,8 @@ def _gate_queries(wh: Any, proc: Processor, day: date, capture: Callable[..., No
 
 def statements(pipeline: Pipeline, day: date, project: str = PROJECT) -> list[Statement]:
     """Every statement Cascade sends for ``pipeline`` (as on ``day``), with its parameters."""
-    from ..backfill import validate as backfill_validate
-    from ..warehouse import Warehouse
+    from cascade.backfill import validate as backfill_validate
+    from cascade.runtime.warehouse import Warehouse
 
     client = RecordingClient()
     wh = Warehouse(client, pipeline, project)  # type: ignore[arg-type]

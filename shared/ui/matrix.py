@@ -3,9 +3,9 @@
 ``build_matrix`` is pure: it takes the states of one batched read (``Tracker.partitions(names,
 days)`` - a single ``get_all``) and the calendar, and returns immutable rows of cells. Each cell
 carries the partition's status exactly as stored (the ``Status`` vocabulary, what
-``cascade.status.date_status`` reports per processor) and whether the calendar expects data that day:
+``cascade.ops.date_status.date_status`` reports per processor) and whether the calendar expects data that day:
 a no-game date is greyed, never shown as a gap. Each row also carries the phase roll-up
-(``cascade.status.phase_state``: complete, blocked, failed, running, skipped, partial, missing; and
+(``cascade.ops.date_status.phase_state``: complete, blocked, failed, running, skipped, partial, missing; and
 ``triggered-not-started`` - "triggered, not started" - when the phase before it published its
 trigger and nothing of it began at that generation, from the trigger claims of the range).
 
@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Mapping
 
-from ..calendar import date_range
-from ..pipeline import Pipeline
-from ..state import Status
-from ..status import phase_state, triggered_not_started
-from ..tracking import Partition
+from cascade.definition.calendar import date_range
+from cascade.definition.model import Pipeline
+from cascade.state.status import Status
+from cascade.ops.date_status import phase_state, triggered_not_started
+from cascade.state.tracker import Partition
 
 # The widest range one page shows (one batched read of days x processors documents).
 MAX_DAYS = 366

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from ..app import App
-from ..durations import duration
-from ..state import Status
+from cascade.runtime.app import App
+from cascade.runtime.durations import duration
+from cascade.state.status import Status
 
 # Dead letters counted per phase at most (each look pulls and releases them).
 DLQ_PEEK = 100
@@ -66,7 +66,7 @@ class Panel:
 
 
 def active_backfills(app: App) -> Panel:
-    from ..backfill.lease import holders
+    from cascade.backfill.lease import holders
 
     try:
         leases = holders(app, [p.name for p in app.pipeline.processors])
@@ -104,7 +104,7 @@ def _backfill(app: App, docs: list[dict[str, Any]]) -> Backfill:
 
 
 def message_counts(app: App) -> Panel:
-    from ..deadletters import list_dead_letters
+    from cascade.ops.deadletters import list_dead_letters
 
     try:
         rejected = app.tracker.rejected_counts()
@@ -122,7 +122,7 @@ def message_counts(app: App) -> Panel:
 
 
 def table_coverage(app: App, start: date, end: date) -> Panel:
-    from ..backfill.validate import coverage
+    from cascade.backfill.validate import coverage
 
     try:
         return Panel(coverage(app, start, end))

@@ -31,14 +31,14 @@ from werkzeug.routing import Map, Rule
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from ..app import App
-from ..calendar import parse_date
-from ..errors import UnknownProcessorError
-from ..freshness import Freshness
-from ..state import Status
-from ..tracking import Partition
-from . import matrix as mx
-from . import panels
+from cascade.runtime.app import App
+from cascade.definition.calendar import parse_date
+from cascade.errors import UnknownProcessorError
+from cascade.state.freshness import Freshness
+from cascade.state.status import Status
+from cascade.state.tracker import Partition
+from cascade.ui import matrix as mx
+from cascade.ui import panels
 
 _HERE = Path(__file__).resolve().parent
 # Files served under /static/ (name -> content type); nothing else on disk is reachable.
@@ -57,7 +57,7 @@ def environment() -> Environment:
 
 def _bq_cost(cost: Any) -> str:
     """A run's recorded BigQuery cost (``cost`` of a partition or run record), or "-" when none."""
-    from ..cost import JobCost
+    from cascade.runtime.cost import JobCost
 
     return JobCost.from_dict(cost).render() if cost else "-"
 
@@ -180,7 +180,7 @@ class StatusPage:
         """The drift of the local stack's running functions from the local definition (None: none)."""
         if self.state_dir is None:
             return None
-        from ..deployed import local_drift
+        from cascade.dev.deployed import local_drift
 
         return local_drift(self.app.pipeline, self.state_dir)
 

@@ -1,0 +1,319 @@
+"""The pipeline calendar: which dates are expected to have data (game days) in which time zone.
+
+A date outside every season, on a declared no-game date (All-Star break, Thanksgiving ...), on a
+weekday the pipeline is closed (``closed_weekdays: [sunday]``, e.g. a shop), or before the declared
+``history_start`` (the pipeline has no data before it) is *not expected*: gap detection never
+reports it and a backfill skips it. Ranges are inclusive on both sides.
+
+**Expected dates from data** (``expected_from: {processor: nbac_schedule, where: {...}}``): inside
+the declared seasons (and the rules above), a date is expected when the declared processor's table
+has a row for it matching ``where`` - e.g. the days the schedule lists a game. The calendar stays a
+pure object: those dates are *materialized* once per process (one parameterized query through the
+warehouse over the seasons' span, ``attach``), kept for ``refresh_seconds`` and then read again, so
+every consumer (strict mode, backfills, ``lookback_dates``, the status page, lint) calls the same
+methods on the same answer. What the schedule does not answer is expected, never hidden:
+
+* a date after the schedule's last loaded date (its newest row), or any date while the schedule
+  could not be read, is **expected, unknown** (``note`` says so): a missing schedule never turns
+  a gap into a no-game day;
+* a date before the schedule's last loaded date without a matching row has no games;
+* the schedule processor's own partitions are expected on every date the declared rules expect
+  (``is_expected(day, processor)``): it defines the calendar, so a schedule date that failed or
+  never loaded shows as a gap of the schedule itself, and its readers become expected again as
+  soon as it loads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
+from typing import Any, Callable, Iterable, Iterator
+from zoneinfo import ZoneInfo
+
+log = logging.getLogger("cascade.definition.calendar")
+
+# A from-data calendar is read again after this many seconds unless the definition says otherwise.
+DEFAULT_REFRESH_SECONDS = 300
+# After a failed read (the schedule's table missing, BigQuery down) the next try waits this long.
+RETRY_AFTER_FAILURE_SECONDS = 30
+
+
+def parse_date(text: str) -> date:
+    """Parse ``YYYY-MM-DD`` strictly (``2024-02-30`` raises ValueError naming the problem)."""
+    if not isinstance(text, str) or len(text) != 10:
+        raise ValueError(f"{text!r} is not a date in YYYY-MM-DD form")
+    return date.fromisoformat(text)
+
+
+def date_range(start: date, end: date) -> Iterator[date]:
+    """Every date from ``start`` to ``end``, inclusive on both sides."""
+    day = start
+    while day <= end:
+        yield day
+        day += timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Season:
+    name: str
+    start: date
+    end: date
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where expected dates come from: a declared processor's output table, its rows filtered by
+    ``where`` (column -> accepted values, e.g. ``{game_status: [3]}``; values are query parameters,
+    columns are declared columns)."""
+
+    processor: str
+    where: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    refresh_seconds: int = DEFAULT_REFRESH_SECONDS
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"processor": self.processor}
+        if self.where:
+            out["where"] = {c: list(v) for c, v in self.where}
+        if self.refresh_seconds != DEFAULT_REFRESH_SECONDS:
+            out["refresh_seconds"] = self.refresh_seconds
+        return out
+
+
+@dataclass(frozen=True)
+class ScheduleDates:
+    """What the schedule answered over the seasons' span: the dates with a matching row, and its last
+    loaded date (its newest row of any kind; None when it has none). ``error`` when it could not be read."""
+
+    dates: frozenset[date] = frozenset()
+    through: date | None = None
+    error: str = ""
+
+
+# ``loader(source, start, end) -> ScheduleDates`` (``Warehouse.calendar_dates``).
+Loader = Callable[[DataSource, date, date], ScheduleDates]
+
+
+class _Materialized:
+    """The process's copy of a from-data calendar's dates: one read, kept ``refresh_seconds``."""
+
+    def __init__(self, loader: Loader | None = None, data: ScheduleDates | None = None) -> None:
+        self.lock = threading.Lock()
+        self.loader = loader
+        self.data = data
+        self.until = float("inf") if data is not None and loader is None else float("-inf")
+
+
+@dataclass(frozen=True)
+class Calendar:
+    """Seasons and no-game dates of a pipeline, plus its time zone (for "yesterday"); optionally the
+    processor whose data says which dates have games, and where the pipeline's history starts."""
+
+    timezone: str
+    seasons: tuple[Season, ...]
+    no_game_dates: frozenset[date] = field(default_factory=frozenset)
+    no_game_reasons: tuple[tuple[date, str], ...] = ()
+    closed_weekdays: frozenset[int] = field(default_factory=frozenset)  # 0 = Monday ... 6 = Sunday
+    history_start: date | None = None  # no data before it: earlier dates are not expected, windows stop here
+    expected_from: DataSource | None = None
+    _dates: _Materialized = field(default_factory=_Materialized, compare=False, hash=False, repr=False)
+
+    # ------------------------------------------------------------------ the declared rules
+    def declared_expected(self, day: date) -> bool:
+        """True when the declared rules expect ``day``: inside a season, from the history start on, not
+        a declared no-game date or closed weekday (the data, if any, is not asked)."""
+        if day in self.no_game_dates or day.weekday() in self.closed_weekdays:
+            return False
+        if self.history_start is not None and day < self.history_start:
+            return False
+        return any(s.start <= day <= s.end for s in self.seasons)
+
+    def is_expected(self, day: date, processor: str | None = None) -> bool:
+        """True when ``day`` is a game day: the declared rules expect it and, for a from-data calendar,
+        the schedule lists it or does not cover it (unknown is expected). The schedule processor's own
+        partitions (``processor`` = its name) are expected on every declared date."""
+        if not self.declared_expected(day):
+            return False
+        if self.expected_from is None or processor == self.expected_from.processor:
+            return True
+        data = self.schedule()
+        return data.through is None or day > data.through or day in data.dates
+
+    def is_unknown(self, day: date) -> bool:
+        """True when ``day`` is expected only because the schedule does not answer for it (after its
+        last loaded date, or the schedule could not be read)."""
+        if self.expected_from is None or not self.declared_expected(day):
+            return False
+        data = self.schedule()
+        return data.through is None or day > data.through
+
+    def expected_dates(self, start: date, end: date, processor: str | None = None) -> list[date]:
+        """Game days from ``start`` to ``end`` inclusive, e.g. 2025-02-12..2025-02-21 skips the All-Star break."""
+        return [d for d in date_range(start, end) if self.is_expected(d, processor)]
+
+    def first_date(self) -> date | None:
+        """The first date anything can be expected: the first season's start, or the history start."""
+        first = min((s.start for s in self.seasons), default=None)
+        if first is None or self.history_start is None:
+            return first or self.history_start
+        return max(first, self.history_start)
+
+    def nth_expected_on_or_before(self, end: date, n: int) -> date:
+        """The ``n``-th expected date counting back from ``end`` (inclusive): the start of a window of
+        "the last n game dates". Stops at the first season's start (or the history start) when fewer exist."""
+        earliest = self.first_date() or end
+        day, found = end, 0
+        while day >= earliest:
+            if self.is_expected(day):
+                found += 1
+                if found == n:
+                    return day
+            day -= timedelta(days=1)
+        return min(earliest, end)
+
+    def clip(self, start: date) -> date:
+        """``start`` moved up to the history start: a window never reaches before it."""
+        return max(start, self.history_start) if self.history_start is not None else start
+
+    def reason_not_expected(self, day: date) -> str:
+        """Why ``day`` has no games ("All-Star break", "outside the season"), or "" for a game day."""
+        if self.is_expected(day):
+            return ""
+        if day in self.no_game_dates:
+            return dict(self.no_game_reasons).get(day, "no games")
+        if day.weekday() in self.closed_weekdays:
+            return f"closed on {WEEKDAYS[day.weekday()].capitalize()}s"
+        if self.history_start is not None and day < self.history_start:
+            return f"before the history start {self.history_start}"
+        if self.declared_expected(day) and self.expected_from is not None:
+            return f"no games in {self.expected_from.processor}"
+        return "outside the season"
+
+    def note(self, day: date) -> str:
+        """What a person should know about ``day``: why it has no games, or that it is expected only
+        because the schedule does not cover it yet; "" for a plain game day."""
+        if not self.is_expected(day):
+            return f"no games: {self.reason_not_expected(day)}"
+        if self.is_unknown(day):
+            data, src = self.schedule(), self.expected_from
+            assert src is not None
+            why = (f"{src.processor} could not be read ({data.error[:160]})" if data.error
+                   else f"{src.processor} has no rows yet" if data.through is None
+                   else f"{src.processor} is loaded through {data.through}")
+            return f"expected (unknown): {why}; a date the schedule does not cover counts as a game day"
+        return ""
+
+    # ------------------------------------------------------------------ the materialized dates
+    def schedule(self) -> ScheduleDates:
+        """The from-data dates this process holds, read (again) when older than ``refresh_seconds``.
+        Never raises: a failed read is an ``error`` with no dates, i.e. every declared date expected."""
+        box, src = self._dates, self.expected_from
+        if src is None:
+            return ScheduleDates()
+        with box.lock:
+            now = time.monotonic()
+            if box.loader is not None and now >= box.until:
+                lo = self.first_date()
+                hi = max((s.end for s in self.seasons), default=None)
+                try:
+                    box.data = box.loader(src, lo, hi) if lo and hi and lo <= hi else ScheduleDates()
+                    box.until = now + src.refresh_seconds
+                except Exception as exc:  # noqa: BLE001 - unknown is expected, never a hidden gap
+                    log.warning("calendar: expected dates from %s could not be read: %s", src.processor, exc)
+                    box.data = ScheduleDates(error=f"{type(exc).__name__}: {exc}")
+                    box.until = now + min(src.refresh_seconds, RETRY_AFTER_FAILURE_SECONDS)
+            return box.data or ScheduleDates()
+
+    def attach(self, loader: Loader) -> None:
+        """Read this calendar's expected dates with ``loader`` from now on (no-op without ``expected_from``).
+        The first read happens on first use."""
+        if self.expected_from is None:
+            return
+        with self._dates.lock:
+            self._dates.loader, self._dates.until = loader, float("-inf")
+
+    def refresh(self) -> ScheduleDates:
+        """Read the dates again now (e.g. right after the schedule was loaded)."""
+        with self._dates.lock:
+            self._dates.until = float("-inf")
+        return self.schedule()
+
+    def with_dates(self, dates: Iterable[date], through: date | None = None) -> "Calendar":
+        """A copy holding these materialized dates (never read again): ``through`` defaults to the last."""
+        days = frozenset(dates)
+        last = through if through is not None else max(days, default=None)
+        return replace(self, _dates=_Materialized(data=ScheduleDates(days, last)))
+
+    def detached(self) -> "Calendar":
+        """A copy with its own materialized dates (not shared with this one), attached to nothing."""
+        return replace(self, _dates=_Materialized())
+
+    def window(self, day: date, lookback_days: int) -> tuple[date, date]:
+        """The lookback window of ``day``: lookback 30 on 2025-01-31 is 2025-01-01..2025-01-31
+        (never before the history start)."""
+        return min(self.clip(day - timedelta(days=lookback_days)), day), day
+
+    def yesterday(self, now: datetime) -> date:
+        """The date before ``now`` in the pipeline's time zone (``now`` must be timezone-aware)."""
+        if now.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
+        return (now.astimezone(ZoneInfo(self.timezone)) - timedelta(days=1)).date()
+
+    def today(self, now: datetime) -> date:
+        """The date of ``now`` in the pipeline's time zone."""
+        if now.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
+        return now.astimezone(ZoneInfo(self.timezone)).date()
+
+    def default_date(self, kind: str, now: datetime) -> date:
+        """The date a date-less trigger means: ``yesterday`` or ``today`` in the pipeline's time zone."""
+        return self.today(now) if kind == "today" else self.yesterday(now)
+
+    @staticmethod
+    def from_dict(raw: dict) -> "Calendar":
+        seasons = tuple(Season(str(s["name"]), _d(s["start"]), _d(s["end"])) for s in raw.get("seasons", []))
+        reasons: list[tuple[date, str]] = []
+        for item in raw.get("no_game", []):
+            start = _d(item.get("date", item.get("start")))
+            end = _d(item.get("end", start))
+            reasons.extend((d, str(item.get("reason", "no games"))) for d in date_range(start, end))
+        ZoneInfo(raw["timezone"])  # validates the zone name
+        closed = frozenset(WEEKDAYS.index(str(w).lower()) for w in raw.get("closed_weekdays", []))
+        source = None
+        if raw.get("expected_from") is not None:
+            spec = raw["expected_from"]
+            where = tuple((str(c), tuple(v if isinstance(v, list) else [v]))
+                          for c, v in (spec.get("where") or {}).items())
+            source = DataSource(str(spec["processor"]), where,
+                                int(spec.get("refresh_seconds", DEFAULT_REFRESH_SECONDS)))
+        start = raw.get("history_start")
+        return Calendar(timezone=raw["timezone"], seasons=seasons,
+                        no_game_dates=frozenset(d for d, _ in reasons), no_game_reasons=tuple(reasons),
+                        closed_weekdays=closed, history_start=_d(start) if start is not None else None,
+                        expected_from=source)
+
+    def to_dict(self) -> dict:
+        out = {
+            "timezone": self.timezone,
+            "seasons": [{"name": s.name, "start": s.start.isoformat(), "end": s.end.isoformat()} for s in self.seasons],
+            "no_game": [{"date": d.isoformat(), "reason": r} for d, r in self.no_game_reasons],
+            "closed_weekdays": [WEEKDAYS[w] for w in sorted(self.closed_weekdays)],
+        }
+        if self.history_start is not None:
+            out["history_start"] = self.history_start.isoformat()
+        if self.expected_from is not None:
+            out["expected_from"] = self.expected_from.to_dict()
+        return out
+
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def _d(value: object) -> date:
+    return value if isinstance(value, date) else parse_date(str(value))
+
+
+def iso(dates: Iterable[date]) -> list[str]:
+    return [d.isoformat() for d in dates]

@@ -1,0 +1,2 @@
+"""Deployment: the Terraform inputs derived from the definition and what a function bundle holds.
+"""

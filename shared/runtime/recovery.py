@@ -1,0 +1,131 @@
+"""Recovery: the next steps of a failed, blocked or stale partition, derived from state in one place.
+
+A block names what it lacks (an upstream processor and dates). The cause may lie further back: a
+phase-3 input that is missing because its phase-2 run was blocked, or never ran because a raw file
+never arrived. ``root_causes`` walks the recorded states back - through recorded blocks, and
+through the inputs of partitions that never ran - to the partitions that are themselves the
+problem (failed, or missing with every input present), across phases; ``next_steps`` turns
+them into steps an operator pastes verbatim:
+
+1. what to fix first, per root cause (restore the raw file ``gs://...`` it names, or fix the
+   processor's error);
+2. one ``cascade backfill`` over the first root date .. the blocked date, for the phases from the
+   root's to the blocked processor's. A backfill runs synchronously, only what is missing, failed,
+   blocked or stale in that range, in dependency order - so the command works whatever state the
+   cascade is in when it is pasted (a trigger would race the cascade it starts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, Iterable
+
+from cascade.state.freshness import input_keys
+from cascade.definition.model import Pipeline, Processor
+from cascade.runtime.processors.gcs_load import raw_path
+from cascade.state.status import Status
+
+MAX_DEPTH = 12
+
+
+@dataclass(frozen=True)
+class RootCause:
+    processor: str
+    day: str
+    status: str
+    detail: str = ""  # e.g. "restore gs://bucket/path (the raw file is missing)"
+
+
+def _by_table(pipeline: Pipeline, name: str) -> Processor | None:
+    """A processor named by its name or by its (namespaced) table id ``dataset.table``."""
+    for p in pipeline.processors:
+        if name == p.name or name == f"{pipeline.dataset_id(p.output.dataset)}.{p.output.name}" \
+                or name == p.output.logical:
+            return p
+    return None
+
+
+def root_causes(pipeline: Pipeline, tracker: Any, project: str, upstream: str,
+                dates: Iterable[str]) -> list[RootCause]:
+    """The partitions at the root of ``upstream`` lacking ``dates`` (walking recorded blocks)."""
+    proc = _by_table(pipeline, upstream)
+    if proc is None:
+        return []
+    roots: dict[tuple[str, str], RootCause] = {}
+    frontier = [(proc.name, d) for d in dates]
+    seen: set[tuple[str, str]] = set()
+    for _ in range(MAX_DEPTH):
+        frontier = [k for k in frontier if k not in seen]
+        if not frontier:
+            break
+        seen |= set(frontier)
+        states = tracker.partitions_by_keys(frontier)
+        nxt: list[tuple[str, str]] = []
+        for key in frontier:
+            st = states[key]
+            block = st.blocked or {}
+            cause = _by_table(pipeline, str(block.get("upstream") or "")) if st.status == Status.BLOCKED else None
+            if cause is not None and block.get("dates"):
+                nxt += [(cause.name, d) for d in block["dates"]]
+                continue
+            if st.status in (Status.MISSING, Status.BLOCKED):
+                # Never ran (or blocked without a recorded cause): its own inputs may be why.
+                ins = input_keys(pipeline, pipeline.processor(key[0]), date.fromisoformat(key[1]))
+                got = tracker.partitions_by_keys(ins) if ins else {}
+                bad = [k for k in ins if got[k].status != Status.SUCCESS]
+                if bad:
+                    nxt += bad
+                    continue
+            roots[key] = RootCause(key[0], key[1], str(st.status), _fix(pipeline, project, key, st))
+        frontier = nxt
+    return sorted(roots.values(), key=lambda r: (r.day, pipeline.processor(r.processor).phase, r.processor))
+
+
+def _fix(pipeline: Pipeline, project: str, key: tuple[str, str], st: Any) -> str:
+    proc = pipeline.processor(key[0])
+    if proc.source is not None and st.status in (Status.FAILED, Status.MISSING) and (
+            st.status == Status.MISSING or "not found" in (st.error or "")):
+        return (f"restore gs://{pipeline.bucket(project)}/{raw_path(proc, date.fromisoformat(key[1]))} "
+                f"(the raw file {proc.name} loads for {key[1]})")
+    if st.status == Status.FAILED:
+        return f"fix {proc.name} for {key[1]} ({(st.error or 'failed')[:160]})"
+    return ""
+
+
+def backfill_command(pipeline: Pipeline, first_phase: int, last_phase: int, start: str, end: str) -> str:
+    """The backfill that rebuilds what is not fresh from ``start`` to ``end`` in the phases between."""
+    phases = [ph.number for ph in sorted(pipeline.phases, key=lambda p: p.number)
+              if first_phase <= ph.number <= last_phase]
+    return f"cascade backfill --start {start} --end {end} " + " ".join(f"--phase {n}" for n in phases)
+
+
+def next_steps(pipeline: Pipeline, tracker: Any, project: str, proc: Processor, day: date, upstream: str,
+               dates: Iterable[str]) -> str:
+    """The resolution of ``proc`` on ``day`` lacking ``upstream`` on ``dates``: fixes, then one command."""
+    dates = sorted(dates)
+    roots = root_causes(pipeline, tracker, project, upstream, dates)
+    up = _by_table(pipeline, upstream)
+    first_day = min([r.day for r in roots] + dates) if (roots or dates) else day.isoformat()
+    first_phase = min([pipeline.processor(r.processor).phase for r in roots]
+                      + ([up.phase] if up is not None else [proc.phase]))
+    fixes = list(dict.fromkeys(r.detail for r in roots if r.detail))
+    command = backfill_command(pipeline, first_phase, proc.phase, min(first_day, day.isoformat()), day.isoformat())
+    steps = "; ".join(fixes[:3]) + ("; ..." if len(fixes) > 3 else "")
+    return (f"{steps}, then: {command}" if steps else f"rebuild what is missing or stale: {command}")
+
+
+def fill_coverage(pipeline: Pipeline, gaps: Iterable[Any], then: str) -> str:
+    """The steps that fill a preflight's coverage gaps (``validate.Coverage`` items), then ``then``:
+    restore the raw files a loader lacks; backfill the upstream table's missing dates."""
+    steps = []
+    for cov in gaps:
+        dates = sorted(cov.missing)
+        if not dates:
+            continue
+        shown = ", ".join(dates[:5]) + (f" and {len(dates) - 5} more" if len(dates) > 5 else "")
+        if str(cov.source).startswith("gs://"):
+            steps.append(f"restore the raw files {cov.source} of {shown}")
+        else:
+            steps.append(f"cascade backfill --start {dates[0]} --end {dates[-1]} --processor {cov.processor}")
+    return "; ".join(steps + [f"then: {then}"])

@@ -1,0 +1,721 @@
+"""BigQuery: datasets and tables from the definition, idempotent MERGEs, parameterized reads.
+
+Owns every SQL statement Cascade sends. Identifiers (project, dataset, table, column names) come
+only from the pipeline definition; every value (dates, rows) is a query parameter. Writes are one
+MERGE per (table, date partition) on the declared keys: a re-run replaces the partition's rows
+atomically (matched rows updated, new rows inserted, rows gone from the source deleted), so
+redelivery never duplicates a row. There is no DELETE+INSERT and no streaming insert.
+
+Two guards live inside that one MERGE (still one BigQuery job per partition):
+
+* **Fencing.** Every row carries the ``_fence`` of the run that wrote it (the partition's lease
+  counter in Firestore, incremented by every run that takes the lease). A MERGE with fence ``f``
+  updates and deletes only rows with ``_fence <= f``, and its source is empty when the partition
+  already holds a row with a newer fence - so a run that lost its lease (a slow job, a takeover)
+  can never change rows written by the run that took over. Residual window, documented: if the
+  newer run legitimately wrote *zero* rows (``allow_empty``), a stale run committing afterwards
+  could insert into the empty partition; its own Firestore record then fails (lease lost).
+* **Never replace data with nothing.** Unless the processor declares ``allow_empty``, the delete
+  branch runs only when the source has rows, and a source with zero rows is refused
+  (``EmptySourceError``: failed with the reason, existing rows kept).
+
+**Jobs.** A run's jobs go through ``run_scope``: each carries the processor's
+``maximum_bytes_billed`` and is waited on in short polls for at most its ``job_timeout_seconds``
+(default: the function timeout less a margin), while the runner's heartbeat thread renews the lease;
+on timeout or a lost lease the job is cancelled (``JobTimeoutError`` / ``LeaseLostError``). The write
+job's id is deterministic per partition, generation and fence, so a run that took over a crashed one
+re-attaches to that run's write job while it still runs instead of starting a second one. Each job's
+bytes processed, bytes billed and slot-ms add up in ``stats`` and in the run's scope (``cost``).
+
+Tables follow their definition: ``ensure_tables`` creates missing tables and adds a column the
+definition added to an existing table (NULLABLE, in place: the schema through the API, then
+``ALTER TABLE ADD COLUMN IF NOT EXISTS`` - the emulator only changes a table's stored data through
+DDL, and on BigQuery that DDL is a no-op once the schema has the column). A removed or retyped column
+cannot be changed in place: ``schema_changes`` reports it and ``ensure_tables`` refuses with
+``SchemaChangeError``, naming the rebuild it needs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import tempfile
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from google.api_core import exceptions as gexc
+from google.api_core.retry import Retry
+from google.cloud import bigquery
+
+from cascade.runtime.cost import JobCost, of_job
+from cascade.errors import CascadeError, EmptySourceError, LeaseLostError, PermanentError, ProcessorError
+from cascade.definition.model import FRAMEWORK_COLUMNS, Pipeline, Processor, Table, all_columns
+
+# Definition column type -> BigQuery query-parameter type (the same names, spelled once here).
+_PARAM_TYPE = {"DATE": "DATE", "STRING": "STRING", "INT64": "INT64", "FLOAT64": "FLOAT64",
+               "BOOL": "BOOL", "TIMESTAMP": "TIMESTAMP", "NUMERIC": "NUMERIC"}
+# Above this many rows a write goes through a staging table (an NDJSON load job, then the one MERGE)
+# instead of one ``@rows`` query parameter: BigQuery bounds a request's size and its parameters.
+STAGE_ABOVE_ROWS = 1000
+# Marks the refusal the fenced MERGE raises (``ERROR()``) when its source leaves its date or repeats a key.
+_REFUSED = "cascade-refused-source"
+# The API's legacy type names (what ``get_table`` may return) -> the definition's.
+_LEGACY_TYPE = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL"}
+
+
+@dataclass(frozen=True)
+class ColumnChange:
+    """One difference between an existing output table and its definition."""
+
+    processor: str
+    table: str  # full table id
+    column: str
+    old_type: str | None  # None: the column is new
+    new_type: str | None  # None: the column was removed
+
+    @property
+    def kind(self) -> str:
+        return "added" if self.old_type is None else "removed" if self.new_type is None else "retyped"
+
+    def describe(self) -> str:
+        if self.kind == "added":
+            return f"column {self.column} {self.new_type} added"
+        if self.kind == "removed":
+            return f"column {self.column} ({self.old_type}) removed"
+        return f"column {self.column} retyped from {self.old_type} to {self.new_type}"
+
+
+class SchemaChangeError(CascadeError):
+    """Existing tables whose columns the definition removed or retyped: only a rebuild can apply that."""
+
+    def __init__(self, message: str, changes: Sequence[ColumnChange]) -> None:
+        super().__init__(message, changes=[c.describe() for c in changes])
+        self.changes = list(changes)
+
+
+@dataclass
+class JobStats:
+    """BigQuery jobs sent by this process and the seconds spent waiting on them (for benchmarks), and
+    what they cost: bytes processed and billed, slot milliseconds (zeros on the local engine)."""
+
+    jobs: int = 0
+    seconds: float = 0.0
+    bytes_processed: int = 0
+    bytes_billed: int = 0
+    slot_ms: int = 0
+
+    def cost(self) -> JobCost:
+        return JobCost(self.jobs, self.bytes_processed, self.bytes_billed, self.slot_ms)
+
+
+WarehouseStats = JobStats
+
+# The phase functions' timeout (infra/terraform variables.tf ``function_timeout_seconds``: default and
+# maximum 540 s). A run's BigQuery job may take what is left of it after the run's other steps (lease,
+# checks, gates, record): a job still running then is cancelled instead of outliving its function.
+FUNCTION_TIMEOUT_S = 540
+DEFAULT_JOB_TIMEOUT_S = FUNCTION_TIMEOUT_S - 60
+
+
+class JobTimeoutError(ProcessorError, PermanentError):
+    """A run's BigQuery job ran past its processor's timeout: it was cancelled and nothing was recorded
+    as written. Retrying runs into the same timeout, so the partition fails with the reason and the fix."""
+
+
+@dataclass
+class JobScope:
+    """The BigQuery jobs of one run (one partition at one fence), on the thread running it.
+
+    Inside ``Warehouse.run_scope`` every job the run sends (its write, the quality gates' reads) carries
+    the processor's ``maximum_bytes_billed``, is waited on at most ``timeout_s`` and is cancelled when
+    ``should_stop()`` says the lease was lost; its statistics add up in ``cost``. The run's write jobs
+    get deterministic ids (``job_base`` + ``_f<fence>``), so a redelivery that takes over a crashed run
+    finds the job that run started and re-attaches to it while it still runs, instead of starting a
+    second one beside it."""
+
+    job_base: str  # cascade_<pipeline>_<namespace>_<processor>_<yyyymmdd>_g<generation>
+    fence: int
+    timeout_s: float
+    maximum_bytes_billed: int | None = None
+    should_stop: Callable[[], bool] = lambda: False
+    processor: str = ""
+    phase: int = 0
+    day: date = date.min
+    cost: JobCost = field(default_factory=JobCost)
+    writes: int = 0
+    attached: list[str] = field(default_factory=list)  # ids of earlier runs' jobs this run re-attached to
+
+    def write_job_id(self, fence: int, n: int) -> str:
+        return f"{self.job_base}_f{fence}" + (f"_w{n}" if n > 1 else "")
+
+
+class Warehouse:
+    """The pipeline's BigQuery side, for one project."""
+
+    def __init__(self, client: bigquery.Client, pipeline: Pipeline, project: str, timeout: float = 300.0) -> None:
+        self.client = client
+        self.pipeline = pipeline
+        self.project = project
+        self.timeout = timeout
+        self.stats = JobStats()
+        self._lock = threading.Lock()
+        self._retry = Retry(deadline=timeout)
+        self._local = threading.local()  # the run scope of the thread (``run_scope``)
+        self._tick = threading.Event()  # never set: paces the polls of a running job
+
+    # ------------------------------------------------------------------ provisioning
+    def ensure_tables(self) -> list[str]:
+        """Create every dataset and output table of the definition if missing, and add the columns the
+        definition added to existing tables (idempotent). Raises ``SchemaChangeError`` (nothing changed)
+        when an existing table has a column the definition removed or retyped."""
+        changes = self.schema_changes()
+        refused = [c for c in changes if c.kind != "added"]
+        if refused:
+            raise SchemaChangeError(rebuild_message(self, refused), refused)
+        created = []
+        for ds in self.pipeline.datasets():
+            self.client.create_dataset(bigquery.Dataset(f"{self.project}.{ds}"), exists_ok=True)
+        for proc in self.pipeline.processors:
+            table = bigquery.Table(self.table_id(proc.output), schema=schema_of(proc.output))
+            table.time_partitioning = bigquery.TimePartitioning(field=proc.output.date_column)
+            table.clustering_fields = [k for k in proc.output.keys if k != proc.output.date_column][:4] or None
+            self.client.create_table(table, exists_ok=True)
+            created.append(table.table_id)
+        self._add_columns([c for c in changes if c.kind == "added"])
+        return created
+
+    def schema_changes(self) -> list[ColumnChange]:
+        """Every column of an existing output table that differs from the definition (missing tables
+        are not compared: they are created as declared). One metadata read per table."""
+        out: list[ColumnChange] = []
+        for proc in self.pipeline.processors:
+            table_id = self.table_id(proc.output)
+            try:
+                live = self.client.get_table(table_id)
+            except gexc.NotFound:
+                continue
+            have = {f.name: _LEGACY_TYPE.get(f.field_type.upper(), f.field_type.upper()) for f in live.schema}
+            want = dict(all_columns(proc.output))
+            for col, typ in want.items():
+                if col not in have:
+                    out.append(ColumnChange(proc.name, table_id, col, None, typ))
+                elif have[col] != typ:
+                    out.append(ColumnChange(proc.name, table_id, col, have[col], typ))
+            out.extend(ColumnChange(proc.name, table_id, col, typ, None) for col, typ in have.items() if col not in want)
+        return out
+
+    def _add_columns(self, added: Sequence[ColumnChange]) -> None:
+        by_table: dict[str, list[ColumnChange]] = {}
+        for change in added:
+            by_table.setdefault(change.table, []).append(change)
+        for table_id, cols in by_table.items():
+            table = self.client.get_table(table_id)
+            table.schema = [*table.schema, *(bigquery.SchemaField(c.column, c.new_type, mode="NULLABLE") for c in cols)]
+            self.client.update_table(table, ["schema"])
+            for c in cols:
+                self._run(f"ALTER TABLE `{table_id}` ADD COLUMN IF NOT EXISTS {c.column} {c.new_type}", [])
+
+    def drop_table(self, proc: Processor) -> bool:
+        """Drop ``proc``'s output table (all its rows); True if it existed. Used only by an explicit
+        rebuild (``cascade up --rebuild-table``)."""
+        try:
+            self.client.get_table(self.table_id(proc.output))
+        except gexc.NotFound:
+            return False
+        self.client.delete_table(self.table_id(proc.output), not_found_ok=True)
+        return True
+
+    def date_range(self, table: Table) -> tuple[date, date] | None:
+        """The first and last date holding rows in ``table`` (None when it is empty)."""
+        row = self.query(f"SELECT MIN({table.date_column}) AS lo, MAX({table.date_column}) AS hi "
+                         f"FROM `{self.table_id(table)}`")[0]
+        return (row["lo"], row["hi"]) if row["lo"] is not None else None
+
+    def table_id(self, table: Table) -> str:
+        return self.pipeline.table_id(self.project, table)
+
+    # ------------------------------------------------------------------ writes
+    def merge_rows(self, proc: Processor, day: date, rows: Sequence[dict[str, Any]], run_id: str, fence: int = 0) -> int:
+        """MERGE ``rows`` (already shaped like the output table) into ``day``'s partition."""
+        table = proc.output
+        cols = table.column_names
+        if not rows:
+            if not proc.allow_empty:
+                self._refuse_empty(proc, day)
+            return self._merge(proc, day, run_id, fence, "SELECT " + ", ".join(
+                f"CAST(NULL AS {t}) AS {c}" for c, t in table.columns) + " FROM UNNEST([1]) WHERE FALSE", [])
+        struct_rows = [
+            bigquery.StructQueryParameter(None, *[
+                bigquery.ScalarQueryParameter(c, _PARAM_TYPE[t], row.get(c)) for c, t in table.columns])
+            for row in rows
+        ]
+        source = "SELECT " + ", ".join(f"r.{c} AS {c}" for c in cols) + " FROM UNNEST(@rows) AS r"
+        params = [bigquery.ArrayQueryParameter("rows", "STRUCT", struct_rows)]
+        return self._merge(proc, day, run_id, fence, source, params)
+
+    def write_rows(self, proc: Processor, day: date, rows: Iterable[dict[str, Any]], run_id: str, fence: int = 0,
+                   stage_above: int | None = None) -> int:
+        """MERGE ``rows`` (an iterable, consumed once) into ``day``'s partition: up to ``stage_above``
+        rows (default ``STAGE_ABOVE_ROWS``) as one ``@rows`` query parameter (``merge_rows``), more
+        through a staging table (``merge_rows_staged``). At most ``stage_above + 1`` rows are held in
+        memory to decide; the rest stream through. Every processor kind that produces rows writes here."""
+        bound = STAGE_ABOVE_ROWS if stage_above is None else stage_above
+        it = iter(rows)
+        head = list(itertools.islice(it, bound + 1))
+        if len(head) <= bound:
+            return self.merge_rows(proc, day, head, run_id, fence)
+        return self.merge_rows_staged(proc, day, itertools.chain(head, it), run_id, fence)
+
+    def merge_rows_staged(self, proc: Processor, day: date, rows: Iterable[dict[str, Any]], run_id: str,
+                          fence: int = 0) -> int:
+        """MERGE a large row set: stream it as NDJSON into a temporary file (never one string in memory),
+        load that into a staging table (one load job, no query-parameter bound), then the same fenced
+        MERGE with the staging table as its source; the staging table is dropped afterwards. ``rows``
+        are already validated against the declared columns; an error raised while iterating them
+        (a refused record) comes before any job is sent."""
+        table = proc.output
+        with tempfile.TemporaryFile() as body:
+            count = 0
+            for r in rows:
+                body.write(json.dumps({c: _json_value(r.get(c)) for c in table.column_names}).encode() + b"\n")
+                count += 1
+            if not count:
+                return self.merge_rows(proc, day, [], run_id, fence)
+            body.seek(0)
+            safe = re.sub(r"[^A-Za-z0-9_]", "_", run_id)[-80:]
+            staging = f"{self.project}.{self.pipeline.dataset_id(table.dataset)}._staging_{table.name}_{safe}"
+            config = bigquery.LoadJobConfig(
+                source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON, write_disposition="WRITE_TRUNCATE",
+                schema=[bigquery.SchemaField(c, t) for c, t in table.columns])
+            started = time.perf_counter()
+            try:
+                try:
+                    job = self.client.load_table_from_file(body, staging, job_config=config, rewind=True,
+                                                           timeout=self.timeout)
+                    job.result(timeout=self.timeout)
+                finally:
+                    with self._lock:
+                        self.stats.jobs += 1
+                        self.stats.seconds += time.perf_counter() - started
+                source = ("SELECT " + ", ".join(f"s.{c} AS {c}" for c in table.column_names)
+                          + f" FROM `{staging}` AS s")
+                return self._merge(proc, day, run_id, fence, source, [])
+            finally:
+                self.client.delete_table(staging, not_found_ok=True, timeout=self.timeout)
+
+    def merge_select(self, proc: Processor, day: date, run_id: str, fence: int = 0) -> int:
+        """MERGE the result of the processor's SELECT for ``day`` into its partition."""
+        start, end = proc.window(day, self.pipeline.calendar)
+        params = [bigquery.ScalarQueryParameter("window_start", "DATE", start)]
+        return self._merge(proc, day, run_id, fence, self.pipeline.render_sql(proc, self.project), params)
+
+    def merge_sql(self, proc: Processor, source_sql: str) -> str:
+        """The fenced MERGE statement Cascade sends for ``proc`` around ``source_sql`` (parameters:
+        ``@data_date`` DATE, ``@run_id`` STRING, ``@fence`` INT64, plus the source's own)."""
+        table = proc.output
+        target = f"`{self.table_id(table)}`"
+        cols = table.column_names
+        keys = table.merge_keys
+        non_keys = [c for c in cols if c not in keys]
+        dc = table.date_column
+        on = " AND ".join([f"T.{dc} = @data_date"] + [f"T.{k} = S.{k}" for k in keys])
+        lineage = list(FRAMEWORK_COLUMNS)
+        has_rows = "" if proc.allow_empty else f" AND EXISTS (SELECT 1 FROM (\n{source_sql}\n))"
+        return (
+            f"MERGE {target} AS T\n"
+            # The source is named once (a WITH inside USING): the row check reads the same rows.
+            f"USING (\nWITH src AS (\n{source_sql}\n)\nSELECT src.* FROM src\n"
+            f"WHERE NOT EXISTS (SELECT 1 FROM {target} AS F WHERE F.{dc} = @data_date AND F._fence > @fence)\n"
+            f"AND {confinement_check(table, 'SELECT * FROM src')}\n) AS S\n"
+            f"ON {on}\n"
+            f"WHEN MATCHED AND COALESCE(T._fence, 0) <= @fence THEN UPDATE SET "
+            + ", ".join([f"{c} = S.{c}" for c in non_keys]
+                        + ["_run_id = @run_id", "_processed_at = CURRENT_TIMESTAMP()", "_fence = @fence"])
+            + "\nWHEN NOT MATCHED THEN INSERT (" + ", ".join(cols + lineage) + ") VALUES ("
+            + ", ".join([f"S.{c}" for c in cols] + ["@run_id", "CURRENT_TIMESTAMP()", "@fence"]) + ")\n"
+            f"WHEN NOT MATCHED BY SOURCE AND T.{dc} = @data_date AND COALESCE(T._fence, 0) <= @fence{has_rows} THEN DELETE"
+        )
+
+    def _merge(self, proc: Processor, day: date, run_id: str, fence: int, source_sql: str, params: list) -> int:
+        params = [*params, bigquery.ScalarQueryParameter("data_date", "DATE", day),
+                  bigquery.ScalarQueryParameter("run_id", "STRING", run_id),
+                  bigquery.ScalarQueryParameter("fence", "INT64", fence)]
+        try:
+            job = self._run(self.merge_sql(proc, source_sql), params)
+        except Exception as exc:  # noqa: BLE001 - only the MERGE's own refusal is translated
+            refusal = _refusal(exc)
+            if refusal is None:
+                raise
+            raise refused_source(proc, day, refusal) from None
+        affected = int(job.num_dml_affected_rows or 0)
+        if affected == 0:
+            # Nothing changed: the source was empty, or a newer run fenced this one out. One small
+            # query (only on this rare path) tells which.
+            table = proc.output
+            row = self.query(
+                f"SELECT COUNT(*) AS n, COUNTIF(_fence > @fence) AS newer FROM `{self.table_id(table)}` "
+                f"WHERE {table.date_column} = @d",
+                [bigquery.ScalarQueryParameter("d", "DATE", day), bigquery.ScalarQueryParameter("fence", "INT64", fence)])[0]
+            if int(row["newer"] or 0):
+                raise LeaseLostError(f"{proc.name} {day}: a newer run (fence > {fence}) already wrote this partition; "
+                                     f"this run's MERGE changed nothing", processor=proc.name, date=day.isoformat())
+            if not proc.allow_empty:
+                self._refuse_empty(proc, day, int(row["n"] or 0))
+        return affected
+
+    def _refuse_empty(self, proc: Processor, day: date, kept: int | None = None) -> None:
+        if kept is None:
+            kept = self.count_rows(proc.output, day)
+        iso = day.isoformat()
+        raise EmptySourceError(
+            f"{proc.name} produced no rows for {iso}, a date the calendar expects data on; refused: "
+            + (f"the partition's {kept} existing rows were kept. " if kept else "nothing was written. ")
+            + f"Check its inputs for {iso} (cascade status --date {iso}), fix them, then re-run: "
+            f"cascade trigger --date {iso} --phase {proc.phase} --processor {proc.name} "
+            f"(or declare `allow_empty: true` on {proc.name} if no rows is a valid result)",
+            processor=proc.name, date=iso, rows_kept=kept)
+
+    # ------------------------------------------------------------------ reads
+    def query(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        job = self._run(sql, list(params))
+        return [dict(row.items()) for row in job.result(timeout=self.timeout)]
+
+    def count_rows(self, table: Table, day: date) -> int:
+        rows = self.query(f"SELECT COUNT(*) AS n FROM `{self.table_id(table)}` WHERE {table.date_column} = @d",
+                          [bigquery.ScalarQueryParameter("d", "DATE", day)])
+        return int(rows[0]["n"])
+
+    def read_rows(self, table: Table, start: date, end: date, columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """The declared ``columns`` (default: all declared) of ``table``'s rows dated ``start``..``end``
+        (inclusive), ordered by date and keys: one parameterized query. Column names must be declared."""
+        declared = table.column_names
+        cols = list(columns) if columns else declared
+        unknown = [c for c in cols if c not in declared]
+        if unknown:
+            raise ValueError(f"{table.logical} has no columns {unknown}; its columns are {declared}")
+        return self.query(
+            f"SELECT {', '.join(cols)} FROM `{self.table_id(table)}` "
+            f"WHERE {table.date_column} BETWEEN @start AND @end ORDER BY {', '.join(table.merge_keys)}",
+            [bigquery.ScalarQueryParameter("start", "DATE", start), bigquery.ScalarQueryParameter("end", "DATE", end)])
+
+    def present_dates(self, table: Table, start: date, end: date) -> set[date]:
+        """Dates from ``start`` to ``end`` (inclusive) that have at least one row: one query."""
+        rows = self.query(
+            f"SELECT DISTINCT {table.date_column} AS d FROM `{self.table_id(table)}` "
+            f"WHERE {table.date_column} BETWEEN @start AND @end",
+            [bigquery.ScalarQueryParameter("start", "DATE", start), bigquery.ScalarQueryParameter("end", "DATE", end)])
+        return {r["d"] for r in rows}
+
+    # ------------------------------------------------------------------ jobs
+    def job_base(self, proc: Processor, day: date, generation: int) -> str:
+        """The deterministic id stem of ``proc``'s jobs for ``day`` at ``generation`` (a run's write job
+        adds ``_f<fence>``): ``cascade_<pipeline>_<namespace>_<processor>_<yyyymmdd>_g<generation>``."""
+        parts = ["cascade", self.pipeline.name, self.pipeline.namespace, proc.name, day.strftime("%Y%m%d"),
+                 f"g{generation}"]
+        return re.sub(r"[^A-Za-z0-9_-]", "_", "_".join(p for p in parts if p))[:900]
+
+    @contextmanager
+    def run_scope(self, proc: Processor, day: date, generation: int, fence: int,
+                  should_stop: Callable[[], bool] = lambda: False) -> Iterator[JobScope]:
+        """Every job sent on this thread inside the block belongs to one run (see ``JobScope``)."""
+        scope = JobScope(self.job_base(proc, day, generation), fence,
+                         float(proc.job_timeout_seconds or DEFAULT_JOB_TIMEOUT_S), proc.maximum_bytes_billed,
+                         should_stop, processor=proc.name, phase=proc.phase, day=day)
+        outer = getattr(self._local, "scope", None)
+        self._local.scope = scope
+        try:
+            yield scope
+        finally:
+            self._local.scope = outer
+
+    def _run(self, sql: str, params: list) -> bigquery.QueryJob:
+        """Send one query job and wait for it. Outside a run: as long as the API deadline allows.
+        Inside a run's scope: with the processor's byte cap, waited on in short polls up to its job
+        timeout, cancelled on timeout or lost lease; a write job under its deterministic id."""
+        scope: JobScope | None = getattr(self._local, "scope", None)
+        config = bigquery.QueryJobConfig(query_parameters=params)
+        if scope is not None and scope.maximum_bytes_billed:
+            config.maximum_bytes_billed = scope.maximum_bytes_billed
+        started = time.perf_counter()
+        job = None
+        try:
+            if scope is None:
+                job = self.client.query(sql, job_config=config, retry=self._retry, timeout=self.timeout)
+                job.result(timeout=self.timeout)
+                return job
+            job = self._start(scope, sql, config)
+            self._wait(job, scope)
+            return job
+        finally:
+            cost = of_job(job) if job is not None else JobCost(jobs=1)
+            with self._lock:
+                self.stats.jobs += 1
+                self.stats.seconds += time.perf_counter() - started
+                self.stats.bytes_processed += cost.bytes_processed
+                self.stats.bytes_billed += cost.bytes_billed
+                self.stats.slot_ms += cost.slot_ms
+            if scope is not None:
+                scope.cost.add(cost)
+
+    def _start(self, scope: JobScope, sql: str, config: bigquery.QueryJobConfig) -> Any:
+        """Insert the job (a read: any id; a write: the run's deterministic id, or the still-running
+        write job of the run this one took over, when it does the same work)."""
+        if _READ.match(sql):
+            return self.client.query(sql, job_config=config, retry=self._retry, timeout=self.timeout)
+        scope.writes += 1
+        job_id = scope.write_job_id(scope.fence, scope.writes)
+        if scope.fence > 1:
+            running = self._previous_write(scope, sql, config)
+            if running is not None:
+                return running
+        try:
+            return self.client.query(sql, job_config=config, job_id=job_id, job_retry=None, retry=self._retry,
+                                     timeout=self.timeout)
+        except gexc.Conflict:
+            # The id exists: our own insert went through before its answer was lost (the API retry
+            # re-sent it) - wait on that job; or the id belongs to a partition state that was reset
+            # (fences restart): that job is not ours, send ours under a fresh suffix.
+            existing = self.client.get_job(job_id, retry=self._retry, timeout=self.timeout)
+            if _params(existing) == _params(config):
+                return existing
+            return self.client.query(sql, job_config=config, job_id=f"{job_id}_{uuid.uuid4().hex[:8]}",
+                                     job_retry=None, retry=self._retry, timeout=self.timeout)
+
+    def _previous_write(self, scope: JobScope, sql: str, config: bigquery.QueryJobConfig) -> Any | None:
+        """The write job of the run this one took over (fence - 1), if it is still running: re-attached
+        when it does this run's work (same statement, same parameters but run id and fence), else
+        cancelled and waited out - never two write jobs of one partition at once."""
+        prev_id = scope.write_job_id(scope.fence - 1, scope.writes)
+        try:
+            prev = self.client.get_job(prev_id, retry=self._retry, timeout=self.timeout)
+        except gexc.NotFound:
+            return None
+        if prev.state == "DONE":
+            return None
+        if getattr(prev, "query", None) == sql and _params(prev, _RUN_PARAMS) == _params(config, _RUN_PARAMS):
+            scope.attached.append(prev_id)
+            return prev
+        self._cancel(prev)
+        try:
+            self._wait(prev, scope)
+        except (JobTimeoutError, LeaseLostError):
+            raise
+        except Exception:  # noqa: BLE001 - the cancelled job ends with its cancellation error
+            pass
+        return None
+
+    def _wait(self, job: Any, scope: JobScope) -> None:
+        """Wait for ``job`` in short polls (the run's heartbeat thread renews the lease meanwhile);
+        cancel it when the lease is lost or its timeout passes; raise the job's own error if it failed."""
+        deadline = time.monotonic() + scope.timeout_s
+        pause = 0.05
+        while not job.done(retry=self._retry, timeout=self.timeout):
+            if scope.should_stop():
+                self._cancel(job)
+                raise LeaseLostError(f"{scope.processor} {scope.day}: the lease was lost while BigQuery job "
+                                     f"{job.job_id} ran; the job was cancelled",
+                                     processor=scope.processor, date=scope.day.isoformat(), job_id=job.job_id)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._cancel(job)
+                iso = scope.day.isoformat()
+                raise JobTimeoutError(
+                    f"{scope.processor} {iso}: BigQuery job {job.job_id} still running after {scope.timeout_s:g} s "
+                    f"(the processor's job timeout); it was cancelled and this run wrote nothing. Make its query "
+                    f"cheaper or declare a larger `job_timeout_seconds` on {scope.processor} (at most the function "
+                    f"timeout, {FUNCTION_TIMEOUT_S} s), then re-run: cascade trigger --date {iso} --phase "
+                    f"{scope.phase} --processor {scope.processor}",
+                    processor=scope.processor, date=iso, job_id=job.job_id, timeout_s=scope.timeout_s)
+            self._tick.wait(min(pause, left))
+            pause = min(pause * 2, 1.0)
+        job.result(retry=self._retry, timeout=self.timeout)
+
+    def _cancel(self, job: Any) -> None:
+        try:
+            job.cancel(retry=self._retry, timeout=self.timeout)
+        except gexc.GoogleAPICallError:
+            pass  # already finished or gone: nothing left to stop
+
+    def dry_run_bytes(self, proc: Processor, day: date) -> int:
+        """Bytes the SQL processor's MERGE for ``day`` would process, from a BigQuery dry run (free;
+        nothing runs). The local engine answers 0 (see ``cost.engine_estimates_bytes``)."""
+        start, _ = proc.window(day, self.pipeline.calendar)
+        params = [bigquery.ScalarQueryParameter("window_start", "DATE", start),
+                  bigquery.ScalarQueryParameter("data_date", "DATE", day),
+                  bigquery.ScalarQueryParameter("run_id", "STRING", "dry-run"),
+                  bigquery.ScalarQueryParameter("fence", "INT64", 0)]
+        config = bigquery.QueryJobConfig(dry_run=True, use_query_cache=False, query_parameters=params)
+        job = self.client.query(self.merge_sql(proc, self.pipeline.render_sql(proc, self.project)),
+                                job_config=config, retry=self._retry, timeout=self.timeout)
+        return int(job.total_bytes_processed or 0)
+
+    def insert_rows(self, table: Table, rows: Sequence[dict[str, Any]], run_id: str) -> int:
+        """INSERT ``rows`` (shaped like ``table``'s declared columns, of any dates) as they are, in one
+        job: no MERGE, no fence (``_fence`` 0). Seeds the input tables of a throw-away namespace with
+        given rows (``cascade test``); a run never writes this way."""
+        if not rows:
+            return 0
+        cols = table.column_names
+        struct_rows = [bigquery.StructQueryParameter(None, *[
+            bigquery.ScalarQueryParameter(c, _PARAM_TYPE[t], row.get(c)) for c, t in table.columns]) for row in rows]
+        job = self._run(
+            f"INSERT INTO `{self.table_id(table)}` ({', '.join(cols)}, _run_id, _processed_at, _fence) "
+            f"SELECT {', '.join('r.' + c for c in cols)}, @run_id, CURRENT_TIMESTAMP(), 0 FROM UNNEST(@rows) AS r",
+            [bigquery.ArrayQueryParameter("rows", "STRUCT", struct_rows),
+             bigquery.ScalarQueryParameter("run_id", "STRING", run_id)])
+        return int(job.num_dml_affected_rows or 0)
+
+    # ------------------------------------------------------------------ calendar from data
+    def calendar_dates(self, source: Any, start: date, end: date) -> Any:
+        """What the calendar's ``expected_from`` processor says about ``start..end`` (one query): the
+        dates with a row matching its ``where`` filter, and its last loaded date (newest row of any
+        kind). Columns come from the definition; filter values are query parameters."""
+        from cascade.definition.calendar import ScheduleDates
+
+        proc = self.pipeline.processor(source.processor)
+        table, cols = proc.output, dict(proc.output.columns)
+        dc = table.date_column
+        params: list[Any] = [bigquery.ScalarQueryParameter("start", "DATE", start),
+                             bigquery.ScalarQueryParameter("end", "DATE", end)]
+        conditions = []
+        for i, (col, values) in enumerate(source.where):
+            kind = _PARAM_TYPE[cols[col]]
+            values = [date.fromisoformat(v) if kind == "DATE" and isinstance(v, str) else v for v in values]
+            params.append(bigquery.ArrayQueryParameter(f"where_{i}", kind, values))
+            conditions.append(f"{col} IN UNNEST(@where_{i})")
+        match = " AND ".join(conditions) or "TRUE"
+        rows = self.query(
+            f"SELECT {dc} AS d, COUNTIF({match}) AS matching FROM `{self.table_id(table)}` "
+            f"WHERE {dc} BETWEEN @start AND @end GROUP BY {dc}", params)
+        dates = frozenset(r["d"] for r in rows if int(r["matching"] or 0) > 0)
+        return ScheduleDates(dates, max((r["d"] for r in rows), default=None))
+
+
+# A statement that only reads (the gates', the checks'): any job id, never re-attached.
+_READ = re.compile(r"^\s*(?:(?:--|#)[^\n]*\n\s*|/\*.*?\*/\s*)*(?:SELECT|WITH|\()", re.IGNORECASE | re.DOTALL)
+# Query parameters that differ between two runs doing the same work.
+_RUN_PARAMS = frozenset({"run_id", "fence"})
+
+
+def _params(job_or_config: Any, skip: frozenset[str] = frozenset()) -> list[Any]:
+    """A job's (or a job config's) query parameters as API data, for comparing two jobs' work."""
+    return [p.to_api_repr() for p in (getattr(job_or_config, "query_parameters", None) or [])
+            if getattr(p, "name", None) not in skip]
+
+
+def confinement_check(table: Table, source_sql: str) -> str:
+    """A condition inside the fenced MERGE's source that is TRUE when every source row is dated
+    ``@data_date``, has its keys set and no key repeats - and otherwise stops the MERGE (the whole job,
+    so nothing is written) with ``ERROR()``: the refusal (marked ``_REFUSED``) counts the rows of other
+    dates (and names the first), the rows with a NULL key and the repeated keys (the first 10 named,
+    with their row counts). Same job, same statement on BigQuery and on the local engine."""
+    dc = table.date_column
+    keys = [k for k in table.merge_keys if k != dc] or [dc]
+    key_text = "CONCAT(" + ", ', ', ".join(f"'{k}=', IFNULL(CAST({k} AS STRING), 'NULL')" for k in keys) + ")"
+    null_key = " OR ".join(f"{k} IS NULL" for k in keys)
+    off = f"{dc} IS NULL OR {dc} != @data_date"
+    per_key = (f"SELECT {key_text} AS key_text, COUNT(*) AS n, COUNTIF({off}) AS n_off, "
+               f"MIN(IF({off}, {dc}, NULL)) AS first_off, COUNTIF({null_key}) AS n_null "
+               f"FROM (\n{source_sql}\n) AS c GROUP BY {', '.join(keys)}")
+    summary = (f"SELECT SUM(n_off) AS off_rows, MIN(first_off) AS first_off, SUM(n_null) AS null_rows, "
+               f"COUNTIF(n > 1) AS dup_keys, STRING_AGG(IF(n > 1, CONCAT(key_text, ' (', CAST(n AS STRING), "
+               f"' rows)'), NULL), '; ' ORDER BY key_text LIMIT 10) AS dup_sample FROM ({per_key})")
+    message = (f"CONCAT('{_REFUSED}[', 'off_rows=', CAST(IFNULL(off_rows, 0) AS STRING), "
+               f"'|first_off=', IFNULL(CAST(first_off AS STRING), ''), "
+               f"'|null_rows=', CAST(IFNULL(null_rows, 0) AS STRING), "
+               f"'|dup_keys=', CAST(IFNULL(dup_keys, 0) AS STRING), "
+               f"'|dup_sample=', IFNULL(dup_sample, ''), ']{_REFUSED}')")
+    return (f"(SELECT IF(IFNULL(off_rows, 0) > 0 OR IFNULL(null_rows, 0) > 0 OR IFNULL(dup_keys, 0) > 0, "
+            f"ERROR({message}), TRUE) FROM ({summary}))")
+
+
+_REFUSAL = re.compile(re.escape(_REFUSED) + r"\[(.*?)\]" + re.escape(_REFUSED), re.DOTALL)
+
+
+def _refusal(exc: BaseException) -> dict[str, str] | None:
+    """The fields of the confinement refusal carried by ``exc`` (or its causes), None if it is another error."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        for text in (str(exc), *(str(e.get("message", "")) for e in (getattr(exc, "errors", None) or [])
+                                  if isinstance(e, dict))):
+            match = _REFUSAL.search(text)
+            if match:
+                fields = dict(part.split("=", 1) for part in match.group(1).split("|") if "=" in part)
+                return fields
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return None
+
+
+def refused_source(proc: Processor, day: date, fields: dict[str, str]) -> "InvalidSourceError":
+    """The permanent error for a source the MERGE refused: processor, date, what was wrong (dates,
+    keys), and the command that re-runs it once the SELECT is fixed."""
+    from cascade.errors import InvalidSourceError
+
+    iso, table = day.isoformat(), proc.output
+    keys = [k for k in table.merge_keys if k != table.date_column] or [table.date_column]
+    problems = []
+    off, nulls, dups = (int(fields.get(k) or 0) for k in ("off_rows", "null_rows", "dup_keys"))
+    if off:
+        first = fields.get("first_off") or "NULL"
+        problems.append(f"{off} row(s) with {table.date_column} other than {iso} (first: {first})")
+    if nulls:
+        problems.append(f"{nulls} row(s) with a NULL key {keys}")
+    if dups:
+        shown = fields.get("dup_sample", "")
+        more = f"; and {dups - 10} more" if dups > 10 else ""
+        problems.append(f"{dups} key(s) {keys} on more than one row: {shown}{more}")
+    return InvalidSourceError(
+        f"{proc.name} {iso}: its source was refused before anything was written: " + "; ".join(problems)
+        + f". A run writes only its own date, each key once; fix the {proc.kind} source, then re-run: "
+        f"cascade trigger --date {iso} --phase {proc.phase} --processor {proc.name}",
+        processor=proc.name, date=iso, off_date_rows=off, null_key_rows=nulls, duplicate_keys=dups,
+        sample=fields.get("dup_sample") or None)
+
+
+def _json_value(value: Any) -> Any:
+    """A validated row value as NDJSON for a load job (dates and timestamps as ISO text)."""
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+def rebuild_commands(warehouse: "Warehouse", proc: Processor) -> list[str]:
+    """The commands that rebuild ``proc``'s table from its definition (locally): drop and recreate it,
+    then re-run the dates it held. Each runs as printed."""
+    commands = [f"cascade up --rebuild-table {proc.name}"]
+    span = warehouse.date_range(proc.output)
+    if span:
+        commands.append(f"cascade backfill --start {span[0]} --end {span[1]} --phase {proc.phase} "
+                        f"--processor {proc.name} --force")
+    return commands
+
+
+def rebuild_message(warehouse: "Warehouse", refused: Sequence[ColumnChange]) -> str:
+    """What a removed or retyped column needs, per processor: the change, then the commands that drop
+    and recreate the table and rebuild its rows."""
+    lines = []
+    for name in dict.fromkeys(c.processor for c in refused):
+        mine = [c for c in refused if c.processor == name]
+        lines.append(f"processor {name}: table {mine[0].table}: " + "; ".join(c.describe() for c in mine)
+                     + " - BigQuery cannot change that in place; rebuild the table (dropping it deletes its "
+                       "rows, the backfill writes them again):")
+        lines.extend(f"    {cmd}" for cmd in rebuild_commands(warehouse, warehouse.pipeline.processor(name)))
+    return "\n".join(lines)
+
+
+def schema_of(table: Table) -> list[bigquery.SchemaField]:
+    keys = set(table.merge_keys)
+    return [bigquery.SchemaField(c, t, mode="REQUIRED" if c in keys else "NULLABLE") for c, t in all_columns(table)]
+
+
+__all__ = ["Warehouse", "JobStats", "WarehouseStats", "JobScope", "JobTimeoutError", "ColumnChange", "SchemaChangeError", "schema_of", "gexc"]
