@@ -35,6 +35,7 @@ cannot be changed in place: ``schema_changes`` reports it and ``ensure_tables`` 
 ``SchemaChangeError``, naming the rebuild it needs.
 """
 
+
 from __future__ import annotations
 
 import itertools
@@ -45,7 +46,6 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -55,8 +55,14 @@ from google.api_core.retry import Retry
 from google.cloud import bigquery
 
 from cascade.runtime.cost import JobCost, of_job
-from cascade.errors import CascadeError, EmptySourceError, LeaseLostError, PermanentError, ProcessorError
+from cascade.errors import EmptySourceError, LeaseLostError
 from cascade.definition.model import FRAMEWORK_COLUMNS, Pipeline, Processor, Table, all_columns
+from cascade.runtime.warehouse.jobs import (_READ, _RUN_PARAMS, DEFAULT_JOB_TIMEOUT_S, FUNCTION_TIMEOUT_S, JobScope,
+                                            JobStats, JobTimeoutError, _params)
+from cascade.runtime.warehouse.refusal import _refusal, refused_source
+from cascade.runtime.warehouse.schema import (_LEGACY_TYPE, ColumnChange, SchemaChangeError, rebuild_message,
+                                              schema_of)
+from cascade.runtime.warehouse.sql import confinement_check
 
 # Definition column type -> BigQuery query-parameter type (the same names, spelled once here).
 _PARAM_TYPE = {"DATE": "DATE", "STRING": "STRING", "INT64": "INT64", "FLOAT64": "FLOAT64",
@@ -64,96 +70,6 @@ _PARAM_TYPE = {"DATE": "DATE", "STRING": "STRING", "INT64": "INT64", "FLOAT64": 
 # Above this many rows a write goes through a staging table (an NDJSON load job, then the one MERGE)
 # instead of one ``@rows`` query parameter: BigQuery bounds a request's size and its parameters.
 STAGE_ABOVE_ROWS = 1000
-# Marks the refusal the fenced MERGE raises (``ERROR()``) when its source leaves its date or repeats a key.
-_REFUSED = "cascade-refused-source"
-# The API's legacy type names (what ``get_table`` may return) -> the definition's.
-_LEGACY_TYPE = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL"}
-
-
-@dataclass(frozen=True)
-class ColumnChange:
-    """One difference between an existing output table and its definition."""
-
-    processor: str
-    table: str  # full table id
-    column: str
-    old_type: str | None  # None: the column is new
-    new_type: str | None  # None: the column was removed
-
-    @property
-    def kind(self) -> str:
-        return "added" if self.old_type is None else "removed" if self.new_type is None else "retyped"
-
-    def describe(self) -> str:
-        if self.kind == "added":
-            return f"column {self.column} {self.new_type} added"
-        if self.kind == "removed":
-            return f"column {self.column} ({self.old_type}) removed"
-        return f"column {self.column} retyped from {self.old_type} to {self.new_type}"
-
-
-class SchemaChangeError(CascadeError):
-    """Existing tables whose columns the definition removed or retyped: only a rebuild can apply that."""
-
-    def __init__(self, message: str, changes: Sequence[ColumnChange]) -> None:
-        super().__init__(message, changes=[c.describe() for c in changes])
-        self.changes = list(changes)
-
-
-@dataclass
-class JobStats:
-    """BigQuery jobs sent by this process and the seconds spent waiting on them (for benchmarks), and
-    what they cost: bytes processed and billed, slot milliseconds (zeros on the local engine)."""
-
-    jobs: int = 0
-    seconds: float = 0.0
-    bytes_processed: int = 0
-    bytes_billed: int = 0
-    slot_ms: int = 0
-
-    def cost(self) -> JobCost:
-        return JobCost(self.jobs, self.bytes_processed, self.bytes_billed, self.slot_ms)
-
-
-WarehouseStats = JobStats
-
-# The phase functions' timeout (infra/terraform variables.tf ``function_timeout_seconds``: default and
-# maximum 540 s). A run's BigQuery job may take what is left of it after the run's other steps (lease,
-# checks, gates, record): a job still running then is cancelled instead of outliving its function.
-FUNCTION_TIMEOUT_S = 540
-DEFAULT_JOB_TIMEOUT_S = FUNCTION_TIMEOUT_S - 60
-
-
-class JobTimeoutError(ProcessorError, PermanentError):
-    """A run's BigQuery job ran past its processor's timeout: it was cancelled and nothing was recorded
-    as written. Retrying runs into the same timeout, so the partition fails with the reason and the fix."""
-
-
-@dataclass
-class JobScope:
-    """The BigQuery jobs of one run (one partition at one fence), on the thread running it.
-
-    Inside ``Warehouse.run_scope`` every job the run sends (its write, the quality gates' reads) carries
-    the processor's ``maximum_bytes_billed``, is waited on at most ``timeout_s`` and is cancelled when
-    ``should_stop()`` says the lease was lost; its statistics add up in ``cost``. The run's write jobs
-    get deterministic ids (``job_base`` + ``_f<fence>``), so a redelivery that takes over a crashed run
-    finds the job that run started and re-attaches to it while it still runs, instead of starting a
-    second one beside it."""
-
-    job_base: str  # cascade_<pipeline>_<namespace>_<processor>_<yyyymmdd>_g<generation>
-    fence: int
-    timeout_s: float
-    maximum_bytes_billed: int | None = None
-    should_stop: Callable[[], bool] = lambda: False
-    processor: str = ""
-    phase: int = 0
-    day: date = date.min
-    cost: JobCost = field(default_factory=JobCost)
-    writes: int = 0
-    attached: list[str] = field(default_factory=list)  # ids of earlier runs' jobs this run re-attached to
-
-    def write_job_id(self, fence: int, n: int) -> str:
-        return f"{self.job_base}_f{fence}" + (f"_w{n}" if n > 1 else "")
 
 
 class Warehouse:
@@ -598,87 +514,6 @@ class Warehouse:
         return ScheduleDates(dates, max((r["d"] for r in rows), default=None))
 
 
-# A statement that only reads (the gates', the checks'): any job id, never re-attached.
-_READ = re.compile(r"^\s*(?:(?:--|#)[^\n]*\n\s*|/\*.*?\*/\s*)*(?:SELECT|WITH|\()", re.IGNORECASE | re.DOTALL)
-# Query parameters that differ between two runs doing the same work.
-_RUN_PARAMS = frozenset({"run_id", "fence"})
-
-
-def _params(job_or_config: Any, skip: frozenset[str] = frozenset()) -> list[Any]:
-    """A job's (or a job config's) query parameters as API data, for comparing two jobs' work."""
-    return [p.to_api_repr() for p in (getattr(job_or_config, "query_parameters", None) or [])
-            if getattr(p, "name", None) not in skip]
-
-
-def confinement_check(table: Table, source_sql: str) -> str:
-    """A condition inside the fenced MERGE's source that is TRUE when every source row is dated
-    ``@data_date``, has its keys set and no key repeats - and otherwise stops the MERGE (the whole job,
-    so nothing is written) with ``ERROR()``: the refusal (marked ``_REFUSED``) counts the rows of other
-    dates (and names the first), the rows with a NULL key and the repeated keys (the first 10 named,
-    with their row counts). Same job, same statement on BigQuery and on the local engine."""
-    dc = table.date_column
-    keys = [k for k in table.merge_keys if k != dc] or [dc]
-    key_text = "CONCAT(" + ", ', ', ".join(f"'{k}=', IFNULL(CAST({k} AS STRING), 'NULL')" for k in keys) + ")"
-    null_key = " OR ".join(f"{k} IS NULL" for k in keys)
-    off = f"{dc} IS NULL OR {dc} != @data_date"
-    per_key = (f"SELECT {key_text} AS key_text, COUNT(*) AS n, COUNTIF({off}) AS n_off, "
-               f"MIN(IF({off}, {dc}, NULL)) AS first_off, COUNTIF({null_key}) AS n_null "
-               f"FROM (\n{source_sql}\n) AS c GROUP BY {', '.join(keys)}")
-    summary = (f"SELECT SUM(n_off) AS off_rows, MIN(first_off) AS first_off, SUM(n_null) AS null_rows, "
-               f"COUNTIF(n > 1) AS dup_keys, STRING_AGG(IF(n > 1, CONCAT(key_text, ' (', CAST(n AS STRING), "
-               f"' rows)'), NULL), '; ' ORDER BY key_text LIMIT 10) AS dup_sample FROM ({per_key})")
-    message = (f"CONCAT('{_REFUSED}[', 'off_rows=', CAST(IFNULL(off_rows, 0) AS STRING), "
-               f"'|first_off=', IFNULL(CAST(first_off AS STRING), ''), "
-               f"'|null_rows=', CAST(IFNULL(null_rows, 0) AS STRING), "
-               f"'|dup_keys=', CAST(IFNULL(dup_keys, 0) AS STRING), "
-               f"'|dup_sample=', IFNULL(dup_sample, ''), ']{_REFUSED}')")
-    return (f"(SELECT IF(IFNULL(off_rows, 0) > 0 OR IFNULL(null_rows, 0) > 0 OR IFNULL(dup_keys, 0) > 0, "
-            f"ERROR({message}), TRUE) FROM ({summary}))")
-
-
-_REFUSAL = re.compile(re.escape(_REFUSED) + r"\[(.*?)\]" + re.escape(_REFUSED), re.DOTALL)
-
-
-def _refusal(exc: BaseException) -> dict[str, str] | None:
-    """The fields of the confinement refusal carried by ``exc`` (or its causes), None if it is another error."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        for text in (str(exc), *(str(e.get("message", "")) for e in (getattr(exc, "errors", None) or [])
-                                  if isinstance(e, dict))):
-            match = _REFUSAL.search(text)
-            if match:
-                fields = dict(part.split("=", 1) for part in match.group(1).split("|") if "=" in part)
-                return fields
-        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
-    return None
-
-
-def refused_source(proc: Processor, day: date, fields: dict[str, str]) -> "InvalidSourceError":
-    """The permanent error for a source the MERGE refused: processor, date, what was wrong (dates,
-    keys), and the command that re-runs it once the SELECT is fixed."""
-    from cascade.errors import InvalidSourceError
-
-    iso, table = day.isoformat(), proc.output
-    keys = [k for k in table.merge_keys if k != table.date_column] or [table.date_column]
-    problems = []
-    off, nulls, dups = (int(fields.get(k) or 0) for k in ("off_rows", "null_rows", "dup_keys"))
-    if off:
-        first = fields.get("first_off") or "NULL"
-        problems.append(f"{off} row(s) with {table.date_column} other than {iso} (first: {first})")
-    if nulls:
-        problems.append(f"{nulls} row(s) with a NULL key {keys}")
-    if dups:
-        shown = fields.get("dup_sample", "")
-        more = f"; and {dups - 10} more" if dups > 10 else ""
-        problems.append(f"{dups} key(s) {keys} on more than one row: {shown}{more}")
-    return InvalidSourceError(
-        f"{proc.name} {iso}: its source was refused before anything was written: " + "; ".join(problems)
-        + f". A run writes only its own date, each key once; fix the {proc.kind} source, then re-run: "
-        f"cascade trigger --date {iso} --phase {proc.phase} --processor {proc.name}",
-        processor=proc.name, date=iso, off_date_rows=off, null_key_rows=nulls, duplicate_keys=dups,
-        sample=fields.get("dup_sample") or None)
-
 
 def _json_value(value: Any) -> Any:
     """A validated row value as NDJSON for a load job (dates and timestamps as ISO text)."""
@@ -687,35 +522,3 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, Decimal):
         return str(value)
     return value
-
-
-def rebuild_commands(warehouse: "Warehouse", proc: Processor) -> list[str]:
-    """The commands that rebuild ``proc``'s table from its definition (locally): drop and recreate it,
-    then re-run the dates it held. Each runs as printed."""
-    commands = [f"cascade up --rebuild-table {proc.name}"]
-    span = warehouse.date_range(proc.output)
-    if span:
-        commands.append(f"cascade backfill --start {span[0]} --end {span[1]} --phase {proc.phase} "
-                        f"--processor {proc.name} --force")
-    return commands
-
-
-def rebuild_message(warehouse: "Warehouse", refused: Sequence[ColumnChange]) -> str:
-    """What a removed or retyped column needs, per processor: the change, then the commands that drop
-    and recreate the table and rebuild its rows."""
-    lines = []
-    for name in dict.fromkeys(c.processor for c in refused):
-        mine = [c for c in refused if c.processor == name]
-        lines.append(f"processor {name}: table {mine[0].table}: " + "; ".join(c.describe() for c in mine)
-                     + " - BigQuery cannot change that in place; rebuild the table (dropping it deletes its "
-                       "rows, the backfill writes them again):")
-        lines.extend(f"    {cmd}" for cmd in rebuild_commands(warehouse, warehouse.pipeline.processor(name)))
-    return "\n".join(lines)
-
-
-def schema_of(table: Table) -> list[bigquery.SchemaField]:
-    keys = set(table.merge_keys)
-    return [bigquery.SchemaField(c, t, mode="REQUIRED" if c in keys else "NULLABLE") for c, t in all_columns(table)]
-
-
-__all__ = ["Warehouse", "JobStats", "WarehouseStats", "JobScope", "JobTimeoutError", "ColumnChange", "SchemaChangeError", "schema_of", "gexc"]
