@@ -54,8 +54,12 @@ def main(argv: list[str] | None = None) -> None:
         return None
 
     DuckDBEngine._load_spatial = _no_spatial  # type: ignore[method-assign]
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    if os.environ.get("CASCADE_BQ_PARSE_MEMO", "1") != "0":
+        from emulators.parse_memo import install as memoize_parses  # each SQL text parsed once
+
+        memoize_parses()
     if latency is not None:
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
         from emulators.latency_model import install
 
         try:
