@@ -1,0 +1,79 @@
+"""Run history: ``runs/{run_id}``, one document per attempt, never overwritten by later runs.
+
+A run's record is created with its lease and completed with its outcome, in the same atomic batch
+as the partition change (``partitions``); this module reads the history and writes the records that
+change no partition (a trigger that had nothing to do, a run that lost its lease). Alert-once
+markers (``alerts/{id}``) are here too: a record of something that happened once.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from typing import Any, Iterable
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+
+from cascade.state.scope import FIRESTORE_TIMEOUT, Scope, iso, new_run_id
+from cascade.state.status import Status
+
+
+class History:
+    """The run history (and alert-once markers) of one pipeline."""
+
+    def __init__(self, scope: Scope) -> None:
+        self.s = scope
+
+    def runs(self, processor: str | None = None, day: date | str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Run history, newest first."""
+        q = self.s.col("runs")
+        if processor:
+            q = q.where(filter=firestore.FieldFilter("processor", "==", processor))
+        if day:
+            q = q.where(filter=firestore.FieldFilter("data_date", "==", iso(day)))
+        self.s.ops += 1
+        rows = [s.to_dict() for s in q.stream(timeout=FIRESTORE_TIMEOUT)]
+        rows.sort(key=lambda r: r.get("started_at") or datetime.min.replace(tzinfo=timezone.utc), reverse=True)
+        return rows[:limit]
+
+    def waiting_since(self, processor: str, day: date | str) -> datetime | None:
+        """When the partition began waiting: the start of the oldest run of its latest unbroken
+        streak of ``waiting`` runs in run history (None when its latest run is not waiting)."""
+        since = None
+        for run in self.runs(processor, day, limit=1000):
+            if run.get("status") != Status.WAITING:
+                break
+            since = run.get("started_at") or since
+        return since
+
+    def record_answer(self, phase: int, day: date | str, processors: Iterable[str], status: str, answer: str,
+                      context: dict[str, Any] | None = None) -> None:
+        """Record in run history that a trigger had nothing to do (e.g. "already complete and
+        fresh"), one entry per processor it named, without touching the partitions."""
+        now = self.s.clock()
+        batch = self.s.db.batch()
+        for name in processors:
+            run_id = new_run_id(name, day)
+            batch.set(self.s.col("runs").document(run_id), {
+                "run_id": run_id, "pipeline": self.s.pipeline.name, "phase": phase, "processor": name,
+                "data_date": iso(day), "status": str(status), "error": answer[:1000], "started_at": now,
+                "finished_at": now, "duration_s": 0.0, "record_count": None, **(context or {})})
+        self.s.ops += 1
+        batch.commit(timeout=FIRESTORE_TIMEOUT)
+
+    def mark_run(self, run_id: str, status: str, error: str) -> None:
+        """Close a run's history entry that could not record its result (e.g. its lease was lost)."""
+        self.write_run(run_id, {"status": status, "error": error, "finished_at": self.s.clock()}, merge=True)
+
+    def write_run(self, run_id: str, data: dict[str, Any], merge: bool = False) -> None:
+        self.s.ops += 1
+        self.s.col("runs").document(run_id).set({"run_id": run_id, **data}, merge=merge, timeout=FIRESTORE_TIMEOUT)
+
+    def create_once(self, kind: str, doc_id: str, data: dict[str, Any]) -> bool:
+        """Create ``kind/doc_id`` unless it exists (alert-once markers); True for the creator."""
+        try:
+            self.s.ops += 1
+            self.s.col(kind).document(doc_id).create({**data, "created_at": self.s.clock()}, timeout=FIRESTORE_TIMEOUT)
+            return True
+        except gexc.AlreadyExists:
+            return False
