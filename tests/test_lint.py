@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cascade.definition import schema as definition_schema, model as pipeline_module
+from cascade.definition.columns import COLUMN_TYPES
+from cascade.definition import imports as definition_imports, loading as definition_loading, model as definition_model
+from cascade.definition import schema as definition_schema, validation as definition_validation
 from cascade.cli import main as cascade
 from cascade.errors import DefinitionError
 from cascade.lint import lint
@@ -273,12 +275,10 @@ def test_committed_schema_and_reference_are_generated_from_the_code():
 
 
 def test_schema_patterns_and_types_are_the_loaders():
-    assert definition_schema.NAME == pipeline_module._NAME.pattern
-    assert set(definition_schema.COLUMN_TYPES) == pipeline_module._COLUMN_TYPES
-    if hasattr(pipeline_module, "_CALLABLE"):
-        assert definition_schema.CALLABLE == pipeline_module._CALLABLE.pattern
-    if hasattr(pipeline_module, "GATE_KINDS"):
-        assert list(definition_schema.GATE.variants) == list(pipeline_module.GATE_KINDS)
+    assert definition_schema.NAME == definition_validation.NAME.pattern
+    assert set(definition_schema.COLUMN_TYPES) == set(COLUMN_TYPES)
+    assert definition_schema.CALLABLE == definition_imports.CALLABLE.pattern
+    assert list(definition_schema.GATE.variants) == list(definition_model.GATE_KINDS)
 
 
 class _Recording(dict):
@@ -340,7 +340,7 @@ def test_every_key_the_loader_reads_is_declared_in_the_schema(monkeypatch):
     raw = _kitchen_sink()
     assert definition_schema.issues(raw) == []  # the kitchen sink itself is valid
     seen: set[str] = set()
-    monkeypatch.setattr(pipeline_module, "validate_structure", lambda *_a, **_k: None)
+    monkeypatch.setattr(definition_loading, "validate_structure", lambda *_a, **_k: None)
     pipeline = from_dict(_Recording(raw, "", seen), source_path=str(REPO / "pipelines" / "nba.yaml"))
     from cascade.deploy import tfvars
 

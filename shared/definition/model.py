@@ -1,49 +1,28 @@
-"""The pipeline definition: the single source of truth for a pipeline's shape.
+"""The pipeline definition's model: the single source of truth for a pipeline's shape.
 
-Owns phases, processors, output tables (schema, date column, MERGE keys, critical columns),
-upstreams and lookbacks, intra-phase dependencies, the calendar, and every resource name derived
-from them (datasets, tables, topics, subscriptions, Firestore collections). The functions, the CLI,
-provisioning, the Terraform inputs and the docs all derive from a ``Pipeline``; nothing else
-declares a table or a topic.
-
-A ``namespace`` prefixes every resource name so that several instances of one definition (tests,
-developers) can share a project or an emulator without seeing each other.
+Owns phases, processors, output tables (schema, date column, MERGE keys, critical columns), upstreams
+and lookbacks, gates, intra-phase dependencies and the calendar, as immutable values. The functions,
+the CLI, provisioning, the Terraform inputs and the docs all derive from a ``Pipeline``; nothing else
+declares a table or a topic. The names of the resources (``names.py``), reading a definition file
+(``loading.py``) and its rules (``validation.py``) are beside it; ``load`` and ``from_dict`` are
+reachable from here too, as the readers of a definition import them.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
-from pathlib import Path
 from typing import Any, Iterable
 
-import yaml
-
 from cascade.definition.calendar import Calendar
-from cascade.definition.schema import validate as validate_structure
+from cascade.definition.names import ResourceNames
 from cascade.errors import DefinitionError, UnknownProcessorError
 
-DEFAULT_DEFINITION = Path(__file__).resolve().parents[2] / "pipelines" / "nba.yaml"
-
-# BigQuery column types a definition may use.
-_COLUMN_TYPES = {"DATE", "STRING", "INT64", "FLOAT64", "BOOL", "TIMESTAMP", "NUMERIC"}
-# Columns every output table gets, written by the framework on each MERGE: lineage (which run wrote
-# the row, when) and the write fence of that run (a run with an older fence cannot change the row).
-FRAMEWORK_COLUMNS = {"_run_id": "STRING", "_processed_at": "TIMESTAMP", "_fence": "INT64"}
-# `{dataset.table}` placeholders in processor SQL; resolved only against declared tables.
-_PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9_]*)\.([a-z][a-z0-9_]*)\}")
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-# `python: package.module:attribute` - the callable of a Python processor (or a synthetic-data hook).
-_CALLABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-# Fields of the manifest row an export processor writes (its output columns are a subset of these
-# plus its date column): the file's gs:// path, its row count, its size and its SHA-256.
-MANIFEST_FIELDS = {"path": "STRING", "row_count": "INT64", "bytes": "INT64", "sha256": "STRING"}
 # How an export lays its rows out in the file (``export.format``; the first is the default).
 EXPORT_FORMATS = ("envelope", "json_array", "json_lines")
+# The kinds of quality gates, in the order the definition reference lists them.
 GATE_KINDS = ("row_count", "not_null", "range", "sql")
-_NUMERIC = {"INT64", "FLOAT64", "NUMERIC"}
 
 
 @dataclass(frozen=True)
@@ -213,7 +192,7 @@ class Phase:
 
 
 @dataclass(frozen=True)
-class Pipeline:
+class Pipeline(ResourceNames):
     """A validated pipeline definition, optionally bound to a namespace."""
 
     name: str
@@ -226,66 +205,12 @@ class Pipeline:
     source_path: str = ""
     synthetic: str | None = None  # "module:attribute" making realistic raw files (else derived generically)
 
-    # ------------------------------------------------------------------ naming
     def with_namespace(self, namespace: str) -> "Pipeline":
         """A copy whose resource names carry ``namespace`` (``""`` = none)."""
         if namespace and not re.fullmatch(r"[a-z][a-z0-9]{0,19}", namespace):
             raise DefinitionError(f"namespace {namespace!r} must be 1-20 lowercase letters/digits, starting with a letter")
         # Expected dates read from data belong to one namespace's tables: the copy reads its own.
         return replace(self, namespace=namespace, calendar=self.calendar.detached())
-
-    def dataset_id(self, dataset: str) -> str:
-        return f"{self.namespace}_{dataset}" if self.namespace else dataset
-
-    def datasets(self) -> list[str]:
-        """Dataset ids (namespaced) of every output table, plus the ops dataset."""
-        return sorted({self.dataset_id(p.output.dataset) for p in self.processors})
-
-    def table_id(self, project: str, table: Table) -> str:
-        return f"{project}.{self.dataset_id(table.dataset)}.{table.name}"
-
-    def _prefix(self) -> str:
-        return f"{self.namespace}-" if self.namespace else ""
-
-    def topic(self, phase: int) -> str:
-        """The trigger topic of ``phase``: users' triggers and the previous phase's completions."""
-        p = self.phase(phase)
-        return f"{self._prefix()}{self.name}-phase{p.number}-{p.name}"
-
-    def function_name(self, phase: int) -> str:
-        """Folder of the phase's function under ``functions/`` (and its deployed name's stem)."""
-        p = self.phase(phase)
-        return f"phase{p.number}_{p.name}"
-
-    def dead_letter_topic(self, phase: int) -> str:
-        return f"{self.topic(phase)}-dlq"
-
-    def push_subscription(self, phase: int) -> str:
-        return f"{self.topic(phase)}-push"
-
-    def dead_letter_subscription(self, phase: int) -> str:
-        return f"{self.dead_letter_topic(phase)}-sub"
-
-    def collection(self, kind: str) -> str:
-        """Firestore collection of ``kind`` (partitions, runs, triggers, phases, rejected, leases)."""
-        return f"cascade_{self.namespace or 'default'}_{self.name}_{kind}"
-
-    def bucket(self, project: str) -> str:
-        return f"{project}-{self._prefix()}{self.raw_bucket}".lower()
-
-    def export_bucket(self, proc: Processor, project: str) -> str:
-        """The bucket ``proc``'s export is published to: its ``export.bucket`` stem, named like the raw
-        bucket (``<project>-<namespace->stem``), or the raw bucket when it declares none."""
-        stem = (proc.export or {}).get("bucket")
-        return f"{project}-{self._prefix()}{stem}".lower() if stem else self.bucket(project)
-
-    def buckets(self, project: str) -> list[str]:
-        """Every bucket the pipeline uses: the raw bucket, then the exports' own buckets."""
-        out = [self.bucket(project)]
-        for p in self.processors:
-            if p.export is not None and self.export_bucket(p, project) not in out:
-                out.append(self.export_bucket(p, project))
-        return out
 
     # ------------------------------------------------------------------ lookup
     def phase(self, number: int) -> Phase:
@@ -332,22 +257,6 @@ class Pipeline:
             chain.append(nxt)
             nxt = self.phase(nxt).next
         return chain
-
-    def render_sql(self, proc: Processor, project: str) -> str:
-        """The processor's SELECT with ``{dataset.table}`` placeholders replaced by declared table ids."""
-        sql = proc.sql if proc.sql is not None else (proc.export or {}).get("sql")
-        if sql is None:
-            raise DefinitionError(f"processor {proc.name} has no sql")
-        return self.render_text(sql, project)
-
-    def render_text(self, sql: str, project: str) -> str:
-        """``sql`` with its ``{dataset.table}`` placeholders replaced by declared table ids."""
-        tables = {p.output.logical: p.output for p in self.processors}
-
-        def sub(m: re.Match[str]) -> str:
-            return f"`{self.table_id(project, tables[m.group(1) + '.' + m.group(2)])}`"
-
-        return _PLACEHOLDER.sub(sub, sql)
 
     # ------------------------------------------------------------------ export
     def describe(self, project: str) -> dict[str, Any]:
@@ -399,285 +308,28 @@ class Pipeline:
         }
 
 
-# ---------------------------------------------------------------------- loading
-def load(path: str | os.PathLike[str] | None = None, namespace: str | None = None) -> Pipeline:
-    """Load and validate a definition (default: ``$CASCADE_PIPELINE_FILE`` or the reference NBA one).
-
-    ``namespace`` defaults to ``$CASCADE_NAMESPACE``.
-    """
-    file = Path(path or os.environ.get("CASCADE_PIPELINE_FILE") or DEFAULT_DEFINITION)
-    try:
-        raw = yaml.safe_load(file.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise DefinitionError(f"cannot read pipeline definition {file}: {exc}") from exc
-    pipeline = from_dict(raw, source_path=str(file))
-    ns = os.environ.get("CASCADE_NAMESPACE", "") if namespace is None else namespace
-    return pipeline.with_namespace(ns)
-
-
-def from_dict(raw: dict[str, Any], source_path: str = "") -> Pipeline:
-    """Build a ``Pipeline`` from plain data, raising ``DefinitionError`` naming the first problem."""
-    validate_structure(raw, source_path)  # keys and types (shared/definition/schema/), before relations
-    try:
-        phases = tuple(Phase(int(p["number"]), str(p["name"]), str(p.get("title", p["name"]).title()),
-                             int(p["next"]) if p.get("next") is not None else None,
-                             str(p["schedule"]) if p.get("schedule") else None,
-                             str(p.get("default_date", "yesterday")),
-                             int(p.get("max_instances", 10)), int(p.get("concurrency", 8))) for p in raw["phases"])
-        processors = tuple(_processor(p) for p in raw["processors"])
-        pipeline = Pipeline(name=str(raw["pipeline"]), description=str(raw.get("description", "")),
-                            calendar=Calendar.from_dict(raw["calendar"]), phases=phases,
-                            processors=processors, raw_bucket=str(raw.get("raw_bucket", "raw")),
-                            source_path=source_path,
-                            synthetic=str(raw["synthetic"]) if raw.get("synthetic") else None)
-    except DefinitionError:
-        raise
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DefinitionError(f"invalid pipeline definition {source_path}: {type(exc).__name__}: {exc}") from exc
-    _validate(pipeline)
-    return pipeline
-
-
-def _processor(raw: dict[str, Any]) -> Processor:
-    out = raw["output"]
-    dataset, _, table = str(out["table"]).partition(".")
-    columns = tuple((str(c), str(t).upper()) for c, t in out["columns"].items())
-    upstreams = tuple(Upstream(u) if isinstance(u, str) else Upstream(
-        str(u["processor"]), int(u.get("lookback_days", 0)), str(u.get("until", "same_day")) == "previous_day",
-        int(u.get("lookback_dates", 0)))
-        for u in raw.get("upstreams", []))
-    return Processor(
-        name=str(raw["name"]), phase=int(raw["phase"]), description=str(raw.get("description", "")).strip(),
-        output=Table(dataset=dataset, name=table, date_column=str(out["date_column"]),
-                     keys=tuple(out["keys"]), columns=columns, critical=tuple(out.get("critical", []))),
-        upstreams=upstreams, sql=raw.get("sql"), source=raw.get("source"), export=raw.get("export"),
-        allow_empty=bool(raw.get("allow_empty", False)),
-        python=str(raw["python"]) if raw.get("python") is not None else None,
-        gates=tuple(_gate(str(raw["name"]), i, g) for i, g in enumerate(raw.get("gates") or [])),
-        job_timeout_seconds=int(raw["job_timeout_seconds"]) if raw.get("job_timeout_seconds") is not None else None,
-        maximum_bytes_billed=int(raw["maximum_bytes_billed"]) if raw.get("maximum_bytes_billed") is not None else None)
-
-
-def _gate(proc: str, index: int, raw: Any) -> Gate:
-    """One ``gates:`` entry: ``{row_count: {...}}``, ``{not_null: [...]}``, ``{range: {...}}`` or
-    ``{sql: "...", name: n}``."""
-    where = f"processor {proc!r}: gate {index + 1}"
-    kinds = [k for k in (raw if isinstance(raw, dict) else {}) if k != "name"]
-    if len(kinds) != 1 or kinds[0] not in GATE_KINDS:
-        raise DefinitionError(f"{where}: expected one of {list(GATE_KINDS)} (e.g. {{not_null: [col]}}), got {raw!r}")
-    kind, body, name = kinds[0], raw[kinds[0]], raw.get("name")
-
-    def number(key: str, spec: dict[str, Any]) -> float | None:
-        value = spec.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise DefinitionError(f"{where}: {kind}.{key} must be a number, got {value!r}")
-        return value
-
-    def only(spec: Any, allowed: set[str]) -> dict[str, Any]:
-        if not isinstance(spec, dict) or not spec or set(spec) - allowed:
-            raise DefinitionError(f"{where}: {kind} takes a mapping of {sorted(allowed)}, got {spec!r}")
-        return spec
-
-    if kind == "row_count":
-        spec = only(body, {"min", "max", "within_pct_of_trailing_median", "days"})
-        pct = number("within_pct_of_trailing_median", spec)
-        days = int(spec.get("days", 14 if pct is not None else 0))
-        if pct is not None and (pct <= 0 or days < 1):
-            raise DefinitionError(f"{where}: within_pct_of_trailing_median must be > 0 and days >= 1")
-        gate = Gate("row_count", str(name or "row_count" + ("_vs_trailing_median" if pct is not None else "")),
-                    min=number("min", spec), max=number("max", spec), within_pct=pct, days=days)
-    elif kind == "not_null":
-        cols = [body] if isinstance(body, str) else body
-        if not isinstance(cols, list) or not cols or not all(isinstance(c, str) for c in cols):
-            raise DefinitionError(f"{where}: not_null takes a list of column names, got {body!r}")
-        gate = Gate("not_null", str(name or "not_null_" + "_".join(cols)), columns=tuple(cols))
-    elif kind == "range":
-        spec = only(body, {"column", "min", "max"})
-        if not isinstance(spec.get("column"), str) or (spec.get("min") is None and spec.get("max") is None):
-            raise DefinitionError(f"{where}: range needs `column` and at least one of `min`, `max`")
-        gate = Gate("range", str(name or f"range_{spec['column']}"), columns=(spec["column"],),
-                    min=number("min", spec), max=number("max", spec))
-    else:
-        if not isinstance(body, str) or not body.strip() or not name:
-            raise DefinitionError(f"{where}: a sql gate needs the SELECT of its offending rows and a `name`")
-        gate = Gate("sql", str(name), sql=body)
-    if not _NAME.match(gate.name):
-        raise DefinitionError(f"{where}: name {gate.name!r} must be a lowercase identifier")
-    if gate.min is not None and gate.max is not None and gate.min > gate.max:
-        raise DefinitionError(f"{where}: min {gate.min} is greater than max {gate.max}")
-    return gate
-
-
-def _validate(p: Pipeline) -> None:
-    def fail(msg: str) -> None:
-        raise DefinitionError(f"pipeline {p.name!r}: {msg}")
-
-    numbers = [ph.number for ph in p.phases]
-    if len(set(numbers)) != len(numbers):
-        fail(f"duplicate phase numbers {numbers}")
-    for ph in p.phases:
-        if ph.default_date not in ("yesterday", "today"):
-            fail(f"phase {ph.number}: default_date must be 'yesterday' or 'today'")
-        if ph.next is not None and ph.next not in numbers:
-            fail(f"phase {ph.number} cascades to undeclared phase {ph.next}")
-        if not 1 <= ph.max_instances <= 1000 or not 1 <= ph.concurrency <= 1000:
-            fail(f"phase {ph.number}: max_instances and concurrency must be between 1 and 1000")
-    names = [pr.name for pr in p.processors]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        fail(f"duplicate processor names {dupes}")
-    tables = [pr.output.logical for pr in p.processors]
-    if len(set(tables)) != len(tables):
-        fail("two processors write the same output table")
-    for pr in p.processors:
-        where = f"processor {pr.name!r}"
-        if not _NAME.match(pr.name) or not _NAME.match(pr.output.dataset) or not _NAME.match(pr.output.name):
-            fail(f"{where}: names must be lowercase identifiers")
-        if len(pr.name) > 64 or sum(x.phase == pr.phase for x in p.processors) > 100:  # messages.MAX_NAME_LENGTH,
-            fail(f"{where}: names are at most 64 characters, phases have at most 100 processors "  # MAX_PROCESSORS
-                 f"(the message contract's bounds)")
-        if pr.phase not in numbers:
-            fail(f"{where}: phase {pr.phase} is not declared")
-        cols = dict(pr.output.columns)
-        bad_types = {c: t for c, t in cols.items() if t not in _COLUMN_TYPES}
-        if bad_types:
-            fail(f"{where}: unsupported column types {bad_types}")
-        if cols.get(pr.output.date_column) != "DATE":
-            fail(f"{where}: date_column {pr.output.date_column!r} must be a DATE column")
-        for k in (*pr.output.keys, *pr.output.critical):
-            if k not in cols:
-                fail(f"{where}: key/critical column {k!r} is not a declared column")
-        if sum(x is not None for x in (pr.sql, pr.source, pr.export, pr.python)) != 1:
-            fail(f"{where}: declare exactly one of `sql`, `source`, `export` or `python`")
-        if pr.export is not None and not {"gcs_json", "sql"} <= set(pr.export):
-            fail(f"{where}: `export` needs `gcs_json` (path with {{date}}) and `sql`")
-        if pr.export is not None:
-            wrong = {c: t for c, t in cols.items() if c != pr.output.date_column and MANIFEST_FIELDS.get(c) != t}
-            if wrong:
-                fail(f"{where}: an export's output columns are its date column and manifest fields "
-                     f"{MANIFEST_FIELDS}; not {wrong}")
-            if "{date}" not in str(pr.export["gcs_json"]):
-                fail(f"{where}: export path {pr.export['gcs_json']!r} needs `{{date}}` (one file per date)")
-            if str(pr.export.get("format", "envelope")) not in EXPORT_FORMATS:
-                fail(f"{where}: export format {pr.export.get('format')!r} is not one of {list(EXPORT_FORMATS)}")
-        if pr.python is not None and not _CALLABLE.match(pr.python):
-            fail(f"{where}: `python: {pr.python}` must have the form module:attribute "
-                 f"(e.g. my_pipeline.features:build)")
-        if pr.source is not None:
-            _validate_synthetic_hints(pr, cols, fail)
-        _validate_gates(p, pr, cols, fail)
-        for u in pr.upstreams:
-            if u.lookback_days < 0 or u.lookback_dates < 0:
-                fail(f"{where}: upstream {u.processor!r}: lookbacks must be >= 0")
-            if u.processor not in names:
-                fail(f"{where}: upstream {u.processor!r} is not a declared processor")
-            if next(x for x in p.processors if x.name == u.processor).phase > pr.phase:
-                fail(f"{where}: upstream {u.processor!r} is in a later phase")
-        for text in (pr.sql, (pr.export or {}).get("sql")):
-            for ds, tb in _PLACEHOLDER.findall(text or ""):
-                if f"{ds}.{tb}" not in tables:
-                    fail(f"{where}: sql reads undeclared table {ds}.{tb}")
-    for ph in p.phases:
-        p.processors_of(ph.number)  # raises on cycles
-    _validate_calendar(p, fail)
-    if p.synthetic is not None and not _CALLABLE.match(p.synthetic):
-        fail(f"`synthetic: {p.synthetic}` must have the form module:attribute")
-
-
-# Python types a ``calendar.expected_from.where`` value may have, per declared column type.
-_WHERE_TYPES: dict[str, tuple[type, ...]] = {"STRING": (str,), "INT64": (int,), "FLOAT64": (int, float),
-                                             "NUMERIC": (int, float), "BOOL": (bool,), "DATE": (str, date)}
-
-
-def _validate_calendar(p: Pipeline, fail: Any) -> None:
-    """``calendar.expected_from`` names a declared processor and filters on its declared columns with
-    values of their types (they become query parameters; the identifiers come from the definition)."""
-    src = p.calendar.expected_from
-    if src is None:
-        return
-    where = "calendar.expected_from"
-    if src.processor not in {x.name for x in p.processors}:
-        fail(f"{where}: processor {src.processor!r} is not a declared processor")
-    cols = dict(p.processor(src.processor).output.columns)
-    for col, values in src.where:
-        if col not in cols:
-            fail(f"{where}.where: {col!r} is not a column of {src.processor}; columns are {sorted(cols)}")
-        kinds = _WHERE_TYPES.get(cols[col])
-        if kinds is None:
-            fail(f"{where}.where: {col} is {cols[col]}, which a filter cannot compare")
-        for v in values:
-            if not isinstance(v, kinds) or (isinstance(v, bool) and bool not in kinds):
-                fail(f"{where}.where: {col} is {cols[col]}, {v!r} is not a value of that type")
-    if src.refresh_seconds < 1:
-        fail(f"{where}.refresh_seconds must be >= 1")
-
-
-def _validate_synthetic_hints(pr: Processor, cols: dict[str, str], fail: Any) -> None:
-    """``source.synthetic: {rows: N, values: {column: [choices] | {min, max}}}`` (optional) shapes
-    the synthetic raw files generated for local runs and tests."""
-    hints = (pr.source or {}).get("synthetic") or {}
-    if not isinstance(hints, dict) or set(hints) - {"rows", "values"}:
-        fail(f"processor {pr.name!r}: source.synthetic takes `rows` and `values`, got {hints!r}")
-    for col, spec in (hints.get("values") or {}).items():
-        if col not in cols:
-            fail(f"processor {pr.name!r}: source.synthetic.values names undeclared column {col!r}")
-        if not (isinstance(spec, list) and spec) and not (isinstance(spec, dict) and set(spec) <= {"min", "max"}):
-            fail(f"processor {pr.name!r}: source.synthetic.values.{col} must be a list of choices or {{min, max}}")
-
-
-def _validate_gates(p: Pipeline, pr: Processor, cols: dict[str, str], fail: Any) -> None:
-    where = f"processor {pr.name!r}"
-    names = [g.name for g in pr.gates]
-    if len(set(names)) != len(names):
-        fail(f"{where}: duplicate gate names {sorted({n for n in names if names.count(n) > 1})}")
-    readable = {pr.output.logical} | {p.processor(u.processor).output.logical for u in pr.upstreams
-                                      if u.processor in {x.name for x in p.processors}}
-    for g in pr.gates:
-        for c in g.columns:
-            if c not in cols:
-                fail(f"{where}: gate {g.name!r} names undeclared column {c!r}; columns are {sorted(cols)}")
-        if g.kind == "range" and cols[g.columns[0]] not in _NUMERIC:
-            fail(f"{where}: gate {g.name!r}: range needs a numeric column, {g.columns[0]} is {cols[g.columns[0]]}")
-        for ds, tb in _PLACEHOLDER.findall(g.sql or ""):
-            if f"{ds}.{tb}" not in readable:
-                fail(f"{where}: gate {g.name!r} reads {ds}.{tb}; a gate reads only its processor's output "
-                     f"and declared upstreams {sorted(readable)}")
-
-
-def make_importable(pipeline: Pipeline) -> None:
-    """Put the definition's folder, and the repository's ``pipelines/`` folder, on ``sys.path``
-    (after everything else): a pipeline's Python modules live beside its YAML."""
-    import sys
-
-    folders = [DEFAULT_DEFINITION.parent]
-    if pipeline.source_path:
-        folders.insert(0, Path(pipeline.source_path).resolve().parent)
-    for folder in map(str, folders):
-        if folder not in sys.path:
-            sys.path.append(folder)
-
-
-def import_callable(pipeline: Pipeline, spec: str) -> Any:
-    """The object ``spec`` (``module:attribute``) names, importable from ``PYTHONPATH`` or the folders
-    of ``make_importable``. Raises ImportError / AttributeError."""
-    import importlib
-
-    make_importable(pipeline)
-    module, _, attr = spec.partition(":")
-    obj: Any = importlib.import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 def upstream_map(pipeline: Pipeline) -> dict[str, list[str]]:
     return {p.name: [u.processor for u in p.upstreams] for p in pipeline.processors}
 
 
-def all_columns(table: Table) -> list[tuple[str, str]]:
-    """The declared columns plus the framework's lineage columns."""
-    return [*table.columns, *FRAMEWORK_COLUMNS.items()]
-
-
 def names(items: Iterable[Processor]) -> list[str]:
     return [p.name for p in items]
+
+
+# Names of the definition's neighbours that its readers import from here (``from
+# cascade.definition.model import load, Pipeline``), resolved on first use: the neighbours import this
+# module, so importing them eagerly would be circular. The imports are spelled out so that the function
+# bundle (``cascade.deploy.bundle``, which reads imports from the code) ships the neighbours too.
+_NEIGHBOURS = {
+    "load": "loading", "from_dict": "loading", "DEFAULT_DEFINITION": "loading",
+    "import_callable": "imports", "make_importable": "imports",
+    "FRAMEWORK_COLUMNS": "columns", "MANIFEST_FIELDS": "columns", "all_columns": "columns",
+}
+
+
+def __getattr__(name: str) -> Any:
+    from cascade.definition import columns, imports, loading
+
+    if name in _NEIGHBOURS:
+        return getattr({"loading": loading, "imports": imports, "columns": columns}[_NEIGHBOURS[name]], name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

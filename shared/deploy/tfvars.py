@@ -28,7 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from cascade.deploy.bundle import GENERIC_FUNCTION_DIR, REPO_ROOT, runtime_files, runtime_requirements
-from cascade.definition.model import _PLACEHOLDER, Pipeline, all_columns, load
+from cascade.definition.columns import all_columns
+from cascade.definition.loading import load
+from cascade.definition.model import Pipeline
+from cascade.definition.placeholders import tables_in
 
 TFVARS_PATH = REPO_ROOT / "infra" / "terraform" / "pipeline.auto.tfvars.json"
 
@@ -268,7 +271,7 @@ def _phase_inputs(pipeline: Pipeline, number: int) -> dict[str, Any]:
     read_logical = {pipeline.processor(u.processor).output.dataset for p in procs for u in p.upstreams}
     for p in procs:
         for text in (p.sql, (p.export or {}).get("sql")):
-            read_logical |= {ds for ds, _ in _PLACEHOLDER.findall(text or "")}
+            read_logical |= {t.partition(".")[0] for t in tables_in(text)}
     reads = sorted({pipeline.dataset_id(ds) for ds in read_logical})
     function = pipeline.function_name(number)
     return {

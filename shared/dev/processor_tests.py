@@ -48,7 +48,8 @@ import yaml
 
 from cascade.errors import CascadeError
 from cascade.lint.locate import Lines
-from cascade.definition.model import Pipeline, Processor, Table, _PLACEHOLDER
+from cascade.definition.model import Pipeline, Processor, Table
+from cascade.definition.placeholders import tables_in
 
 CASE_KEYS = {"name", "date", "given", "expect", "description"}
 EXPECT_KEYS = {"rows", "tolerance", "error"}
@@ -248,7 +249,7 @@ class _Parser:
     def readable(self, proc: Processor) -> dict[str, Processor]:
         """Tables the processor reads: its upstreams and any table its SQL names, by processor and table name."""
         producers = [self.pipeline.processor(u.processor) for u in proc.upstreams]
-        logical = {f"{d}.{t}" for d, t in _PLACEHOLDER.findall(proc.sql or "")}
+        logical = set(tables_in(proc.sql))
         producers += [p for p in self.pipeline.processors if p.output.logical in logical and p not in producers]
         out: dict[str, Processor] = {}
         for p in producers:
@@ -517,9 +518,9 @@ class Runner:
         self._generation = 0
 
     def _needs(self, proc: Processor) -> list[Processor]:
-        logical = {f"{d}.{t}" for d, t in _PLACEHOLDER.findall(proc.sql or "")}
+        logical = set(tables_in(proc.sql))
         for gate in proc.gates:
-            logical |= {f"{d}.{t}" for d, t in _PLACEHOLDER.findall(gate.sql or "")}
+            logical |= set(tables_in(gate.sql))
         names = {u.processor for u in proc.upstreams} | {proc.name}
         return [p for p in self.pipeline.processors if p.name in names or p.output.logical in logical]
 
@@ -534,7 +535,7 @@ class Runner:
     def _clear(self) -> None:
         for name in sorted(self._dirty):
             table = self.pipeline.processor(name).output
-            self.warehouse.query(f"DELETE FROM `{self.warehouse.table_id(table)}` WHERE TRUE")
+            self.warehouse.delete_all_rows(table)
         self._dirty.clear()
 
     def run(self, case: Case) -> CaseResult:

@@ -391,7 +391,7 @@ class _Checker:
                              path, processor=proc.name)
 
     def _callables(self, pipeline: Any) -> None:
-        from cascade.definition import model as pipeline_module
+        from cascade.definition.imports import import_callable
 
         specs = [(("processors", self.index.get(p.name, i), "python"), p.name, p.python)
                  for i, p in enumerate(pipeline.processors) if getattr(p, "python", None)]
@@ -399,7 +399,7 @@ class _Checker:
             specs.append((("synthetic",), None, pipeline.synthetic))
         for path, proc, spec in specs:
             try:
-                obj = _import(pipeline_module, pipeline, spec)
+                obj = import_callable(pipeline, spec)
             except Exception as exc:  # ImportError, AttributeError, or an error raised while importing
                 self.add("callable", f"`{path[-1]}: {spec}` cannot be imported: {type(exc).__name__}: {exc}",
                          f"create {spec.partition(':')[0].replace('.', '/')}.py beside {os.path.basename(self.file)} "
@@ -506,22 +506,6 @@ def _without_unknown_keys(value: Any, node: Any) -> Any:
         return {k: _without_unknown_keys(v, node.variants.get(k) or node.extra.get(k)) for k, v in value.items()
                 if k in node.variants or k in node.extra}
     return value
-
-
-def _import(pipeline_module: Any, pipeline: Any, spec: str) -> Any:
-    if hasattr(pipeline_module, "import_callable"):
-        return pipeline_module.import_callable(pipeline, spec)
-    import importlib
-    import sys
-
-    folder = str(Path(pipeline.source_path).resolve().parent) if pipeline.source_path else ""
-    if folder and folder not in sys.path:
-        sys.path.append(folder)
-    module, _, attr = spec.partition(":")
-    obj = importlib.import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 def _representative_day(pipeline: Any) -> date:
