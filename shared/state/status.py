@@ -23,6 +23,11 @@ Outcomes of one attempt that are not stored states:
 * ``superseded``  the partition moved to a newer generation than the trigger's
 * ``lost``   the run lost its lease to another run; its result was not recorded
 
+States of a downstream-trigger claim (stored in Firestore, ``claims``):
+
+* ``claimed``    the phase completed and its one claimer won; not yet known to be published
+* ``published``  the trigger was published (republished ones stay ``published``)
+
 Derived from versions (``freshness``), never stored:
 
 * ``stale``  a ``success`` whose code changed since, or whose inputs were rebuilt, failed or are
@@ -62,6 +67,9 @@ class Status(StrEnum):
     STALE = "stale"  # derived: a success that can no longer be believed (freshness)
     SUPERSEDED = "superseded"  # outcome: the trigger's generation is older than the partition's
     LOST = "lost"
+    # states of a downstream-trigger claim (stored)
+    CLAIMED = "claimed"
+    PUBLISHED = "published"
 
 
 TERMINAL = frozenset({Status.SUCCESS, Status.FAILED, Status.BLOCKED, Status.SKIPPED})
