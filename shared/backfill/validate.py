@@ -13,7 +13,8 @@
   widened by the lookback, or raw files in the bucket for loaders - must reach ``threshold``
   (default 95 % of expected dates); lists the missing dates.
 
-SQL is parameterized; identifiers (tables, columns) come only from the pipeline definition.
+The queries are the warehouse's (``present_dates``, ``duplicate_keys``, ``null_counts``): parameterized,
+identifiers (tables, columns) only from the pipeline definition.
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any, Iterable
 
-from google.cloud import bigquery
-
 from cascade.runtime.app import App
 from cascade.state.freshness import Freshness
 from cascade.definition.model import Processor
@@ -31,10 +30,6 @@ from cascade.state.status import Status
 from cascade.backfill.plan import ordered_processors, upstream_window
 
 DEFAULT_THRESHOLD = 0.95
-
-
-def _params(start: date, end: date) -> list:
-    return [bigquery.ScalarQueryParameter("start", "DATE", start), bigquery.ScalarQueryParameter("end", "DATE", end)]
 
 
 def _short(dates: list[str], limit: int = 12) -> str:
@@ -142,20 +137,13 @@ def validate(app: App, start: date, end: date, phases: Iterable[int] | None = No
     out = []
     for proc in _processors(app, phases, processors):
         t = proc.output
-        table_id = app.warehouse.table_id(t)
-        keys = ", ".join(t.merge_keys)
-        where = f"{t.date_column} BETWEEN @start AND @end"
         res = TableValidation(f"{app.pipeline.dataset_id(t.dataset)}.{t.name}", proc.name)
-        dupes = app.warehouse.query(
-            f"SELECT {keys}, COUNT(*) AS n FROM `{table_id}` WHERE {where} GROUP BY {keys} HAVING COUNT(*) > 1 "
-            f"ORDER BY n DESC LIMIT 20", _params(start, end))
+        dupes = app.warehouse.duplicate_keys(t, start, end)
         res.duplicate_keys = len(dupes)
         res.duplicate_examples = [{k: (v.isoformat() if isinstance(v, date) else v) for k, v in r.items()}
                                   for r in dupes[:5]]
         if t.critical:
-            sums = ", ".join(f"SUM(CASE WHEN {c} IS NULL THEN 1 ELSE 0 END) AS {c}" for c in t.critical)
-            row = app.warehouse.query(f"SELECT {sums} FROM `{table_id}` WHERE {where}", _params(start, end))[0]
-            res.null_critical = {c: int(row.get(c) or 0) for c in t.critical}
+            res.null_critical = app.warehouse.null_counts(t, t.critical, start, end)
         out.append(res)
     return out
 

@@ -211,18 +211,13 @@ def _rerun(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from google.cloud import bigquery
-
     a = app()
     proc = a.pipeline.processor(args.processor)
     if not 1 <= args.limit <= 1000:
         return _usage("--limit must be between 1 and 1000")
     t = proc.output
     cols = t.column_names
-    rows = a.warehouse.query(
-        f"SELECT {', '.join(cols)} FROM `{a.warehouse.table_id(t)}` WHERE {t.date_column} = @d "
-        f"ORDER BY {', '.join(t.merge_keys)} LIMIT {int(args.limit)}",
-        [bigquery.ScalarQueryParameter("d", "DATE", args.date)])
+    rows = a.warehouse.sample_rows(t, args.date, int(args.limit))
     total = a.warehouse.count_rows(t, args.date)
     if args.json:
         print(json.dumps(rows, default=str))

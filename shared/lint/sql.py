@@ -34,8 +34,6 @@ from datetime import date
 from types import SimpleNamespace
 from typing import Any, Callable
 
-from google.cloud import bigquery
-
 from cascade.errors import CascadeError
 from cascade.definition.model import Pipeline, Processor, all_columns
 
@@ -128,8 +126,9 @@ def _sample_row(proc: Processor, day: date) -> dict[str, Any]:
 
 
 def _gate_queries(wh: Any, proc: Processor, day: date, capture: Callable[..., None]) -> None:
-    """The quality gates' queries (``shared/runtime/gates.py``): the one query of the built-in gates, each
-    ``sql`` gate's query, and the sample query a failed ``not_null`` / ``range`` gate sends."""
+    """The quality gates' queries (``shared/runtime/gates.py``, sent by the warehouse): the one query of the
+    built-in gates, each ``sql`` gate's query, and the sample query a failed ``not_null`` / ``range`` gate
+    sends."""
     from cascade.runtime import gates as gates_module
 
     gates = gates_module.Gates(wh.pipeline, wh)
@@ -142,18 +141,17 @@ def _gate_queries(wh: Any, proc: Processor, day: date, capture: Callable[..., No
             capture(f"gate {g.name}", lambda: gates._sql(proc, day, g, report),
                     ("gates", proc.gates.index(g), "sql"), -1)
         elif g.kind == "not_null":
-            capture(f"gate {g.name} sample", lambda: gates._sample(
-                proc, day, " OR ".join(f"{c} IS NULL" for c in g.columns), list(g.columns), [], report))
+            capture(f"gate {g.name} sample",
+                    lambda: wh.null_sample(proc, day, list(g.columns), gates_module.SAMPLE_ROWS))
         elif g.kind == "range":
-            params: list[Any] = []
-            capture(f"gate {g.name} sample", lambda: gates._sample(
-                proc, day, gates._outside(g, 0, params), [g.columns[0]], params, report))
+            capture(f"gate {g.name} sample", lambda: wh.outside_sample(proc, day, g, gates_module.SAMPLE_ROWS))
 
 
 def statements(pipeline: Pipeline, day: date, project: str = PROJECT) -> list[Statement]:
     """Every statement Cascade sends for ``pipeline`` (as on ``day``), with its parameters."""
     from cascade.backfill import validate as backfill_validate
     from cascade.runtime.warehouse import Warehouse
+    from cascade.runtime.warehouse.sql import processor_select
 
     client = RecordingClient()
     wh = Warehouse(client, pipeline, project)  # type: ignore[arg-type]
@@ -176,14 +174,13 @@ def statements(pipeline: Pipeline, day: date, project: str = PROJECT) -> list[St
 
     for proc in pipeline.processors:
         start, _ = proc.window(day, pipeline.calendar)
-        window = [bigquery.ScalarQueryParameter("data_date", "DATE", day),
-                  bigquery.ScalarQueryParameter("window_start", "DATE", start)]
         if proc.kind == "sql":
-            out.append(Statement("transform", proc.name, pipeline.render_sql(proc, project), window, ("sql",)))
+            select = processor_select(pipeline.render_sql(proc, project), day, start)
+            out.append(Statement("transform", proc.name, select.sql, select.params, ("sql",)))
             capture("merge", proc, lambda: wh.merge_select(proc, day, "lint", 1))
         elif proc.kind == "gcs_json_export":
-            out.append(Statement("transform", proc.name, pipeline.render_sql(proc, project), window,
-                                 ("export", "sql")))
+            select = processor_select(pipeline.render_sql(proc, project), day, start)  # as the export sends it
+            out.append(Statement("transform", proc.name, select.sql, select.params, ("export", "sql")))
             capture("merge", proc, lambda: wh.merge_rows(proc, day, [_sample_row(proc, day)], "lint", 1))
         else:  # raw loads and Python processors MERGE rows handed over as @rows
             capture("merge", proc, lambda: wh.merge_rows(proc, day, [_sample_row(proc, day)], "lint", 1))
@@ -206,11 +203,21 @@ def statements(pipeline: Pipeline, day: date, project: str = PROJECT) -> list[St
 CACHE_VERSION = 1  # bump when the analysis itself changes (language options, catalog building)
 
 
+def _is_array(param: Any) -> bool:
+    """A query parameter that is an ``ArrayQueryParameter`` (the only kind with an ``array_type``)."""
+    return hasattr(param, "array_type")
+
+
+def _is_struct(param: Any) -> bool:
+    """A query parameter that is a ``StructQueryParameter`` (the only kind with ``struct_types``)."""
+    return hasattr(param, "struct_types")
+
+
 def _param_signature(param: Any) -> Any:
     """A query parameter's name and type, as the analyzer sees it (values do not matter)."""
-    if isinstance(param, bigquery.ArrayQueryParameter):
+    if _is_array(param):
         values = param.values or []
-        if values and isinstance(values[0], bigquery.StructQueryParameter):
+        if values and _is_struct(values[0]):
             return [param.name, "ARRAY<STRUCT>", sorted((k, str(v)) for k, v in values[0].struct_types.items())]
         return [param.name, f"ARRAY<{param.array_type}>"]
     return [param.name, str(getattr(param, "type_", ""))]
@@ -316,9 +323,9 @@ class Analyzer:
     def _type(self, param: Any) -> Any:
         from zetasql.types import ArrayType, StructField, StructType, Type, TypeKind
 
-        if isinstance(param, bigquery.ArrayQueryParameter):
+        if _is_array(param):
             values = param.values or []
-            if param.array_type == "STRUCT" or (values and isinstance(values[0], bigquery.StructQueryParameter)):
+            if param.array_type == "STRUCT" or (values and _is_struct(values[0])):
                 first = values[0]
                 fields = [StructField(field_name=name, field_type=self._scalar(first.struct_types[name]))
                           for name in first.struct_types]

@@ -14,7 +14,8 @@ Declared per processor in the definition (``gates:``):
 
 Every ``row_count``, ``not_null`` and ``range`` gate of a partition is evaluated by **one** query
 (one ``COUNT``/``COUNTIF`` per gate, grouped by date so the trailing row counts come along); each
-``sql`` gate is one more query. Only a failed gate costs one more query, for a sample of its
+``sql`` gate is one more query. The queries are the warehouse's (``gate_counts``, ``null_sample``,
+``outside_sample``, ``offending_rows``); this module judges what they return. Only a failed gate costs one more query, for a sample of its
 offending rows (at most ``SAMPLE_ROWS``, values cut to ``SAMPLE_VALUE_CHARS``).
 
 A failed gate is a permanent failure of the partition (``QualityGateError``): recorded ``failed``
@@ -32,10 +33,9 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from google.cloud import bigquery
-
 from cascade.errors import PermanentError, ProcessorError
 from cascade.definition.model import Gate, Pipeline, Processor
+from cascade.runtime import recovery
 
 SAMPLE_ROWS = 5
 SAMPLE_VALUE_CHARS = 80
@@ -75,10 +75,6 @@ class GateReport:
                 "results": [r.to_dict() for r in self.results]}
 
 
-def rerun_command(proc: Processor, day: date) -> str:
-    return f"cascade trigger --date {day.isoformat()} --phase {proc.phase} --processor {proc.name}"
-
-
 class Gates:
     """Evaluates the gates of one processor for one date against its output table."""
 
@@ -99,7 +95,7 @@ class Gates:
         err = QualityGateError(
             f"{proc.name} {iso}: quality gate(s) {[r.name for r in report.failed]} failed - the rows are written "
             f"but the partition is failed, so phase {proc.phase} does not complete and nothing downstream runs. "
-            f"Fix the cause, then re-run: {rerun_command(proc, day)}. Details: {details}",
+            f"Fix the cause, then re-run: {recovery.rerun_command(proc, day)}. Details: {details}",
             processor=proc.name, date=iso, gates=[r.name for r in report.failed])
         err.report = report  # type: ignore[attr-defined]
         raise err
@@ -120,21 +116,10 @@ class Gates:
 
     # ------------------------------------------------------------------ row_count, not_null, range
     def _builtin(self, proc: Processor, day: date, gates: list[Gate], report: GateReport) -> list[GateResult]:
-        table = proc.output
-        dc = table.date_column
         history = max((g.days for g in gates if g.within_pct is not None), default=0)
         start = self.pipeline.calendar.nth_expected_on_or_before(day - timedelta(days=1), history) if history else day
         start = min(start, day)
-        exprs, params = ["COUNT(*) AS n"], [bigquery.ScalarQueryParameter("data_date", "DATE", day),
-                                            bigquery.ScalarQueryParameter("history_start", "DATE", start)]
-        for i, g in enumerate(gates):
-            if g.kind == "not_null":
-                exprs += [f"COUNTIF({c} IS NULL) AS g{i}_{j}" for j, c in enumerate(g.columns)]
-            elif g.kind == "range":
-                exprs.append(f"COUNTIF({self._outside(g, i, params)}) AS g{i}")
-        rows = self.warehouse.query(
-            f"SELECT {dc} AS d, {', '.join(exprs)} FROM `{self.warehouse.table_id(table)}` "
-            f"WHERE {dc} BETWEEN @history_start AND @data_date GROUP BY {dc}", params)
+        rows = self.warehouse.gate_counts(proc, gates, day, start)
         report.queries += 1
         today = next((r for r in rows if r["d"] == day), {"n": 0})
         n = int(today.get("n") or 0)
@@ -150,8 +135,7 @@ class Gates:
                           f"{g.name}: " + ", ".join(f"{k} of {n} rows have NULL {c}" for c, k in bad.items()))
                 result = GateResult(g.name, g.kind, not bad, detail, {"rows": n, "nulls": nulls})
                 if bad:
-                    result.sample = self._sample(proc, day, " OR ".join(f"{c} IS NULL" for c in bad), list(bad),
-                                                 [], report)
+                    result.sample = self._sample(report, self.warehouse.null_sample(proc, day, list(bad), SAMPLE_ROWS))
                     result.detail += f"; sample: {result.sample}"
                 results.append(result)
             elif g.kind == "range":
@@ -161,21 +145,10 @@ class Gates:
                                     f"{g.name}: {outside} of {n} rows have {col} outside {bounds}",
                                     {"rows": n, "outside": outside, "min": g.min, "max": g.max})
                 if outside:
-                    p: list[Any] = []
-                    result.sample = self._sample(proc, day, self._outside(g, 0, p), [col], p, report)
+                    result.sample = self._sample(report, self.warehouse.outside_sample(proc, day, g, SAMPLE_ROWS))
                     result.detail += f"; sample: {result.sample}"
                 results.append(result)
         return results
-
-    @staticmethod
-    def _outside(g: Gate, i: int, params: list[Any]) -> str:
-        col, conds = g.columns[0], []
-        for bound, op in (("min", "<"), ("max", ">")):
-            value = getattr(g, bound)
-            if value is not None:
-                params.append(bigquery.ScalarQueryParameter(f"g{i}_{bound}", "FLOAT64", float(value)))
-                conds.append(f"{col} {op} @g{i}_{bound}")
-        return f"{col} IS NOT NULL AND ({' OR '.join(conds)})"
 
     def _row_count(self, g: Gate, n: int, trailing: dict[date, int], start: date, day: date) -> GateResult:
         problems, observed = [], {"rows": n}
@@ -200,26 +173,14 @@ class Gates:
         return GateResult(g.name, g.kind, not problems, detail, observed)
 
     # ------------------------------------------------------------------ samples and sql gates
-    def _sample(self, proc: Processor, day: date, condition: str, columns: list[str], params: list[Any],
-                report: GateReport) -> list[dict[str, Any]]:
-        table = proc.output
-        keys = [k for k in table.merge_keys if k != table.date_column]
-        cols = ", ".join(dict.fromkeys([*keys, *columns]))
-        rows = self.warehouse.query(
-            f"SELECT {cols} FROM `{self.warehouse.table_id(table)}` WHERE {table.date_column} = @data_date "
-            f"AND ({condition}) ORDER BY {', '.join(keys or columns)} LIMIT {SAMPLE_ROWS}",
-            [*params, bigquery.ScalarQueryParameter("data_date", "DATE", day)])
+    @staticmethod
+    def _sample(report: GateReport, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """A failed gate's sample of offending rows (one more query), as plain values."""
         report.queries += 1
         return [_plain_row(r) for r in rows]
 
     def _sql(self, proc: Processor, day: date, gate: Gate, report: GateReport) -> GateResult:
-        assert gate.sql is not None
-        start, _ = proc.window(day, self.pipeline.calendar)
-        rows = self.warehouse.query(
-            f"SELECT * FROM (\n{self.pipeline.render_text(gate.sql, self.warehouse.project)}\n) AS offending "
-            f"LIMIT {SAMPLE_ROWS + 1}",
-            [bigquery.ScalarQueryParameter("data_date", "DATE", day),
-             bigquery.ScalarQueryParameter("window_start", "DATE", start)])
+        rows = self.warehouse.offending_rows(proc, gate, day, SAMPLE_ROWS + 1)
         report.queries += 1
         sample = [_plain_row(r) for r in rows[:SAMPLE_ROWS]]
         if not rows:

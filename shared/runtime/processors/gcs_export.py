@@ -41,7 +41,6 @@ from decimal import Decimal
 from typing import Any
 
 from google.api_core import exceptions as gexc
-from google.cloud import bigquery
 
 from cascade.errors import LeaseLostError, TransientError
 from cascade.definition.model import Processor
@@ -108,10 +107,7 @@ def _fence_of(blob: Any) -> int:
 class GcsJsonExport:
     def run(self, ctx: RunContext, proc: Processor, day: date) -> int:
         assert proc.export is not None
-        start, _ = proc.window(day, ctx.pipeline.calendar)
-        rows = ctx.warehouse.query(ctx.pipeline.render_sql(proc, ctx.project), [
-            bigquery.ScalarQueryParameter("data_date", "DATE", day),
-            bigquery.ScalarQueryParameter("window_start", "DATE", start)])
+        rows = ctx.warehouse.export_rows(proc, day)
         bucket = ctx.pipeline.export_bucket(proc, ctx.project)
         path = str(proc.export["gcs_json"]).format(date=day.isoformat())
         fmt = str(proc.export.get("format") or "envelope")

@@ -56,12 +56,13 @@ from google.cloud import bigquery
 
 from cascade.runtime.cost import JobCost, of_job
 from cascade.errors import EmptySourceError, LeaseLostError
-from cascade.definition.model import FRAMEWORK_COLUMNS, Pipeline, Processor, Table, all_columns
+from cascade.definition.model import FRAMEWORK_COLUMNS, Gate, Pipeline, Processor, Table, all_columns
 from cascade.runtime.warehouse.jobs import (_READ, _RUN_PARAMS, DEFAULT_JOB_TIMEOUT_S, FUNCTION_TIMEOUT_S, JobScope,
                                             JobStats, JobTimeoutError, _params)
 from cascade.runtime.warehouse.refusal import _refusal, refused_source
 from cascade.runtime.warehouse.schema import (_LEGACY_TYPE, ColumnChange, SchemaChangeError, rebuild_message,
                                               schema_of)
+from cascade.runtime.warehouse import sql as statements
 from cascade.runtime.warehouse.sql import confinement_check
 
 # Definition column type -> BigQuery query-parameter type (the same names, spelled once here).
@@ -329,6 +330,55 @@ class Warehouse:
             [bigquery.ScalarQueryParameter("start", "DATE", start), bigquery.ScalarQueryParameter("end", "DATE", end)])
         return {r["d"] for r in rows}
 
+    def sample_rows(self, table: Table, day: date, limit: int) -> list[dict[str, Any]]:
+        """The declared columns of up to ``limit`` rows of ``table`` on ``day``, ordered by its keys."""
+        return self._send(statements.sample_rows(self.table_id(table), table, day, limit))
+
+    def export_rows(self, proc: Processor, day: date) -> list[dict[str, Any]]:
+        """The rows of an export processor's SELECT for ``day`` (``@window_start``: ``day`` less its lookback)."""
+        start, _ = proc.window(day, self.pipeline.calendar)
+        return self._send(statements.processor_select(self.pipeline.render_sql(proc, self.project), day, start))
+
+    def delete_all_rows(self, table: Table) -> None:
+        """Empty ``table`` (one DELETE). Only ``cascade test`` does this, between the cases it runs in a
+        throw-away namespace; a run never deletes except through its MERGE."""
+        self._send(statements.delete_all(self.table_id(table)))
+
+    # ------------------------------------------------------------------ quality gates
+    def gate_counts(self, proc: Processor, gates: Sequence[Gate], day: date, history_start: date) -> list[dict[str, Any]]:
+        """One row per date from ``history_start`` to ``day`` (inclusive) holding rows of ``proc``'s
+        table: the date ``d``, its rows ``n`` and what the built-in ``gates`` count (``sql.gate_counts``)."""
+        return self._send(statements.gate_counts(self.table_id(proc.output), proc.output, gates, day, history_start))
+
+    def null_sample(self, proc: Processor, day: date, columns: Sequence[str], limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` rows of ``day`` with a NULL in any of ``columns`` (their keys and those columns)."""
+        return self._send(statements.null_sample(self.table_id(proc.output), proc.output, day, columns, limit))
+
+    def outside_sample(self, proc: Processor, day: date, gate: Gate, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` rows of ``day`` whose ``range`` ``gate`` column is outside its bounds."""
+        return self._send(statements.outside_sample(self.table_id(proc.output), proc.output, day, gate, limit))
+
+    def offending_rows(self, proc: Processor, gate: Gate, day: date, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` rows of a ``sql`` ``gate``'s SELECT for ``day`` (its offending rows)."""
+        assert gate.sql is not None
+        start, _ = proc.window(day, self.pipeline.calendar)
+        return self._send(statements.offending_rows(self.pipeline.render_text(gate.sql, self.project), day, start,
+                                                    limit))
+
+    # ------------------------------------------------------------------ backfill validation
+    def duplicate_keys(self, table: Table, start: date, end: date, limit: int = 20) -> list[dict[str, Any]]:
+        """The keys of ``table`` held by more than one row dated ``start``..``end`` (inclusive), with
+        their row count ``n``: the most repeated first, at most ``limit``."""
+        return self._send(statements.duplicate_keys(self.table_id(table), table, start, end, limit))
+
+    def null_counts(self, table: Table, columns: Sequence[str], start: date, end: date) -> dict[str, int]:
+        """Per column of ``columns``, its NULLs among ``table``'s rows dated ``start``..``end`` (inclusive)."""
+        row = self._send(statements.null_counts(self.table_id(table), table, columns, start, end))[0]
+        return {c: int(row.get(c) or 0) for c in columns}
+
+    def _send(self, query: statements.Query) -> list[dict[str, Any]]:
+        return self.query(query.sql, query.params)
+
     # ------------------------------------------------------------------ jobs
     def job_base(self, proc: Processor, day: date, generation: int) -> str:
         """The deterministic id stem of ``proc``'s jobs for ``day`` at ``generation`` (a run's write job
@@ -511,7 +561,8 @@ class Warehouse:
             f"SELECT {dc} AS d, COUNTIF({match}) AS matching FROM `{self.table_id(table)}` "
             f"WHERE {dc} BETWEEN @start AND @end GROUP BY {dc}", params)
         dates = frozenset(r["d"] for r in rows if int(r["matching"] or 0) > 0)
-        return ScheduleDates(dates, max((r["d"] for r in rows), default=None))
+        return ScheduleDates(dates, max((r["d"] for r in rows), default=None),
+                             listed=frozenset(r["d"] for r in rows))
 
 
 
