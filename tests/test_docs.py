@@ -61,3 +61,15 @@ def test_the_link_check_catches_a_missing_file_and_a_missing_heading(tmp_path: P
     doc.write_text("[ok](other.md#second-part-details) [gone](nope.md) [bad](other.md#missing) [web](https://x.y)\n"
                    "```\n[in code](ignored.md)\n```\n")
     assert _broken(doc) == ["nope.md: no such file", "other.md#missing: no heading #missing in other.md"]
+
+
+_TEST_REF = re.compile(r"(test_[a-z0-9_]+)\.py::(test_[a-z0-9_]+)")
+
+
+def test_every_test_the_docs_name_exists():
+    """The guarantees table and the docs name the test behind each promise: each must exist."""
+    defined = {(p.stem, m) for p in (ROOT / "tests").glob("test_*.py")
+               for m in re.findall(r"^(?:async )?def (test_\w+)", p.read_text(), re.M)}
+    named = {ref for doc in _docs() for ref in _TEST_REF.findall(doc.read_text())}
+    assert named, "the docs name no test at all: the pattern is wrong"
+    assert sorted(f"{f}.py::{t}" for f, t in named - defined) == []
