@@ -7,6 +7,7 @@ from datetime import datetime
 
 from cascade.definition.calendar import parse_date
 from cascade.cli._common import app, date_arg, fail, now
+from cascade.state.status import Status
 
 
 def _fail_arg(text: str) -> tuple[str, object]:
@@ -52,7 +53,7 @@ def _daily(args: argparse.Namespace) -> int:
         fail("--now needs a UTC offset, e.g. 2025-01-16T10:00-05:00")
     morning = run_morning(a, when, args.timeout)
     print(render_table(a, [morning]))
-    ok = all(s in ("complete", "skipped") for s in morning.runs.values())
+    ok = all(s in (Status.COMPLETE, Status.SKIPPED) for s in morning.runs.values())
     print("daily cascade complete" if ok else "daily cascade did NOT complete: see the notes above")
     return 0 if ok else 1
 

@@ -9,6 +9,7 @@ import sys
 from cascade.errors import CascadeError
 from cascade.runtime.messages import Trigger, new_correlation_id
 from cascade.cli._common import app, bool_arg, date_arg, now, print_json, state_dir
+from cascade.state.status import Status
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -180,7 +181,7 @@ def print_status(st: dict) -> None:
         nxt = ""
         if ph["next_phase"]:
             nxt = f"  -> phase {ph['next_phase']} {'triggered' if ph['triggered_next'] else 'not triggered'}"
-        if ph["status"] == "triggered-not-started":  # the phase before it triggered it; nothing began since
+        if ph["status"] == Status.TRIGGERED:  # the phase before it triggered it; nothing began since
             at = ph.get("triggered_at")
             print(f"phase {n} {ph['name']:<11} TRIGGERED, NOT STARTED (generation {ph.get('triggered_generation')} "
                   f"triggered{f' at {at:%Y-%m-%d %H:%M:%S} UTC' if at else ''}; no run began since - "
@@ -195,7 +196,7 @@ def print_status(st: dict) -> None:
                 print(f"   {'':<28} {p['short_window']}")
             if p.get("stale"):
                 print(f"   {'':<28} stale: {p['stale']}")
-            elif p.get("error") and p["status"] != "success":
+            elif p.get("error") and p["status"] != Status.SUCCESS:
                 print(f"   {'':<28} {p['error']}")  # whole: it may end in the command to run
 
 

@@ -10,13 +10,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cascade.definition import schema
+
 if TYPE_CHECKING:
     from cascade.definition.model import Pipeline
 
 # The repository's `pipelines/` folder: the reference definitions and their Python modules.
 PIPELINES_FOLDER = Path(__file__).resolve().parents[2] / "pipelines"
 # `python: package.module:attribute` - the callable of a Python processor (or a synthetic-data hook).
-CALLABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+CALLABLE = re.compile(schema.CALLABLE)
 
 
 def make_importable(pipeline: "Pipeline") -> None:
@@ -30,12 +32,23 @@ def make_importable(pipeline: "Pipeline") -> None:
             sys.path.append(folder)
 
 
-def import_callable(pipeline: "Pipeline", spec: str) -> Any:
-    """The object ``spec`` (``module:attribute``) names, importable from ``PYTHONPATH`` or the folders
-    of ``make_importable``. Raises ImportError / AttributeError."""
+def import_module(pipeline: "Pipeline", spec: str) -> Any:
+    """The module of ``spec`` (``module:attribute``), imported from ``PYTHONPATH`` or the folders of
+    ``make_importable``. Raises ImportError, or whatever the module raises while it is imported."""
     make_importable(pipeline)
-    module, _, attr = spec.partition(":")
-    obj: Any = importlib.import_module(module)
-    for part in attr.split("."):
+    return importlib.import_module(spec.partition(":")[0])
+
+
+def attribute(module: Any, spec: str) -> Any:
+    """The object the ``attribute`` part of ``spec`` names in ``module`` (dotted: ``Class.method``).
+    Raises AttributeError."""
+    obj = module
+    for part in spec.partition(":")[2].split("."):
         obj = getattr(obj, part)
     return obj
+
+
+def import_callable(pipeline: "Pipeline", spec: str) -> Any:
+    """The object ``spec`` (``module:attribute``) names, e.g. ``my_pipeline.features:build``.
+    Raises ImportError / AttributeError."""
+    return attribute(import_module(pipeline, spec), spec)

@@ -17,12 +17,11 @@ from typing import Any, Iterable
 
 from cascade.definition.calendar import Calendar
 from cascade.definition.names import ResourceNames
+from cascade.definition.schema import GATE
 from cascade.errors import DefinitionError, UnknownProcessorError
 
-# How an export lays its rows out in the file (``export.format``; the first is the default).
-EXPORT_FORMATS = ("envelope", "json_array", "json_lines")
-# The kinds of quality gates, in the order the definition reference lists them.
-GATE_KINDS = ("row_count", "not_null", "range", "sql")
+# The kinds of quality gates, as the definition's schema declares them (``{not_null: [col]}``, ...).
+GATE_KINDS = tuple(GATE.variants)
 
 
 @dataclass(frozen=True)

@@ -28,16 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from cascade.deploy.bundle import GENERIC_FUNCTION_DIR, REPO_ROOT, runtime_files, runtime_requirements
-from cascade.definition.columns import all_columns
+from cascade.definition.columns import all_columns, type_to_legacy
 from cascade.definition.loading import load
 from cascade.definition.model import Pipeline
 from cascade.definition.placeholders import tables_in
 
 TFVARS_PATH = REPO_ROOT / "infra" / "terraform" / "pipeline.auto.tfvars.json"
 
-# The definition's column types, as the BigQuery tables API reports them back (so a plan shows no
-# perpetual type diff between INT64 and INTEGER).
-_BQ_TYPES = {"INT64": "INTEGER", "FLOAT64": "FLOAT", "BOOL": "BOOLEAN"}
 _ACCOUNT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 _MAX_CLUSTERING = 4  # BigQuery allows at most four clustering columns.
 
@@ -120,8 +117,8 @@ def _table_inputs(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
             "date_column": t.date_column,
             "keys": list(t.keys),
             "clustering": [k for k in t.keys if k != t.date_column][:_MAX_CLUSTERING],
-            "schema": [
-                {"name": c, "type": _BQ_TYPES.get(ty, ty), "mode": "REQUIRED" if c in required else "NULLABLE"}
+            "schema": [  # legacy type names, as the tables API reports them back (no perpetual INT64/INTEGER diff)
+                {"name": c, "type": type_to_legacy(ty), "mode": "REQUIRED" if c in required else "NULLABLE"}
                 for c, ty in all_columns(t)
             ],
         }

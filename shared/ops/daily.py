@@ -125,7 +125,7 @@ def simulate(app: App, start: datetime, days: int, fails: list[tuple[str, date]]
                 result = run_chain(app, first_bad, day, timeout)
                 for n, status in result.items():
                     morning.runs[(day.isoformat(), n)] = status
-                ok = all(s == "complete" for s in result.values())
+                ok = all(s == Status.COMPLETE for s in result.values())
                 morning.notes.append(f"{day}: ops re-ran phase {first_bad} -> " + ("RECOVERED" if ok else "still " + str(result)))
 
         morning = run_morning(app, now, timeout, missing, before_predictions=recover)

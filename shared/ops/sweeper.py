@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Callable
 
-from cascade.runtime import handoff
+from cascade.runtime import handoff, recovery
 from cascade.runtime.alerts import Alert
 from cascade.runtime.app import App
 from cascade.runtime.durations import duration
@@ -128,8 +128,7 @@ def _expire(app: App, report: SweepReport) -> None:
         if part.lease_alive(now):
             continue
         _isolated(app, report, f"expired lease of {part.processor} for {part.data_date} (run {part.run_id})",
-                  f"re-run it: cascade trigger --date {part.data_date} --phase {part.raw.get('phase')} "
-                  f"--processor {part.processor}", lambda part=part: _expire_one(app, report, part),
+                  f"re-run it: {_rerun_command(part)}", lambda part=part: _expire_one(app, report, part),
                   processor=part.processor, date=part.data_date)
 
 
@@ -196,7 +195,7 @@ def _waiting_one(app: App, report: SweepReport, part: Partition) -> None:
 
 
 def _rerun_command(part: Partition) -> str:
-    return f"cascade trigger --date {part.data_date} --phase {part.raw.get('phase')} --processor {part.processor}"
+    return recovery.trigger_command(part.data_date, part.raw.get("phase"), [part.processor])
 
 
 def not_started_after(settings: Any) -> float:
@@ -229,8 +228,8 @@ def _not_started(app: App, report: SweepReport, recent_days: int) -> None:
             continue
         _isolated(app, report, f"trigger of phase {nxt} for {day} g{gen} (published by phase {phase})",
                   f"check that the push subscription {app.pipeline.push_subscription(nxt)} exists and points at a "
-                  f"running phase {nxt} function, then run `cascade sweep` again (or: cascade trigger --date {day} "
-                  f"--phase {nxt})",
+                  f"running phase {nxt} function, then run `cascade sweep` again (or: "
+                  f"{recovery.trigger_command(day, nxt)})",
                   lambda claim=claim, nxt=nxt: _not_started_one(app, report, claim, nxt, limit, states),
                   phase=nxt, date=day, generation=gen)
 
@@ -275,8 +274,8 @@ def _stuck(app: App, report: SweepReport, recent_days: int) -> None:
     groups = {(int(p.raw["phase"]), p.data_date, p.generation) for p in recent if p.status == SUCCESS}
     for phase, day, gen in sorted(groups):
         _isolated(app, report, f"stuck-phase check of phase {phase} for {day} g{gen}",
-                  f"see `cascade status --date {day}` and re-run what is missing: cascade trigger --date {day} "
-                  f"--phase {phase}", lambda phase=phase, day=day, gen=gen: _stuck_one(app, report, phase, day, gen),
+                  f"see `cascade status --date {day}` and re-run what is missing: "
+                  f"{recovery.trigger_command(day, phase)}", lambda phase=phase, day=day, gen=gen: _stuck_one(app, report, phase, day, gen),
                   phase=phase, date=day, generation=gen)
 
 
@@ -290,7 +289,7 @@ def _stuck_one(app: App, report: SweepReport, phase: int, day: str, gen: int) ->
         return
     msg = (f"phase {phase} for {day} has waited more than {app.settings.stuck_phase_seconds:.0f} s on {missing} "
            f"({', '.join(states[(n, day)].status for n in missing)}); re-run them: "
-           f"cascade trigger --date {day} --phase {phase} " + " ".join(f"--processor {n}" for n in missing))
+           f"{recovery.trigger_command(day, phase, missing)}")
     app.alerts.send(Alert(f"Phase {phase} STUCK for {day}", msg,
                           labels={"pipeline": app.pipeline.name, "phase": phase, "date": day}))
     report.stuck.append(msg)

@@ -58,6 +58,7 @@ from typing import Any, Mapping
 from cascade.definition.calendar import parse_date
 from cascade.errors import InvalidMessageError
 from cascade.definition.model import Pipeline
+from cascade.state.status import Status
 
 SCHEMA_VERSION = 1
 MODES = ("daily", "backfill")
@@ -265,7 +266,7 @@ def _json_object(data: bytes | str | None) -> dict[str, Any]:
 
 def _check_completion(body: Mapping[str, Any], msg_phase: int) -> None:
     """The completion-only fields: ``status``, ``processors`` (name -> object), ``run_ids``, ``completed_at``."""
-    if body.get("status") != "success":
+    if body.get("status") != Status.SUCCESS:
         raise InvalidMessageError(f"completion of phase {msg_phase} has status {_show(body.get('status'))}, "
                                   f"not 'success'", field="status")
     procs = body.get("processors") or {}

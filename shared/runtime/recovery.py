@@ -29,6 +29,21 @@ from cascade.state.status import Status
 MAX_DEPTH = 12
 
 
+def trigger_command(day: date | str, phase: int | None = None, processors: Iterable[str] = ()) -> str:
+    """The command that re-runs ``processors`` of ``phase`` (every one of them when none is named; the
+    first phase when no phase is) for ``day``, written once for every message that suggests it:
+    ``trigger_command(date(2025, 1, 15), 3, ["summary"])`` is
+    ``cascade trigger --date 2025-01-15 --phase 3 --processor summary``."""
+    day = day.isoformat() if isinstance(day, date) else day
+    return " ".join([f"cascade trigger --date {day}", *([f"--phase {phase}"] if phase is not None else []),
+                     *(f"--processor {name}" for name in processors)])
+
+
+def rerun_command(proc: Processor, day: date | str) -> str:
+    """The command that re-runs ``proc`` alone for ``day`` (``trigger_command`` of its phase)."""
+    return trigger_command(day, proc.phase, [proc.name])
+
+
 @dataclass(frozen=True)
 class RootCause:
     processor: str

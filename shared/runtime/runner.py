@@ -26,7 +26,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from cascade.runtime import handoff
-from cascade.runtime import hooks as faults
+from cascade.runtime import hooks
+from cascade.runtime import recovery
 from cascade.runtime.alerts import Alert
 from cascade.runtime.app import App
 from cascade.runtime.checks import Checks
@@ -114,7 +115,7 @@ class _Heartbeat:
         while not self._stop.wait(self.app.settings.heartbeat_seconds):
             try:
                 try:
-                    faults.maybe_fail("heartbeat", self.proc, self.day.isoformat())
+                    hooks.maybe_fail("heartbeat", self.proc, self.day.isoformat())
                 except InjectedCrash:
                     continue  # injected: this tick's renewal is lost
                 if not self.app.tracker.heartbeat(self.proc, self.day, self.run_id):
@@ -297,7 +298,7 @@ class PhaseRunner:
         iso = day.isoformat()
         reason = (f"{self.pipeline.phase(proc.phase).title} BLOCKED: same-phase upstream "
                   f"{sorted(pending)} not successful for {iso} ({', '.join(s.status for s in pending.values())})")
-        resolution = f"run them first: cascade trigger --date {iso} --phase {proc.phase}"
+        resolution = f"run them first: {recovery.trigger_command(iso, proc.phase)}"
         self.tracker.record_outcome(proc.name, proc.phase, day, gen, BLOCKED, f"{reason}; resolution: {resolution}",
                                     blocked={"check": "Intra-phase dependency", "upstream": sorted(pending),
                                              "dates": [iso], "detail": reason, "resolution": resolution},
@@ -368,9 +369,9 @@ class PhaseRunner:
         inputs = run.inputs
         started = time.perf_counter()
         try:
-            faults.maybe_fail("before_merge", proc.name, iso)
-            faults.maybe_fail("slow", proc.name, iso)
-            faults.maybe_fail("serialize", proc.name, iso)
+            hooks.maybe_fail("before_merge", proc.name, iso)
+            hooks.maybe_fail("slow", proc.name, iso)
+            hooks.maybe_fail("serialize", proc.name, iso)
             # Every BigQuery job of the run (write, gates) is capped, timed out and cancelled when the
             # heartbeat (its own thread, renewing the lease meanwhile) finds the lease lost; their cost
             # is recorded with the run.
@@ -382,7 +383,7 @@ class PhaseRunner:
                     finally:
                         if run.on_written is not None:
                             run.on_written()
-                    faults.maybe_fail("after_merge", proc.name, iso)
+                    hooks.maybe_fail("after_merge", proc.name, iso)
                     self._enforce_gates(run)
                 finally:
                     run.cost = jobs.cost.to_dict()
@@ -437,7 +438,7 @@ class PhaseRunner:
                                                                  **(extra or {})})
         except LeaseLostError:
             return self._lost(run, "lease lost while failing")
-        next_step = (f"cascade trigger --date {iso} --phase {proc.phase} --processor {proc.name}"
+        next_step = (recovery.rerun_command(proc, iso)
                      if run.trigger.mode != "backfill" else
                      f"cascade backfill --start {iso} --end {iso} --processor {proc.name}")
         log(logger, logging.WARNING if retry else logging.ERROR,
@@ -458,7 +459,7 @@ class PhaseRunner:
             f"gave up after {limit} attempts: each run of {proc.name} for {iso} stopped without recording "
             f"an outcome (its lease expired unrenewed: the process crashed, was killed or ran out of memory)"
             f"{last}. See its logs (cascade history --processor {proc.name} --date {iso}), fix the cause, "
-            f"then re-run it: cascade trigger --date {iso} --phase {proc.phase} --processor {proc.name}",
+            f"then re-run it: {recovery.rerun_command(proc, iso)}",
             processor=proc.name, date=iso, attempts=limit)
         return self._fail(run, exc, extra={"attempts": limit})
 

@@ -26,6 +26,7 @@ from typing import Any, Mapping
 
 from cascade.definition.calendar import date_range
 from cascade.definition.model import Pipeline
+from cascade.runtime import recovery
 from cascade.state.status import Status
 from cascade.ops.date_status import phase_state, triggered_not_started
 from cascade.state.tracker import Partition
@@ -222,7 +223,7 @@ def recovery_commands(pipeline: Pipeline, part: Partition, now: datetime, stale:
     """
     day = date.fromisoformat(part.data_date)
     phase = pipeline.processor(part.processor).phase
-    trigger = f"cascade trigger --date {part.data_date} --phase {phase} --processor {part.processor}"
+    trigger = recovery.trigger_command(part.data_date, phase, [part.processor])
     if part.status == Status.BLOCKED:
         resolution = (part.blocked or {}).get("resolution") or ""
         found = [c.strip() for c in _COMMAND.findall(resolution)]

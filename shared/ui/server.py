@@ -43,7 +43,9 @@ from cascade.ui import panels
 _HERE = Path(__file__).resolve().parent
 # Files served under /static/ (name -> content type); nothing else on disk is reachable.
 _STATIC = {"ui.css": "text/css; charset=utf-8", "ui.js": "text/javascript; charset=utf-8"}
-_STATUS_ORDER = ("success", "stale", "running", "waiting", "blocked", "failed", "missing", "skipped")
+# The statuses of the legend, in the order the page lists them.
+_STATUS_ORDER = (Status.SUCCESS, Status.STALE, Status.RUNNING, Status.WAITING, Status.BLOCKED, Status.FAILED,
+                 Status.MISSING, Status.SKIPPED)
 
 
 def environment() -> Environment:

@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cascade.definition.columns import COLUMN_TYPES
 from cascade.errors import DefinitionError
 from cascade.definition.schema.nodes import Bool, Date, Either, Int, Issue, List, Map, Node, Num, Obj, OneKey, Path_, Str, _got
 
@@ -33,15 +34,15 @@ SCHEMA_PATH = REPO_ROOT / "docs" / "definition-schema.json"
 REFERENCE_PATH = REPO_ROOT / "docs" / "definition-reference.md"
 
 # ---------------------------------------------------------------------- the definition
-# Patterns shared with pipeline.py (tests assert they are the same): lowercase identifiers, a
-# `dataset.table`, a `module:attribute` callable.
+# Patterns of names, used by the loader too (``validation.NAME``, ``imports.CALLABLE``): lowercase
+# identifiers, a `dataset.table`, a `module:attribute` callable.
 NAME = r"^[a-z][a-z0-9_]*$"
 TABLE = r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$"
 CALLABLE = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
 # An export's bucket name stem: lowercase letters, digits, dashes (the project and namespace are prefixed).
 BUCKET = r"^[a-z0-9][a-z0-9-]{0,40}[a-z0-9]$"
+# How an export lays its rows out in the file (``export.format``; the first is the default).
 EXPORT_FORMATS = ("envelope", "json_array", "json_lines")
-COLUMN_TYPES = ["DATE", "STRING", "INT64", "FLOAT64", "BOOL", "TIMESTAMP", "NUMERIC"]
 
 _LOOKBACK = "lookbacks must be >= 0"
 
@@ -96,7 +97,7 @@ PROCESSOR = Obj({
                            required=True),
         "keys": List(Str("A column name."), "MERGE keys within a date partition.", min_items=1, required=True),
         "critical": List(Str("A column name."), "Columns validation reports NULLs of."),
-        "columns": Map(Str("A BigQuery column type.", enum=COLUMN_TYPES + [t.lower() for t in COLUMN_TYPES]),
+        "columns": Map(Str("A BigQuery column type.", enum=[*COLUMN_TYPES, *(t.lower() for t in COLUMN_TYPES)]),
                        "Output columns and their BigQuery types (the framework adds `_run_id`, "
                        "`_processed_at`, `_fence`).", key_pattern=NAME, min_items=1, required=True),
     }, "The table this processor MERGEs into.", required=True),

@@ -37,7 +37,6 @@ runner's, exactly as for SQL processors.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 import traceback
@@ -48,7 +47,9 @@ from typing import Any, Callable, Iterable, Mapping
 
 from cascade.errors import CascadeError, PermanentError, ProcessorError
 from cascade.runtime.logs import get_logger, log
-from cascade.definition.model import Pipeline, Processor, Upstream, make_importable
+from cascade.definition import imports
+from cascade.runtime import recovery
+from cascade.definition.model import Pipeline, Processor, Upstream
 from cascade.runtime.warehouse import STAGE_ABOVE_ROWS  # above it: NDJSON load into a staging table + one MERGE
 from cascade.runtime.processors.base import RunContext
 
@@ -74,30 +75,24 @@ class PythonProcessorError(ProcessorError):
     """The callable raised: the message carries its traceback; transient only if its cause is."""
 
 
-def rerun(proc: Processor, day: date) -> str:
-    return f"cascade trigger --date {day.isoformat()} --phase {proc.phase} --processor {proc.name}"
-
-
 def load_callable(pipeline: Pipeline, proc: Processor) -> Callable[["PythonContext"], Any]:
     """Import ``proc.python`` (``module:attribute``); the definition's folder is importable too."""
     assert proc.python is not None
     module_name, _, attr = proc.python.partition(":")
-    make_importable(pipeline)
     where = dict(processor=proc.name, module=module_name, attribute=attr)
     try:
-        obj: Any = importlib.import_module(module_name)
+        module = imports.import_module(pipeline, proc.python)
     except Exception as exc:  # noqa: BLE001 - ImportError, or the module's own import-time error
         raise PythonImportError(
             f"processor {proc.name}: cannot import module {module_name!r} (python: {proc.python}): "
             f"{type(exc).__name__}: {exc}. It must be importable by the phase function: on PYTHONPATH or in "
             f"the definition's folder, and in the deployed function source", **where) from exc
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError as exc:
-            raise PythonImportError(
-                f"processor {proc.name}: module {module_name!r} has no attribute {attr!r} (python: {proc.python}); "
-                f"define it or fix the definition", **where) from exc
+    try:
+        obj = imports.attribute(module, proc.python)
+    except AttributeError as exc:
+        raise PythonImportError(
+            f"processor {proc.name}: module {module_name!r} has no attribute {attr!r} (python: {proc.python}); "
+            f"define it or fix the definition", **where) from exc
     if not callable(obj):
         raise PythonImportError(f"processor {proc.name}: {proc.python} is a {type(obj).__name__}, not a callable "
                                 f"taking the context", **where)
@@ -226,7 +221,7 @@ def _raised(proc: Processor, day: date, exc: BaseException) -> str:
         tb = "..." + tb[-TRACEBACK_CHARS:]
     head = f"{type(exc).__name__}: {exc}"
     return (f"{proc.name} ({proc.python}) raised {head[:300]} for {day.isoformat()}; fix it, then re-run: "
-            f"{rerun(proc, day)}\n{tb}")
+            f"{recovery.rerun_command(proc, day)}\n{tb}")
 
 
 # ---------------------------------------------------------------------- validation
@@ -306,7 +301,7 @@ def validate_rows(proc: Processor, day: date, produced: Any) -> list[dict[str, A
     the date column the partition's date); ``InvalidRowsError`` names the first problem."""
     iso, table = day.isoformat(), proc.output
     where = dict(processor=proc.name, date=iso)
-    fix = f"fix {proc.python} and re-run: {rerun(proc, day)}"
+    fix = f"fix {proc.python} and re-run: {recovery.rerun_command(proc, day)}"
     if produced is None or isinstance(produced, (str, bytes, Mapping)) or not isinstance(produced, list):
         raise InvalidRowsError(f"{proc.name} {iso}: the callable returned {type(produced).__name__}; it must return "
                                f"an iterable of dicts (an empty list for no rows); {fix}", **where)
