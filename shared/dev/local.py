@@ -28,7 +28,7 @@ from cascade.runtime import clients
 from cascade.dev.deployed import local_versions
 from cascade.dev.localstack import Endpoints, LocalStack, free_port
 from cascade.definition.model import Pipeline
-from cascade.dev.provision import LOCAL_POLICY, DeliveryPolicy, ensure_bucket, ensure_pubsub, push_endpoint
+from cascade.dev.provision import provision_emulators
 from cascade.dev.synthetic import write_raw_files
 from cascade.runtime.warehouse import Warehouse
 
@@ -136,24 +136,6 @@ def check_tables(pipeline: Pipeline, endpoints: Endpoints, rebuild: Sequence[str
         wh.ensure_tables()
 
 
-def provision(pipeline: Pipeline, endpoints: Endpoints, functions: dict[int, str],
-              policy: DeliveryPolicy = LOCAL_POLICY, progress: Callable[[str], None] = print) -> None:
-    """Topics, subscriptions (pushing to ``functions``), datasets, tables and the bucket (idempotent)."""
-    saved = dict(os.environ)
-    os.environ.update(endpoints.as_env())
-    try:
-        project = endpoints.project
-        pub, sub = clients.publisher(), clients.subscriber()
-        urls = {n: push_endpoint(u, project, pipeline.topic(n)) for n, u in functions.items()}
-        ensure_pubsub(pipeline, project, pub, sub, urls, policy, progress)
-        tables = Warehouse(clients.bigquery(project), pipeline, project).ensure_tables()
-        progress(f"bigquery: {len(tables)} tables in datasets {', '.join(pipeline.datasets())}")
-        progress(f"gcs: bucket gs://{ensure_bucket(pipeline, project, clients.storage(project))}")
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
 def up(pipeline: Pipeline, state_dir: Path, project: str, start: date | None, end: date | None,
        progress: Callable[[str], None] = print, extra_env: dict[str, str] | None = None,
        rebuild: Sequence[str] = ()) -> LocalDeployment:
@@ -169,7 +151,7 @@ def up(pipeline: Pipeline, state_dir: Path, project: str, start: date | None, en
     check_tables(pipeline, endpoints, rebuild, progress)
     functions = start_functions(stack, endpoints, pipeline, extra_env)
     progress("functions ready: " + ", ".join(f"phase {n} at {u}" for n, u in functions.items()))
-    provision(pipeline, endpoints, functions, progress=progress)
+    provision_emulators(pipeline, endpoints, functions, progress=progress)
     if start and end:
         saved = dict(os.environ)
         os.environ.update(endpoints.as_env())

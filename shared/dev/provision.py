@@ -8,13 +8,19 @@ without them the emulator redelivers every second forever).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from google.api_core import exceptions as gexc
 from google.protobuf import duration_pb2
 
 from cascade.definition.model import Pipeline
+from cascade.runtime import clients
+from cascade.runtime.warehouse import Warehouse
+
+if TYPE_CHECKING:
+    from cascade.dev.localstack import Endpoints
 
 
 @dataclass(frozen=True)
@@ -87,3 +93,22 @@ def ensure_bucket(pipeline: Pipeline, project: str, storage_client: Any) -> str:
 def push_endpoint(base_url: str, project: str, topic: str) -> str:
     """Push URL whose path makes functions-framework set the CloudEvent source to the topic."""
     return f"{base_url.rstrip('/')}/projects/{project}/topics/{topic}"
+
+
+def provision_emulators(pipeline: Pipeline, endpoints: "Endpoints", functions: dict[int, str],
+              policy: DeliveryPolicy = LOCAL_POLICY, progress: Callable[[str], None] = print) -> None:
+    """Everything on the local emulators at ``endpoints``: topics, subscriptions (pushing to
+    ``functions``), datasets, tables and the bucket (idempotent)."""
+    saved = dict(os.environ)
+    os.environ.update(endpoints.as_env())
+    try:
+        project = endpoints.project
+        pub, sub = clients.publisher(), clients.subscriber()
+        urls = {n: push_endpoint(u, project, pipeline.topic(n)) for n, u in functions.items()}
+        ensure_pubsub(pipeline, project, pub, sub, urls, policy, progress)
+        tables = Warehouse(clients.bigquery(project), pipeline, project).ensure_tables()
+        progress(f"bigquery: {len(tables)} tables in datasets {', '.join(pipeline.datasets())}")
+        progress(f"gcs: bucket gs://{ensure_bucket(pipeline, project, clients.storage(project))}")
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)

@@ -7,7 +7,7 @@ from typing import Any
 from google.api_core.retry import Retry
 
 from cascade.errors import TransientError
-from cascade.runtime import hooks as faults
+from cascade.runtime import hooks
 
 
 class Publisher:
@@ -24,7 +24,7 @@ class Publisher:
     def publish(self, topic: str, data: bytes, attributes: dict[str, str] | None = None) -> str:
         """Publish and return the message id; a failure is a TransientError (the caller retries)."""
         try:
-            faults.maybe_fail("publish")
+            hooks.maybe_fail("publish")
             # Bound the client's own retries by our timeout, so a publish we report as failed is not
             # delivered late behind our back (a later republish is deduped downstream anyway).
             future = self.client.publish(self.topic_path(topic), data, retry=Retry(deadline=self.timeout),
