@@ -333,7 +333,7 @@ def test_a_partition_returns_its_tables_merge_slot_when_its_write_ends_not_after
     one still runs its quality gates (reads, not DML) - the slot is the write's, not the partition's."""
     import cascade.backfill.scheduler as scheduler_mod
     from cascade.backfill.plan import build_plan, select_processors
-    from cascade.backfill.scheduler import Scheduler
+    from cascade.backfill.scheduler import Scheduler, SchedulerOptions
     from cascade.runtime.runner import Outcome
 
     h = harness
@@ -358,6 +358,6 @@ def test_a_partition_returns_its_tables_merge_slot_when_its_write_ends_not_after
             pass
 
     monkeypatch.setattr(scheduler_mod, "executor_for", lambda *a, **k: GatedExecutor())
-    report = Scheduler(h.app, plan, workers=2, max_merges_per_table=1, progress=None).run()
+    report = Scheduler(h.app, plan, SchedulerOptions(workers=2, max_merges_per_table=1), progress=None).run()
     assert len(report.succeeded) == 2 and second_started.is_set(), events
     assert events.index("start 2025-01-07") < events.index("end 2025-01-06"), events

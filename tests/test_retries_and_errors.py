@@ -14,6 +14,7 @@ Time moves with an injected clock where leases matter; nothing sleeps.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
@@ -261,7 +262,7 @@ def test_a_quota_error_slows_the_backfill_down_and_it_completes(make_harness, de
     seen: dict = {}
 
     def fast(sched) -> None:  # the same growth, from a small base, so the test takes seconds
-        sched.quota_backoff_base = 0.2
+        sched.options = dataclasses.replace(sched.options, quota_backoff_base=0.2)
         seen["scheduler"] = sched
 
     result = run_backfill(h.app, BackfillRequest(start=start, end=end, phases=[2], workers=4,

@@ -26,7 +26,7 @@ from cascade.backfill.executors import EXECUTORS
 from cascade.backfill.lease import BackfillLease, describe_holder, holders
 from cascade.backfill.plan import Plan, UsageError, build_plan, check_range, select_processors
 from cascade.backfill.progress import Progress
-from cascade.backfill.scheduler import RunReport, Scheduler
+from cascade.backfill.scheduler import RunReport, Scheduler, SchedulerOptions
 from cascade.backfill.validate import (DEFAULT_THRESHOLD, Coverage, Preflight, TableValidation, coverage, outside_inputs, preflight,
                        validate)
 
@@ -66,6 +66,12 @@ class BackfillRequest:
             raise UsageError(f"--executor must be one of {list(EXECUTORS)}")
         if self.partition_timeout_s <= 0:
             raise UsageError("--partition-timeout must be positive (seconds)")
+
+    def scheduler_options(self, cascade_phases: set[int] | frozenset[int] = frozenset()) -> SchedulerOptions:
+        return SchedulerOptions(workers=self.workers, max_merges_per_table=self.max_merges_per_table,
+                                max_rate=self.max_rate, max_attempts=self.max_attempts, backoff_base=self.backoff_base,
+                                cascade_phases=frozenset(cascade_phases), executor=self.executor,
+                                partition_timeout_s=self.partition_timeout_s)
 
     def command(self) -> str:
         parts = ["cascade backfill", f"--start {self.start}", f"--end {self.end}"]
@@ -227,10 +233,7 @@ def run_backfill(app: App, req: BackfillRequest, progress_stream: TextIO | None 
         ph for ph in plan.phases if app.pipeline.phase(ph).next is not None and app.pipeline.phase(ph).next not in plan.phases}
     try:
         with collecting_alerts(app) as sink:
-            sched = Scheduler(app, plan, workers=req.workers, max_merges_per_table=req.max_merges_per_table,
-                              max_rate=req.max_rate, max_attempts=req.max_attempts, backoff_base=req.backoff_base,
-                              cascade_phases=cascade, on_result=on_result, input_gaps=gaps,
-                              executor=req.executor, partition_timeout_s=req.partition_timeout_s,
+            sched = Scheduler(app, plan, req.scheduler_options(cascade), input_gaps=gaps, on_result=on_result,
                               progress=progress if progress is not None else Progress(progress_stream))
             if on_scheduler:
                 on_scheduler(sched)

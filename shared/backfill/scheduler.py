@@ -1,46 +1,44 @@
-"""The dependency-aware wavefront: runs a plan's partitions as soon as their inputs are complete.
+"""The backfill's wavefront on threads: runs a plan's partitions as soon as their inputs are complete.
 
 A partition (processor, date) is ready when every upstream partition it reads that is *inside the
 backfill's target set* has succeeded: same-date upstreams, and every expected date of its lookback
 window (window dates outside the target are not waited for; the backfill runs in backfill mode, so
-strict checks are skipped and the preflight covers history). Ready partitions run on a pool of
-``workers`` threads through an executor (``executors``: ``PhaseRunner.run_partition`` in this
-process - lease, dedupe, MERGE, record - or a dispatch to the deployed phase function followed in
-Firestore), earliest
-date first then phase, so the wavefront slides across dates and phases at once; at most
-``max_merges_per_table`` run against one output table at a time; an optional rate limit spaces
-submissions.
+strict checks are skipped and the preflight covers history). Every decision - readiness, the order
+of ready partitions, per-table slots (at most ``max_merges_per_table`` MERGEs against one output
+table at a time), the worker count, the optional rate limit, attempts and delayed retries, the quota
+slowdown, the blocked closure - is the pure ``wavefront.Wavefront``'s. This module owns the rest: the
+graph of a plan, the pool of ``workers`` threads running partitions through an executor
+(``executors``: ``PhaseRunner.run_partition`` in this process - lease, dedupe, MERGE, record - or a
+dispatch to the deployed phase function followed in Firestore), the translation of what a partition
+returned into a result kind, Ctrl-C, the progress line, the report, and recording in Firestore.
 
-Failures: a transient one (``Outcome.retry``, a transient exception, a partition busy elsewhere) is
-retried with exponential backoff, a bounded number of times. A quota or rate limit (``errors.classify``:
-BigQuery's quotaExceeded, rateLimitExceeded, ...) is its own class: it spends none of those attempts;
-the whole wavefront slows down instead - submissions pause for a backoff that grows with each new
-quota wall (``quota_backoff_base`` doubling up to ``quota_backoff_max``) and the concurrency is halved
-(down to one); each run of successes raises it again by one until it is back to ``workers``. A
-partition fails on quota only after ``quota_wait_s`` of waiting on it (bounded in time, never by a
-count). The progress line and the report say so. A permanent one is recorded with its
-error and every partition depending on it (transitively) is reported - and recorded in Firestore -
-as "blocked by <upstream>@<date>" without running; the rest continue. When all of a phase's
-partitions of a date have succeeded, the phase's completion is published through
-``handoff.hand_off`` (in daily mode with strict checks: backfill mode never leaks) for the phases in ``cascade_phases`` (those whose next phase is not part
-of the backfill, unless the user asked to skip downstream triggers).
+Result kinds: a success (or "done meanwhile by another run"); a transient failure
+(``Outcome.retry``, a transient exception, a superseded or lost run) retried with backoff a bounded
+number of times; a partition busy elsewhere, retried until ``busy_wait_s``; a quota or rate limit
+(``errors.classify``: BigQuery's quotaExceeded, rateLimitExceeded, ...), which spends no attempt
+and slows the whole wavefront down (the progress line and the report say so); a permanent failure,
+recorded with its error, and every partition depending on it (transitively) reported - and recorded
+in Firestore - as "blocked by <upstream>@<date>" without running; the rest continue. A partition
+returns its table's slot when its write job ends (the executor's ``on_written``), before its quality
+gates' read queries. When all of a phase's partitions of a date have succeeded, the phase's
+completion is published through ``handoff.hand_off`` (in daily mode with strict checks: backfill
+mode never leaks) for the phases in ``cascade_phases`` (those whose next phase is not part of the
+backfill, unless the user asked to skip downstream triggers).
 
 Ctrl-C (or ``stop()``) stops submitting, waits for the running partitions (they record their own
 state), and returns a report marked interrupted. The main loop never sleeps blindly: it waits on an
-event that workers set, with a timeout bounded by the next retry's due time and the progress tick.
+event that workers set, with a timeout bounded by the wavefront's next wake-up and the progress tick.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import threading
 import time
-from collections import Counter, defaultdict, deque
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from cascade.runtime import handoff
 from cascade.runtime.app import App
@@ -53,6 +51,9 @@ from cascade.state.status import Status
 from cascade.state.tracker import BLOCKED, SUCCESS
 from cascade.backfill.executors import executor_for
 from cascade.backfill.plan import Node, Plan, upstream_window
+from cascade.definition.model import Pipeline
+from cascade.backfill.wavefront import (BUSY, EARLIEST, FAILED, OK, PERMANENT, QUOTA, SUCCEEDED, TRANSIENT, Finish,
+                                        Policy, Step, Unit, Wavefront)
 
 logger = get_logger("backfill")
 OK_STATUSES = (Status.SUCCESS, Status.DONE, Status.SKIPPED)
@@ -105,42 +106,79 @@ class RunReport:
                 "downstream": dict(Counter(self.downstream.values())), "warnings": self.warnings}
 
 
-class Scheduler:
-    def __init__(self, app: App, plan: Plan, *, workers: int = 4, max_merges_per_table: int = 2,
-                 max_rate: float | None = None, max_attempts: int = 3, backoff_base: float = 0.5,
-                 cascade_phases: set[int] | frozenset[int] = frozenset(), correlation_id: str = "",
-                 progress: Any = None, on_result: Callable[[Result, "Scheduler"], None] | None = None,
-                 busy_wait_s: float | None = None, input_gaps: dict[tuple[str, str], str] | None = None,
-                 executor: str = "in-process", partition_timeout_s: float = 1800.0,
-                 quota_backoff_base: float = 5.0, quota_backoff_max: float = 300.0,
-                 quota_wait_s: float = 3600.0) -> None:
-        if workers < 1 or max_merges_per_table < 1:
+def partition_deps(pipeline: Pipeline, nodes: Iterable[Node]) -> dict[tuple[str, str], set[tuple[str, str]]]:
+    """For each node, the nodes it waits for: its upstreams' partitions of the same date and of every
+    expected date of its lookback window, among ``nodes``."""
+    nodes = list(nodes)
+    keys = {n.key for n in nodes}
+    deps: dict[tuple[str, str], set[tuple[str, str]]] = {n.key: set() for n in nodes}
+    cal = pipeline.calendar
+    for node in nodes:
+        for up in pipeline.processor(node.processor).upstreams:
+            day, last = upstream_window(up, node.day, cal)
+            while day <= last:
+                k = (up.processor, day.isoformat())
+                if k in keys and cal.is_expected(day):
+                    deps[node.key].add(k)
+                day += timedelta(days=1)
+    return deps
+
+
+def units_of(nodes: Iterable[Node]) -> list[Unit]:
+    """Nodes as wavefront units: slot group = output table, rank = (date, phase, position in the
+    pipeline)."""
+    return [Unit(n.key, n.table, (n.day, n.phase, n.order)) for n in nodes]
+
+
+@dataclass(frozen=True)
+class SchedulerOptions:
+    """How a backfill's wavefront runs: limits, retries, quota slowdown, order, executor, hand-offs."""
+
+    workers: int = 4
+    max_merges_per_table: int = 2
+    max_rate: float | None = None          # partition starts per second, None for no limit
+    max_attempts: int = 3
+    backoff_base: float = 0.5
+    busy_wait_s: float | None = None       # None: twice the partition lease
+    quota_backoff_base: float = 5.0
+    quota_backoff_max: float = 300.0
+    quota_wait_s: float = 3600.0
+    order: str = EARLIEST                  # of ready partitions: wavefront.ORDERS
+    cascade_phases: frozenset[int] = frozenset()
+    correlation_id: str = ""
+    executor: str = "in-process"
+    partition_timeout_s: float = 1800.0
+
+    def __post_init__(self) -> None:
+        if self.workers < 1 or self.max_merges_per_table < 1:
             raise ValueError("workers and max_merges_per_table must be at least 1")
+        object.__setattr__(self, "cascade_phases", frozenset(self.cascade_phases))
+
+    def policy(self, lease_seconds: float) -> Policy:
+        return Policy(workers=self.workers, max_per_group=self.max_merges_per_table, max_rate=self.max_rate,
+                      max_attempts=self.max_attempts, backoff_base=self.backoff_base,
+                      busy_wait_s=self.busy_wait_s if self.busy_wait_s is not None else 2 * lease_seconds,
+                      quota_backoff_base=self.quota_backoff_base, quota_backoff_max=self.quota_backoff_max,
+                      quota_wait_s=self.quota_wait_s, order=self.order)
+
+
+class Scheduler:
+    def __init__(self, app: App, plan: Plan, options: SchedulerOptions = SchedulerOptions(), *,
+                 input_gaps: dict[tuple[str, str], str] | None = None, progress: Any = None,
+                 on_result: Callable[[Result, "Scheduler"], None] | None = None) -> None:
+        """``input_gaps``: partitions whose inputs outside the backfill are missing (label -> reason):
+        failed up front, never run. ``on_result(result, scheduler)`` is called after each result."""
         self.app, self.plan, self.pipeline = app, plan, app.pipeline
-        self.workers, self.max_per_table = workers, max_merges_per_table
-        self.interval = 1.0 / max_rate if max_rate else 0.0
-        self.max_attempts, self.backoff_base = max_attempts, backoff_base
-        self.busy_wait_s = busy_wait_s if busy_wait_s is not None else 2 * app.settings.lease_seconds
-        # Quota: its own class, slowed down for rather than retried a bounded number of times.
-        self.quota_backoff_base, self.quota_backoff_max = quota_backoff_base, quota_backoff_max
-        self.quota_wait_s = quota_wait_s
-        self.concurrency = workers       # lowered on a quota wall, raised again by successes
-        self._quota_streak = 0           # quota walls since the concurrency was last fully restored
-        self._quota_until = 0.0          # monotonic: no submission before this
-        self._quota_cut_at = -1.0        # monotonic: when the concurrency was last lowered
-        self._quota_successes = 0        # successes since the last change of the concurrency
-        self.cascade_phases = set(cascade_phases)
-        self.correlation_id = correlation_id or new_correlation_id()
-        self.executor_name, self.partition_timeout_s = executor, partition_timeout_s
+        self.options = options
+        self.correlation_id = options.correlation_id or new_correlation_id()
         self.executor: Any = None  # created when the run starts (a listener for the functions executor)
+        self.wavefront: Wavefront | None = None  # created when the run starts, from the options then
         # A partition returns its table's MERGE slot when its write job ends (before its quality
-        # gates' read queries, which are not DML): workers report it, the main loop applies it once.
+        # gates' read queries, which are not DML): workers report it, the main loop applies it.
         self._slot_lock = threading.Lock()
-        self._slot_returned: set[tuple[str, str]] = set()  # reported by a worker, not applied yet
-        self._slot_applied: set[tuple[str, str]] = set()   # applied for the current attempt
+        self._slot_returned: set[tuple[str, str]] = set()
         self.progress, self.on_result = progress, on_result
         self.nodes = {n.key: n for n in plan.nodes}
-        # Partitions whose inputs outside the backfill are missing: failed up front, never run.
         self.input_gaps = {k: v for k, v in (input_gaps or {}).items() if k in self.nodes}
         self.generation = {k: n.generation for k, n in self.nodes.items()}
         self.report = RunReport(total=len(self.nodes))
@@ -151,25 +189,25 @@ class Scheduler:
 
     # ------------------------------------------------------------------ graph
     def _build_graph(self) -> None:
-        self.deps: dict[tuple[str, str], set[tuple[str, str]]] = {k: set() for k in self.nodes}
-        self.dependents: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
-        cal = self.pipeline.calendar
-        for key, node in self.nodes.items():
-            proc = self.pipeline.processor(node.processor)
-            for up in proc.upstreams:
-                day, last = upstream_window(up, node.day, cal)
-                while day <= last:
-                    k = (up.processor, day.isoformat())
-                    if k in self.nodes and cal.is_expected(day):
-                        self.deps[key].add(k)
-                        self.dependents[k].append(key)
-                    day += timedelta(days=1)
+        self.deps = partition_deps(self.pipeline, self.nodes.values())
         # Partitions per (phase, date) still to succeed, for completions.
         self.open_per_phase_date: Counter = Counter((n.phase, n.day) for n in self.nodes.values())
 
     def upstreams_of(self, key: tuple[str, str]) -> set[tuple[str, str]]:
         """In-target partitions ``key`` waits for (for tests and the benchmark's critical path)."""
         return set(self.deps[key])
+
+    def units(self) -> list[Unit]:
+        return units_of(self.nodes.values())
+
+    @property
+    def workers(self) -> int:
+        return self.options.workers
+
+    @property
+    def concurrency(self) -> int:
+        """Partitions allowed to run at once now (lowered on a quota wall, raised again by successes)."""
+        return self.wavefront.concurrency if self.wavefront is not None else self.options.workers
 
     # ------------------------------------------------------------------ control
     def stop(self) -> None:
@@ -179,7 +217,8 @@ class Scheduler:
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> RunReport:
-        self.executor = executor_for(self.executor_name, self.app, self.correlation_id, self.partition_timeout_s)
+        self.executor = executor_for(self.options.executor, self.app, self.correlation_id,
+                                     self.options.partition_timeout_s)
         try:
             return self._run()
         finally:
@@ -187,117 +226,53 @@ class Scheduler:
 
     def _run(self) -> RunReport:
         started = time.monotonic()
-        waiting = {k: len(d) for k, d in self.deps.items()}
-        ready: list[tuple] = []
-        delayed: list[tuple[float, int, tuple[str, str]]] = []
-        seq = itertools.count()
-        attempts: Counter = Counter()
-        busy_since: dict[tuple[str, str], float] = {}
-        quota_since: dict[tuple[str, str], float] = {}
-        table_inflight: Counter = Counter()
-        inflight: dict[tuple[str, str], Any] = {}
-        settled: set[tuple[str, str]] = set()
-        next_slot = 0.0
+        wf = self.wavefront = Wavefront(self.units(), self.deps, self.options.policy(self.app.settings.lease_seconds))
+        submitted: dict[tuple[str, str], Any] = {}
         interrupts = 0
-
-        def push_ready(key: tuple[str, str]) -> None:
-            n = self.nodes[key]
-            heapq.heappush(ready, (n.day, n.phase, n.order, key))
-
-        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="backfill")
+        pool = ThreadPoolExecutor(max_workers=self.options.workers, thread_name_prefix="backfill")
         aux = ThreadPoolExecutor(max_workers=2, thread_name_prefix="backfill-aux")
         aux_futures: list[Any] = []
         for key, reason in self.input_gaps.items():
-            settled.add(key)
             self.report.failed[self.nodes[key].label] = reason
             aux_futures.append(aux.submit(self._record_input_gap, self.nodes[key], reason))
-            self._block_dependents(key, settled, aux, aux_futures)
-        for key, count in waiting.items():
-            if count == 0 and key not in settled:
-                push_ready(key)
-        if self.cascade_phases:
-            for ph in self.cascade_phases:
-                for day in self.plan.expected_dates:
-                    if self.open_per_phase_date[(ph, day)] == 0:
-                        aux_futures.append(aux.submit(self._complete, ph, day))
-        self._draw(inflight)
+            self._block_dependents(wf.fail(key, reason), aux, aux_futures)
+        for ph in self.options.cascade_phases:
+            for day in self.plan.expected_dates:
+                if self.open_per_phase_date[(ph, day)] == 0:
+                    aux_futures.append(aux.submit(self._complete, ph, day))
+        self._draw()
         try:
             while True:
                 try:
-                    now = time.monotonic()
-                    self._return_slots(table_inflight)
-                    if not self._stop.is_set():
-                        while delayed and delayed[0][0] <= now:
-                            push_ready(heapq.heappop(delayed)[2])
-                        held: list[tuple] = []
-                        while ready and len(inflight) < self.concurrency and now >= self._quota_until:
-                            if self.interval and now < next_slot:
-                                break
-                            item = heapq.heappop(ready)
-                            node = self.nodes[item[3]]
-                            if table_inflight[node.table] >= self.max_per_table:
-                                held.append(item)
-                                continue
-                            table_inflight[node.table] += 1
-                            inflight[node.key] = pool.submit(self._execute, node, self.generation[node.key])
-                            next_slot = max(now, next_slot) + self.interval
-                        for item in held:
-                            heapq.heappush(ready, item)
                     if self._stop.is_set():
-                        # Every running partition has returned (its future is done only after its result
-                        # was queued) and every result was handled: nothing is left running.
-                        if all(f.done() for f in inflight.values()) and not self._done:
-                            break
-                    elif not inflight and not ready and not delayed:
+                        wf.stop()
+                    now = time.monotonic()
+                    self._return_slots()
+                    for key in wf.take_ready(now):
+                        submitted[key] = pool.submit(self._execute, self.nodes[key], self.generation[key])
+                    if wf.finished:
+                        # Every running partition has returned and its result was handled.
                         break
                     timeout = 0.25
-                    if delayed:
-                        timeout = min(timeout, max(0.0, delayed[0][0] - time.monotonic()))
-                    if self.interval and ready:
-                        timeout = min(timeout, max(0.0, next_slot - time.monotonic()))
-                    if ready and self._quota_until > now:
-                        timeout = min(timeout, max(0.0, self._quota_until - time.monotonic()))
+                    wake = wf.next_wakeup(now)
+                    if wake is not None:
+                        timeout = min(timeout, max(0.0, wake - time.monotonic()))
                     self._wake.wait(timeout)
                     self._wake.clear()
                     while self._done:
                         res = self._done.popleft()
-                        key = res.node.key
-                        inflight.pop(key, None)
-                        self._return_slots(table_inflight)
-                        if key in self._slot_applied:
-                            self._slot_applied.discard(key)  # returned when its write ended
-                        else:
-                            table_inflight[res.node.table] -= 1
-                        verdict = self._classify(res, attempts, busy_since, quota_since)
-                        if verdict == "quota":  # attempts not spent: the wavefront slows down
-                            self.report.retries += 1
-                            due = self._slow_down(res)
-                            heapq.heappush(delayed, (due, next(seq), key))
-                        elif verdict == "retry":
-                            attempts[key] += 1
-                            self.report.retries += 1
-                            delay = self._backoff(res, attempts[key])
-                            heapq.heappush(delayed, (time.monotonic() + delay, next(seq), key))
-                        elif verdict == "ok":
-                            self._speed_up()
-                            settled.add(key)
-                            self.report.timings[res.node.label] = (res.started, res.finished)
-                            for dep in self.dependents.get(key, ()):
-                                waiting[dep] -= 1
-                                if waiting[dep] == 0 and dep not in settled:
-                                    push_ready(dep)
-                            self._phase_progress(res.node, aux, aux_futures)
-                        else:  # failed permanently
-                            settled.add(key)
-                            self.report.timings[res.node.label] = (res.started, res.finished)
-                            self._block_dependents(key, settled, aux, aux_futures)
+                        submitted.pop(res.node.key, None)
+                        self._handle(res, aux, aux_futures)
                         if self.on_result:
                             self.on_result(res, self)
-                    self._draw(inflight)
+                    self._draw()
                 except KeyboardInterrupt:
                     interrupts += 1
                     self.stop()
+                    wf.stop()
                     self.report.interrupted = True
+                    for key in [k for k in wf.running if k not in submitted]:
+                        wf.unstart(key)  # taken but never submitted: it did not start
                     if interrupts > 1:
                         break  # a second Ctrl-C: stop waiting for the running partitions
         finally:
@@ -310,16 +285,40 @@ class Scheduler:
             aux.shutdown(wait=True)
         if self._stop.is_set():
             self.report.interrupted = True
+        self._sync_counters()
         if self.report.quota_hits:
             r = self.report
             r.warnings.append(
                 f"BigQuery quota or rate limit hit {r.quota_hits} time(s): the backfill slowed down (concurrency "
                 f"lowered to {r.quota_lowest_concurrency} of {self.workers}, submissions paused "
                 f"{duration(r.quota_waited_s)} in all) and resumed; no attempt was spent on it")
-        self.report.not_run = sorted(self.nodes[k].label for k in self.nodes if k not in settled)
+        self.report.not_run = sorted(self.nodes[k].label for k in wf.not_run())
         self.report.elapsed_s = time.monotonic() - started
-        self._draw({}, final=True)
+        self._draw(final=True)
         return self.report
+
+    def _handle(self, res: Result, aux: ThreadPoolExecutor, futures: list) -> None:
+        """Apply one result: the wavefront decides, this records and reports."""
+        wf, node = self.wavefront, res.node
+        self._return_slots()
+        finish, category = self._finish(res)
+        step = wf.on_result(node.key, time.monotonic(), finish)
+        self._sync_counters()
+        if step.changed:
+            self._draw_now = True
+        if step.state == SUCCEEDED:
+            (self.report.succeeded if category == SUCCEEDED else self.report.already_done).append(node.label)
+            self.report.timings[node.label] = (res.started, res.finished)
+            self._phase_progress(node, aux, futures)
+        elif step.state == FAILED:
+            (self.report.blocked if category == BLOCKED else self.report.failed)[node.label] = step.error
+            self.report.timings[node.label] = (res.started, res.finished)
+            self._block_dependents(step, aux, futures)
+
+    def _sync_counters(self) -> None:
+        wf, r = self.wavefront, self.report
+        r.retries, r.quota_hits = wf.retries, wf.quota_hits
+        r.quota_lowest_concurrency, r.quota_waited_s = wf.quota_lowest_concurrency, wf.quota_paused_s
 
     # ------------------------------------------------------------------ workers
     def _execute(self, node: Node, generation: int) -> None:
@@ -340,112 +339,43 @@ class Scheduler:
             self._slot_returned.add(key)
         self._wake.set()
 
-    def _return_slots(self, table_inflight: Counter) -> None:
+    def _return_slots(self) -> None:
         """Apply the slots workers returned since the last look (main loop only)."""
         with self._slot_lock:
             keys, self._slot_returned = self._slot_returned, set()
         for key in keys:
-            table_inflight[self.nodes[key].table] -= 1
-            self._slot_applied.add(key)
+            self.wavefront.release_slot(key)
 
-    def _classify(self, res: Result, attempts: Counter, busy_since: dict, quota_since: dict | None = None) -> str:
-        key, label, o = res.node.key, res.node.label, res.outcome
+    def _finish(self, res: Result) -> tuple[Finish, str]:
+        """What a partition's attempt came to, as a wavefront result kind, and how a final state is
+        reported: succeeded / already_done (ok), or failed / blocked (the runner said BLOCKED)."""
+        o, started = res.outcome, res.started
         if o is not None and o.status in OK_STATUSES:
-            (self.report.succeeded if o.status == SUCCESS else self.report.already_done).append(label)
-            return "ok"
+            return Finish(OK, started), SUCCEEDED if o.status == SUCCESS else "already_done"
+        error = o.error if o is not None else f"{type(res.error).__name__}: {res.error}"
         if (o.quota and o.retry) if o is not None else (res.error is not None and is_quota(res.error)):
-            self.report.quota_hits += 1
-            first = (quota_since if quota_since is not None else {}).setdefault(key, res.started)
-            if time.monotonic() - first < self.quota_wait_s:
-                return "quota"
-            error = o.error if o is not None else f"{type(res.error).__name__}: {res.error}"
-            self.report.failed[label] = (f"still over a BigQuery quota or rate limit after waiting "
-                                         f"{duration(self.quota_wait_s)}: {error}")
-            return "failed"
+            return Finish(QUOTA, started, error), FAILED
         if o is not None and o.status == Status.BUSY:
-            first = busy_since.setdefault(key, res.started)
-            if time.monotonic() - first < self.busy_wait_s:
-                return "retry"
-            self.report.failed[label] = f"still held by another run after {self.busy_wait_s:.0f} s: {o.error}"
-            return "failed"
+            return Finish(BUSY, started, error), FAILED
         if o is not None and o.status == Status.SUPERSEDED:
             part = self.app.tracker.partition(res.node.processor, res.node.day)
             if part.status == SUCCESS:
-                self.report.already_done.append(label)
-                return "ok"
-            self.generation[key] = part.generation  # someone moved it to a newer generation: follow
+                return Finish(OK, started), "already_done"
+            self.generation[res.node.key] = part.generation  # someone moved it to a newer generation: follow
         transient = (o.retry or o.status in (Status.SUPERSEDED, Status.LOST)) if o is not None else is_transient(res.error)
-        error = o.error if o is not None else f"{type(res.error).__name__}: {res.error}"
-        if transient and attempts[key] + 1 < self.max_attempts:
-            return "retry"
-        if transient:
-            error = f"gave up after {attempts[key] + 1} attempts: {error}"
-        if o is not None and o.status == BLOCKED:
-            self.report.blocked[label] = error
-        else:
-            self.report.failed[label] = error
-        return "failed"
-
-    def _slow_down(self, res: Result) -> float:
-        """A result hit a quota: pause submissions for a backoff that grows with each new quota wall
-        and halve the concurrency - once per wall (a result that was already running when the
-        wavefront last slowed down changes nothing more). Returns when to retry it (monotonic)."""
-        now = time.monotonic()
-        if res.started >= self._quota_cut_at:  # a new wall, not the rest of the last one
-            self._quota_streak += 1
-            self.concurrency = max(1, self.concurrency // 2)
-            self._quota_cut_at = now
-            self._quota_successes = 0
-            pause = min(self.quota_backoff_max, self.quota_backoff_base * 2 ** (self._quota_streak - 1))
-            until = max(self._quota_until, now + pause)
-            self.report.quota_waited_s += until - max(self._quota_until, now)
-            self._quota_until = until
-        low = self.report.quota_lowest_concurrency
-        self.report.quota_lowest_concurrency = min(low, self.concurrency) if low else self.concurrency
-        self._draw_now = True
-        return max(self._quota_until, now)
-
-    def _speed_up(self) -> None:
-        """A success: after as many successes as the current concurrency, raise it by one; once it is
-        back to ``workers`` the quota backoff starts from its base again."""
-        if self.concurrency >= self.workers:
-            return
-        self._quota_successes += 1
-        if self._quota_successes >= self.concurrency:
-            self.concurrency += 1
-            self._quota_successes = 0
-            self._draw_now = True
-            if self.concurrency >= self.workers:
-                self._quota_streak = 0
+        category = BLOCKED if o is not None and o.status == BLOCKED else FAILED
+        return Finish(TRANSIENT if transient else PERMANENT, started, error), category
 
     def quota_note(self) -> str:
         """What the progress line says while the wavefront is slowed down by a quota ("" otherwise)."""
-        now = time.monotonic()
-        if self.concurrency >= self.workers and now >= self._quota_until:
-            return ""
-        note = f"quota exceeded ({self.report.quota_hits}x): concurrency {self.concurrency}/{self.workers}"
-        if now < self._quota_until:
-            note += f", resuming in {duration(self._quota_until - now)}"
-        return note
+        return self.wavefront.quota_note(time.monotonic()) if self.wavefront is not None else ""
 
-    def _backoff(self, res: Result, attempt: int) -> float:
-        if res.outcome is not None and res.outcome.status == "busy":
-            return min(5.0, self.backoff_base * 2 ** min(attempt, 4))
-        return self.backoff_base * 2 ** (attempt - 1)
-
-    def _block_dependents(self, root: tuple[str, str], settled: set, aux: ThreadPoolExecutor, futures: list) -> None:
-        root_label = self.nodes[root].label
-        reason = f"blocked by {root_label}"
-        stack = list(self.dependents.get(root, ()))
-        while stack:
-            key = stack.pop()
-            if key in settled:
-                continue
-            settled.add(key)
+    def _block_dependents(self, step: Step, aux: ThreadPoolExecutor, futures: list) -> None:
+        root_label = self.nodes[step.key].label
+        for key in step.blocked:
             node = self.nodes[key]
-            self.report.blocked[node.label] = reason
+            self.report.blocked[node.label] = f"blocked by {root_label}"
             futures.append(aux.submit(self._record_blocked, node, root_label))
-            stack.extend(self.dependents.get(key, ()))
 
     def _record_input_gap(self, node: Node, reason: str) -> None:
         self.app.tracker.record_outcome(
@@ -469,7 +399,7 @@ class Scheduler:
     def _phase_progress(self, node: Node, aux: ThreadPoolExecutor, futures: list) -> None:
         slot = (node.phase, node.day)
         self.open_per_phase_date[slot] -= 1
-        if self.open_per_phase_date[slot] == 0 and node.phase in self.cascade_phases:
+        if self.open_per_phase_date[slot] == 0 and node.phase in self.options.cascade_phases:
             futures.append(aux.submit(self._complete, node.phase, node.day))
 
     def _complete(self, phase: int, day) -> None:
@@ -482,11 +412,11 @@ class Scheduler:
     # ------------------------------------------------------------------ progress
     _draw_now = False  # the quota state changed: draw the progress line now (also in a log)
 
-    def _draw(self, inflight: dict, final: bool = False) -> None:
+    def _draw(self, final: bool = False) -> None:
         if self.progress is None:
             return
         r = self.report
         force, self._draw_now = self._draw_now, False
         self.progress.update(done=len(r.succeeded) + len(r.already_done), failed=len(r.failed) + len(r.blocked),
-                             running=len(inflight), total=r.total, final=final, note=self.quota_note(),
+                             running=len(self.wavefront.running) if self.wavefront and not final else 0, total=r.total, final=final, note=self.quota_note(),
                              force=force)
