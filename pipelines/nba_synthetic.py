@@ -4,7 +4,9 @@ Declared in ``pipelines/nba.yaml`` as ``synthetic: nba_synthetic:day_files``; ``
 writes what it returns (any other pipeline gets files derived from its definition). For each game
 day of the calendar:
 
-* ``nbacom/schedule/{date}.json``: ``{"game_date", "games": [{game_id, home_team, away_team, arena, tipoff_et}]}``
+* ``nbacom/schedule/{date}.json``: ``{"game_date", "games": [{game_id, home_team, away_team, arena, tipoff_et,
+  game_status}]}`` - the file as scraped after the date's games: every game final (``game_status`` 3),
+  so the calendar taken from the schedule (``expected_from``) agrees with the declared one
 * ``nbacom/player_boxscores/{date}.json``: ``{"game_date", "players": [{game_id, player_id, player_name,
   team, minutes, points, rebounds, assists, fgm, fga, fg3m, fg3a, ftm, fta}]}``
 
@@ -46,7 +48,7 @@ def day_files(day: date) -> dict[str, dict[str, Any]]:
         home, away = teams[2 * g], teams[2 * g + 1]
         game_id = f"00{day.strftime('%y%m%d')}{g + 1:02d}"
         games.append({"game_id": game_id, "home_team": home, "away_team": away, "arena": f"{home} Arena",
-                      "tipoff_et": f"{19 + g % 3}:{'30' if g % 2 else '00'}"})
+                      "tipoff_et": f"{19 + g % 3}:{'30' if g % 2 else '00'}", "game_status": 3})
         for team in (home, away):
             for slot in range(PLAYERS_PER_TEAM):
                 star = 1.6 if slot == 0 else 1.25 if slot < 3 else 1.0

@@ -70,8 +70,9 @@ def _processors(app: App, phases: Iterable[int] | None = None, processors: Itera
 
 
 def table_coverage(app: App, proc: Processor, start: date, end: date) -> Coverage:
-    """Coverage of ``proc``'s output table over ``start..end``: one query."""
-    expected = app.pipeline.calendar.expected_dates(start, end)
+    """Coverage of ``proc``'s output table over ``start..end``: one query. Dates before its history
+    start (the pipeline's or its own) are not expected: nothing is missing there."""
+    expected = app.pipeline.calendar.expected_dates(start, end, proc.name)
     present = app.warehouse.present_dates(proc.output, start, end) if expected else set()
     missing = [d.isoformat() for d in expected if d not in present]
     table_id = f"{app.pipeline.dataset_id(proc.output.dataset)}.{proc.output.name}"
@@ -86,7 +87,7 @@ def raw_coverage(app: App, proc: Processor, start: date, end: date) -> Coverage:
     prefix = pattern.split("{date}")[0]
     bucket = app.pipeline.bucket(app.project)
     names = {b.name for b in app.storage.list_blobs(bucket, prefix=prefix)}
-    expected = app.pipeline.calendar.expected_dates(start, end)
+    expected = app.pipeline.calendar.expected_dates(start, end, proc.name)
     missing = [d.isoformat() for d in expected if pattern.format(date=d.isoformat()) not in names]
     return Coverage(f"gs://{bucket}/{pattern}", proc.name, proc.phase, start.isoformat(), end.isoformat(),
                     len(expected), len(expected) - len(missing), missing)

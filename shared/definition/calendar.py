@@ -16,7 +16,10 @@ methods on the same answer. What the schedule does not answer is expected, never
 * a date after the schedule's last loaded date (its newest row), or any date while the schedule
   could not be read, is **expected, unknown** (``note`` says so): a missing schedule never turns
   a gap into a no-game day;
-* a date before the schedule's last loaded date without a matching row has no games;
+* a date before the schedule's last loaded date without a matching row has no games - unless the
+  source says ``unlisted: expected`` (a schedule loaded date by date, with its readers): then a
+  date without any row is expected, unknown (its schedule is not loaded yet), and only a date whose
+  rows all fail ``where`` (every game postponed) has no games;
 * the schedule processor's own partitions are expected on every date the declared rules expect
   (``is_expected(day, processor)``): it defines the calendar, so a schedule date that failed or
   never loaded shows as a gap of the schedule itself, and its readers become expected again as
@@ -37,6 +40,8 @@ log = logging.getLogger("cascade.definition.calendar")
 
 # A from-data calendar is read again after this many seconds unless the definition says otherwise.
 DEFAULT_REFRESH_SECONDS = 300
+# What a date without any row of the source (inside its loaded span) means: the first is the default.
+UNLISTED = ("no_games", "expected")
 # After a failed read (the schedule's table missing, BigQuery down) the next try waits this long.
 RETRY_AFTER_FAILURE_SECONDS = 30
 
@@ -67,11 +72,14 @@ class Season:
 class DataSource:
     """Where expected dates come from: a declared processor's output table, its rows filtered by
     ``where`` (column -> accepted values, e.g. ``{game_status: [3]}``; values are query parameters,
-    columns are declared columns)."""
+    columns are declared columns). ``unlisted``: what a date without any row means before the last
+    loaded date - ``no_games`` (a schedule loaded ahead) or ``expected`` (loaded date by date: not
+    loaded yet)."""
 
     processor: str
     where: tuple[tuple[str, tuple[Any, ...]], ...] = ()
     refresh_seconds: int = DEFAULT_REFRESH_SECONDS
+    unlisted: str = UNLISTED[0]
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"processor": self.processor}
@@ -79,17 +87,21 @@ class DataSource:
             out["where"] = {c: list(v) for c, v in self.where}
         if self.refresh_seconds != DEFAULT_REFRESH_SECONDS:
             out["refresh_seconds"] = self.refresh_seconds
+        if self.unlisted != UNLISTED[0]:
+            out["unlisted"] = self.unlisted
         return out
 
 
 @dataclass(frozen=True)
 class ScheduleDates:
     """What the schedule answered over the seasons' span: the dates with a matching row, and its last
-    loaded date (its newest row of any kind; None when it has none). ``error`` when it could not be read."""
+    loaded date (its newest row of any kind; None when it has none), the dates with a row of any kind
+    (``listed``; None when the loader does not say). ``error`` when it could not be read."""
 
     dates: frozenset[date] = frozenset()
     through: date | None = None
     error: str = ""
+    listed: frozenset[date] | None = None
 
 
 # ``loader(source, start, end) -> ScheduleDates`` (``Warehouse.calendar_dates``).
@@ -118,36 +130,61 @@ class Calendar:
     closed_weekdays: frozenset[int] = field(default_factory=frozenset)  # 0 = Monday ... 6 = Sunday
     history_start: date | None = None  # no data before it: earlier dates are not expected, windows stop here
     expected_from: DataSource | None = None
+    # Processors whose own history starts later (``history_start:`` on the processor): the same rule
+    # for one table - its partitions before it are not expected, its readers' windows stop there.
+    processor_starts: tuple[tuple[str, date], ...] = ()
     _dates: _Materialized = field(default_factory=_Materialized, compare=False, hash=False, repr=False)
 
     # ------------------------------------------------------------------ the declared rules
-    def declared_expected(self, day: date) -> bool:
-        """True when the declared rules expect ``day``: inside a season, from the history start on, not
-        a declared no-game date or closed weekday (the data, if any, is not asked)."""
+    def history_start_of(self, processor: str | None = None) -> date | None:
+        """Where history starts for ``processor``'s table: the later of the pipeline's history start
+        and the processor's own (None: neither is declared). Without ``processor``: the pipeline's."""
+        own = dict(self.processor_starts).get(processor) if processor is not None else None
+        if own is None or self.history_start is None:
+            return own or self.history_start
+        return max(own, self.history_start)
+
+    def declared_expected(self, day: date, processor: str | None = None) -> bool:
+        """True when the declared rules expect ``day``: inside a season, from the history start (of
+        ``processor``, when given) on, not a declared no-game date or closed weekday (the data, if any,
+        is not asked)."""
         if day in self.no_game_dates or day.weekday() in self.closed_weekdays:
             return False
-        if self.history_start is not None and day < self.history_start:
+        start = self.history_start_of(processor)
+        if start is not None and day < start:
             return False
         return any(s.start <= day <= s.end for s in self.seasons)
 
     def is_expected(self, day: date, processor: str | None = None) -> bool:
         """True when ``day`` is a game day: the declared rules expect it and, for a from-data calendar,
         the schedule lists it or does not cover it (unknown is expected). The schedule processor's own
-        partitions (``processor`` = its name) are expected on every declared date."""
-        if not self.declared_expected(day):
+        partitions (``processor`` = its name) are expected on every declared date. With ``processor``,
+        its own history start counts too (nothing of it is expected before)."""
+        if not self.declared_expected(day, processor):
             return False
         if self.expected_from is None or processor == self.expected_from.processor:
             return True
         data = self.schedule()
-        return data.through is None or day > data.through or day in data.dates
+        return day in data.dates or self._uncovered(day, data)
+
+    def _uncovered(self, day: date, data: ScheduleDates) -> bool:
+        """True when the schedule does not answer for ``day``: nothing read, after its last loaded date,
+        or (``unlisted: expected``) no row of any kind for it."""
+        if data.through is None or day > data.through:
+            return True
+        src = self.expected_from
+        if src is not None and src.unlisted == "expected":
+            listed = data.listed if data.listed is not None else data.dates
+            return day not in listed
+        return False
 
     def is_unknown(self, day: date) -> bool:
         """True when ``day`` is expected only because the schedule does not answer for it (after its
-        last loaded date, or the schedule could not be read)."""
+        last loaded date, no row for it under ``unlisted: expected``, or the schedule could not be read)."""
         if self.expected_from is None or not self.declared_expected(day):
             return False
         data = self.schedule()
-        return data.through is None or day > data.through
+        return day not in data.dates and self._uncovered(day, data)
 
     def expected_dates(self, start: date, end: date, processor: str | None = None) -> list[date]:
         """Game days from ``start`` to ``end`` inclusive, e.g. 2025-02-12..2025-02-21 skips the All-Star break."""
@@ -173,20 +210,25 @@ class Calendar:
             day -= timedelta(days=1)
         return min(earliest, end)
 
-    def clip(self, start: date) -> date:
-        """``start`` moved up to the history start: a window never reaches before it."""
-        return max(start, self.history_start) if self.history_start is not None else start
+    def clip(self, start: date, processor: str | None = None) -> date:
+        """``start`` moved up to the history start (of ``processor``'s table, when given): a window
+        never reaches before it."""
+        first = self.history_start_of(processor)
+        return max(start, first) if first is not None else start
 
-    def reason_not_expected(self, day: date) -> str:
-        """Why ``day`` has no games ("All-Star break", "outside the season"), or "" for a game day."""
-        if self.is_expected(day):
+    def reason_not_expected(self, day: date, processor: str | None = None) -> str:
+        """Why ``day`` has no games ("All-Star break", "outside the season"), or "" for a game day
+        (of ``processor``, when given: before its own history start it has no data either)."""
+        if self.is_expected(day, processor):
             return ""
         if day in self.no_game_dates:
             return dict(self.no_game_reasons).get(day, "no games")
         if day.weekday() in self.closed_weekdays:
             return f"closed on {WEEKDAYS[day.weekday()].capitalize()}s"
-        if self.history_start is not None and day < self.history_start:
-            return f"before the history start {self.history_start}"
+        start = self.history_start_of(processor)
+        if start is not None and day < start:
+            own = processor is not None and start != self.history_start
+            return f"before the history start {start}" + (f" of {processor}" if own else "")
         if self.declared_expected(day) and self.expected_from is not None:
             return f"no games in {self.expected_from.processor}"
         return "outside the season"
@@ -201,7 +243,8 @@ class Calendar:
             assert src is not None
             why = (f"{src.processor} could not be read ({data.error[:160]})" if data.error
                    else f"{src.processor} has no rows yet" if data.through is None
-                   else f"{src.processor} is loaded through {data.through}")
+                   else f"{src.processor} is loaded through {data.through}" if day > data.through
+                   else f"{src.processor} has no row for {day} (loaded through {data.through})")
             return f"expected (unknown): {why}; a date the schedule does not cover counts as a game day"
         return ""
 
@@ -240,11 +283,19 @@ class Calendar:
             self._dates.until = float("-inf")
         return self.schedule()
 
-    def with_dates(self, dates: Iterable[date], through: date | None = None) -> "Calendar":
-        """A copy holding these materialized dates (never read again): ``through`` defaults to the last."""
+    def with_history_starts(self, starts: dict[str, date]) -> "Calendar":
+        """A copy knowing where each of these processors' own history starts (``history_start:`` on a
+        processor); the materialized dates are shared."""
+        return replace(self, processor_starts=tuple(sorted(starts.items())))
+
+    def with_dates(self, dates: Iterable[date], through: date | None = None,
+                   listed: Iterable[date] | None = None) -> "Calendar":
+        """A copy holding these materialized dates (never read again): ``through`` defaults to the last;
+        ``listed`` (dates with a row of any kind) to None (not said)."""
         days = frozenset(dates)
         last = through if through is not None else max(days, default=None)
-        return replace(self, _dates=_Materialized(data=ScheduleDates(days, last)))
+        rows = frozenset(listed) if listed is not None else None
+        return replace(self, _dates=_Materialized(data=ScheduleDates(days, last, listed=rows)))
 
     def detached(self) -> "Calendar":
         """A copy with its own materialized dates (not shared with this one), attached to nothing."""
@@ -286,8 +337,11 @@ class Calendar:
             spec = raw["expected_from"]
             where = tuple((str(c), tuple(v if isinstance(v, list) else [v]))
                           for c, v in (spec.get("where") or {}).items())
+            unlisted = str(spec.get("unlisted", UNLISTED[0]))
+            if unlisted not in UNLISTED:
+                raise ValueError(f"calendar.expected_from.unlisted is {unlisted!r}; it is one of {list(UNLISTED)}")
             source = DataSource(str(spec["processor"]), where,
-                                int(spec.get("refresh_seconds", DEFAULT_REFRESH_SECONDS)))
+                                int(spec.get("refresh_seconds", DEFAULT_REFRESH_SECONDS)), unlisted)
         start = raw.get("history_start")
         return Calendar(timezone=raw["timezone"], seasons=seasons,
                         no_game_dates=frozenset(d for d, _ in reasons), no_game_reasons=tuple(reasons),

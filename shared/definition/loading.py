@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from cascade.definition.calendar import Calendar
+from cascade.definition.calendar import Calendar, parse_date
 from cascade.definition.imports import PIPELINES_FOLDER
 from cascade.definition.model import GATE_KINDS, Gate, Phase, Pipeline, Processor, Table, Upstream
 from cascade.definition.schema import validate as validate_structure
@@ -48,7 +48,9 @@ def from_dict(raw: dict[str, Any], source_path: str = "") -> Pipeline:
                              int(p.get("max_instances", 10)), int(p.get("concurrency", 8))) for p in raw["phases"])
         processors = tuple(_processor(p) for p in raw["processors"])
         pipeline = Pipeline(name=str(raw["pipeline"]), description=str(raw.get("description", "")),
-                            calendar=Calendar.from_dict(raw["calendar"]), phases=phases,
+                            calendar=Calendar.from_dict(raw["calendar"]).with_history_starts(
+                                {str(p["name"]): parse_date(str(p["history_start"])) for p in raw["processors"]
+                                 if p.get("history_start") is not None}), phases=phases,
                             processors=processors, raw_bucket=str(raw.get("raw_bucket", "raw")),
                             source_path=source_path,
                             synthetic=str(raw["synthetic"]) if raw.get("synthetic") else None)

@@ -58,8 +58,9 @@ class Upstream:
     off-season do not count), e.g. a player's last 10 game dates, which may reach into last season.
     ``until_previous_day`` ends the window the day before (forward-looking readers, e.g. predictions
     for today's games, read history up to yesterday): 2025-01-17..2025-01-30 for lookback 14.
-    A window never starts before the calendar's ``history_start``: reaching before it is a *short
-    window by declaration* (``short_window`` says so), not a gap.
+    A window never starts before the calendar's ``history_start``, nor before the upstream processor's
+    own ``history_start``: reaching before it is a *short window by declaration* (``short_window`` says
+    so), not a gap.
     """
 
     processor: str
@@ -73,10 +74,10 @@ class Upstream:
 
     def window(self, day: date, calendar: Calendar | None = None) -> tuple[date, date]:
         """The dates of this upstream a run for ``day`` needs (inclusive on both sides), never before the
-        calendar's history start."""
+        history start of the upstream's table (the pipeline's, or the processor's own)."""
         start, end = self.declared_window(day, calendar)
         if calendar is not None:
-            start = calendar.clip(start)
+            start = calendar.clip(start, self.processor)
         return min(start, end), end
 
     def declared_window(self, day: date, calendar: Calendar | None = None) -> tuple[date, date]:
@@ -92,14 +93,14 @@ class Upstream:
     def short_window(self, day: date, calendar: Calendar | None) -> str:
         """"" when the run for ``day`` reads its whole declared window; else what it reads instead, e.g.
         "nbac_schedule: 2024-10-22..2024-10-25 of 2024-09-25..2024-10-25 (history starts 2024-10-22)"."""
-        if calendar is None or calendar.history_start is None or not self.has_lookback:
+        first = calendar.history_start_of(self.processor) if calendar is not None else None
+        if first is None or not self.has_lookback:
             return ""
         declared = self.declared_window(day, calendar)
         start, end = self.window(day, calendar)
         if start <= declared[0]:
             return ""
-        return (f"{self.processor}: {start}..{end} of {declared[0]}..{declared[1]} "
-                f"(history starts {calendar.history_start})")
+        return f"{self.processor}: {start}..{end} of {declared[0]}..{declared[1]} (history starts {first})"
 
 
 @dataclass(frozen=True)

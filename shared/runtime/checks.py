@@ -18,7 +18,8 @@ Two checks, both driven by the definition's upstreams (no per-processor code):
   of 10 expected dates checks from the 10th game date back.
 
 Both use the pipeline's one calendar: a window never reaches before the declared ``history_start``
-(a *short window by declaration*: checked and read from the history start on, and said so in the
+(the pipeline's, or the upstream processor's own: a *short window by declaration*: checked and read
+from the history start on, and said so in the
 check's detail, which is recorded with the run), and with expected dates from data a date the
 schedule does not cover yet is expected (the detail names those dates).
 
@@ -115,7 +116,7 @@ class Checks:
         must_exist: dict[str, date] = {}
         for u in ups:
             start, end = u.window(day, self.pipeline.calendar)
-            expected = self.pipeline.calendar.expected_dates(start, end)
+            expected = self.pipeline.calendar.expected_dates(start, end, u.processor)
             if expected:  # an empty expected window (a season's opening day) needs nothing
                 needed[u.processor] = expected
                 must_exist[u.processor] = expected[-1]
@@ -174,7 +175,7 @@ class Checks:
             started = time.perf_counter()
             table = self.pipeline.processor(u.processor).output
             start, end = u.window(day, self.pipeline.calendar)
-            expected = self.pipeline.calendar.expected_dates(start, end)
+            expected = self.pipeline.calendar.expected_dates(start, end, u.processor)
             present = self.warehouse.present_dates(table, start, end) if expected else set()
             missing = [d for d in expected if d not in present]
             elapsed = time.perf_counter() - started

@@ -128,6 +128,11 @@ PROCESSOR = Obj({
        "columns are its date column plus any of `path`, `row_count`, `bytes`, `sha256`; keys `[path]`)."),
     "python": Str("`module:attribute` of a Python callable producing the date's rows (importable from the "
                   "definition's folder or PYTHONPATH).", pattern=CALLABLE, examples=["my_pipeline.features:build"]),
+    "history_start": Date("The first date this processor's table has data for, when it starts later than the "
+                          "pipeline (`calendar.history_start`), e.g. a sensor installed later: its partitions "
+                          "before it are not expected (a backfill skips them, never a gap), and a lookback of a reader "
+                          "reaching before it is a short window by declaration (computed on what exists, "
+                          "recorded with the run's checks, shown by `cascade status`), never refused by preflight."),
     "allow_empty": Bool("Zero rows on an expected date is a valid result (else refused, existing rows kept).",
                         default=False),
     "gates": List(GATE, "Quality gates on the written partition."),
@@ -181,6 +186,11 @@ CALENDAR = Obj({
                      "parameters.", key_pattern=NAME),
         "refresh_seconds": Int("How long a process keeps the dates it read before reading them again.",
                                minimum=1, default=300),
+        "unlisted": Str("What a date without any row of the processor (before its last loaded date) means: "
+                        "`no_games` (the schedule is loaded ahead, a season at a time) or `expected` (it is "
+                        "loaded date by date: that date is not loaded yet, so it is expected, unknown; only "
+                        "a date whose rows all fail `where` has no games).", enum=["no_games", "expected"],
+                        default="no_games"),
     }, "Expected dates from data, inside the seasons and the rules above: one query per process (kept "
        "`refresh_seconds`). A date after the processor's last loaded date, or while its table cannot be read, "
        "is expected (unknown), never a hidden gap; the processor's own partitions are expected on every "
