@@ -222,8 +222,9 @@ def test_interruption_starts_nothing_more_and_reports_what_did_not_run() -> None
     sc = SCENARIOS["linear chains over days run side by side"]
     wf = Wavefront(sc.units, sc.deps, Policy(workers=2, max_per_group=5))
     trace = simulate(wf, stop_at=1.5)
-    # Started by 1.5: a@1, a@2 at 0, then b@1, b@2 at 1 (earliest first); running at the stop, they report.
-    assert set(trace.starts) == {("a", 1), ("a", 2), ("b", 1), ("b", 2)}
+    # Started by 1.5: a@1, a@2 at 0, then a@3, a@4 at 1 (their chains are longer than b's); running at the
+    # stop, they report.
+    assert set(trace.starts) == {("a", 1), ("a", 2), ("a", 3), ("a", 4)}
     assert all(wf.outcome[k] == SUCCEEDED for k in trace.starts)
     assert wf.stopped and wf.finished and wf.take_ready(10.0) == [] and wf.next_wakeup(10.0) is None
     assert set(wf.not_run()) == {u.key for u in sc.units} - set(trace.starts)
@@ -252,6 +253,9 @@ def test_critical_path_ranks_by_remaining_chain_then_rank() -> None:
     assert wf.chain[("x1", 9)] == 3.0 and wf.chain[("x3", 9)] == 1.0 and wf.chain[("y", 1)] == 1.0
     weighted = Wavefront([Unit("a", weight=2.0), Unit("b", weight=5.0), Unit("c")], {"c": {"a"}})
     assert weighted.chain == {"a": 3.0, "b": 5.0, "c": 1.0}
+    # A group's queue is part of the chain: 6 units of T through 2 slots are chains of 3, 3, 2, 2, 1, 1.
+    queued = Wavefront([Unit(("t", d), "T", (d,)) for d in range(6)], {}, Policy(max_per_group=2))
+    assert [queued.chain[("t", d)] for d in range(6)] == [3.0, 3.0, 2.0, 2.0, 1.0, 1.0]
 
 
 def test_bad_input_is_refused() -> None:

@@ -27,6 +27,7 @@ from cascade.backfill.lease import BackfillLease, describe_holder, holders
 from cascade.backfill.plan import Plan, UsageError, build_plan, check_range, select_processors
 from cascade.backfill.progress import Progress
 from cascade.backfill.scheduler import RunReport, Scheduler, SchedulerOptions
+from cascade.backfill.wavefront import ORDERS
 from cascade.backfill.validate import (DEFAULT_THRESHOLD, Coverage, Preflight, TableValidation, coverage, outside_inputs, preflight,
                        validate)
 
@@ -51,6 +52,7 @@ class BackfillRequest:
     lease_ttl_seconds: float | None = None
     executor: str = "in-process"  # or "functions": each partition dispatched to its phase function
     partition_timeout_s: float = 1800.0  # functions executor: a partition with no final state by then fails
+    order: str = "critical-path"  # of ready partitions (wavefront.ORDERS): "earliest" for date first
 
     def check(self) -> None:
         check_range(self.start, self.end)
@@ -64,6 +66,8 @@ class BackfillRequest:
             raise UsageError("--max-rate must be positive")
         if self.executor not in EXECUTORS:
             raise UsageError(f"--executor must be one of {list(EXECUTORS)}")
+        if self.order not in ORDERS:
+            raise UsageError(f"order must be one of {list(ORDERS)}")
         if self.partition_timeout_s <= 0:
             raise UsageError("--partition-timeout must be positive (seconds)")
 
@@ -71,7 +75,7 @@ class BackfillRequest:
         return SchedulerOptions(workers=self.workers, max_merges_per_table=self.max_merges_per_table,
                                 max_rate=self.max_rate, max_attempts=self.max_attempts, backoff_base=self.backoff_base,
                                 cascade_phases=frozenset(cascade_phases), executor=self.executor,
-                                partition_timeout_s=self.partition_timeout_s)
+                                partition_timeout_s=self.partition_timeout_s, order=self.order)
 
     def command(self) -> str:
         parts = ["cascade backfill", f"--start {self.start}", f"--end {self.end}"]

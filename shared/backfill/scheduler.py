@@ -3,7 +3,9 @@
 A partition (processor, date) is ready when every upstream partition it reads that is *inside the
 backfill's target set* has succeeded: same-date upstreams, and every expected date of its lookback
 window (window dates outside the target are not waited for; the backfill runs in backfill mode, so
-strict checks are skipped and the preflight covers history). Every decision - readiness, the order
+strict checks are skipped and the preflight covers history). Ready partitions start by critical
+path (the longest remaining chain through their dependents and their table's queue first, then the
+earliest date; ``order="earliest"`` for date first). Every decision - readiness, the order
 of ready partitions, per-table slots (at most ``max_merges_per_table`` MERGEs against one output
 table at a time), the worker count, the optional rate limit, attempts and delayed retries, the quota
 slowdown, the blocked closure - is the pure ``wavefront.Wavefront``'s. This module owns the rest: the
@@ -52,7 +54,7 @@ from cascade.state.tracker import BLOCKED, SUCCESS
 from cascade.backfill.executors import executor_for
 from cascade.backfill.plan import Node, Plan, upstream_window
 from cascade.definition.model import Pipeline
-from cascade.backfill.wavefront import (BUSY, EARLIEST, FAILED, OK, PERMANENT, QUOTA, SUCCEEDED, TRANSIENT, Finish,
+from cascade.backfill.wavefront import (BUSY, CRITICAL_PATH, FAILED, OK, PERMANENT, QUOTA, SUCCEEDED, TRANSIENT, Finish,
                                         Policy, Step, Unit, Wavefront)
 
 logger = get_logger("backfill")
@@ -143,7 +145,7 @@ class SchedulerOptions:
     quota_backoff_base: float = 5.0
     quota_backoff_max: float = 300.0
     quota_wait_s: float = 3600.0
-    order: str = EARLIEST                  # of ready partitions: wavefront.ORDERS
+    order: str = CRITICAL_PATH             # of ready partitions: wavefront.ORDERS
     cascade_phases: frozenset[int] = frozenset()
     correlation_id: str = ""
     executor: str = "in-process"

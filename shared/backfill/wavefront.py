@@ -23,10 +23,10 @@ its work), ``unstart(key)`` puts back a unit that was taken but never started, `
 it), ``stop()`` stops starting units; ``finished`` says when nothing is running and nothing is left
 to start. ``simulate`` drives a wavefront in simulated time (tests, what-if figures).
 
-Order of ready units (``Policy.order``): ``earliest`` (the default) starts the unit with the
-smallest rank first (the caller's earliest date, phase, position); ``critical-path`` starts the unit
-with the longest remaining chain first - the sum of weights along the longest path from the unit
-through its dependents - then the smallest rank.
+Order of ready units (``Policy.order``): ``critical-path`` (the default) starts the unit with the
+longest remaining chain first - the sum of weights along the longest path from the unit through its
+dependents and through its group's queue (the units of its group ranked after it) - then the
+smallest rank (the caller's earliest date, phase, position); ``earliest`` uses the rank alone.
 
 Result kinds: ``ok``; ``transient`` (retried with backoff ``backoff_base * 2**(attempt-1)`` while
 attempts remain: ``max_attempts`` in all); ``busy`` (held by another run: retried with a short capped
@@ -70,7 +70,7 @@ class Policy:
     quota_backoff_base: float = 5.0
     quota_backoff_max: float = 300.0
     quota_wait_s: float = 3600.0
-    order: str = EARLIEST
+    order: str = CRITICAL_PATH
 
     def __post_init__(self) -> None:
         if self.workers < 1 or self.max_per_group < 1:
@@ -166,24 +166,46 @@ class Wavefront:
 
     # ------------------------------------------------------------------ graph
     def _chains(self) -> dict[Hashable, float]:
-        """Longest remaining chain of every unit: its weight plus its dependents' longest chain."""
-        order: list[Hashable] = []
-        waiting = {k: len(d) for k, d in self.deps.items()}
-        todo = [k for k, n in waiting.items() if n == 0]
-        while todo:
-            k = todo.pop()
-            order.append(k)
-            for dep in self.dependents[k]:
-                waiting[dep] -= 1
-                if waiting[dep] == 0:
-                    todo.append(dep)
-        if len(order) != len(self.units):
-            cycle = sorted((k for k, n in waiting.items() if n), key=self._seq.__getitem__)
+        """Longest remaining chain of every unit: its weight plus the longest chain after it, through
+        its dependents and through its group's queue (the units of its group ranked after it: with
+        ``max_per_group`` slots, the one ``max_per_group`` places later cannot start before it ends).
+        Without the queue edges, a unit upstream of everything would always come first and a
+        downstream table would be left with all of its work at the end."""
+        after: dict[Hashable, list[Hashable]] = {k: list(d) for k, d in self.dependents.items()}
+        by_group: dict[str, list[Hashable]] = {}
+        for k, u in self.units.items():
+            if u.group is not None:
+                by_group.setdefault(u.group, []).append(k)
+        slots = self.policy.max_per_group
+        for keys in by_group.values():
+            keys.sort(key=lambda k: (self.units[k].rank, self._seq[k]))
+            for a, b in zip(keys, keys[slots:]):
+                after[a].append(b)
+        order = self._topological(after)
+        if order is None:  # a group's ranks run against its dependencies: chains over dependencies only
+            after = {k: list(d) for k, d in self.dependents.items()}
+            order = self._topological(after)
+        if order is None:
+            waiting = Counter(d for ds in self.dependents.values() for d in ds)
+            cycle = sorted((k for k in self.units if waiting[k]), key=self._seq.__getitem__)
             raise ValueError(f"dependency cycle among {cycle[:5]!r}")
         chain: dict[Hashable, float] = {}
         for k in reversed(order):
-            chain[k] = self.units[k].weight + max((chain[d] for d in self.dependents[k]), default=0.0)
+            chain[k] = self.units[k].weight + max((chain[d] for d in after[k]), default=0.0)
         return chain
+
+    def _topological(self, after: Mapping[Hashable, list[Hashable]]) -> list[Hashable] | None:
+        waiting: Counter = Counter(d for ds in after.values() for d in ds)
+        todo = [k for k in self.units if waiting[k] == 0]
+        order: list[Hashable] = []
+        while todo:
+            k = todo.pop()
+            order.append(k)
+            for d in after[k]:
+                waiting[d] -= 1
+                if waiting[d] == 0:
+                    todo.append(d)
+        return order if len(order) == len(self.units) else None
 
     def _priority(self, key: Hashable) -> tuple:
         unit = self.units[key]
