@@ -36,7 +36,7 @@ demo: venv
 test: venv lint test-cases test-python test-infra test-py312
 
 test-python: venv
-	$(VENV)/bin/python -m pytest -q -p no:bqemulator --durations=15 tests --ignore=tests/test_terraform.py --ignore=tests/test_terraform_schema.py
+	$(VENV)/bin/python -m pytest -q -p no:bqemulator --durations=15 tests --ignore-glob="tests/test_terraform_*.py"
 
 # Every shipped definition and a freshly scaffolded project, all their SQL analyzed by BigQuery's analyzer,
 # in one `cascade lint` process (ZetaSQL starts once).

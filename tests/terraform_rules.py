@@ -1,8 +1,10 @@
-"""Structural tests of the Terraform deployment (infra/terraform), offline.
+"""The offline checks of the Terraform deployment (infra/terraform), shared by the test_terraform_*
+modules: every ``.tf`` file parsed with python-hcl2, the deployment's contract as
+``problems(parsed_tf, inputs) -> list[str]`` so the negative tests can run them on mutated copies and
+prove each check reports what it guards against.
 
-The Terraform registry is unreachable here, so ``terraform init/validate/plan`` cannot run. These
-tests parse every ``.tf`` file with python-hcl2 and check the deployment's contract (DESIGN.md,
-"Production deployment"): per phase a trigger topic, a dead-letter topic and its subscription, a
+The Terraform registry is unreachable here, so ``terraform init/validate/plan`` cannot run. The
+contract: per phase a trigger topic, a dead-letter topic and its subscription, a
 2nd-gen function reachable only internally, a push subscription with OIDC, a 600 s ack deadline,
 10-600 s backoff and dead-lettering; run.invoker for the push identity; publisher only on the next
 phase's topic; dataset-level dataEditor; and every phase of the generated inputs covered without a
@@ -11,12 +13,9 @@ that outlasts the documented burst (docs/deploy.md, "Bursts"); bucket IAM limite
 folders; force_destroy as a variable; alerting (alert-entry metric whose filter matches what
 cascade.runtime.alerts really logs, dead letters, backlog age, 5xx ratio, freshness) and the dashboard.
 
-The checks are ``problems(parsed_tf, inputs) -> list[str]`` so the negative tests can run them on
-mutated copies and prove each check reports what it guards against.
-
 Run with the dedicated venv (python-hcl2 conflicts with checkov's pinned parser)::
 
-    .venv-hcl/bin/python -m pytest -q tests/test_terraform.py -p no:cacheprovider
+    .venv-hcl/bin/python -m pytest -q tests/test_terraform_*.py -p no:cacheprovider
 
 (``infra/check.sh`` creates the venv.) In a venv without python-hcl2 the module is skipped.
 """
@@ -845,87 +844,7 @@ def _clean_env() -> dict[str, str]:
     return env
 
 
-# ====================================================================== positive tests
-def test_every_tf_file_parses() -> None:
-    files = sorted(TF_ROOT.rglob("*.tf"))
-    assert {p.name for p in files} >= {"versions.tf", "variables.tf", "main.tf", "outputs.tf"}
-    for path in files:
-        if ".terraform" in path.parts:
-            continue
-        with path.open() as fh:
-            assert isinstance(hcl2.load(fh), dict), path
-
-
-def test_committed_tfvars_match_the_pipeline_definition() -> None:
-    proc = subprocess.run([str(_main_python()), "-m", "cascade.deploy.tfvars"], cwd=REPO, env=_clean_env(),
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) == json.loads(TFVARS.read_text()), (
-        "infra/terraform/pipeline.auto.tfvars.json is stale: run `python -m cascade.deploy.tfvars --write`")
-
-
-def test_deployment_has_no_problems(parsed: dict[str, Any], inputs: dict[str, Any]) -> None:
-    assert problems(parsed, inputs) == []
-
-
-def test_every_phase_is_deployed(parsed: dict[str, Any], inputs: dict[str, Any]) -> None:
-    phases = inputs["phases"]
-    assert {"2", "3", "4"} <= set(phases)
-    first = min(phases, key=int)
-    assert phases[first]["schedule"], "the first phase must have a daily schedule"
-    last = [k for k, p in phases.items() if p["next"] is None]
-    assert last and all(phases[k]["next_topic"] is None for k in last)
-    for key, ph in phases.items():
-        assert (REPO / ph["source_dir"] / "main.py").is_file(), f"phase {key} has no function source"
-
-
-def test_new_phases_need_no_terraform_edit(parsed: dict[str, Any]) -> None:
-    """A further phase (own schedule, default date today) added to the YAML changes inputs only: no
-    Terraform edit and no function folder (every phase deploys functions/phase with CASCADE_PHASE)."""
-    script = r"""
-import json, sys, yaml
-from pathlib import Path
-from cascade.definition.model import from_dict
-from cascade.deploy.tfvars import terraform_inputs
-raw = yaml.safe_load(Path("pipelines/nba.yaml").read_text())
-last = next(p for p in raw["phases"] if p.get("next") is None)
-last["next"] = 97
-raw["phases"] += [
-    {"number": 97, "name": "scoring", "title": "Scoring", "next": 98, "schedule": "30 10 * * *",
-     "default_date": "today"},
-    {"number": 98, "name": "archive", "title": "Archive"},
-]
-src = next(p for p in raw["processors"] if p["phase"] == last["number"])
-raw["processors"] += [
-    {"name": "scoring_out", "phase": 97, "upstreams": [src["name"]],
-     "output": {"table": "nba_scoring.scoring_out", "date_column": "game_date",
-                "keys": ["item_id"], "columns": {"game_date": "DATE", "item_id": "INT64", "score": "FLOAT64"}},
-     "sql": "SELECT @data_date AS game_date, 1 AS item_id, 1.0 AS score"},
-    {"name": "archive_out", "phase": 98, "upstreams": ["scoring_out"],
-     "output": {"table": "nba_archive.archive_out", "date_column": "game_date",
-                "keys": ["item_id"], "columns": {"game_date": "DATE", "item_id": "INT64", "score": "FLOAT64"}},
-     "sql": "SELECT game_date, item_id, score FROM {nba_scoring.scoring_out}"},
-]
-print(json.dumps({"last": str(last["number"]), "inputs": terraform_inputs(from_dict(raw, "pipelines/nba.yaml"))}))
-"""
-    proc = subprocess.run([str(_main_python()), "-c", script], cwd=REPO, env=_clean_env(),
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout)
-    grown, last = out["inputs"], out["last"]
-    assert {"97", "98"} <= set(grown["phases"])
-    p97 = grown["phases"]["97"]
-    assert p97["schedule"] == "30 10 * * *" and p97["default_date"] == "today" and p97["next_topic"] == "nba-phase98-archive"
-    assert grown["phases"][last]["next_topic"] == "nba-phase97-scoring"
-    assert grown["phases"]["98"]["reads_datasets"] == ["nba_scoring"]
-    assert "nba_scoring" in grown["datasets"] and "nba_archive.archive_out" in grown["tables"]
-    # The new phases deploy the one generic entry point: nothing else to add, no problem.
-    assert {grown["phases"][n]["source_dir"] for n in ("97", "98")} == {"functions/phase"}
-    found = problems(parsed, grown)
-    assert found == [], found
-
-
-# ====================================================================== negative tests
+# ====================================================================== mutations for the negative tests
 def _phase_resource(tf: dict[str, Any], rtype: str, pred) -> dict[str, Any]:
     return next(b for b in tf["resource"][rtype].values() if pred(b))
 
@@ -938,178 +857,7 @@ def _mutated(parsed: dict[str, Any]) -> dict[str, Any]:
     return copy.deepcopy(parsed)
 
 
-def test_missing_dead_letter_policy_is_reported(parsed, inputs) -> None:
-    bad = _mutated(parsed)
-    del _push_sub(bad["phase"])["dead_letter_policy"]
-    assert any("has no dead_letter_policy" in p for p in problems(bad, inputs))
-
-
-def test_missing_invoker_binding_is_reported(parsed, inputs) -> None:
-    bad = _mutated(parsed)
-    bad["phase"]["resource"].pop("google_cloud_run_v2_service_iam_member")
-    assert any("roles/run.invoker" in p for p in problems(bad, inputs))
-
-
-def test_invoker_for_the_wrong_identity_is_reported(parsed, inputs) -> None:
-    bad = _mutated(parsed)
-    for b in bad["phase"]["resource"]["google_cloud_run_v2_service_iam_member"].values():
-        b["member"] = "${google_service_account.function.member}"
-    assert any("roles/run.invoker" in p for p in problems(bad, inputs))
-
-
-def test_phase_without_resources_is_reported(parsed, inputs) -> None:
-    """Per-phase modules written by hand (no for_each) leave a new phase of the JSON undeployed."""
-    bad = _mutated(parsed)
-    call = bad["root"]["module"].pop("phase")
-    for key in inputs["phases"]:
-        explicit = {k: v for k, v in call.items() if k != "for_each"}
-        explicit["phase"] = f'${{var.pipeline.phases["{key}"]}}'
-        bad["root"]["module"][f"phase{key}"] = explicit
-    grown = copy.deepcopy(inputs)
-    grown["phases"]["9"] = {**copy.deepcopy(inputs["phases"]["4"]), "number": 9, "topic": "nba-phase9-x",
-                            "dead_letter_topic": "nba-phase9-x-dlq"}
-    found = problems(bad, grown, source_root=None)
-    assert any("phase 9 of the inputs has no phase module instance" in p for p in found), found
-    assert not any("phase 4 of the inputs has no phase module instance" in p for p in found), found
-
-
-def test_phase_module_over_a_subset_is_reported(parsed, inputs) -> None:
-    bad = _mutated(parsed)
-    bad["root"]["module"]["phase"]["for_each"] = '${{for k, p in var.pipeline.phases : k => p if k != "4"}}'
-    assert any("phase 4 of the inputs has no phase module instance" in p for p in problems(bad, inputs))
-
-
-def test_phase_without_function_source_is_reported(parsed, inputs) -> None:
-    grown = copy.deepcopy(inputs)
-    grown["phases"]["9"] = {**copy.deepcopy(inputs["phases"]["4"]), "number": 9, "function": "phase9_missing",
-                            "source_dir": "functions/phase9_missing", "topic": "nba-phase9-missing",
-                            "dead_letter_topic": "nba-phase9-missing-dlq"}
-    found = problems(parsed, grown)
-    assert any("phase9_missing/main.py does not exist" in p for p in found)
-    assert any("is not the generic entry point functions/phase" in p for p in found)
-
-
-def test_phase_missing_fields_is_reported(parsed, inputs) -> None:
-    grown = copy.deepcopy(inputs)
-    grown["phases"]["9"] = {"number": 9, "name": "unfinished"}
-    assert any(p.startswith("inputs: phase 9 lacks") for p in problems(parsed, grown))
-
-
-def test_wrong_ack_deadline_retry_and_oidc_are_reported(parsed, inputs) -> None:
-    bad = _mutated(parsed)
-    sub = _push_sub(bad["phase"])
-    sub["ack_deadline_seconds"] = 60
-    sub["retry_policy"][0]["minimum_backoff"] = "1s"
-    del sub["push_config"][0]["oidc_token"]
-    found = problems(bad, inputs)
-    assert any("ack_deadline_seconds is 60" in p for p in found)
-    assert any("minimum_backoff" in p for p in found)
-    assert any("has no oidc_token" in p for p in found)
-
-
-def test_backoff_defaults_are_checked(parsed, inputs) -> None:
-    bad = _mutated(parsed)
-    bad["root"]["variable"]["max_retry_backoff_seconds"]["default"] = 60
-    assert any("max_retry_backoff_seconds defaults to 60" in p for p in problems(bad, inputs))
-
-
-def test_missing_dead_letter_topic_or_subscription_is_reported(parsed, inputs) -> None:
-    bad = _mutated(parsed)
-    bad["phase"]["resource"]["google_pubsub_subscription"] = {
-        n: b for n, b in bad["phase"]["resource"]["google_pubsub_subscription"].items() if _block(b, "push_config")}
-    assert any("no subscription on the dead-letter topic" in p for p in problems(bad, inputs))
-    bad = _mutated(parsed)
-    bad["phase"]["resource"]["google_pubsub_topic"].pop("dead_letter")
-    found = problems(bad, inputs)
-    assert any("no dead-letter topic" in p for p in found)
-    assert any("dead_letter_policy does not point at the dead-letter topic" in p for p in found)
-
-
-def test_short_dead_letter_retention_is_reported(parsed, inputs) -> None:
-    bad = _mutated(parsed)
-    bad["phase"]["variable"]["dead_letter_retention"]["default"] = 3600
-    assert any("want 7 days" in p for p in problems(bad, inputs))
-
-
-def test_public_ingress_event_trigger_and_long_timeout_are_reported(parsed, inputs) -> None:
-    bad = _mutated(parsed)
-    fn = next(iter(bad["phase"]["resource"]["google_cloudfunctions2_function"].values()))
-    fn["service_config"][0]["ingress_settings"] = "ALLOW_ALL"
-    fn["event_trigger"] = [{"event_type": "google.cloud.pubsub.topic.v1.messagePublished"}]
-    bad["root"]["variable"]["function_timeout_seconds"]["default"] = 900
-    bad["phase"]["variable"]["timeout_seconds"]["validation"] = []
-    found = problems(bad, inputs)
-    assert any("not ALLOW_INTERNAL_ONLY" in p for p in found)
-    assert any("event_trigger" in p for p in found)
-    assert any("timeout variable must default to <= 540" in p for p in found)
-    assert any("is not bounded by 540" in p for p in found)
-
-
-def test_publisher_beyond_the_next_topic_is_reported(parsed, inputs) -> None:
-    bad = _mutated(parsed)
-    bad["phase"]["resource"]["google_pubsub_topic_iam_member"]["own_topic"] = {
-        "topic": "${google_pubsub_topic.trigger.name}", "role": "roles/pubsub.publisher",
-        "member": "${google_service_account.function.member}"}
-    bad["root"]["resource"]["google_project_iam_member"]["everything"] = {
-        "role": "roles/pubsub.publisher", "member": '${module.phase["2"].service_account_member}'}
-    found = problems(bad, inputs)
-    assert any("other than the Pub/Sub service agent" in p for p in found)
-    assert any("roles/pubsub.publisher project-wide" in p for p in found)
-    bad = _mutated(parsed)
-    bad["root"]["resource"]["google_pubsub_topic_iam_member"].pop("next_phase_publisher")
-    assert any("next phase's topic" in p for p in problems(bad, inputs))
-
-
-def test_project_level_data_editor_is_reported(parsed, inputs) -> None:
-    bad = _mutated(parsed)
-    bad["phase"]["resource"].pop("google_bigquery_dataset_iam_member")
-    bad["phase"]["resource"]["google_project_iam_member"]["editor"] = {
-        "project": "${var.project_id}", "role": "roles/bigquery.dataEditor",
-        "member": "${google_service_account.function.member}"}
-    found = problems(bad, inputs)
-    assert any("no dataset-level roles/bigquery.dataEditor" in p for p in found)
-    assert any("unexpected project-level roles" in p for p in found)
-
-
-def test_missing_service_agent_grants_are_reported(parsed, inputs) -> None:
-    bad = _mutated(parsed)
-    bad["phase"]["resource"].pop("google_pubsub_subscription_iam_member")
-    bad["phase"]["resource"]["google_pubsub_topic_iam_member"] = {}
-    found = problems(bad, inputs)
-    assert any("cannot publish to the dead-letter topic" in p for p in found)
-    assert any("not a subscriber of the push subscription" in p for p in found)
-
-
-def test_scheduler_with_a_date_or_wrong_zone_is_reported(parsed, inputs) -> None:
-    bad = _mutated(parsed)
-    job = bad["root"]["resource"]["google_cloud_scheduler_job"]["phase"]
-    job["time_zone"] = "UTC"
-    job["pubsub_target"][0]["data"] = '${base64encode(jsonencode({pipeline = var.pipeline.name, phase = each.value.number, data_date = "2025-01-01"}))}'
-    found = problems(bad, inputs)
-    assert any("must not carry a date" in p for p in found)
-    assert any("scheduled phase 2 has no Cloud Scheduler job" in p for p in found)
-
-
-def test_unpinned_provider_and_unnamed_source_object_are_reported(parsed, inputs) -> None:
-    bad = _mutated(parsed)
-    bad["root"]["terraform"][0]["required_providers"][0]["google"]["version"] = "~> 6.0"
-    for o in bad["root"]["resource"]["google_storage_bucket_object"].values():
-        o["name"] = "${each.value.function}/source.zip"
-    found = problems(bad, inputs)
-    assert any("provider google is not pinned exactly" in p for p in found)
-    assert any("hash" in p for p in found)
-
-
-def test_stale_inputs_are_reported(inputs) -> None:
-    bad = copy.deepcopy(inputs)
-    bad["phases"]["2"]["next_topic"] = "nba-phase9-nowhere"
-    bad["tables"]["nba_raw.nbac_schedule"]["clustering"] = ["game_date"]
-    found = input_problems(bad)
-    assert any("next_topic" in p for p in found)
-    assert any("clustering" in p for p in found)
-
-
-# ====================================================================== Part A: scaling and bursts
+# ====================================================================== scaling and bursts
 def definition_problems(inputs: dict[str, Any], described: dict[str, Any]) -> list[str]:
     """The scaling of every deployed phase is the definition's (``Pipeline.describe()``)."""
     out = []
@@ -1129,112 +877,7 @@ def _described() -> dict[str, Any]:
     return json.loads(proc.stdout)
 
 
-def test_scaling_is_the_definitions_and_concurrent_with_a_full_cpu(inputs) -> None:
-    described = _described()
-    assert definition_problems(inputs, described) == []
-    for ph in inputs["phases"].values():
-        assert ph["concurrency"] > 1 and float(ph["cpu"]) >= 1, ph["name"]
-
-
-def test_scaling_other_than_the_definitions_is_reported(inputs) -> None:
-    described = _described()
-    bad = copy.deepcopy(inputs)
-    bad["phases"]["3"]["max_instances"] += 1
-    bad["phases"]["4"]["concurrency"] = 1
-    found = definition_problems(bad, described)
-    assert any("phase 3 max_instances" in p for p in found), found
-    assert any("phase 4 concurrency" in p for p in found), found
-
-
-def test_backoff_schedule_is_exponential_and_capped() -> None:
-    assert backoff_schedule(9, 10, 600) == [10, 20, 40, 80, 160, 320, 600, 600]
-    assert sum(backoff_schedule(100, 10, 600)) == 630 + 93 * 600  # 56 430 s, about 15.7 h
-    assert sum(backoff_schedule(5, 10, 600)) == 150
-
-
-def test_the_retry_policy_outlasts_the_documented_burst(parsed, inputs) -> None:
-    """502 messages (every expected date) at 10 instances x 8 requests: 7 waves of <= 540 s = 3780 s,
-    against 56 430 s of backoff over 100 deliveries (docs/deploy.md, "Bursts")."""
-    assert inputs["burst_messages"] >= 100
-    assert burst_problems(parsed["root"], inputs) == []
-    assert _number(parsed["root"], "${var.max_delivery_attempts}") == PUBSUB_MAX_DELIVERY_ATTEMPTS
-
-
-def test_five_delivery_attempts_or_a_single_request_instance_are_reported(parsed, inputs) -> None:
-    bad = _mutated(parsed)
-    bad["root"]["variable"]["max_delivery_attempts"]["default"] = 5
-    found = burst_problems(bad["root"], inputs)
-    assert any("phase 2: 5 deliveries survive 150 s" in p for p in found), found
-    assert any("less than one wave" in p for p in found), found
-    # 100 deliveries are not enough when a phase serves one request on one instance.
-    small = copy.deepcopy(inputs)
-    small["phases"]["4"].update(max_instances=1, concurrency=1)
-    found = burst_problems(parsed["root"], small)
-    assert [p for p in found if "phase 4" in p and "would be dead-lettered" in p], found
-    assert not [p for p in found if "phase 3" in p], found
-    assert any("concurrency is 1" in p for p in input_problems(small))
-
-
-def test_single_request_functions_and_a_fractional_cpu_are_reported(parsed, inputs) -> None:
-    bad = _mutated(parsed)
-    sc = next(iter(bad["phase"]["resource"]["google_cloudfunctions2_function"].values()))["service_config"][0]
-    sc["max_instance_request_concurrency"] = 1
-    sc["max_instance_count"] = 10
-    del sc["available_cpu"]
-    sc["environment_variables"] = "${var.environment}"
-    bad["phase"]["variable"]["phase"]["validation"] = []
-    found = problems(bad, inputs)
-    for needle in ("max_instance_request_concurrency is not the definition's", "max_instance_count is not the definition's",
-                   "available_cpu is not var.phase.cpu", "THREADS", "concurrency > 1 comes with >= 1 vCPU",
-                   "CASCADE_PHASE"):
-        assert any(needle in p for p in found), (needle, found)
-    small = copy.deepcopy(inputs)
-    small["phases"]["3"]["cpu"] = "0.5"
-    assert any("concurrency 8 with cpu 0.5" in p for p in input_problems(small))
-
-
-def test_run_attempts_are_not_tied_to_delivery_attempts(parsed, inputs) -> None:
-    bad = _mutated(parsed)
-    env = bad["root"]["locals"]["function_environment"]
-    bad["root"]["locals"]["function_environment"] = env.replace("var.max_run_attempts", "var.max_delivery_attempts")
-    assert any("CASCADE_MAX_ATTEMPTS" in p for p in problems(bad, inputs))
-
-
-# ====================================================================== Part B: bucket access, teardown
-def test_bucket_access_is_limited_to_the_phase_folders(parsed, inputs) -> None:
-    assert inputs["phases"]["6"]["export_prefixes"] == ["exports/predictions/"]
-    assert inputs["phases"]["2"]["read_prefixes"] == ["nbacom/player_boxscores/", "nbacom/schedule/"]
-    bad = _mutated(parsed)
-    iam = bad["phase"]["resource"]["google_storage_bucket_iam_member"]
-    del iam["exporter"]["condition"]
-    found = problems(bad, inputs)
-    assert any("google_storage_bucket_iam_member.exporter is not limited to a folder" in p for p in found), found
-    bad = _mutated(parsed)
-    iam = bad["phase"]["resource"]["google_storage_bucket_iam_member"]
-    iam["exporter"]["condition"][0]["expression"] = 'resource.name.startsWith(\\"projects/_/buckets/${var.bucket}/objects/\\")'
-    iam["whole"] = {"bucket": "${var.bucket}", "role": "roles/storage.objectAdmin",
-                    "member": "${google_service_account.function.member}"}
-    found = problems(bad, inputs)
-    assert any("exporter is not limited" in p for p in found), found
-    assert any("google_storage_bucket_iam_member.whole is not limited" in p for p in found), found
-    bad = _mutated(parsed)
-    bad["phase"]["resource"]["google_storage_bucket_iam_member"].pop("exporter")
-    assert any("no roles/storage.objectAdmin" in p for p in problems(bad, inputs))
-    grown = copy.deepcopy(inputs)
-    grown["phases"]["6"]["export_prefixes"] = ["{date}/"]
-    assert any("is not a fixed folder" in p for p in input_problems(grown))
-
-
-def test_force_destroy_is_an_explicit_variable_defaulting_to_false(parsed, inputs) -> None:
-    bad = _mutated(parsed)
-    bad["root"]["resource"]["google_storage_bucket"]["raw"]["force_destroy"] = True
-    bad["root"]["variable"]["force_destroy"]["default"] = True
-    found = problems(bad, inputs)
-    assert any("bucket raw force_destroy is not var.force_destroy" in p for p in found), found
-    assert any("force_destroy must exist and default to false" in p for p in found), found
-
-
-# ====================================================================== Part B: alerting
+# ====================================================================== alerting
 _TOKEN = re.compile(r'\s*(\(|\)|=~|=|"(?:[^"\\]|\\.)*"|[A-Za-z0-9_.\-/@]+)')
 
 
@@ -1348,38 +991,10 @@ print(buf.getvalue().strip().splitlines()[-1])
     return proc.stdout.strip()
 
 
-def test_the_alert_metric_counts_exactly_cascade_alert_entries(inputs) -> None:
-    flt = inputs["monitoring"]["alert_log_filter"]
-    entry = _as_log_entry(_alert_log_line(), inputs["phases"]["3"]["deployed_name"])
-    assert log_filter_matches(flt, entry), (flt, entry)
-    # Not an ordinary error line, not another pipeline's alert, not another service's.
-    plain = copy.deepcopy(entry)
-    del plain["jsonPayload"]["alert"]
-    other = copy.deepcopy(entry)
-    other["labels"]["pipeline"] = "mlb"
-    elsewhere = copy.deepcopy(entry)
-    elsewhere["resource"]["labels"]["service_name"] = "someone-else"
-    warning = copy.deepcopy(entry)
-    warning["severity"] = "WARNING"
-    for e in (plain, other, elsewhere, warning):
-        assert not log_filter_matches(flt, e), e
-
-
-def test_an_alert_filter_that_misses_the_alert_entry_fails(inputs) -> None:
-    entry = _as_log_entry(_alert_log_line(), inputs["phases"]["3"]["deployed_name"])
-    flt = inputs["monitoring"]["alert_log_filter"]
-    for wrong in (flt.replace("severity=ERROR", "severity=CRITICAL"), flt.replace("jsonPayload.alert=true", "jsonPayload.alerted=true"),
-                  flt.replace('labels.pipeline="nba"', 'jsonPayload.pipeline="nba"')):
-        assert not log_filter_matches(wrong, entry), wrong
-    bad = copy.deepcopy(inputs)
-    bad["monitoring"]["alert_log_filter"] = flt.replace("severity=ERROR\n", "")
-    assert any("lacks severity=ERROR" in p for p in monitoring_problems(parse_dir(TF_ROOT), bad))
-
-
 def _runner_log_lines(phase: int, day: str = "2025-01-15") -> dict[str, str]:
     """The runner's summary and no-game lines for ``phase``, rendered from its source's f-strings, so a
     change of their wording fails here (and the freshness filters must follow it)."""
-    src = (REPO / "shared" / "runner.py").read_text()
+    src = (REPO / "shared" / "runtime" / "runner.py").read_text()
     for needle in ('f"phase {trigger.phase} for {day}: "', '+ f"; complete={result.complete} downstream=',
                    'f"phase {trigger.phase} skipped: {reason}"', 'reason = f"no games on {day} (', "mode=trigger.mode"):
         assert needle in src, f"shared/runtime/runner.py no longer logs {needle}: update shared/deploy/tfvars.py freshness()"
@@ -1393,80 +1008,3 @@ def _runner_entry(inputs: dict[str, Any], phase: int, message: str, mode: str = 
                          "labels": {"service_name": inputs["phases"][str(phase)]["deployed_name"]}},
             "severity": "INFO", "labels": {"pipeline": inputs["name"], "phase": str(phase), "date": "2025-01-15",
                                            "mode": mode}, "jsonPayload": {"message": message}}
-
-
-def test_freshness_counts_daily_completions_and_no_game_days_of_the_chain(inputs) -> None:
-    fr = inputs["phases"]["4"]["freshness"]
-    assert (fr["complete_by"], fr["starts"], fr["chain"], fr["window_seconds"]) == ("08:00", "06:00", [2, 3, 4], 9000)
-    assert inputs["phases"]["6"]["freshness"]["complete_by"] == "11:00"
-    flt = fr["log_filter"]
-    lines4, lines2 = _runner_log_lines(4), _runner_log_lines(2)
-    assert log_filter_matches(flt, _runner_entry(inputs, 4, lines4["complete"]))
-    assert log_filter_matches(flt, _runner_entry(inputs, 2, lines2["skipped"]))  # no games: nothing cascades
-    for e in (_runner_entry(inputs, 4, lines4["incomplete"]),
-              _runner_entry(inputs, 4, lines4["complete"], mode="backfill"),  # a backfill is not today's run
-              _runner_entry(inputs, 3, _runner_log_lines(3)["complete"]),   # phase 3 done is not phase 4 done
-              _runner_entry(inputs, 5, _runner_log_lines(5)["skipped"])):   # another chain's no-game day
-        assert not log_filter_matches(flt, e), e
-
-
-def test_missing_or_wrong_freshness_is_reported(parsed, inputs) -> None:
-    bad = copy.deepcopy(inputs)
-    bad["phases"]["4"]["freshness"] = None
-    assert any("phase 4: reached by the daily schedule of phase 2 but has no freshness" in p for p in input_problems(bad))
-    bad = copy.deepcopy(inputs)
-    bad["phases"]["3"]["freshness"]["window_seconds"] = 24 * 3600
-    bad["phases"]["4"]["freshness"]["deadline_schedule"] = "0 9 * * *"
-    bad["phases"]["6"]["freshness"]["log_filter"] = bad["phases"]["6"]["freshness"]["log_filter"].replace(
-        'labels.mode="daily"\n', "")
-    found = input_problems(bad)
-    assert any("phase 3: freshness window 86400" in p for p in found), found
-    assert any("phase 4: deadline_schedule 0 9" in p for p in found), found
-    assert any('phase 6: freshness log filter lacks labels.mode="daily"' in p for p in found), found
-    mutated = _mutated(parsed)
-    mutated["root"]["resource"]["google_monitoring_alert_policy"]["freshness"]["combiner"] = "OR"
-    assert any("no freshness alert policy" in p for p in problems(mutated, inputs))
-    mutated = _mutated(parsed)
-    cond = mutated["root"]["resource"]["google_monitoring_alert_policy"]["freshness"]["conditions"][1]
-    del cond["condition_threshold"][0]["evaluation_missing_data"]
-    assert any("no freshness alert policy" in p for p in problems(mutated, inputs))
-    mutated = _mutated(parsed)
-    mutated["root"]["resource"]["google_cloud_scheduler_job"]["deadline"]["time_zone"] = "UTC"
-    assert any("no deadline Cloud Scheduler job" in p for p in problems(mutated, inputs))
-
-
-def test_missing_alert_policies_channels_and_dashboard_are_reported(parsed, inputs) -> None:
-    for policy, needle in (("alerts", "no alert policy on the alert-entry metric"),
-                           ("dead_letters", "dead-letter subscription backlog"),
-                           ("oldest_unacked", "oldest unacked message age"),
-                           ("error_ratio", "5xx ratio")):
-        bad = _mutated(parsed)
-        bad["root"]["resource"]["google_monitoring_alert_policy"].pop(policy)
-        assert any(needle in p for p in problems(bad, inputs)), policy
-    bad = _mutated(parsed)
-    bad["root"]["resource"]["google_monitoring_alert_policy"]["oldest_unacked"]["for_each"] = '${{for k, p in local.phases : k => p if k == "2"}}'
-    assert any("oldest unacked message age" in p for p in problems(bad, inputs))
-    bad = _mutated(parsed)
-    bad["root"]["resource"]["google_monitoring_alert_policy"]["error_ratio"]["notification_channels"] = []
-    bad["root"]["variable"].pop("notification_channels")
-    found = problems(bad, inputs)
-    assert any("error_ratio does not notify" in p for p in found), found
-    assert any("variable notification_channels" in p for p in found), found
-    bad = _mutated(parsed)
-    bad["root"]["resource"].pop("google_monitoring_dashboard")
-    bad["root"]["locals"]["dashboard_series"] = "${[]}"
-    found = problems(bad, inputs)
-    assert any("no google_monitoring_dashboard" in p for p in found), found
-    assert any("the dashboard lacks per-phase series" in p for p in found), found
-
-
-def test_an_export_with_a_bucket_of_its_own_gets_that_bucket_and_only_its_folder(parsed) -> None:
-    buckets = _resources(parsed["root"], "google_storage_bucket")
-    export = buckets["export"]
-    assert "var.pipeline.export_buckets" in _compact(export["for_each"])
-    for key in ("uniform_bucket_level_access", "public_access_prevention", "force_destroy", "versioning"):
-        assert _compact(str(export[key])) == _compact(str(buckets["raw"][key])), key
-    writer = _resources(parsed["root"], "google_storage_bucket_iam_member")["export_writer"]
-    assert _compact(writer["for_each"]) == "${var.pipeline.export_buckets}"
-    assert "module.phase[each.value.phase].service_account_member" in _compact(writer["member"])
-    assert "each.value.prefix" in _compact(writer["condition"][0]["expression"])
