@@ -821,17 +821,7 @@ def root_problems(r: dict[str, Any], m: dict[str, Any], inputs: dict[str, Any]) 
     return out
 
 
-# ====================================================================== fixtures
-@pytest.fixture(scope="module")
-def parsed() -> dict[str, Any]:
-    return parse_all()
-
-
-@pytest.fixture(scope="module")
-def inputs() -> dict[str, Any]:
-    return committed_inputs()
-
-
+# ====================================================================== the main venv
 def _main_python() -> Path:
     if not MAIN_PYTHON.exists():
         pytest.skip(f"{MAIN_PYTHON.relative_to(REPO)} is absent: create the main venv to regenerate the tfvars")

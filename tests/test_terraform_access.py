@@ -6,16 +6,29 @@ Run with the dedicated venv (see infra/check.sh): ``.venv-hcl/bin/python -m pyte
 from __future__ import annotations
 
 import copy
+from typing import Any
 
-from .terraform_rules import (  # noqa: F401 - parsed and inputs are module fixtures
+import pytest
+
+from .terraform_rules import (
     _compact,
     _mutated,
     _resources,
+    committed_inputs,
     input_problems,
+    parse_all,
     problems,
-    inputs,
-    parsed,
 )
+
+
+@pytest.fixture(scope="module")
+def inputs() -> dict[str, Any]:
+    return committed_inputs()
+
+
+@pytest.fixture(scope="module")
+def parsed() -> dict[str, Any]:
+    return parse_all()
 
 
 def test_bucket_access_is_limited_to_the_phase_folders(parsed, inputs) -> None:

@@ -6,22 +6,35 @@ Run with the dedicated venv (see infra/check.sh): ``.venv-hcl/bin/python -m pyte
 from __future__ import annotations
 
 import copy
+from typing import Any
 
-from .terraform_rules import (  # noqa: F401 - parsed and inputs are module fixtures
+import pytest
+
+from .terraform_rules import (
     TF_ROOT,
     _alert_log_line,
     _as_log_entry,
     _mutated,
     _runner_entry,
     _runner_log_lines,
+    committed_inputs,
     input_problems,
     log_filter_matches,
     monitoring_problems,
+    parse_all,
     parse_dir,
     problems,
-    inputs,
-    parsed,
 )
+
+
+@pytest.fixture(scope="module")
+def inputs() -> dict[str, Any]:
+    return committed_inputs()
+
+
+@pytest.fixture(scope="module")
+def parsed() -> dict[str, Any]:
+    return parse_all()
 
 
 def test_the_alert_metric_counts_exactly_cascade_alert_entries(inputs) -> None:

@@ -10,21 +10,33 @@ import json
 import subprocess
 from typing import Any
 
-from .terraform_rules import (  # noqa: F401 - parsed and inputs are module fixtures
+import pytest
+
+from .terraform_rules import (
     REPO,
-    TFVARS,
     TF_ROOT,
+    TFVARS,
     _block,
     _clean_env,
     _main_python,
     _mutated,
     _push_sub,
+    committed_inputs,
     hcl2,
     input_problems,
+    parse_all,
     problems,
-    inputs,
-    parsed,
 )
+
+
+@pytest.fixture(scope="module")
+def inputs() -> dict[str, Any]:
+    return committed_inputs()
+
+
+@pytest.fixture(scope="module")
+def parsed() -> dict[str, Any]:
+    return parse_all()
 
 
 def test_every_tf_file_parses() -> None:

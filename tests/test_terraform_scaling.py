@@ -6,20 +6,33 @@ Run with the dedicated venv (see infra/check.sh): ``.venv-hcl/bin/python -m pyte
 from __future__ import annotations
 
 import copy
+from typing import Any
 
-from .terraform_rules import (  # noqa: F401 - parsed and inputs are module fixtures
+import pytest
+
+from .terraform_rules import (
     PUBSUB_MAX_DELIVERY_ATTEMPTS,
     _described,
     _mutated,
     _number,
     backoff_schedule,
     burst_problems,
+    committed_inputs,
     definition_problems,
     input_problems,
+    parse_all,
     problems,
-    inputs,
-    parsed,
 )
+
+
+@pytest.fixture(scope="module")
+def inputs() -> dict[str, Any]:
+    return committed_inputs()
+
+
+@pytest.fixture(scope="module")
+def parsed() -> dict[str, Any]:
+    return parse_all()
 
 
 def test_scaling_is_the_definitions_and_concurrent_with_a_full_cpu(inputs) -> None:
