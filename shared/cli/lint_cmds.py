@@ -1,7 +1,6 @@
-"""``cascade init`` / ``cascade lint``: start a pipeline project, and check a definition before deploying it.
+"""``cascade lint``: check a definition before deploying it.
 
-Exit codes: ``lint`` 0 clean, 1 problems found, 2 usage (no such file, zetasql missing); ``init`` 0
-created, 2 the folder is not empty (nothing is overwritten).
+Exit codes: 0 clean, 1 problems found, 2 usage (no such file, zetasql missing).
 """
 
 from __future__ import annotations
@@ -14,16 +13,6 @@ from cascade.cli._common import print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "init", help="scaffold a new pipeline project (definition, SQL + Python processors, gate, sample data)",
-        description="Create DIR with a runnable pipeline project: pipeline.yaml (two phases: a raw load and an "
-                    "analytics phase with one SQL and one Python processor, a quality gate, a calendar), the Python "
-                    "module, sample raw files, a README (the tutorial) and a test. Then, inside DIR: cascade lint, "
-                    "cascade up, cascade trigger, cascade wait. Refuses a folder that is not empty.")
-    p.add_argument("dir", help="folder to create (its name becomes the pipeline name)")
-    p.add_argument("--name", help="pipeline name (lowercase identifier; default: from DIR)")
-    p.set_defaults(func=_init)
-
     p = sub.add_parser(
         "lint", help="every problem of a definition with file:line and the fix; SQL checked by BigQuery's analyzer",
         description="Check a pipeline definition without deploying anything: schema (keys, types), upstreams, "
@@ -64,16 +53,3 @@ def _lint(args: argparse.Namespace) -> int:
     else:
         print("\n".join(r.render() for r in reports))
     return 0 if all(r.ok for r in reports) else 1
-
-
-def _init(args: argparse.Namespace) -> int:
-    from cascade.errors import CascadeError
-    from cascade.dev.scaffold import scaffold
-
-    try:
-        created = scaffold(Path(args.dir), name=args.name)
-    except CascadeError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2
-    print(created.next_steps())
-    return 0

@@ -1,4 +1,4 @@
-"""Backfill commands: backfill, preflight, coverage, validate, rerun, sample.
+"""Backfill and data commands: backfill, preflight, coverage, validate, rerun, sample.
 
 Exit codes: 0 success; 1 failures (failed/blocked partitions, a preflight or validation problem);
 2 bad usage (end before start, unknown phase/processor, a range over 3 years) or a refused backfill
