@@ -596,9 +596,7 @@ class Runner:
 
     def drop(self) -> None:
         """Delete the throw-away namespace's datasets."""
-        for ds in {self.pipeline.dataset_id(p.output.dataset) for p in self.pipeline.processors
-                   if p.name in self._created}:
-            self.client.delete_dataset(f"{self.project}.{ds}", delete_contents=True, not_found_ok=True)
+        self.warehouse.drop_datasets(p for p in self.pipeline.processors if p.name in self._created)
 
 
 # ---------------------------------------------------------------------- SQL analysis

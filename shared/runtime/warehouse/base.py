@@ -149,6 +149,12 @@ class Warehouse:
         self.client.delete_table(self.table_id(proc.output), not_found_ok=True)
         return True
 
+    def drop_datasets(self, processors: Iterable[Processor]) -> None:
+        """Delete the datasets holding ``processors``' output tables, with every table in them. Only
+        ``cascade test`` does this, to its throw-away namespace once its cases ran."""
+        for ds in {self.pipeline.dataset_id(p.output.dataset) for p in processors}:
+            self.client.delete_dataset(f"{self.project}.{ds}", delete_contents=True, not_found_ok=True)
+
     def date_range(self, table: Table) -> tuple[date, date] | None:
         """The first and last date holding rows in ``table`` (None when it is empty)."""
         row = self.query(f"SELECT MIN({table.date_column}) AS lo, MAX({table.date_column}) AS hi "
