@@ -8,11 +8,15 @@ The public API - what a pipeline's own code and a team's scripts use:
 * ``Pipeline``, ``Processor``, ``Upstream``, ``Calendar``  the definition's parts
 * ``Trigger``        the message that asks a phase to run for a date
 * ``Status``         the one status vocabulary (success, failed, blocked, stale, ...)
+* ``TransientError``, ``PermanentError``  what a processor's callable raises to say how it failed:
+                     retry later (``TransientError("source answered 503")``; ``quota=True`` for a
+                     rate limit) or do not retry (``PermanentError("file of 2025-01-15 is truncated")``);
+                     ``CascadeError`` is the root of every error Cascade raises
 
-Everything else is the framework's inside: the modules say what each owns (``pipeline``,
-``messages``, ``tracking`` - the only module that talks to Firestore, ``warehouse`` - the only one
-that talks to BigQuery, ``runner``, ``handoff``, ``freshness``, ``recovery``, ``cli``, ...).
-Names are imported on first use, so ``import cascade`` stays cheap.
+Everything else is the framework's inside, in folders by role (``runtime/`` - what the phase
+functions run, ``definition/``, ``state/`` - the only code that talks to Firestore, ``ops/``,
+``backfill/``, ``cli/``, ...); each module's docstring says what it owns. Names are imported on
+first use, so ``import cascade`` stays cheap.
 """
 
 from __future__ import annotations
@@ -31,11 +35,15 @@ _EXPORTS = {
     "Calendar": "cascade.definition.calendar",
     "Trigger": "cascade.runtime.messages",
     "Status": "cascade.state.status",
+    "CascadeError": "cascade.errors",
+    "TransientError": "cascade.errors",
+    "PermanentError": "cascade.errors",
 }
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eagerly
     from cascade.definition.calendar import Calendar
+    from cascade.errors import CascadeError, PermanentError, TransientError
     from cascade.runtime.messages import Trigger
     from cascade.definition.model import Pipeline, Processor, Upstream, load
     from cascade.runtime.processors.python_callable import PythonContext

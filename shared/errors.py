@@ -8,6 +8,11 @@ record and alert with an actionable message. Two families decide delivery semant
 * ``TransientError``: retrying may help (5xx, deadline, Firestore ABORTED, BigQuery's concurrent-DML
   conflict, a check whose query errored). The function raises so Pub/Sub redelivers.
 
+A Python processor's callable may raise either to say what its failure is: ``TransientError`` ("the
+API I read answered 503: try again later"; ``quota=True`` for a rate limit) or ``PermanentError``
+("this date's input is unusable: do not retry"). Both are part of the public API (``from cascade
+import TransientError``); anything else it raises fails the partition, classified by what it chains.
+
 ``classify`` decides for any exception (transient, quota or permanent) by its type and a Google API
 error's ``reason``, never by the text of user code.
 """
@@ -88,7 +93,7 @@ class LeaseLostError(CascadeError):
 
 
 class DependencyError(CascadeError):
-    """A strict-mode check blocked the run (invariant 3: blocked is not success)."""
+    """A strict-mode check blocked the run (blocked is never success)."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,23 @@ class Blocked:
     def to_dict(self) -> dict[str, Any]:
         return {"check": self.check, "upstream": self.upstream, "dates": list(self.dates),
                 "detail": self.detail, "resolution": self.resolution}
+
+
+class PythonImportError(ProcessorError, PermanentError):
+    """The callable named by ``python: module:attribute`` cannot be imported (or is not callable)."""
+
+
+class InvalidRowsError(ProcessorError, PermanentError):
+    """A Python processor returned rows that do not fit its declared output table."""
+
+
+class UndeclaredReadError(ProcessorError, PermanentError):
+    """A Python processor read a table that is not a declared upstream, or outside its declared window."""
+
+
+class PythonProcessorError(ProcessorError):
+    """A Python processor's callable raised: the message carries its traceback; transient only if its
+    cause is."""
 
 
 class CrashLoopError(PermanentError):

@@ -7,6 +7,7 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
+import cascade
 import pytest
 import yaml
 
@@ -30,6 +31,14 @@ def rolling(ctx):
 
 def raiser(ctx):
     return [{"k": 1, "total": 1 // 0}]
+
+
+def unavailable(ctx):
+    raise cascade.TransientError("the feature store answered 503")
+
+
+def unusable(ctx):
+    raise cascade.PermanentError(f"the feature file of {ctx.data_date} is truncated")
 
 
 FAIL_NEXT = {"on": False}
@@ -84,6 +93,10 @@ PY = {
          "python": "tests.test_python_processors:no_such_function", "output": _out("no_attribute")},
         {"name": "sometimes", "phase": 2, "description": "rows, or an exception when told",
          "python": "tests.test_python_processors:sometimes", "output": _out("sometimes")},
+        {"name": "unavailable", "phase": 2, "description": "raises TransientError",
+         "python": "tests.test_python_processors:unavailable", "output": _out("unavailable")},
+        {"name": "unusable", "phase": 2, "description": "raises PermanentError",
+         "python": "tests.test_python_processors:unusable", "output": _out("unusable")},
         {"name": "big", "phase": 2, "description": "more rows than the parameter bound",
          "python": "tests.test_python_processors:big", "output": _out("big")},
     ],
@@ -153,6 +166,16 @@ def test_a_python_processor_that_raises_fails_with_its_traceback_in_run_history_
     assert "cascade trigger --date 2025-03-12 --phase 2 --processor raiser" in error
     assert "Traceback" in error and "in raiser" in error and len(error) <= 2000
     assert len(py.alerts.alerts) == 1
+
+
+def test_a_callable_raising_the_public_transient_error_is_retried_and_a_permanent_error_is_not(py):
+    with pytest.raises(cascade.TransientError, match="must be retried; Pub/Sub will redeliver"):
+        run(py, "unavailable")
+    history = py.app.tracker.runs("unavailable", D)[0]
+    assert history["status"] == Status.FAILED and "the feature store answered 503" in history["error"]
+    permanent = run(py, "unusable").outcomes[0]
+    assert permanent.status == Status.FAILED and not permanent.retry
+    assert "the feature file of 2025-03-12 is truncated" in permanent.error
 
 
 def test_a_python_processor_that_cannot_be_imported_is_a_permanent_error_naming_module_and_attribute(py):

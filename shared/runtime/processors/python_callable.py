@@ -30,7 +30,8 @@ TIMESTAMP  a timezone-aware ``datetime`` or an ISO 8601 string with a time and o
 
 A callable that raises fails the partition with its traceback (the last ``TRACEBACK_CHARS``
 characters) in run history; it is retried only when its cause is transient (e.g. a BigQuery 5xx
-inside ``ctx.read``). A callable that cannot be imported is a permanent error naming the module
+inside ``ctx.read``). To say what its failure is, it raises ``cascade.TransientError`` (retried
+later) or ``cascade.PermanentError`` (recorded failed, not retried). A callable that cannot be imported is a permanent error naming the module
 and attribute. Lookbacks, strict mode, backfills, generations, leases and heartbeats are the
 runner's, exactly as for SQL processors.
 """
@@ -45,7 +46,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Callable, Iterable, Mapping
 
-from cascade.errors import CascadeError, PermanentError, ProcessorError
+from cascade.errors import (CascadeError, InvalidRowsError, PythonImportError, PythonProcessorError,
+                            UndeclaredReadError)
 from cascade.runtime.logs import get_logger, log
 from cascade.definition import imports
 from cascade.runtime import recovery
@@ -57,22 +59,6 @@ TRACEBACK_CHARS = 1400  # the run record's error keeps the message and the trace
 _INT64 = (-2**63, 2**63 - 1)
 
 logger = get_logger("python_processor")
-
-
-class PythonImportError(ProcessorError, PermanentError):
-    """The callable named by ``python: module:attribute`` cannot be imported (or is not callable)."""
-
-
-class InvalidRowsError(ProcessorError, PermanentError):
-    """A Python processor returned rows that do not fit its declared output table."""
-
-
-class UndeclaredReadError(ProcessorError, PermanentError):
-    """A Python processor read a table that is not a declared upstream, or outside its declared window."""
-
-
-class PythonProcessorError(ProcessorError):
-    """The callable raised: the message carries its traceback; transient only if its cause is."""
 
 
 def load_callable(pipeline: Pipeline, proc: Processor) -> Callable[["PythonContext"], Any]:

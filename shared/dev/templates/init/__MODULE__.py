@@ -2,7 +2,8 @@
 
 ``store_trends(ctx)`` is a Python processor: Cascade calls it once per date with a context -
 ``ctx.data_date``, ``ctx.window_start``, ``ctx.read(table)`` (a declared upstream's rows within the
-declared window) and ``ctx.log`` - and validates and MERGEs the rows it returns.
+declared window) and ``ctx.log`` - and validates and MERGEs the rows it returns. To say how it
+failed, it raises ``cascade.TransientError`` (retried later) or ``cascade.PermanentError`` (not).
 
 ``day_files(day)`` makes the raw files `cascade up --start S --end E` writes for local runs: the
 samples in ``sample_data/`` when there is one for the date, otherwise deterministic orders.
@@ -17,12 +18,14 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Iterator
 
+from cascade import PythonContext
+
 SAMPLES = Path(__file__).resolve().parent / "sample_data"
 STORES = ["S01", "S02", "S03"]
 PRODUCTS = {"coffee": 4.5, "tea": 3.0, "cake": 5.5, "sandwich": 7.0}
 
 
-def store_trends(ctx: Any) -> Iterator[dict[str, Any]]:
+def store_trends(ctx: PythonContext) -> Iterator[dict[str, Any]]:
     """Each store's revenue on the date, its average over the window (the date and the 6 days
     before; fewer at the start of the season) and the ratio of the two."""
     history: dict[str, list[float]] = defaultdict(list)
