@@ -71,7 +71,7 @@ class ProcessorError(CascadeError):
 
 class EmptySourceError(ProcessorError, PermanentError):
     """A processor produced no rows for a date the calendar expects data on (and does not declare
-    ``allow_empty``): refused, existing rows kept (invariant 9: never replace data with nothing)."""
+    ``allow_empty``): refused, existing rows kept (data is never replaced with nothing)."""
 
 
 class InputMissingError(ProcessorError, PermanentError):

@@ -297,7 +297,7 @@ def _freshness_input_problems(where: str, key: str, ph: dict[str, Any], phases: 
     services = [phases[k].get("deployed_name") for k in chain]
     for needle in ('labels.mode="daily"', f'labels.pipeline="{inputs.get("name")}"',
                    f'labels.phase="{key}" AND jsonPayload.message=~"^phase {key} for [0-9-]+: .*complete=True"',
-                   "skipped: no games on ", *[f'"{svc}"' for svc in services]):
+                   "skipped: no data expected on ", *[f'"{svc}"' for svc in services]):
         if needle not in flt:
             out.append(f"{where}: freshness log filter lacks {needle}")
     return out
@@ -982,15 +982,15 @@ print(buf.getvalue().strip().splitlines()[-1])
 
 
 def _runner_log_lines(phase: int, day: str = "2025-01-15") -> dict[str, str]:
-    """The runner's summary and no-game lines for ``phase``, rendered from its source's f-strings, so a
+    """The runner's summary and skipped-date lines for ``phase``, rendered from its source's f-strings, so a
     change of their wording fails here (and the freshness filters must follow it)."""
     src = (REPO / "shared" / "runtime" / "runner.py").read_text()
     for needle in ('f"phase {trigger.phase} for {day}: "', '+ f"; complete={result.complete} downstream=',
-                   'f"phase {trigger.phase} skipped: {reason}"', 'reason = f"no games on {day} (', "mode=trigger.mode"):
+                   'f"phase {trigger.phase} skipped: {reason}"', 'reason = f"no data expected on {day} (', "mode=trigger.mode"):
         assert needle in src, f"shared/runtime/runner.py no longer logs {needle}: update shared/deploy/tfvars.py freshness()"
     return {"complete": f"phase {phase} for {day}: a=success, b=success; complete=True downstream=none",
             "incomplete": f"phase {phase} for {day}: a=success, b=failed; complete=False downstream=-",
-            "skipped": f"phase {phase} skipped: no games on {day} (All-Star break)"}
+            "skipped": f"phase {phase} skipped: no data expected on {day} (All-Star break)"}
 
 
 def _runner_entry(inputs: dict[str, Any], phase: int, message: str, mode: str = "daily") -> dict[str, Any]:

@@ -259,7 +259,7 @@ resource "google_monitoring_alert_policy" "error_ratio" {
 #   not done  the phase's daily-done log metric counted nothing over window_seconds
 #             (= complete_by - schedule + tick_seconds: exactly today's run, never yesterday's).
 # The daily-done metric counts the phase's "phase N for <date>: ...; complete=True" summary lines of
-# daily-mode runs, and the "skipped: no games" lines of its chain (nothing runs on such days).
+# daily-mode runs, and the "skipped: no data expected" lines of its chain (nothing runs on such days).
 resource "google_pubsub_topic" "deadline" {
   for_each = local.freshness_phases
 
@@ -300,7 +300,7 @@ resource "google_logging_metric" "daily_done" {
 
   project     = var.project_id
   name        = each.value.freshness.metric
-  description = "Daily runs of phase ${each.key} of ${var.pipeline.name} found complete (or a no-game day of its chain)."
+  description = "Daily runs of phase ${each.key} of ${var.pipeline.name} found complete (or a date of its chain with no data expected)."
   filter      = each.value.freshness.log_filter
 
   metric_descriptor {

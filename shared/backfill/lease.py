@@ -7,7 +7,7 @@ holder: host, pid, started_at, range, processors, command and ``expires_at``. A 
 whole backfill with a message naming the holder; whatever was taken is released. A heartbeat
 thread renews every held lease every third of its time to live; the leases are deleted at the end
 (only if still ours). One document per processor, written only by its holder, so there is never
-contention on a shared document (see STACK.md). Daily runs do not look at these leases: they keep
+contention on a shared document. Daily runs do not look at these leases: they keep
 working during a backfill (partition leases keep the two from running one partition at once).
 """
 

@@ -223,7 +223,7 @@ def freshness(pipeline: Pipeline, number: int) -> dict[str, Any] | None:
         f"labels.pipeline={json.dumps(pipeline.name)}",
         'labels.mode="daily"',
         f'((labels.phase="{number}" AND jsonPayload.message=~"^phase {number} for [0-9-]+: .*complete=True")'
-        f' OR (labels.phase={skips} AND jsonPayload.message=~"^phase [0-9]+ skipped: no games on "))',
+        f' OR (labels.phase={skips} AND jsonPayload.message=~"^phase [0-9]+ skipped: no data expected on "))',
     ])
     return {
         "complete_by": _hh_mm(deadline),

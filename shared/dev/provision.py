@@ -2,8 +2,8 @@
 
 Per phase: the trigger topic, a dead-letter topic with a pull subscription on it, and a push
 subscription to the phase function with an ack deadline, a retry policy (exponential backoff) and
-a dead-letter policy - as in production, so that local delivery semantics match (see STACK.md:
-without them the emulator redelivers every second forever).
+a dead-letter policy - as in production, so that local delivery semantics match (without them the
+emulator redelivers every second forever).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ published to its topic, in schedule order, and each cascade is awaited on Firest
 
 ``simulate`` replays N mornings with an injected clock, optionally making raw loads fail
 (``nbac_player_boxscore@2025-01-10``: that scraped file is missing that morning). On the next
-morning the ops team follows the seeds' runbook: restore the file, re-run the failed phase for the
+morning the ops team recovers: restore the file, re-run the failed phase for the
 failed date, then re-trigger what strict mode blocked. Only the clock is injected: messages go
 through Pub/Sub to the phase functions, as in production.
 """

@@ -1,9 +1,9 @@
 """Running one phase for one date: the heart of a phase function.
 
-``PhaseRunner.run(trigger)`` follows the seeds' runbook, in order:
+``PhaseRunner.run(trigger)``, in order:
 
 1. Pick the processors (the trigger's list, or all of the phase) in dependency order.
-2. A date the calendar expects no games on is recorded ``skipped`` and nothing cascades.
+2. A date the calendar expects no data on is recorded ``skipped`` and nothing cascades.
 3. For each processor: take the partition's lease (``done`` for this generation -> skip: dedupe on
    the business key; ``busy`` -> another delivery runs it); in strict mode run the defensive checks
    (a failure records ``blocked`` with reason + resolution, alerts once, and is acknowledged); run
@@ -147,7 +147,7 @@ class PhaseRunner:
             message_id=message_id, strict_mode=trigger.checks_enabled,
             skip_downstream_trigger=trigger.skip_downstream_trigger, **labels)
         if not self.pipeline.calendar.is_expected(day):
-            reason = f"no games on {day} ({self.pipeline.calendar.reason_not_expected(day)})"
+            reason = f"no data expected on {day} ({self.pipeline.calendar.reason_not_expected(day)})"
             for proc in procs:
                 self.tracker.record_outcome(proc.name, trigger.phase, day, trigger.generation, SKIPPED, reason,
                                             context=self._context(trigger))

@@ -162,7 +162,7 @@ class GcsJsonLoad:
                 ctx.storage.bucket(bucket).blob(path).download_to_file(raw)
             except gexc.NotFound as exc:
                 raise ProcessorError(
-                    f"raw file {uri} not found; re-run the scraper for {day.isoformat()} and re-trigger phase "
+                    f"raw file {uri} not found; re-run the loader for {day.isoformat()} and re-trigger phase "
                     f"{proc.phase}", processor=proc.name, date=day.isoformat(), uri=uri) from exc
             raw.seek(0)
             rows = self._rows(proc, day, raw, uri)
