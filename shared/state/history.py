@@ -1,6 +1,6 @@
 """Run history: ``runs/{run_id}``, one document per attempt, never overwritten by later runs.
 
-A run's record is created with its lease and completed with its outcome, in the same atomic batch
+A run's record is created with its lease and completed with its outcome, in the same atomic commit
 as the partition change (``partitions``); this module reads the history and writes the records that
 change no partition (a trigger that had nothing to do, a run that lost its lease). Alert-once
 markers (``alerts/{id}``) are here too: a record of something that happened once.
@@ -11,11 +11,10 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 from typing import Any, Iterable
 
-from google.api_core import exceptions as gexc
-from google.cloud import firestore
-
-from cascade.state.scope import FIRESTORE_TIMEOUT, Scope, iso, new_run_id
+from cascade.errors import TransientError
+from cascade.state.scope import Scope, iso, new_run_id
 from cascade.state.status import Status
+from cascade.state.store import Write
 
 
 class History:
@@ -26,13 +25,10 @@ class History:
 
     def runs(self, processor: str | None = None, day: date | str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Run history, newest first."""
-        q = self.s.col("runs")
-        if processor:
-            q = q.where(filter=firestore.FieldFilter("processor", "==", processor))
+        where = [("processor", "==", processor)] if processor else []
         if day:
-            q = q.where(filter=firestore.FieldFilter("data_date", "==", iso(day)))
-        self.s.ops += 1
-        rows = [s.to_dict() for s in q.stream(timeout=FIRESTORE_TIMEOUT)]
+            where.append(("data_date", "==", iso(day)))
+        rows = self.s.store.query(self.s.col("runs"), where)
         rows.sort(key=lambda r: r.get("started_at") or datetime.min.replace(tzinfo=timezone.utc), reverse=True)
         return rows[:limit]
 
@@ -51,29 +47,21 @@ class History:
         """Record in run history that a trigger had nothing to do (e.g. "already complete and
         fresh"), one entry per processor it named, without touching the partitions."""
         now = self.s.clock()
-        batch = self.s.db.batch()
+        writes = []
         for name in processors:
             run_id = new_run_id(name, day)
-            batch.set(self.s.col("runs").document(run_id), {
+            writes.append(Write("set", self.s.col("runs"), run_id, {
                 "run_id": run_id, "pipeline": self.s.pipeline.name, "phase": phase, "processor": name,
                 "data_date": iso(day), "status": str(status), "error": answer[:1000], "started_at": now,
-                "finished_at": now, "duration_s": 0.0, "record_count": None, **(context or {})})
-        self.s.ops += 1
-        batch.commit(timeout=FIRESTORE_TIMEOUT)
+                "finished_at": now, "duration_s": 0.0, "record_count": None, **(context or {})}))
+        if writes and not self.s.store.commit(writes):
+            raise TransientError(f"could not record the answer for phase {phase} {iso(day)}: aborted")
 
     def mark_run(self, run_id: str, status: str, error: str) -> None:
         """Close a run's history entry that could not record its result (e.g. its lease was lost)."""
-        self.write_run(run_id, {"status": status, "error": error, "finished_at": self.s.clock()}, merge=True)
-
-    def write_run(self, run_id: str, data: dict[str, Any], merge: bool = False) -> None:
-        self.s.ops += 1
-        self.s.col("runs").document(run_id).set({"run_id": run_id, **data}, merge=merge, timeout=FIRESTORE_TIMEOUT)
+        self.s.store.set(self.s.col("runs"), run_id,
+                         {"run_id": run_id, "status": status, "error": error, "finished_at": self.s.clock()}, merge=True)
 
     def create_once(self, kind: str, doc_id: str, data: dict[str, Any]) -> bool:
         """Create ``kind/doc_id`` unless it exists (alert-once markers); True for the creator."""
-        try:
-            self.s.ops += 1
-            self.s.col(kind).document(doc_id).create({**data, "created_at": self.s.clock()}, timeout=FIRESTORE_TIMEOUT)
-            return True
-        except gexc.AlreadyExists:
-            return False
+        return self.s.store.create(self.s.col(kind), doc_id, {**data, "created_at": self.s.clock()})

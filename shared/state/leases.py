@@ -1,15 +1,13 @@
 """Backfill leases: one document per processor (``backfill_leases/{processor}``), written only by
-its holder. ``version`` is the document's update time, for compare-and-set; the rules (expiry,
-heartbeat, take-over) are ``cascade.backfill.lease``'s.
+its holder. ``version`` is the document's version (its update time), for compare-and-set; the rules
+(expiry, heartbeat, take-over) are ``cascade.backfill.lease``'s.
 """
 
 from __future__ import annotations
 
 from typing import Any, Iterable
 
-from google.api_core import exceptions as gexc
-
-from cascade.state.scope import FIRESTORE_TIMEOUT, Scope
+from cascade.state.scope import Scope
 
 
 class Leases:
@@ -18,49 +16,28 @@ class Leases:
     def __init__(self, scope: Scope) -> None:
         self.s = scope
 
-    def ref(self, processor: str):
-        return self.s.col("backfill_leases").document(processor)
+    @property
+    def _col(self) -> str:
+        return self.s.col("backfill_leases")
 
     def create(self, processor: str, doc: dict[str, Any]) -> bool:
         """Create the lease document: True for the one creator, False when it exists."""
-        try:
-            self.s.ops += 1
-            self.ref(processor).create(doc, timeout=FIRESTORE_TIMEOUT)
-            return True
-        except gexc.AlreadyExists:
-            return False
+        return self.s.store.create(self._col, processor, doc)
 
     def read(self, processor: str) -> tuple[dict[str, Any] | None, Any]:
         """(document or None, version)."""
-        self.s.ops += 1
-        snap = self.ref(processor).get(timeout=FIRESTORE_TIMEOUT)
-        return (snap.to_dict() or {}, snap.update_time) if snap.exists else (None, None)
+        doc = self.s.store.get(self._col, processor)
+        return (doc.data, doc.version) if doc.exists else (None, None)
 
     def update(self, processor: str, fields: dict[str, Any], version: Any) -> bool:
         """Compare-and-set ``fields`` on the lease document at ``version``; False if it changed."""
-        try:
-            self.s.ops += 1
-            self.ref(processor).update(fields, option=self.s.db.write_option(last_update_time=version),
-                                       timeout=FIRESTORE_TIMEOUT)
-            return True
-        except (gexc.FailedPrecondition, gexc.Aborted, gexc.NotFound):
-            return False
+        return self.s.store.update(self._col, processor, fields, version)
 
     def delete(self, processor: str, version: Any) -> bool:
         """Delete the lease document if still at ``version``."""
-        try:
-            self.s.ops += 1
-            self.ref(processor).delete(option=self.s.db.write_option(last_update_time=version),
-                                       timeout=FIRESTORE_TIMEOUT)
-            return True
-        except (gexc.FailedPrecondition, gexc.Aborted, gexc.NotFound):
-            return False
+        return self.s.store.delete(self._col, processor, version)
 
     def docs(self, processors: Iterable[str]) -> dict[str, dict[str, Any]]:
         """Lease documents of ``processors`` that exist, in one batched read."""
-        refs = [self.ref(p) for p in processors]
-        if not refs:
-            return {}
-        self.s.ops += 1
-        return {snap.reference.id: snap.to_dict() or {} for snap in self.s.db.get_all(refs, timeout=FIRESTORE_TIMEOUT)
-                if snap.exists}
+        found = self.s.store.get_all(self._col, list(processors))
+        return {name: doc.data for name, doc in found.items() if doc.data is not None}

@@ -6,7 +6,7 @@ when there is no document), with its generation, current run id, lease expiry, w
 attempts, record count and error or blocked reason. One document per partition, so processors that
 finish concurrently never contend on a shared document (see STACK.md).
 
-Every change is compare-and-set on the document's update time, so two deliveries of one trigger can
+Every change is compare-and-set on the document's version (its update time), so two deliveries of one trigger can
 never both take a live lease, and a run whose lease was taken over cannot record its result over
 the new run's. A run's history record (``runs/{run_id}``) is written in the same atomic batch as the
 partition change it describes.
@@ -21,13 +21,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Callable, Iterable
 
-from google.api_core import exceptions as gexc
-from google.cloud import firestore
-
 from cascade.errors import LeaseLostError, TransientError
 from cascade.runtime import hooks as faults
-from cascade.state.scope import CAS_ATTEMPTS, FIRESTORE_TIMEOUT, Scope, iso, new_run_id
+from cascade.state.scope import CAS_ATTEMPTS, Scope, iso, new_run_id
 from cascade.state.status import Status
+from cascade.state.store import Doc, Write
 
 
 @dataclass(frozen=True)
@@ -136,8 +134,16 @@ class Partitions:
     def __init__(self, scope: Scope) -> None:
         self.s = scope
 
-    def ref(self, processor: str, day: date | str):
-        return self.s.col("partitions").document(f"{processor}__{iso(day)}")
+    @property
+    def _col(self) -> str:
+        return self.s.col("partitions")
+
+    @staticmethod
+    def doc_id(processor: str, day: date | str) -> str:
+        return f"{processor}__{iso(day)}"
+
+    def _run_write(self, run_id: str, data: dict[str, Any], merge: bool) -> Write:
+        return Write("set", self.s.col("runs"), run_id, {"run_id": run_id, **data}, merge=merge)
 
     # ------------------------------------------------------------------ reads
     def partitions(self, processors: Iterable[str], days: Iterable[date | str]) -> dict[tuple[str, str], Partition]:
@@ -148,46 +154,28 @@ class Partitions:
     def by_keys(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Partition]:
         """States of exactly the (processor, ISO date) keys asked for, in one batched read."""
         keys = list(dict.fromkeys((p, iso(d)) for p, d in keys))
-        if not keys:
-            return {}
-        self.s.ops += 1
-        refs = [self.ref(p, d) for p, d in keys]
-        found = {snap.reference.id: snap.to_dict() for snap in self.s.db.get_all(refs, timeout=FIRESTORE_TIMEOUT)
-                 if snap.exists}
-        return {(p, d): Partition.from_doc(p, d, found.get(f"{p}__{d}")) for p, d in keys}
+        found = self.s.store.get_all(self._col, [self.doc_id(p, d) for p, d in keys])
+        return {(p, d): Partition.from_doc(p, d, found[self.doc_id(p, d)].data) for p, d in keys}
 
     def latest_data_date(self) -> date | None:
         """The newest date any partition of the pipeline has (None when nothing ran), from one query."""
-        self.s.ops += 1
-        q = self.s.col("partitions").order_by("data_date", direction=firestore.Query.DESCENDING).limit(1)
-        for snap in q.stream(timeout=FIRESTORE_TIMEOUT):
-            value = (snap.to_dict() or {}).get("data_date")
-            if value:
-                return date.fromisoformat(value)
+        for doc in self.s.store.query(self._col, order_by="data_date", descending=True, limit=1):
+            if doc.get("data_date"):
+                return date.fromisoformat(doc["data_date"])
         return None
 
     def where(self, field_name: str, op: str, value: Any) -> list[Partition]:
         """Partitions matching one filter (e.g. status == running), from a single query."""
-        self.s.ops += 1
-        q = self.s.col("partitions").where(filter=firestore.FieldFilter(field_name, op, value))
         return [Partition.from_doc(d.get("processor", ""), d.get("data_date", ""), d)
-                for d in (s.to_dict() for s in q.stream(timeout=FIRESTORE_TIMEOUT))]
+                for d in self.s.store.query(self._col, [(field_name, op, value)])]
 
     def watch(self, field_name: str, value: Any, on_change: Callable[[list[Partition]], None]) -> Any:
-        """A Firestore listener on the partitions whose ``field_name`` equals ``value`` (e.g. a
-        backfill's correlation id): ``on_change`` gets the changed partitions. Returns the watch
+        """A listener on the partitions whose ``field_name`` equals ``value`` (e.g. a backfill's
+        correlation id): ``on_change`` gets the changed partitions. Returns the watch
         (``.unsubscribe()``). Listeners can drop on the emulator: callers re-read on a bounded wait."""
-        q = self.s.col("partitions").where(filter=firestore.FieldFilter(field_name, "==", value))
-
-        def changed(_docs: Any, changes: Any, _read_time: Any) -> None:
-            parts = []
-            for ch in changes:
-                d = ch.document.to_dict() or {}
-                parts.append(Partition.from_doc(d.get("processor", ""), d.get("data_date", ""), d))
-            if parts:
-                on_change(parts)
-        self.s.ops += 1
-        return q.on_snapshot(changed)
+        def changed(docs: list[dict[str, Any]]) -> None:
+            on_change([Partition.from_doc(d.get("processor", ""), d.get("data_date", ""), d) for d in docs])
+        return self.s.store.watch(self._col, [(field_name, "==", value)], changed)
 
     # ------------------------------------------------------------------ lifecycle
     def begin(self, processor: str, phase: int, day: date, generation: int, run_id: str,
@@ -202,19 +190,17 @@ class Partitions:
 
         Taking the lease increments the partition's ``fence``: every write of this run carries it,
         and a run whose fence is older than the partition's current one cannot change its rows.
-        The partition update and the run-history record are one atomic batch. ``inputs`` (keys of
+        The partition update and the run-history record are one atomic commit. ``inputs`` (keys of
         the partitions the run will read) are read in the same batched read as the partition: the
         run records what it read (``Begin.inputs``) without a second round trip.
         """
-        ref = self.ref(processor, day)
+        own = self.doc_id(processor, day)
         keys = [k for k in dict.fromkeys((p, iso(d)) for p, d in inputs) if k != (processor, iso(day))]
-        refs = [self.ref(p, d) for p, d in keys]
         for _ in range(CAS_ATTEMPTS):
             now = self.s.clock()
-            self.s.ops += 1
-            snaps = {s.reference.id: s for s in self.s.db.get_all([ref, *refs], timeout=FIRESTORE_TIMEOUT)}
-            snap = snaps[ref.id]
-            current = Partition.from_doc(processor, iso(day), snap.to_dict() if snap.exists else None)
+            docs = self.s.store.get_all(self._col, [own, *(self.doc_id(p, d) for p, d in keys)])
+            snap = docs[own]
+            current = Partition.from_doc(processor, iso(day), snap.data)
             if snap.exists:
                 if generation < current.generation:
                     return Begin(Status.SUPERSEDED, current)
@@ -233,21 +219,12 @@ class Partitions:
                 "checks": None, "transient": False, "expired": False, "quota": False,
                 "updated_at": now, **(context or {}),
             }
-            batch = self.s.db.batch()
-            if snap.exists:
-                batch.update(ref, doc, option=self.s.db.write_option(last_update_time=snap.update_time))
-            else:
-                batch.create(ref, doc)
-            batch.set(self.s.col("runs").document(run_id), {"run_id": run_id, **doc, "attempt": attempt})
-            try:
-                faults.maybe_fail("firestore_aborted", processor, iso(day))
-                self.s.ops += 1
-                batch.commit(timeout=FIRESTORE_TIMEOUT)
-            except (gexc.AlreadyExists, gexc.FailedPrecondition, gexc.Aborted, gexc.NotFound):
+            lease = (Write("update", self._col, own, doc, snap.version) if snap.exists
+                     else Write("create", self._col, own, doc))
+            if not self.s.store.commit([lease, self._run_write(run_id, {**doc, "attempt": attempt}, merge=False)],
+                                       before=lambda: faults.maybe_fail("firestore_aborted", processor, iso(day))):
                 continue  # someone else changed it between our read and write: look again
-            read = {(p, d): Partition.from_doc(p, d, snaps[f"{p}__{d}"].to_dict()
-                                               if f"{p}__{d}" in snaps and snaps[f"{p}__{d}"].exists else None)
-                    for p, d in keys}
+            read = {(p, d): Partition.from_doc(p, d, docs[self.doc_id(p, d)].data) for p, d in keys}
             return Begin(Status.RUN, Partition.from_doc(processor, iso(day), doc), attempt, fence, current, read)
         raise TransientError(f"could not take the lease on {processor} {iso(day)}: too much contention",
                              processor=processor, date=iso(day))
@@ -266,16 +243,16 @@ class Partitions:
                error: str = "", blocked: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Partition:
         """Record the run's outcome, only if this run still owns the partition (else LeaseLostError).
 
-        The partition and its run-history record are written in one atomic batch."""
+        The partition and its run-history record are written in one atomic commit."""
         def change(cur: dict[str, Any], now: datetime) -> dict[str, Any]:
             started = cur.get("started_at") or now
             return {"status": str(status), "record_count": record_count, "error": error, "blocked": blocked,
                     "finished_at": now, "duration_s": round((now - started).total_seconds(), 3),
                     "lease_expires_at": None, "updated_at": now, **(extra or {})}
 
-        def history(doc: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-            return run_id, {k: doc.get(k) for k in ("status", "record_count", "error", "blocked", "finished_at",
-                                                    "duration_s")} | (extra or {})
+        def history(doc: dict[str, Any]) -> dict[str, Any]:
+            return {k: doc.get(k) for k in ("status", "record_count", "error", "blocked", "finished_at",
+                                            "duration_s")} | (extra or {})
         doc = self._update_own(processor, day, run_id, change, history)
         return Partition.from_doc(processor, iso(day), doc)
 
@@ -298,44 +275,40 @@ class Partitions:
     def expire(self, processor: str, day: date | str, run_id: str, reason: str) -> bool:
         """Mark a run whose lease expired as failed (transient: to be re-run); False if it moved on.
         The crash counts as a failed attempt (``expired``), so a partition that kills its process
-        every time is given up on after ``max_attempts`` instead of being re-triggered forever."""
+        every time is given up on after ``max_attempts`` instead of being re-triggered forever.
+        Only a run still ``running`` is expired: a second sweeper finds it moved on."""
         def change(cur: dict[str, Any], now: datetime) -> dict[str, Any]:
+            if cur.get("status") != Status.RUNNING:
+                raise LeaseLostError(f"run {run_id} of {processor} {iso(day)} is no longer running")
             return {"status": Status.FAILED.value, "error": reason, "transient": True, "expired": True,
                     "lease_expires_at": None, "finished_at": now, "updated_at": now}
         try:
-            self._update_own(processor, day if isinstance(day, date) else date.fromisoformat(day), run_id, change,
-                             lambda doc: (run_id, {"status": Status.FAILED.value, "error": reason,
-                                                   "finished_at": doc["finished_at"]}))
+            self._update_own(processor, day, run_id, change,
+                             lambda doc: {"status": Status.FAILED.value, "error": reason,
+                                          "finished_at": doc["finished_at"]})
         except LeaseLostError:
             return False
         return True
 
-    def _update_own(self, processor: str, day: date, run_id: str,
+    def _update_own(self, processor: str, day: date | str, run_id: str,
                     change: Callable[[dict[str, Any], datetime], dict[str, Any]],
-                    history: Callable[[dict[str, Any]], tuple[str, dict[str, Any]]] | None = None) -> dict[str, Any]:
+                    history: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> dict[str, Any]:
         """Compare-and-set ``change`` on a partition this run owns; ``history`` (optional) gives the
-        run-history record written in the same atomic batch."""
-        ref = self.ref(processor, day)
+        fields of the run's history record, written in the same atomic commit."""
+        own = self.doc_id(processor, day)
         for _ in range(CAS_ATTEMPTS):
-            self.s.ops += 1
-            snap = ref.get(timeout=FIRESTORE_TIMEOUT)
-            cur = snap.to_dict() if snap.exists else None
+            snap: Doc = self.s.store.get(self._col, own)
+            cur = snap.data
             if not cur or cur.get("run_id") != run_id:
                 raise LeaseLostError(
                     f"run {run_id} of {processor} {iso(day)} lost its lease to run {cur.get('run_id') if cur else None}",
                     processor=processor, date=iso(day), run_id=run_id)
             fields = change(cur, self.s.clock())
-            batch = self.s.db.batch()
-            batch.update(ref, fields, option=self.s.db.write_option(last_update_time=snap.update_time))
+            writes = [Write("update", self._col, own, fields, snap.version)]
             if history is not None:
-                rid, data = history({**cur, **fields})
-                batch.set(self.s.col("runs").document(rid), {"run_id": rid, **data}, merge=True)
-            try:
-                self.s.ops += 1
-                batch.commit(timeout=FIRESTORE_TIMEOUT)
+                writes.append(self._run_write(run_id, history({**cur, **fields}), merge=True))
+            if self.s.store.commit(writes):
                 return {**cur, **fields}
-            except (gexc.FailedPrecondition, gexc.Aborted):
-                continue
         raise TransientError(f"could not update {processor} {iso(day)}: too much contention")
 
     # ------------------------------------------------------------------ waiting expiry
@@ -364,35 +337,28 @@ class Partitions:
         ``("gave-up", n)`` after ``limit`` repairs records it ``failed`` (permanent) with
         ``give_up_reason``; ``("moved", 0)`` when it is no longer that expired waiting (someone
         else moved it on, or another sweeper repaired it first)."""
-        ref = self.ref(processor, day)
+        own = self.doc_id(processor, day)
         for _ in range(CAS_ATTEMPTS):
-            self.s.ops += 1
-            snap = ref.get(timeout=FIRESTORE_TIMEOUT)
-            cur = snap.to_dict() if snap.exists else None
+            snap = self.s.store.get(self._col, own)
+            cur = snap.data
             part = Partition.from_doc(processor, iso(day), cur)
             now = self.s.clock()
             if not cur or part.run_id != run_id or not self.waiting_expired(part, now):
                 return ("moved", 0)
             previous = cur.get("waiting_repairs") or {}
             count = int(previous.get("count", 0)) + 1 if previous.get("key") == key else 1
-            batch = self.s.db.batch()
-            option = self.s.db.write_option(last_update_time=snap.update_time)
             if count > limit:
                 outcome = ("gave-up", count - 1)
-                batch.update(ref, {"status": Status.FAILED.value, "transient": False, "error": give_up_reason,
-                                   "lease_expires_at": None, "finished_at": now, "updated_at": now,
-                                   "waiting_repairs": {"key": key, "count": count - 1}}, option=option)
-                batch.set(self.s.col("runs").document(run_id), {"run_id": run_id, "status": Status.FAILED.value,
-                                                                "error": give_up_reason, "finished_at": now},
-                          merge=True)
+                writes = [Write("update", self._col, own, {
+                    "status": Status.FAILED.value, "transient": False, "error": give_up_reason,
+                    "lease_expires_at": None, "finished_at": now, "updated_at": now,
+                    "waiting_repairs": {"key": key, "count": count - 1}}, snap.version),
+                    self._run_write(run_id, {"status": Status.FAILED.value, "error": give_up_reason,
+                                             "finished_at": now}, merge=True)]
             else:
                 outcome = ("retrigger", count)
-                batch.update(ref, {"waiting_repairs": {"key": key, "count": count}, "waiting_rearmed_at": now},
-                             option=option)
-            try:
-                self.s.ops += 1
-                batch.commit(timeout=FIRESTORE_TIMEOUT)
+                writes = [Write("update", self._col, own, {"waiting_repairs": {"key": key, "count": count},
+                                                           "waiting_rearmed_at": now}, snap.version)]
+            if self.s.store.commit(writes):
                 return outcome
-            except (gexc.FailedPrecondition, gexc.Aborted, gexc.NotFound):
-                continue
         raise TransientError(f"could not repair the waiting {processor} {iso(day)}: too much contention")

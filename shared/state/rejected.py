@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from cascade.state.scope import FIRESTORE_TIMEOUT, Scope
+from cascade.state.scope import Scope
 
 
 class Rejected:
@@ -20,7 +20,7 @@ class Rejected:
                attributes: dict[str, str] | None, message_id: str | None) -> str:
         """Keep a refused message (its raw payload and the reason) so nothing is lost.
 
-        Whatever its size, the record fits one Firestore document: the payload is kept up to
+        Whatever its size, the record fits one document (Firestore's limits): the payload is kept up to
         ``MAX_RECORDED_BYTES`` (16 KiB) with its original size in ``data_bytes``; attributes up to
         Pub/Sub's limits (100 of them, keys 256 bytes, values 1024 bytes) with their count.
         """
@@ -34,27 +34,24 @@ class Rejected:
         kept = {f"[{truncate_utf8(str(k), MAX_ATTRIBUTE_KEY_BYTES)}]" if not str(k) or str(k).startswith("__")
                 else truncate_utf8(str(k), MAX_ATTRIBUTE_KEY_BYTES): truncate_utf8(str(v), MAX_ATTRIBUTE_VALUE_BYTES)
                 for k, v in list(attrs.items())[:MAX_ATTRIBUTES]}
-        self.s.ops += 1
-        self.s.col("rejected").document(doc_id).set({
+        self.s.store.set(self.s.col("rejected"), doc_id, {
             "pipeline": self.s.pipeline.name, "phase": phase, "reason": truncate_utf8(reason, MAX_RECORDED_BYTES),
             "error": truncate_utf8(error, 256),
             "data": truncate_utf8(raw[:MAX_RECORDED_BYTES].decode("utf-8", "replace"), MAX_RECORDED_BYTES),
             "data_bytes": len(raw), "data_truncated": len(raw) > MAX_RECORDED_BYTES,
             "attributes": kept, "attribute_count": len(attrs),
             "message_id": None if message_id is None else truncate_utf8(str(message_id), 256),
-            "rejected_at": self.s.clock()}, timeout=FIRESTORE_TIMEOUT)
+            "rejected_at": self.s.clock()})
         return doc_id
 
     def list(self, limit: int = 100) -> list[dict[str, Any]]:
-        self.s.ops += 1
-        return [s.to_dict() for s in self.s.col("rejected").limit(limit).stream(timeout=FIRESTORE_TIMEOUT)]
+        return self.s.store.query(self.s.col("rejected"), limit=limit)
 
     def counts(self) -> dict[int, int]:
         """Rejected messages per phase (e.g. ``{2: 3}``), from one query that reads only ``phase``."""
-        self.s.ops += 1
         counts: dict[int, int] = {}
-        for snap in self.s.col("rejected").select(["phase"]).stream(timeout=FIRESTORE_TIMEOUT):
-            phase = (snap.to_dict() or {}).get("phase")
+        for doc in self.s.store.query(self.s.col("rejected"), fields=["phase"]):
+            phase = doc.get("phase")
             if isinstance(phase, int):
                 counts[phase] = counts.get(phase, 0) + 1
         return counts

@@ -1,8 +1,7 @@
-"""What every state module shares: the Firestore client, the pipeline (whose namespace names the
-collections), the clock, the partition lease length and the count of operations sent.
+"""What every state module shares: the document store, the pipeline (whose namespace names the
+collections), the clock and the partition lease length.
 
-Also the small helpers of the state modules: ISO dates, run ids, the compare-and-set retry bound
-and the deadline of one Firestore call.
+Also the small helpers of the state modules: ISO dates, run ids and the compare-and-set retry bound.
 """
 
 from __future__ import annotations
@@ -10,16 +9,14 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Callable
 
 from cascade.definition.model import Pipeline
+from cascade.state.store import DocumentStore
 
 Clock = Callable[[], datetime]
 
 CAS_ATTEMPTS = 20
-# Deadline of one Firestore call: a call the backend never answers fails (transient, retried by
-# redelivery) instead of hanging an invocation that holds a lease.
-FIRESTORE_TIMEOUT = 30.0
 
 
 def utcnow() -> datetime:
@@ -30,14 +27,14 @@ def utcnow() -> datetime:
 class Scope:
     """The state of one pipeline: where its documents live, its clock and its lease length."""
 
-    db: Any
+    store: DocumentStore
     pipeline: Pipeline
     clock: Clock
     lease: timedelta
-    ops: int = 0  # Firestore operations sent (for benchmarks)
 
-    def col(self, kind: str):
-        return self.db.collection(self.pipeline.collection(kind))
+    def col(self, kind: str) -> str:
+        """The namespaced name of the collection of ``kind`` (partitions, runs, triggers, ...)."""
+        return self.pipeline.collection(kind)
 
 
 def iso(day: date | str) -> str:

@@ -1,4 +1,4 @@
-"""The ``Tracker``: the one entry point to a pipeline's recorded state, in Firestore.
+"""The ``Tracker``: the one entry point to a pipeline's recorded state.
 
 A facade over the state modules, one per kind of document (collection names come from
 ``Pipeline.collection``):
@@ -10,7 +10,9 @@ A facade over the state modules, one per kind of document (collection names come
 * ``leases`` - ``backfill_leases/{processor}``: one backfill per processor at a time;
 * ``rejected`` - ``rejected/{id}``: messages refused as permanently invalid.
 
-Callers use the ``Tracker``'s methods; each forwards to the module that owns the rule.
+Callers use the ``Tracker``'s methods; each forwards to the module that owns the rule. The modules
+read and write through a document store (``store``): Firestore in production and on the emulator
+(``firestore_store``), in memory in unit tests (``memory``).
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ from cascade.state.history import History
 from cascade.state.leases import Leases
 from cascade.state.partitions import Begin, Partition, Partitions
 from cascade.state.rejected import Rejected
-from cascade.state.scope import FIRESTORE_TIMEOUT, Clock, Scope, iso, new_run_id, utcnow
+from cascade.state.scope import Clock, Scope, iso, new_run_id, utcnow
 from cascade.state.status import TERMINAL, Status
+from cascade.state.store import DocumentStore
 
-__all__ = ["Tracker", "Partition", "Begin", "Clock", "utcnow", "new_run_id", "FIRESTORE_TIMEOUT", "TERMINAL",
+__all__ = ["Tracker", "Partition", "Begin", "Clock", "utcnow", "new_run_id", "TERMINAL",
            "Status", "MISSING", "RUNNING", "WAITING", "SUCCESS", "FAILED", "BLOCKED", "SKIPPED"]
 
 # Aliases of the one vocabulary (``cascade.state.status.Status``), kept short for the modules that use them.
@@ -37,22 +40,24 @@ SUCCESS, FAILED, BLOCKED, SKIPPED = Status.SUCCESS, Status.FAILED, Status.BLOCKE
 
 
 class Tracker:
-    """Firestore state of one pipeline (namespaced)."""
+    """The recorded state of one pipeline (namespaced), in ``store``: a ``DocumentStore``, or a
+    Firestore client (wrapped in a ``FirestoreStore``)."""
 
     WAITING_REDELIVERY_GAP = Partitions.WAITING_REDELIVERY_GAP
 
-    def __init__(self, client: Any, pipeline: Pipeline, clock: Clock = utcnow, lease_seconds: float = 120.0) -> None:
-        self.scope = Scope(client, pipeline, clock, timedelta(seconds=lease_seconds))
+    def __init__(self, store: DocumentStore | Any, pipeline: Pipeline, clock: Clock = utcnow,
+                 lease_seconds: float = 120.0) -> None:
+        if not isinstance(store, DocumentStore):
+            from cascade.state.firestore_store import FirestoreStore
+            store = FirestoreStore(store)
+        self.store: DocumentStore = store
+        self.scope = Scope(store, pipeline, clock, timedelta(seconds=lease_seconds))
         self.parts = Partitions(self.scope)
         self.history = History(self.scope)
         self.claims = Claims(self.scope)
         self.generations = Generations(self.scope, self.parts)
         self.leases = Leases(self.scope)
         self.rejects = Rejected(self.scope)
-
-    @property
-    def db(self) -> Any:
-        return self.scope.db
 
     @property
     def pipeline(self) -> Pipeline:
@@ -68,8 +73,8 @@ class Tracker:
 
     @property
     def ops(self) -> int:
-        """Firestore operations sent (for benchmarks)."""
-        return self.scope.ops
+        """Operations sent to the store (for benchmarks)."""
+        return self.store.ops
 
     # ------------------------------------------------------------------ partitions: reads
     def partitions(self, processors: Iterable[str], days: Iterable[date | str]) -> dict[tuple[str, str], Partition]:
