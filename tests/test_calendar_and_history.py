@@ -293,3 +293,92 @@ def test_a_backfill_from_the_history_start_is_not_refused_by_preflight_and_compl
     assert report.ok and [(c.start, c.expected) for c in report.checks] == [(start.isoformat(), 5)], report.render()
     res = run_backfill(h.app, BackfillRequest(start, end, phases=[2], force=True, skip_downstream_trigger=True))
     assert not res.refused and res.exit_code == 0
+
+
+# ====================================================================== a processor's own history start
+def _late_sensor(tmp_path: Path | None = None) -> dict | str:
+    """The station with no pipeline-wide history start; its readings table starts on 2025-01-10."""
+    raw = _station(history_start=None)
+    raw["processors"][0]["history_start"] = HISTORY_START.isoformat()
+    if tmp_path is None:
+        return raw
+    path = tmp_path / "station.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+def test_a_processors_own_history_start_is_the_same_rule_for_its_table():
+    p = from_dict(_late_sensor())
+    cal, weekly = p.calendar, p.processor("weekly")
+    assert cal.history_start is None and cal.history_start_of("readings") == HISTORY_START
+    # Its partitions before it are not expected; the pipeline's other dates still are.
+    assert not cal.is_expected(date(2025, 1, 9), "readings") and cal.is_expected(date(2025, 1, 9))
+    assert cal.reason_not_expected(date(2025, 1, 9), "readings") == "before the history start 2025-01-10 of readings"
+    # A reader's lookback stops there: a short window by declaration, said the same way.
+    assert weekly.upstreams[0].window(date(2025, 1, 12), cal) == (HISTORY_START, date(2025, 1, 12))
+    assert weekly.short_window(date(2025, 1, 12), cal) == (
+        "short window by declaration: readings: 2025-01-10..2025-01-12 of 2025-01-06..2025-01-12 "
+        "(history starts 2025-01-10)")
+    # A backfill plan does not run it before its history start.
+    plan = build_plan(p, _NoState(), select_processors(p, phases=[1, 2]), date(2025, 1, 8), date(2025, 1, 11))
+    assert sorted(n.day for n in plan.nodes if n.processor == "readings") == [HISTORY_START, date(2025, 1, 11)]
+
+
+def test_a_backfill_from_a_processors_history_start_needs_nothing_before_it_and_status_shows_the_short_window(
+        make_harness, tmp_path):
+    h = make_harness(pipeline_file=_late_sensor(tmp_path))
+    start, end = HISTORY_START, date(2025, 1, 13)
+    h.write_raw(start, end)  # the sensor's files exist from its history start only
+    report = preflight(h.app, select_processors(h.pipeline, phases=[1, 2]), start, end)
+    assert report.ok and [c.start for c in report.checks] == [start.isoformat()], report.render()
+    res = run_backfill(h.app, BackfillRequest(start, end, phases=[1, 2], skip_downstream_trigger=True))
+    assert not res.refused and res.exit_code == 0, (res.refused, res.exit_code)
+    assert [h.rows("weekly", d)[0]["days_read"] for d in _days("2025-01-10", "2025-01-13")] == [1, 2, 3, 4]
+    # Phase 2 alone: its upstream is checked from the sensor's history start, not 6 days before it.
+    report = preflight(h.app, select_processors(h.pipeline, phases=[2]), start, end)
+    assert report.ok and [(c.start, c.expected) for c in report.checks] == [(start.isoformat(), 4)], report.render()
+    res = run_backfill(h.app, BackfillRequest(start, end, phases=[2], force=True, skip_downstream_trigger=True))
+    assert not res.refused and res.exit_code == 0
+    # A daily (strict) run of a date whose window reaches before it: computed on what exists, recorded
+    # with the run, shown by the status.
+    day = date(2025, 1, 13)
+    h.deliver(h.trigger(day, phase=2, processors=("weekly",), skip_downstream_trigger=True,
+                        generation=h.app.tracker.new_generation(day)))
+    assert h.app.tracker.partition("weekly", day).status == "success"
+    short = ("short window by declaration: readings: 2025-01-10..2025-01-13 of 2025-01-07..2025-01-13 "
+             "(history starts 2025-01-10)")
+    checked = [r["detail"] for run in h.app.tracker.runs(processor="weekly", day=day)
+               for r in (run.get("checks") or {}).get("results", [])]
+    assert any(short in detail for detail in checked), checked
+    assert date_status(h.app, day)["phases"]["2"]["processors"]["weekly"]["short_window"] == short
+
+
+# ====================================================================== the NBA reference: game days from its schedule
+def test_the_nba_reference_takes_its_game_days_from_the_schedule_loaded_date_by_date():
+    import importlib.util
+
+    from cascade.definition.loading import load
+
+    folder = Path(__file__).resolve().parent.parent / "pipelines"
+    spec = importlib.util.spec_from_file_location("nba_synthetic_for_test", folder / "nba_synthetic.py")
+    synthetic = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(synthetic)
+    day_files = synthetic.day_files
+    p = load(folder / "nba.yaml", namespace="")
+    cal = p.calendar
+    src = cal.expected_from
+    assert (src.processor, dict(src.where), src.unlisted) == ("nbac_schedule", {"game_status": (3,)}, "expected")
+    # The synthetic schedule files are the files as scraped after the games: every game final, on
+    # every date the declared rules expect - the calendar from data agrees with the declared one.
+    days = [d for d in _days("2025-01-06", "2025-02-23") if cal.declared_expected(d)]
+    assert all(g["game_status"] == 3 for d in days for g in day_files(d)["nbacom/schedule/{date}.json"]["games"])
+    # Loaded date by date: a date without any schedule row is not loaded yet (expected, unknown);
+    # a date whose games are all postponed (status 1) has no games; the All-Star break stays declared.
+    loaded = cal.with_dates([date(2025, 1, 13), date(2025, 1, 15)], through=date(2025, 1, 15),
+                            listed=[date(2025, 1, 13), date(2025, 1, 14), date(2025, 1, 15)])
+    assert loaded.is_expected(date(2025, 1, 12)) and loaded.is_unknown(date(2025, 1, 12))
+    assert loaded.note(date(2025, 1, 12)).startswith("expected (unknown): nbac_schedule has no row for 2025-01-12")
+    assert not loaded.is_expected(date(2025, 1, 14))
+    assert loaded.note(date(2025, 1, 14)) == "no games: no games in nbac_schedule"
+    assert loaded.is_expected(date(2025, 1, 14), "nbac_schedule")  # the schedule's own partition
+    assert loaded.reason_not_expected(date(2025, 2, 16)) == "All-Star break"

@@ -72,7 +72,7 @@ def _processors(app: App, phases: Iterable[int] | None = None, processors: Itera
 def table_coverage(app: App, proc: Processor, start: date, end: date) -> Coverage:
     """Coverage of ``proc``'s output table over ``start..end``: one query. Dates before its history
     start (the pipeline's or its own) are not expected: nothing is missing there."""
-    expected = app.pipeline.calendar.expected_dates(start, end, proc.name)
+    expected = app.pipeline.calendar.dates_with_rows(start, end, proc.name)
     present = app.warehouse.present_dates(proc.output, start, end) if expected else set()
     missing = [d.isoformat() for d in expected if d not in present]
     table_id = f"{app.pipeline.dataset_id(proc.output.dataset)}.{proc.output.name}"

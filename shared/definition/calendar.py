@@ -190,6 +190,15 @@ class Calendar:
         """Game days from ``start`` to ``end`` inclusive, e.g. 2025-02-12..2025-02-21 skips the All-Star break."""
         return [d for d in date_range(start, end) if self.is_expected(d, processor)]
 
+    def dates_with_rows(self, start: date, end: date, processor: str) -> list[date]:
+        """The dates from ``start`` to ``end`` on which ``processor``'s table should hold rows (a
+        presence check: gaps, coverage): its expected dates, except that the schedule of a from-data
+        calendar holds rows only on the dates it lists games (its partition of another declared date
+        may be empty)."""
+        if self.expected_from is not None and processor == self.expected_from.processor:
+            return [d for d in date_range(start, end) if self.declared_expected(d, processor) and self.is_expected(d)]
+        return self.expected_dates(start, end, processor)
+
     def first_date(self) -> date | None:
         """The first date anything can be expected: the first season's start, or the history start."""
         first = min((s.start for s in self.seasons), default=None)
