@@ -57,7 +57,7 @@ def triggered_not_started(rollup: str, states: list[Partition], claim: dict[str,
     """True when the phase before this one published its trigger (``claim``, at its generation) and
     nothing of this phase has begun at that generation since: shown as "triggered, not started"
     while the phase has nothing else to show (missing, or partly done at an older generation)."""
-    return (bool(claim) and claim.get("status") == "published" and rollup in (MISSING, PARTIAL)
+    return (bool(claim) and claim.get("status") == Status.PUBLISHED and rollup in (MISSING, PARTIAL)
             and not begun_at(states, int(claim.get("generation", 0))))
 
 
@@ -78,13 +78,13 @@ def date_status(app: App, day: date) -> dict[str, Any]:
         ps = [states[(p.name, day.isoformat())] for p in procs]
         gen = max((s.generation for s in ps if s.status != MISSING), default=0)
         claim = tracker.claim(ph.number, day, gen) if ph.next is not None else None
-        if claim and claim.get("status") == "published":
+        if claim and claim.get("status") == Status.PUBLISHED:
             published[ph.next] = claim
         out["phases"][str(ph.number)] = {
             "name": ph.name,
             "status": phase_state(ps, gen, now, sum((s.processor, s.data_date) in stale for s in ps)),
             "generation": gen,
-            "triggered_next": bool(claim and claim.get("status") == "published"),
+            "triggered_next": bool(claim and claim.get("status") == Status.PUBLISHED),
             "next_phase": ph.next,
             "trigger_claim": (claim or {}).get("status"),
             "processors": {

@@ -49,7 +49,7 @@ from cascade.runtime.logs import get_logger, log
 from cascade.runtime.messages import Trigger, new_correlation_id
 from cascade.state.status import Status
 from cascade.ops.date_status import begun_at
-from cascade.state.tracker import RUNNING, SUCCESS, WAITING, Partition
+from cascade.state.partitions import Partition
 
 logger = get_logger("sweeper")
 
@@ -124,7 +124,7 @@ def _republish(app: App, report: SweepReport) -> None:
 
 def _expire(app: App, report: SweepReport) -> None:
     now = app.clock()
-    for part in _listed(app, report, "running partitions", lambda: app.tracker.partitions_where("status", "==", RUNNING)):
+    for part in _listed(app, report, "running partitions", lambda: app.tracker.partitions_where("status", "==", Status.RUNNING)):
         if part.lease_alive(now):
             continue
         _isolated(app, report, f"expired lease of {part.processor} for {part.data_date} (run {part.run_id})",
@@ -159,7 +159,7 @@ def _retrigger(app: App, part: Partition) -> None:
 
 def _waiting(app: App, report: SweepReport) -> None:
     now = app.clock()
-    for part in _listed(app, report, "waiting partitions", lambda: app.tracker.partitions_where("status", "==", WAITING)):
+    for part in _listed(app, report, "waiting partitions", lambda: app.tracker.partitions_where("status", "==", Status.WAITING)):
         if not app.tracker.waiting_expired(part, now):
             continue
         _isolated(app, report, f"expired waiting of {part.processor} for {part.data_date} (run {part.run_id})",
@@ -271,7 +271,7 @@ def _stuck(app: App, report: SweepReport, recent_days: int) -> None:
     recent = [p for p in _listed(app, report, "recently updated partitions",
                                  lambda: app.tracker.partitions_where("updated_at", ">=", now - timedelta(days=recent_days)))
               if p.raw.get("updated_at") and p.raw["updated_at"] <= deadline]
-    groups = {(int(p.raw["phase"]), p.data_date, p.generation) for p in recent if p.status == SUCCESS}
+    groups = {(int(p.raw["phase"]), p.data_date, p.generation) for p in recent if p.status == Status.SUCCESS}
     for phase, day, gen in sorted(groups):
         _isolated(app, report, f"stuck-phase check of phase {phase} for {day} g{gen}",
                   f"see `cascade status --date {day}` and re-run what is missing: "

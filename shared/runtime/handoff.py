@@ -170,7 +170,7 @@ def hand_off(app: Any, phase: int, day: date, *, mode: str, strict_mode: bool, c
             pipeline=pipeline.name, phase=phase, date=day.isoformat(), generation=gen, message_id=message_id)
         return HandOff(True, gen, "published")
     claim = tracker.claim(phase, day, gen) or {}
-    if claim.get("status") == "published":
+    if claim.get("status") == Status.PUBLISHED:
         return HandOff(True, gen, "already-claimed")
     claimed_at = claim.get("claimed_at")
     if claimed_at is not None and app.clock() - claimed_at >= timedelta(seconds=app.settings.republish_after_seconds):
