@@ -38,7 +38,7 @@ def test_up_is_idempotent_writes_env_and_down_stops_exactly_what_it_started(tmp_
             assert env.get(key), key
         assert env["BIGQUERY_EMULATOR_HOST"].startswith("http://")
         assert env["CASCADE_TRIGGER_TOPIC"] == "nba-phase2-raw"
-        assert "wrote 4 raw files for 2 game days" in first.stdout
+        assert "wrote 4 raw files for 2 expected dates" in first.stdout
         pids = {p.stem: json.loads(p.read_text())["pid"] for p in (state / "pids").glob("*.json")}
         assert {"pubsub", "firestore", "bigquery", "storage"} <= set(pids)
         assert len([n for n in pids if n.startswith("function-")]) == 5  # one per phase (2-6)

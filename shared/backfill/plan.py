@@ -41,7 +41,7 @@ DONE, MISSING, NO_GAME, EXPIRED, STALE = Status.DONE, Status.MISSING, Status.NO_
 SYMBOLS = {DONE: "#", MISSING: ".", FAILED: "F", BLOCKED: "B", RUNNING: "R", EXPIRED: "r", STALE: "s",
            NO_GAME: " ", WAITING: "w"}
 LEGEND = ("# done  s stale (code changed or an input was rebuilt)  . missing  F failed  B blocked  w waiting  "
-          "R running  r running (lease expired)  (blank) no games")
+          "R running  r running (lease expired)  (blank) no data expected")
 # States that will run (running under a live lease is waited for: the runner answers "busy").
 TO_RUN = (MISSING, FAILED, BLOCKED, EXPIRED, RUNNING, WAITING, STALE)
 
@@ -175,7 +175,7 @@ class Plan:
         """The dates x processors matrix, one line per date, and the totals."""
         names = [p.name for p in self.processors]
         lines = [f"backfill plan {self.start}..{self.end}: phases {self.phases}, {len(names)} processors x "
-                 f"{len(self.dates)} dates ({len(self.expected_dates)} with games)"
+                 f"{len(self.dates)} dates ({len(self.expected_dates)} expected)"
                  + ("; --force: done partitions re-run with a new generation" if self.force else "")]
         lines += [f"  [{i:>2}] phase {p.phase} {p.name}" for i, p in enumerate(self.processors)]
         header = "".join(f"{i % 100:>3}" for i in range(len(names)))
@@ -183,7 +183,7 @@ class Plan:
         for day in self.dates:
             row = "".join(f"{SYMBOLS[self.cells[(n, day.isoformat())]]:>3}" for n in names)
             note = "" if self.pipeline.calendar.is_expected(day) else \
-                f"   no games: {self.pipeline.calendar.reason_not_expected(day)}"
+                f"   no data expected: {self.pipeline.calendar.reason_not_expected(day)}"
             lines.append(f"{day.isoformat():<12}{row}{note}")
         lines.append(LEGEND)
         stale = [(k, r) for k, r in sorted(self.reasons.items(), key=lambda kv: (kv[0][1], kv[0][0]))

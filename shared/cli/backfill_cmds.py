@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Run every missing, failed or blocked partition (processor x date) of --start..--end as "
                     "soon as its inputs are complete (same-date upstreams and lookback windows): a sliding "
                     "wavefront across dates and phases, bounded by --workers and a per-table MERGE limit. "
-                    "No-game dates are skipped. Re-running the same command does only what is still missing or "
+                    "Dates the calendar expects no data on are skipped. Re-running the same command does only what is still missing or "
                     "failed. One backfill per processor at a time. Exit 0 all done, 1 failures, 2 refused/usage, "
                     "130 interrupted.")
     _range(p)

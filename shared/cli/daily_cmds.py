@@ -22,21 +22,21 @@ def _fail_arg(text: str) -> tuple[str, object]:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("daily", help="do what the schedulers do each morning, locally",
-                       description="Write the scraped files (Phase 1 stand-in) for yesterday and today, then publish "
-                                   "each scheduled phase's trigger in schedule order - phase 2 for yesterday "
-                                   "(cascading to 3 and 4), phase 5 for today's games (cascading to 6) - and wait "
-                                   "for each cascade. Exit 0 when every cascade completed, 1 otherwise.")
+                       description="Write the raw files (the loaders' stand-in) for yesterday and today, then publish "
+                                   "the trigger of each phase the definition schedules daily, in schedule order, "
+                                   "for its declared day (yesterday or today), and wait for each cascade. Exit 0 "
+                                   "when every cascade completed, 1 otherwise.")
     p.add_argument("--now", help="ISO timestamp of the morning (default: now); e.g. 2025-01-16T10:00-05:00")
     p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait per cascade")
     p.set_defaults(func=_daily)
 
     p = sub.add_parser("simulate", help="replay N mornings of the daily schedule with an injected clock",
                        description="Replay --days mornings starting --start (10:00 in the pipeline's time zone): each "
-                                   "morning triggers yesterday's results (phases 2-4) and today's predictions "
-                                   "(phases 5-6) through Pub/Sub and the phase functions. --fail P@D makes the "
-                                   "scraped file of raw processor P missing on date D; the next morning the ops "
-                                   "runbook restores it, re-runs the failed phase and re-triggers what strict mode "
-                                   "blocked. Prints a day x phase table.")
+                                   "morning triggers the definition's daily schedules (each for its declared day) "
+                                   "through Pub/Sub and the phase functions. --fail P@D makes the raw file of raw "
+                                   "processor P missing on date D; the next morning the recovery restores it, "
+                                   "re-runs the failed phase and re-triggers what strict mode blocked. Prints a "
+                                   "day x phase table.")
     p.add_argument("--start", type=date_arg, required=True, help="first simulated morning (YYYY-MM-DD)")
     p.add_argument("--days", type=int, required=True)
     p.add_argument("--fail", type=_fail_arg, action="append", default=[], metavar="PROCESSOR@DATE")

@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("wait", help="wait until a phase completes for a date (exit 0/1/2)",
                        description="Wait on Firestore state until --phase is complete for --date. Exit 0 when "
-                                   "complete (or the date has no games), 1 when it or an earlier phase failed or "
+                                   "complete (or no data is expected on the date), 1 when it or an earlier phase failed or "
                                    "was blocked, 2 on timeout. With --since (the time the trigger it follows was "
                                    "published) only outcomes recorded at or after that time count: a failure or "
                                    "success recorded before it is still pending.")

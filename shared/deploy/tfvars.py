@@ -190,8 +190,8 @@ def freshness(pipeline: Pipeline, number: int) -> dict[str, Any] | None:
     The deadline is the phase's ``complete_by`` when the definition has one, else the schedule of the
     phase's chain plus ``DEFAULT_COMPLETE_AFTER_MINUTES``: phase 4 of the reference pipeline (chain
     2 -> 3 -> 4, scheduled "0 6 * * *") must have finished yesterday's date by 08:00. A day the
-    calendar expects no games counts as done when any phase of the chain logs its ``skipped: no
-    games`` line (nothing cascades then). None for phases no daily schedule reaches.
+    calendar expects no data on counts as done when any phase of the chain logs its ``skipped: no
+    data expected`` line (nothing cascades then). None for phases no daily schedule reaches.
     """
     chain = _chain_root(pipeline, number)
     if chain is None:

@@ -152,7 +152,6 @@ def write_raw_files(pipeline: Pipeline, storage_client: Any, project: str, start
     with ThreadPoolExecutor(max_workers=8) as pool:
         total = sum(len(paths) for paths in pool.map(lambda d: write_day(pipeline, bucket, d), days))
     if progress:
-        # Wording kept from the NBA days ("game days" = the calendar's expected dates): tests and docs quote it.
-        progress(f"wrote {total} raw files for {len(days)} game days {start}..{end} "
-                 f"({len(list(date_range(start, end))) - len(days)} no-game days skipped)")
+        progress(f"wrote {total} raw files for {len(days)} expected dates {start}..{end} "
+                 f"({len(list(date_range(start, end))) - len(days)} dates with no data expected skipped)")
     return total

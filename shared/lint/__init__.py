@@ -382,7 +382,7 @@ class _Checker:
                                          f"any season (the longest, {longest.name}, has {longest_days} days): every "
                                          f"run reads across a whole off-season",
                              f"shorten it below {longest_days}, or use `lookback_dates: N` for the last N expected "
-                             f"(game) dates", path, processor=proc.name)
+                             f"(expected) dates", path, processor=proc.name)
                 if u.lookback_dates > total:
                     self.add("lookback", f"upstream {u.processor}: lookback_dates {u.lookback_dates} exceeds the "
                                          f"{total} expected dates of the whole calendar: for every date the window "

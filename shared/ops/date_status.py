@@ -70,7 +70,7 @@ def date_status(app: App, day: date) -> dict[str, Any]:
     stale = fresh.evaluate([k for k, st in states.items() if st.status == Status.SUCCESS])
     now = app.clock()
     out: dict[str, Any] = {"date": day.isoformat(), "expected": pipeline.calendar.is_expected(day), "phases": {}}
-    if pipeline.calendar.note(day):  # no games (and why), or expected only because the schedule does not cover it
+    if pipeline.calendar.note(day):  # no data expected (and why), or expected only because the schedule does not cover it
         out["note"] = pipeline.calendar.note(day)
     published: dict[int, dict[str, Any]] = {}  # next phase -> the claim that triggered it
     for ph in pipeline.phases:
@@ -142,7 +142,7 @@ def _final_bad(part: Partition) -> bool:
 
 
 def _verdict(phases: dict[int, list[Partition]], chain: list[int], phase: int, since: datetime | None = None,
-             note: str = "no games") -> tuple[int, str] | None:
+             note: str = "no data expected") -> tuple[int, str] | None:
     """The verdict of a wait on ``phase`` from the partitions of every phase of ``chain`` (the phases
     before it that cascade into it): 1 when one of them failed or was blocked, 0 when one was skipped
     or ``phase`` is complete, None while pending. With ``since`` (when the trigger the wait follows
@@ -211,7 +211,7 @@ def wait_for_phase(app: App, day: date, phase: int, timeout: float, since: datet
             changed.clear()
             states = app.tracker.partitions([name for n in chain for name in names[n]], [day])
             phases = {n: [states[(name, day.isoformat())] for name in names[n]] for n in chain}
-            note = pipeline.calendar.reason_not_expected(day) if not pipeline.calendar.is_expected(day) else "no games"
+            note = pipeline.calendar.reason_not_expected(day) if not pipeline.calendar.is_expected(day) else "no data expected"
             if on_change is not None:
                 on_change(progress_line(date_status(app, day), chain))
             verdict = _verdict(phases, chain, phase, since, note)

@@ -15,7 +15,7 @@ Two checks, both driven by the definition's upstreams (no per-processor code):
   not gaps) in the lookback window of every upstream - other phases' and the same phase's - has
   rows in the upstream table. One parameterized query per upstream table covering the whole
   window, never one per date. Lookback 30 on 2025-01-31 checks 2025-01-01..2025-01-31; a lookback
-  of 10 expected dates checks from the 10th game date back.
+  of 10 expected dates checks from the 10th expected date back.
 
 Both use the pipeline's one calendar: a window never reaches before the declared ``history_start``
 (the pipeline's, or the upstream processor's own: a *short window by declaration*: checked and read

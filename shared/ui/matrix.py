@@ -78,7 +78,7 @@ class Row:
     day: str
     weekday: str
     expected: bool
-    note: str  # why there are no games ("All-Star break"), "" on a game day
+    note: str  # why no data is expected (a declared reason), "" on an expected date
     phases: tuple[PhaseCells, ...]  # in phase order
 
     @property
@@ -217,7 +217,7 @@ def recovery_commands(pipeline: Pipeline, part: Partition, now: datetime, stale:
     """The exact commands that recover ``part`` ([] when nothing is to be done).
 
     * blocked: the ``cascade`` commands of ``blocked.resolution``, in order;
-    * failed, stale, or missing on a game day: ``cascade trigger --date D --phase N --processor P``
+    * failed, stale, or missing on an expected date: ``cascade trigger --date D --phase N --processor P``
       (a trigger without a generation makes it complete and fresh, and re-triggers what follows);
     * running with an expired lease: ``cascade sweep``; running or waiting: ``cascade wait``.
     """
