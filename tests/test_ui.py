@@ -143,19 +143,19 @@ def cascade(endpoints, short_lookback) -> Harness:
 
 @pytest.fixture()
 def page(cascade):
-    return StatusPage(cascade.runtime.app, start=START, end=END, refresh_s=1.0, slow_ttl=1.0)
+    return StatusPage(cascade.app, start=START, end=END, refresh_s=1.0, slow_ttl=1.0)
 
 
 def test_a_poll_is_one_batched_partition_read_and_one_claims_query_and_reports_what_cascade_status_reports(
         cascade, page):
     client = Client(page)
-    ops = cascade.runtime.app.tracker.ops
+    ops = cascade.app.tracker.ops
     resp = client.get(f"/api/matrix?start={START}&end={END}")
     # the partitions of the range in one batched read, its trigger claims ("triggered, not started") in one query
-    assert resp.status_code == 200 and cascade.runtime.app.tracker.ops - ops == 2
+    assert resp.status_code == 200 and cascade.app.tracker.ops - ops == 2
     data = resp.get_json()
     for day in [START + timedelta(days=i) for i in range((END - START).days + 1)]:
-        st = date_status(cascade.runtime.app, day)
+        st = date_status(cascade.app, day)
         for n, ph in st["phases"].items():
             assert data["phases"][f"{n}|{day}"] == ph["status"]
             for name, p in ph["processors"].items():
@@ -246,12 +246,12 @@ def test_the_matrix_in_chromium_shows_date_status_greys_no_game_days_and_opens_a
     rows = browser.execute_script(_READ_CELLS)
     cells = {key: (status, nogame, image, colour) for key, kind, status, nogame, image, colour in rows if kind == "cell"}
     phases = {key: status for key, kind, status, *_ in rows if kind == "phase"}
-    assert len(cells) == 11 * len(cascade.definition.model.processors)
+    assert len(cells) == 11 * len(cascade.pipeline.processors)
 
     # 1. Every cell and every phase roll-up is what `cascade status` (date_status) reports.
     seen = set()
     for day in [START + timedelta(days=i) for i in range((END - START).days + 1)]:
-        st = date_status(cascade.runtime.app, day)
+        st = date_status(cascade.app, day)
         for n, ph in st["phases"].items():
             assert phases[f"{n}|{day}"] == ph["status"], (n, day)
             for name, p in ph["processors"].items():
@@ -260,7 +260,7 @@ def test_the_matrix_in_chromium_shows_date_status_greys_no_game_days_and_opens_a
     assert {"success", "failed", "blocked", "missing"} <= seen
 
     # 2. A no-game day is greyed (striped grey), its reason beside the date; a missing game day is not.
-    for name in (p.name for p in cascade.definition.model.processors):
+    for name in (p.name for p in cascade.pipeline.processors):
         status, nogame, image, _ = cells[f"{name}|{NO_GAME}"]
         assert status == "missing" and nogame and "repeating-linear-gradient" in image
     _, nogame, image, colour = cells[f"player_game_summary|{YESTERDAY}"]  # never ran on a game day
@@ -283,14 +283,14 @@ def test_the_matrix_in_chromium_shows_date_status_greys_no_game_days_and_opens_a
     commands = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#detail-recovery code.command")]
     # The resolution starts at the root cause (the raw file), then one command for the range.
     assert commands == [f"cascade backfill --start {YESTERDAY} --end {D} --phase 2 --phase 3"]
-    stored = cascade.runtime.app.tracker.partition("player_rolling_form", D).blocked["resolution"]
+    stored = cascade.app.tracker.partition("player_rolling_form", D).blocked["resolution"]
     assert all(c in stored for c in commands)
     copy = browser.find_element(By.CSS_SELECTOR, "#detail-recovery button.copy")
     copy.click()
     wait.until(lambda _: copy.text == "copied")
 
     # 5. Backfills, dead letters / rejected per phase and coverage per table.
-    lease = BackfillLease(cascade.runtime.app, ["player_composite_factors"], START, END, ttl_seconds=60,
+    lease = BackfillLease(cascade.app, ["player_composite_factors"], START, END, ttl_seconds=60,
                           command=f"cascade backfill --start {START} --end {END} --processor player_composite_factors")
     with lease:
         wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#panel-backfills tbody tr"))
@@ -301,7 +301,7 @@ def test_the_matrix_in_chromium_shows_date_status_greys_no_game_days_and_opens_a
     tds = [td.text for td in browser.find_elements(By.CSS_SELECTOR, '#panel-messages tr[data-phase="2"] td')]
     assert tds[1:3] == ["0", "1"] and "cascade rejected" in tds[3]  # no dead letters, one rejected message
     coverage = browser.find_elements(By.CSS_SELECTOR, "#panel-coverage tbody tr")
-    assert len(coverage) == len(cascade.definition.model.processors)
+    assert len(coverage) == len(cascade.pipeline.processors)
 
     browser.find_element(By.CSS_SELECTOR, f'td[data-key="player_rolling_form|{D}"]').click()
     wait.until(ec.text_to_be_present_in_element((By.ID, "detail-status"), "blocked"))
@@ -318,7 +318,7 @@ def test_the_matrix_in_chromium_shows_date_status_greys_no_game_days_and_opens_a
     WebDriverWait(browser, 30).until(lambda b: b.execute_script(
         f"return document.querySelector('td[data-key=\"{key}\"]').dataset.status") == "success")
     assert browser.find_element(By.ID, "refresh-state").get_attribute("data-ok") == "1"
-    assert date_status(cascade.runtime.app, YESTERDAY)["phases"]["2"]["status"] == "complete"
+    assert date_status(cascade.app, YESTERDAY)["phases"]["2"]["status"] == "complete"
 
 
 def test_the_default_range_opens_on_the_pipelines_data_when_it_is_older_than_a_month():
@@ -330,7 +330,7 @@ def test_the_default_range_opens_on_the_pipelines_data_when_it_is_older_than_a_m
 
 
 def test_a_page_started_without_a_range_opens_on_the_newest_date_with_data(cascade):
-    assert cascade.runtime.app.tracker.latest_data_date() == D
-    client = Client(StatusPage(cascade.runtime.app, refresh_s=1.0, slow_ttl=1.0))
+    assert cascade.app.tracker.latest_data_date() == D
+    client = Client(StatusPage(cascade.app, refresh_s=1.0, slow_ttl=1.0))
     html = client.get("/").get_data(as_text=True)
     assert D.isoformat() in html and (D - timedelta(days=29)).isoformat() in html
