@@ -22,7 +22,7 @@ import yaml
 from google.api_core import exceptions as gexc
 
 from cascade.errors import TransientError
-from cascade.state.tracker import FAILED, SUCCESS
+from cascade.state.status import Status
 
 from .harness import FakeClock, wait_until
 
@@ -160,10 +160,10 @@ def test_a_job_past_its_timeout_is_cancelled_and_the_partition_fails_with_the_re
     [merge] = bq.writes()
     assert merge.cancelled, "the job still running at its timeout was not cancelled"
     part = h.app.tracker.partition("daily", D)
-    assert part.status == FAILED and not part.raw.get("transient")
+    assert part.status == Status.FAILED and not part.raw.get("transient")
     assert "still running after 1 s" in part.error and "cancelled" in part.error and "job_timeout_seconds" in part.error
     assert "cascade trigger --date 2025-03-04 --phase 2 --processor daily" in part.error
-    assert result.outcomes[0].status == FAILED and not result.outcomes[0].retry
+    assert result.outcomes[0].status == Status.FAILED and not result.outcomes[0].retry
     assert h.rows("daily", D) == []  # nothing written
     assert any("daily FAILED" in a.title for a in h.alerts.alerts)
 
@@ -190,11 +190,11 @@ def test_a_redelivery_reattaches_to_the_running_job_instead_of_starting_a_second
     assert not second.is_alive() and "error" not in second_out, second_out
     assert len(bq.writes()) == 1, f"a second MERGE was started: {[j.job_id for j in bq.writes()]}"
     part = h.app.tracker.partition("daily", D)
-    assert part.status == SUCCESS and part.fence == 2 and part.record_count == 2
+    assert part.status == Status.SUCCESS and part.fence == 2 and part.record_count == 2
     assert part.run_id == second_out["result"].outcomes[0].run_id
     assert [r["k"] for r in h.rows("daily", D)] == [1, 2]
     # the first run's late finish is not recorded over the second's
-    assert first_out.get("result") is None or first_out["result"].outcomes[0].status != SUCCESS
+    assert first_out.get("result") is None or first_out["result"].outcomes[0].status != Status.SUCCESS
 
 
 def test_a_run_that_loses_its_lease_while_its_job_runs_cancels_the_job(make_harness, tmp_path):
@@ -223,7 +223,7 @@ def test_each_run_records_its_jobs_bytes_and_slot_time_and_history_shows_them(ma
     before = h.app.warehouse.stats.bytes_billed
     h.deliver(h.trigger(D))
     part = h.app.tracker.partition("daily", D)
-    assert part.status == SUCCESS
+    assert part.status == Status.SUCCESS
     # the run's jobs: its MERGE and its gate's query
     assert part.raw["cost"] == {"jobs": 2, "bytes_processed": 2468, "bytes_billed": 20_971_520, "slot_ms": 112}
     [run] = h.app.tracker.runs("daily", D)
@@ -258,7 +258,7 @@ def test_maximum_bytes_billed_is_applied_to_every_job_of_the_processor(make_harn
     h = make_harness(pipeline_file=jobs_pipeline(tmp_path, maximum_bytes_billed=50_000_000))
     bq = h.app.warehouse.client = BigQueryJobs(h.app.warehouse.client)
     h.deliver(h.trigger(D))
-    assert h.app.tracker.partition("daily", D).status == SUCCESS
+    assert h.app.tracker.partition("daily", D).status == Status.SUCCESS
     assert len(bq.sent) >= 2  # the MERGE and the gate's query
     assert [j.maximum_bytes_billed for j in bq.sent] == [50_000_000] * len(bq.sent), \
         [(j.query[:30], j.maximum_bytes_billed) for j in bq.sent]

@@ -33,17 +33,17 @@ from cascade.errors import CascadeError, UnknownProcessorError
 from cascade.state.freshness import Freshness, input_keys
 from cascade.definition.model import Pipeline, Processor
 from cascade.state.status import Status
-from cascade.state.tracker import BLOCKED, FAILED, RUNNING, SUCCESS, WAITING, Partition
+from cascade.state.tracker import Partition
 
 MAX_RANGE_DAYS = 3 * 366
 DONE, MISSING, NO_GAME, EXPIRED, STALE = Status.DONE, Status.MISSING, Status.NO_GAME, Status.EXPIRED, Status.STALE
 # One character per state in the printed matrix.
-SYMBOLS = {DONE: "#", MISSING: ".", FAILED: "F", BLOCKED: "B", RUNNING: "R", EXPIRED: "r", STALE: "s",
-           NO_GAME: " ", WAITING: "w"}
+SYMBOLS = {DONE: "#", MISSING: ".", Status.FAILED: "F", Status.BLOCKED: "B", Status.RUNNING: "R", EXPIRED: "r", STALE: "s",
+           NO_GAME: " ", Status.WAITING: "w"}
 LEGEND = ("# done  s stale (code changed or an input was rebuilt)  . missing  F failed  B blocked  w waiting  "
           "R running  r running (lease expired)  (blank) no data expected")
 # States that will run (running under a live lease is waited for: the runner answers "busy").
-TO_RUN = (MISSING, FAILED, BLOCKED, EXPIRED, RUNNING, WAITING, STALE)
+TO_RUN = (MISSING, Status.FAILED, Status.BLOCKED, EXPIRED, Status.RUNNING, Status.WAITING, STALE)
 
 
 class UsageError(CascadeError):
@@ -111,11 +111,11 @@ def check_range(start: date, end: date) -> None:
 def cell_state(p: Partition, expected: bool, now, stale: bool = False) -> str:
     if not expected:
         return NO_GAME
-    if p.status == SUCCESS:
+    if p.status == Status.SUCCESS:
         return STALE if stale else DONE
-    if p.status == RUNNING:
-        return RUNNING if p.lease_alive(now) else EXPIRED
-    if p.status in (FAILED, BLOCKED, WAITING):
+    if p.status == Status.RUNNING:
+        return Status.RUNNING if p.lease_alive(now) else EXPIRED
+    if p.status in (Status.FAILED, Status.BLOCKED, Status.WAITING):
         return p.status
     return MISSING  # never run, or skipped on a date the calendar now expects
 
@@ -144,7 +144,7 @@ class Plan:
 
     def counts(self) -> dict[str, int]:
         c = Counter(self.cells.values())
-        return {k: c.get(k, 0) for k in (DONE, STALE, MISSING, FAILED, BLOCKED, WAITING, RUNNING, EXPIRED, NO_GAME)}
+        return {k: c.get(k, 0) for k in (DONE, STALE, MISSING, Status.FAILED, Status.BLOCKED, Status.WAITING, Status.RUNNING, EXPIRED, NO_GAME)}
 
     def estimate(self) -> dict[str, int]:
         """BigQuery jobs: one MERGE per partition to run (strict checks are skipped in backfill mode),
@@ -224,7 +224,7 @@ def build_plan(pipeline: Pipeline, tracker: Any, processors: list[Processor], st
     names = sorted({n for ms in phase_members.values() for n in ms})
     states: dict[tuple[str, str], Partition] = tracker.partitions(names, expected) if expected else {}
     fresh = Freshness(pipeline, dict(states), load=getattr(tracker, "partitions_by_keys", None), versions=versions)
-    stale = fresh.evaluate([k for k, st in states.items() if st.status == SUCCESS])
+    stale = fresh.evaluate([k for k, st in states.items() if st.status == Status.SUCCESS])
     cells: dict[tuple[str, str], str] = {}
     reasons: dict[tuple[str, str], str] = {}
     for p in processors:
@@ -234,7 +234,7 @@ def build_plan(pipeline: Pipeline, tracker: Any, processors: list[Processor], st
             cells[key] = cell_state(st, d in expects[p.name], now, key in stale)
             if key in stale:
                 reasons[key] = stale[key].reason
-            elif cells[key] in (FAILED, BLOCKED, WAITING, EXPIRED) and st.error:
+            elif cells[key] in (Status.FAILED, Status.BLOCKED, Status.WAITING, EXPIRED) and st.error:
                 reasons[key] = f"{cells[key]}: {st.error[:200]}"
     order = {p.name: i for i, p in enumerate(ordered_processors(pipeline))}
     selected = {p.name for p in processors}
@@ -265,7 +265,7 @@ def build_plan(pipeline: Pipeline, tracker: Any, processors: list[Processor], st
         if not keys:
             continue
         phases_here = {pipeline.processor(k[0]).phase for k in keys}
-        touched = any(states[(n, iso)].status == SUCCESS for ph in phases_here for n in phase_members[ph])
+        touched = any(states[(n, iso)].status == Status.SUCCESS for ph in phases_here for n in phase_members[ph])
         if touched:
             fresh_gen[d] = allocate(d) if allocate else 1 + max(top[(ph, iso)] for ph in phase_members)
         for name, _ in keys:

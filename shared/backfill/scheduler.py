@@ -50,7 +50,6 @@ from cascade.runtime.logs import get_logger
 from cascade.runtime.messages import Trigger, new_correlation_id
 from cascade.runtime.runner import Outcome
 from cascade.state.status import Status
-from cascade.state.tracker import BLOCKED, SUCCESS
 from cascade.backfill.executors import executor_for
 from cascade.backfill.plan import Node, Plan, upstream_window
 from cascade.definition.model import Pipeline
@@ -313,7 +312,7 @@ class Scheduler:
             self.report.timings[node.label] = (res.started, res.finished)
             self._phase_progress(node, aux, futures)
         elif step.state == FAILED:
-            (self.report.blocked if category == BLOCKED else self.report.failed)[node.label] = step.error
+            (self.report.blocked if category == Status.BLOCKED else self.report.failed)[node.label] = step.error
             self.report.timings[node.label] = (res.started, res.finished)
             self._block_dependents(step, aux, futures)
 
@@ -350,10 +349,10 @@ class Scheduler:
 
     def _finish(self, res: Result) -> tuple[Finish, str]:
         """What a partition's attempt came to, as a wavefront result kind, and how a final state is
-        reported: succeeded / already_done (ok), or failed / blocked (the runner said BLOCKED)."""
+        reported: succeeded / already_done (ok), or failed / blocked (the runner said Status.BLOCKED)."""
         o, started = res.outcome, res.started
         if o is not None and o.status in OK_STATUSES:
-            return Finish(OK, started), SUCCEEDED if o.status == SUCCESS else "already_done"
+            return Finish(OK, started), SUCCEEDED if o.status == Status.SUCCESS else "already_done"
         error = o.error if o is not None else f"{type(res.error).__name__}: {res.error}"
         if (o.quota and o.retry) if o is not None else (res.error is not None and is_quota(res.error)):
             return Finish(QUOTA, started, error), FAILED
@@ -361,11 +360,11 @@ class Scheduler:
             return Finish(BUSY, started, error), FAILED
         if o is not None and o.status == Status.SUPERSEDED:
             part = self.app.tracker.partition(res.node.processor, res.node.day)
-            if part.status == SUCCESS:
+            if part.status == Status.SUCCESS:
                 return Finish(OK, started), "already_done"
             self.generation[res.node.key] = part.generation  # someone moved it to a newer generation: follow
         transient = (o.retry or o.status in (Status.SUPERSEDED, Status.LOST)) if o is not None else is_transient(res.error)
-        category = BLOCKED if o is not None and o.status == BLOCKED else FAILED
+        category = Status.BLOCKED if o is not None and o.status == Status.BLOCKED else FAILED
         return Finish(TRANSIENT if transient else PERMANENT, started, error), category
 
     def quota_note(self) -> str:
@@ -392,7 +391,7 @@ class Scheduler:
         resolution = (f"fix {proc} for {day}, then re-run the same backfill command (it runs only what is "
                       f"missing, failed or blocked)")
         self.app.tracker.record_outcome(
-            node.processor, node.phase, node.day, self.generation[node.key], BLOCKED, f"{detail}; resolution: {resolution}",
+            node.processor, node.phase, node.day, self.generation[node.key], Status.BLOCKED, f"{detail}; resolution: {resolution}",
             blocked={"check": "Backfill dependency", "upstream": proc, "dates": [day], "detail": detail,
                      "resolution": resolution},
             context={"mode": "backfill", "correlation_id": self.correlation_id, "strict_mode": False})

@@ -17,7 +17,7 @@ from typing import Any
 from cascade.runtime.app import App
 from cascade.state.freshness import Freshness
 from cascade.state.status import Status
-from cascade.state.tracker import BLOCKED, FAILED, RUNNING, SKIPPED, WAITING, Partition
+from cascade.state.tracker import Partition
 
 COMPLETE, PARTIAL, MISSING = Status.COMPLETE, Status.PARTIAL, Status.MISSING
 # A Firestore listener can drop (the emulator's watch stream occasionally fails to decode under
@@ -32,16 +32,16 @@ def phase_state(states: list[Partition], generation: int, now, stale: int = 0) -
     the succeeded ones that are stale."""
     if states and all(s.status == Status.SUCCESS for s in states):
         return Status.STALE if stale else COMPLETE
-    if any(s.status == BLOCKED for s in states):
-        return BLOCKED
-    if any(s.status == FAILED and not s.raw.get("transient") for s in states):
-        return FAILED
-    if any(s.status == WAITING for s in states):
-        return WAITING
-    if any(s.status == RUNNING or (s.status == FAILED and s.raw.get("transient")) for s in states):
-        return RUNNING
-    if states and all(s.status == SKIPPED for s in states):
-        return SKIPPED
+    if any(s.status == Status.BLOCKED for s in states):
+        return Status.BLOCKED
+    if any(s.status == Status.FAILED and not s.raw.get("transient") for s in states):
+        return Status.FAILED
+    if any(s.status == Status.WAITING for s in states):
+        return Status.WAITING
+    if any(s.status == Status.RUNNING or (s.status == Status.FAILED and s.raw.get("transient")) for s in states):
+        return Status.RUNNING
+    if states and all(s.status == Status.SKIPPED for s in states):
+        return Status.SKIPPED
     if all(s.status == MISSING for s in states):
         return MISSING
     return PARTIAL
@@ -138,7 +138,7 @@ def recorded_after(part: Partition, since: datetime | None) -> bool:
 
 
 def _final_bad(part: Partition) -> bool:
-    return part.status == BLOCKED or (part.status == FAILED and not part.raw.get("transient"))
+    return part.status == Status.BLOCKED or (part.status == Status.FAILED and not part.raw.get("transient"))
 
 
 def _verdict(phases: dict[int, list[Partition]], chain: list[int], phase: int, since: datetime | None = None,
@@ -152,9 +152,9 @@ def _verdict(phases: dict[int, list[Partition]], chain: list[int], phase: int, s
         states = phases[n]
         bad = [s for s in states if _final_bad(s) and recorded_after(s, since)]
         if bad:
-            status = BLOCKED if any(s.status == BLOCKED for s in bad) else FAILED
+            status = Status.BLOCKED if any(s.status == Status.BLOCKED for s in bad) else Status.FAILED
             return 1, f"phase {n} is {status} ({', '.join(s.processor for s in bad if s.status == status)})"
-        if states and all(s.status == SKIPPED for s in states) and any(recorded_after(s, since) for s in states):
+        if states and all(s.status == Status.SKIPPED for s in states) and any(recorded_after(s, since) for s in states):
             return 0, f"phase {n} skipped ({note})"
     states = phases[phase]
     gen = max((s.generation for s in states if s.status != MISSING), default=0)

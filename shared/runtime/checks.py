@@ -40,7 +40,8 @@ from cascade.errors import Blocked, TransientError
 from cascade.state.freshness import Freshness
 from cascade.definition.model import Pipeline, Processor
 from cascade.runtime.recovery import next_steps
-from cascade.state.tracker import BLOCKED, FAILED, MISSING, RUNNING, SUCCESS, WAITING, Partition, Tracker
+from cascade.state.status import Status
+from cascade.state.tracker import Partition, Tracker
 from cascade.definition.versions import Versions
 
 UPSTREAM_FAILURE = "Upstream Failure"
@@ -124,17 +125,17 @@ class Checks:
         states = self.tracker.partitions(needed.keys(), all_dates) if needed else {}
         # A stale input (its code changed, or what it read was rebuilt) is as good as a missing one.
         fresh = Freshness(self.pipeline, dict(states), load=self.tracker.partitions_by_keys, versions=self.versions)
-        stale = fresh.evaluate([k for k, st in states.items() if st.status == SUCCESS])
+        stale = fresh.evaluate([k for k, st in states.items() if st.status == Status.SUCCESS])
         now = self.tracker.clock()
         bad: dict[str, list[tuple[str, Partition]]] = {}
         live: list[str] = []
         for name, dates in needed.items():
             for d in dates:
                 st = states[(name, d.isoformat())]
-                if st.lease_alive(now) or (st.status == WAITING and not self.tracker.waiting_expired(st, now)):
+                if st.lease_alive(now) or (st.status == Status.WAITING and not self.tracker.waiting_expired(st, now)):
                     live.append(f"{name}@{d.isoformat()} ({st.status}, run {st.run_id})")
                     continue
-                if st.status == WAITING:  # its waiting expired: nothing re-checks it any more
+                if st.status == Status.WAITING:  # its waiting expired: nothing re-checks it any more
                     bad.setdefault(name, []).append((_expired_waiting(st, now, self.tracker.waiting_since(name, d)), st))
                     continue
                 key = (name, d.isoformat())
@@ -205,7 +206,7 @@ class Checks:
         if not names:
             return ""
         states = self.tracker.partitions(names, [day])
-        bad = {n: s.status for (n, _), s in states.items() if s.status != SUCCESS}
+        bad = {n: s.status for (n, _), s in states.items() if s.status != Status.SUCCESS}
         if not bad:
             return ""
         first = self.pipeline.processor(next(iter(bad)))
@@ -245,10 +246,10 @@ def _stamp(t) -> str:
 
 
 def _bad_state(st: Partition, now, is_run_date: bool) -> str:
-    if st.status in (FAILED, BLOCKED):
+    if st.status in (Status.FAILED, Status.BLOCKED):
         return str(st.status)
-    if st.status == RUNNING and not st.lease_alive(now):
+    if st.status == Status.RUNNING and not st.lease_alive(now):
         return "running with an expired lease (crashed)"
-    if st.status == MISSING and is_run_date:
-        return str(MISSING)
+    if st.status == Status.MISSING and is_run_date:
+        return str(Status.MISSING)
     return ""

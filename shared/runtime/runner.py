@@ -40,7 +40,7 @@ from cascade.runtime.messages import Trigger
 from cascade.definition.model import Processor
 from cascade.runtime.processors import RunContext, executor_for
 from cascade.state.status import Status
-from cascade.state.tracker import BLOCKED, FAILED, MISSING, RUNNING, SKIPPED, SUCCESS, WAITING, Begin, new_run_id
+from cascade.state.tracker import Begin, new_run_id
 
 logger = get_logger("runner")
 
@@ -149,9 +149,9 @@ class PhaseRunner:
         if not self.pipeline.calendar.is_expected(day):
             reason = f"no data expected on {day} ({self.pipeline.calendar.reason_not_expected(day)})"
             for proc in procs:
-                self.tracker.record_outcome(proc.name, trigger.phase, day, trigger.generation, SKIPPED, reason,
+                self.tracker.record_outcome(proc.name, trigger.phase, day, trigger.generation, Status.SKIPPED, reason,
                                             context=self._context(trigger))
-                result.outcomes.append(Outcome(proc.name, SKIPPED, error=reason))
+                result.outcomes.append(Outcome(proc.name, Status.SKIPPED, error=reason))
             log(logger, logging.INFO, f"phase {trigger.phase} skipped: {reason}", **labels)
             result.downstream = "none"
             return result
@@ -269,7 +269,7 @@ class PhaseRunner:
         # does not run must have succeeded (at any generation: an intent leaves fresh ones alone).
         pending = {n: s for (n, _), s in states.items()
                    if not (s.done_for(gen) if (not trigger.processors or n in trigger.processors)
-                           else s.status == SUCCESS)}
+                           else s.status == Status.SUCCESS)}
         if not pending:
             return None
         now = self.app.clock()
@@ -286,24 +286,24 @@ class PhaseRunner:
         # those). Only a redelivery can run them: return at once and let it (or, for a run elsewhere,
         # its redelivery and this trigger's) run this partition - never wait on ourselves.
         coming = {n: s for n, s in pending.items()
-                  if (s.status == FAILED and s.raw.get("transient"))
-                  or (s.status == WAITING and s.raw.get("transient") and not self.tracker.waiting_expired(s, now))
-                  or (n in in_this_run and s.status in (MISSING, RUNNING))}
+                  if (s.status == Status.FAILED and s.raw.get("transient"))
+                  or (s.status == Status.WAITING and s.raw.get("transient") and not self.tracker.waiting_expired(s, now))
+                  or (n in in_this_run and s.status in (Status.MISSING, Status.RUNNING))}
         if coming:
-            why = ", ".join(f"{n} {s.status}" + (" (transient)" if s.status == FAILED else "")
+            why = ", ".join(f"{n} {s.status}" + (" (transient)" if s.status == Status.FAILED else "")
                             for n, s in sorted(coming.items()))
-            return Outcome(proc.name, WAITING, retry=True,
+            return Outcome(proc.name, Status.WAITING, retry=True,
                            error=f"waiting on same-phase upstream {sorted(pending)} ({why}): only a redelivery "
                                  f"can run it, this one is retried with it")
         iso = day.isoformat()
         reason = (f"{self.pipeline.phase(proc.phase).title} BLOCKED: same-phase upstream "
                   f"{sorted(pending)} not successful for {iso} ({', '.join(s.status for s in pending.values())})")
         resolution = f"run them first: {recovery.trigger_command(iso, proc.phase)}"
-        self.tracker.record_outcome(proc.name, proc.phase, day, gen, BLOCKED, f"{reason}; resolution: {resolution}",
+        self.tracker.record_outcome(proc.name, proc.phase, day, gen, Status.BLOCKED, f"{reason}; resolution: {resolution}",
                                     blocked={"check": "Intra-phase dependency", "upstream": sorted(pending),
                                              "dates": [iso], "detail": reason, "resolution": resolution},
                                     context=self._context(trigger))
-        return Outcome(proc.name, BLOCKED, error=f"{reason}; resolution: {resolution}")
+        return Outcome(proc.name, Status.BLOCKED, error=f"{reason}; resolution: {resolution}")
 
     # step 2: lease --------------------------------------------------------------------------------
     def _not_taken(self, proc: Processor, day, begin: Begin) -> Outcome:
@@ -337,26 +337,26 @@ class PhaseRunner:
         try:
             report = Checks(self.pipeline, self.tracker, self.app.warehouse, self.app.versions).run(proc, day)
         except TransientError as exc:
-            self._record(run, FAILED, error=str(exc), extra={"transient": True})
+            self._record(run, Status.FAILED, error=str(exc), extra={"transient": True})
             log(logger, logging.WARNING, f"strict-mode check errored; will retry: {exc}", **run.labels)
-            return Outcome(proc.name, FAILED, run.run_id, error=str(exc), retry=True)
+            return Outcome(proc.name, Status.FAILED, run.run_id, error=str(exc), retry=True)
         run.checks = report.to_dict()
         if report.waiting:
             # A live upstream run is a transient condition: recorded as waiting, retried with backoff.
-            self._record(run, WAITING, error=report.waiting, extra={"transient": True, "checks": run.checks})
+            self._record(run, Status.WAITING, error=report.waiting, extra={"transient": True, "checks": run.checks})
             log(logger, logging.INFO, f"{proc.name} {day} waits: {report.waiting}; Pub/Sub will redeliver", **run.labels)
-            return Outcome(proc.name, WAITING, run.run_id, error=report.waiting, retry=True, checks=run.checks)
+            return Outcome(proc.name, Status.WAITING, run.run_id, error=report.waiting, retry=True, checks=run.checks)
         blocked = report.blocked
         if blocked is None:
             return None
-        self._record(run, BLOCKED, error=f"{blocked.detail}; resolution: {blocked.resolution}",
+        self._record(run, Status.BLOCKED, error=f"{blocked.detail}; resolution: {blocked.resolution}",
                      blocked=blocked.to_dict(), extra={"checks": run.checks})
         marker = hashlib.sha256(f"{proc.name}|{day}|{trigger.generation}|{blocked.detail}".encode()).hexdigest()[:24]
         if self.tracker.create_once("alerts", f"blocked__{marker}", {"detail": blocked.detail}):
             self.app.alerts.send(Alert(blocked.detail, f"resolution: {blocked.resolution}", labels=run.labels,
                                        details=blocked.to_dict()))  # once per distinct reason
         log(logger, logging.ERROR, f"{blocked.detail}; resolution: {blocked.resolution}", **run.labels)
-        return Outcome(proc.name, BLOCKED, run.run_id, error=blocked.detail, checks=run.checks)
+        return Outcome(proc.name, Status.BLOCKED, run.run_id, error=blocked.detail, checks=run.checks)
 
     # step 4: execute ------------------------------------------------------------------------------
     def _execute(self, run: "_Run", hb: "_Heartbeat") -> Outcome:
@@ -397,14 +397,14 @@ class PhaseRunner:
             return self._lost(run, "lease lost during the run; another run took over (its rows are fenced)")
         # step 5: record
         try:
-            self._record(run, SUCCESS, record_count=count,
+            self._record(run, Status.SUCCESS, record_count=count,
                          extra={"checks": run.checks, "gates": run.gates,
                                 "seconds": round(time.perf_counter() - started, 3), "transient": False,
                                 **self.app.versions.of(proc.name).to_dict(), "inputs": inputs})
         except LeaseLostError as exc:
             return self._lost(run, str(exc))
         log(logger, logging.INFO, f"{proc.name} {iso} succeeded: {count} rows merged", record_count=count, **run.labels)
-        return Outcome(proc.name, SUCCESS, run.run_id, count, checks=run.checks)
+        return Outcome(proc.name, Status.SUCCESS, run.run_id, count, checks=run.checks)
 
     def _enforce_gates(self, run: "_Run") -> None:
         """The processor's quality gates on what it just wrote; a failed one raises QualityGateError."""
@@ -433,7 +433,7 @@ class PhaseRunner:
             error = f"quota exceeded (retried more slowly; attempts not spent): {error}"
         retry = transient and not gave_up
         try:
-            self._record(run, FAILED, error=error[:2000], extra={"transient": retry, "quota": quota and retry,
+            self._record(run, Status.FAILED, error=error[:2000], extra={"transient": retry, "quota": quota and retry,
                                                                  "checks": run.checks, "gates": run.gates,
                                                                  **(extra or {})})
         except LeaseLostError:
@@ -447,7 +447,7 @@ class PhaseRunner:
         if not retry:
             self.app.alerts.send(Alert(f"{proc.name} FAILED for {iso}", f"{error[:500]}; next step: {next_step}",
                                        labels=run.labels))
-        return Outcome(proc.name, FAILED, run.run_id, error=error, retry=retry, quota=quota and retry)
+        return Outcome(proc.name, Status.FAILED, run.run_id, error=error, retry=retry, quota=quota and retry)
 
     def _give_up_crash_loop(self, run: "_Run", begin: Begin, limit: int) -> Outcome:
         """Record a partition whose last ``limit`` runs all crashed as failed for good (permanent),

@@ -28,15 +28,10 @@ from cascade.state.leases import Leases
 from cascade.state.partitions import Begin, Partition, Partitions
 from cascade.state.rejected import Rejected
 from cascade.state.scope import Clock, Scope, iso, new_run_id, utcnow
-from cascade.state.status import TERMINAL, Status
+from cascade.state.status import TERMINAL
 from cascade.state.store import DocumentStore
 
-__all__ = ["Tracker", "Partition", "Begin", "Clock", "utcnow", "new_run_id", "TERMINAL",
-           "Status", "MISSING", "RUNNING", "WAITING", "SUCCESS", "FAILED", "BLOCKED", "SKIPPED"]
-
-# Aliases of the one vocabulary (``cascade.state.status.Status``), kept short for the modules that use them.
-MISSING, RUNNING, WAITING = Status.MISSING, Status.RUNNING, Status.WAITING
-SUCCESS, FAILED, BLOCKED, SKIPPED = Status.SUCCESS, Status.FAILED, Status.BLOCKED, Status.SKIPPED
+__all__ = ["Tracker", "Partition", "Begin", "Clock", "utcnow", "new_run_id", "TERMINAL"]
 
 
 class Tracker:
