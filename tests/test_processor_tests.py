@@ -285,3 +285,42 @@ def test_cascade_init_ships_a_case_that_its_readme_runs_on_an_engine_of_its_own(
                          timeout=600)
     assert run.returncode == 1, run.stdout + run.stderr
     assert "days_in_window: expected 4, got 3" in run.stdout
+
+
+def test_zetasqls_compiled_module_is_kept_on_disk_and_a_damaged_file_is_compiled_again(tmp_path, monkeypatch):
+    """ZetaSQL's 28 MB WebAssembly takes ~15 s to compile: once per machine, then loaded from the cache."""
+    from cascade.lint import zetasql_cache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    wasm = tmp_path / "z.wasm"
+    wasm.write_bytes(b"\0asm fake")
+    calls: list[str] = []
+
+    class Compiled:
+        def serialize(self) -> bytes:
+            return b"machine code"
+
+    class FakeModule:
+        @staticmethod
+        def from_file(engine, path):
+            calls.append("compile")
+            return Compiled()
+
+        @staticmethod
+        def deserialize_file(engine, path):
+            calls.append("load")
+            if open(path, "rb").read() != b"machine code":
+                raise ValueError("not a compiled module")
+            return Compiled()
+
+    zetasql_cache.load_compiled(FakeModule, None, str(wasm))
+    [kept] = (tmp_path / "cache" / "cascade").glob("zetasql-*.cwasm")
+    zetasql_cache.load_compiled(FakeModule, None, str(wasm))
+    assert calls == ["compile", "load"]
+    kept.write_bytes(b"damaged")
+    zetasql_cache.load_compiled(FakeModule, None, str(wasm))
+    assert calls == ["compile", "load", "load", "compile"] and kept.read_bytes() == b"machine code"
+    wasm.write_bytes(b"\0asm another version")  # a new zetasql: a new key, the old file is dropped
+    zetasql_cache.load_compiled(FakeModule, None, str(wasm))
+    assert calls[-1] == "compile" and [p.name for p in (tmp_path / "cache" / "cascade").glob("*.cwasm")] != [kept.name]
+    assert len(list((tmp_path / "cache" / "cascade").glob("*.cwasm"))) == 1
