@@ -230,7 +230,7 @@ def recovery_commands(pipeline: Pipeline, part: Partition, now: datetime, stale:
         return found or [trigger]
     if part.status == Status.FAILED or stale is not None:
         return [trigger]
-    if part.status == Status.MISSING and pipeline.calendar.is_expected(day):
+    if part.status == Status.MISSING and pipeline.calendar.is_expected(day, part.processor):
         return [trigger]
     if part.status == Status.RUNNING and not part.lease_alive(now):
         return ["cascade sweep"]
