@@ -119,7 +119,10 @@ def test_scenario_d_gap_in_the_middle_of_the_window_blocks_naming_exactly_that_d
     table = f"{h.namespace}_nba_raw.nbac_player_boxscore"
     assert reason["check"] == "Data Gaps" and reason["dates"] == ["2025-02-13"]  # not the All-Star break
     err = h.app.tracker.partition("player_rolling_form", D).error
-    assert err.startswith(f"Analytics BLOCKED: Data Gaps — missing dates ['2025-02-13'] in {table}; resolution: ")
+    # (With the calendar from the schedule, the detail also says why 02-13 is expected: its schedule
+    # is not loaded either - "expected (unknown): ...".)
+    assert err.startswith(f"Analytics BLOCKED: Data Gaps — missing dates ['2025-02-13'] in {table}") and \
+        "; resolution: " in err and "expected (unknown): nbac_schedule" in err
     assert "restore gs://" in err and "2025-02-13.json" in err
     assert h.pull(4) == []
     # Restore the raw files, paste the printed command: the gap and the blocked date are filled.
