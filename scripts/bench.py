@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Backfill benchmark (``make bench``): the wavefront vs the seeds' naive loop, in two BigQuery profiles.
+"""Backfill benchmark (``make bench``): the wavefront vs a naive date-by-date loop, in two BigQuery profiles.
 
 Each profile starts its own emulators (in a temporary directory), provisions two namespaces of the
 reference pipeline with the synthetic raw files, then:
 
 1. backfills phases 2 -> 4 over its range with the dependency-aware wavefront;
-2. in the second namespace, does the same work the naive way the seeds did - date by date, phase
+2. in the second namespace, does the same work the naive way - date by date, phase
    after phase, one partition at a time (in-process ``PhaseRunner.run_partition``);
 3. the daily path: the phase functions (functions-framework, one per phase, Pub/Sub push) are started
    for the first namespace, the next game day after the range is scraped and phase 2 is triggered in

@@ -1,4 +1,6 @@
-"""Strict mode: the seeds' runbook scenarios A-D on the real emulators.
+"""Strict mode: four daily scenarios on the real emulators (A: the normal flow; B: a same-day failure
+retried; C: yesterday's failed upstream blocks today's phase until fixed; D: a gap in the middle of
+a lookback window blocks, naming that date).
 
 The pipeline is the reference one with a 10-day lookback, so that a window around the All-Star
 break (2025-02-14..19, no games) is short to load: 2025-02-22 looks back to 2025-02-12, whose

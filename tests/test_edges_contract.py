@@ -1,4 +1,4 @@
-"""Correct at the edges (issue #9): malformed messages of any shape and size are recorded and
+"""Correct at the edges of the message contract: malformed messages of any shape and size are recorded and
 acknowledged, a date-less trigger runs the date of its publish time, raw values are coerced strictly,
 and the sweeper repairs what it can when one item cannot be repaired.
 

@@ -1,4 +1,4 @@
-"""Reliability under faults, each test asserting nothing is lost or doubled (DESIGN invariants 1-6).
+"""Reliability under faults, each test asserting nothing is lost or doubled.
 
 Faults are injected with the environment-guarded hook in ``cascade.dev.faults``; time moves with an
 injected clock, never with sleeps.
@@ -47,7 +47,7 @@ def test_crash_between_merge_and_success_then_redelivery_completes_without_dupli
     assert result.complete and result.downstream == "published"
     assert len(h.rows("nbac_player_boxscore", D)) == merged and duplicates(h, "nbac_player_boxscore", D) == 0
     # The redelivery taking over the crashed run's expired lease is the next attempt: a partition that
-    # crashes every time is given up on after max_attempts (test_retries_and_errors.py).
+    # crashes every time is given up on after max_attempts (test_errors.py).
     assert h.app.tracker.partition("nbac_player_boxscore", D).attempts == 2
     assert len(h.pull(3)) == 1
 

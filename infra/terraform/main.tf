@@ -366,7 +366,7 @@ resource "google_cloud_scheduler_job" "phase" {
 }
 
 # ------------------------------------------------------------------ Sweeper
-# Republishes trigger claims left unpublished (see DESIGN.md invariant 2). Deployed once
+# Republishes trigger claims left unpublished (exactly one downstream trigger). Deployed once
 # functions/sweeper/main.py exists; HTTP function (entry point `handle`) called by Cloud Scheduler
 # with an OIDC token every 10 minutes.
 data "archive_file" "sweeper" {

@@ -4,7 +4,8 @@ a run takes on it.
 A partition's status is one of running, waiting, success, failed, blocked, skipped (``missing``
 when there is no document), with its generation, current run id, lease expiry, write fence,
 attempts, record count and error or blocked reason. One document per partition, so processors that
-finish concurrently never contend on a shared document (see STACK.md).
+finish concurrently never contend on a shared document (Firestore sustains about one write per
+second per document).
 
 Every change is compare-and-set on the document's version (its update time), so two deliveries of one trigger can
 never both take a live lease, and a run whose lease was taken over cannot record its result over

@@ -1,4 +1,4 @@
-"""Correct at the edges (issue 9): generations, fencing, empty sources, attempts, strict-mode edges.
+"""Partition state at the edges: generations, fencing, empty sources, attempts, strict-mode edges.
 
 Each test fails on the code before the fix and runs on the real emulators. Time moves with an
 injected clock; a slow run is held by the fault hook until the test releases it.
