@@ -71,21 +71,21 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from emulators.latency_model import STATS_PATH  # noqa: E402
+from cascade.backfill import BackfillRequest, run_backfill  # noqa: E402
+from cascade.definition.calendar import parse_date  # noqa: E402
+from cascade.definition.loading import load  # noqa: E402
+from cascade.dev.local import start_functions  # noqa: E402
+from cascade.dev.localstack import LocalStack  # noqa: E402
+from cascade.dev.provision import ensure_bucket, ensure_pubsub, push_endpoint  # noqa: E402
+from cascade.dev.synthetic import write_raw_files  # noqa: E402
+from cascade.ops.date_status import wait_for_phase  # noqa: E402
 from cascade.runtime import clients  # noqa: E402
 from cascade.runtime.alerts import MemoryAlertSink  # noqa: E402
 from cascade.runtime.app import App  # noqa: E402
-from cascade.backfill import BackfillRequest, run_backfill  # noqa: E402
-from cascade.definition.calendar import parse_date  # noqa: E402
-from cascade.dev.local import start_functions  # noqa: E402
-from cascade.dev.localstack import LocalStack  # noqa: E402
 from cascade.runtime.messages import Trigger, new_correlation_id  # noqa: E402
-from cascade.definition.model import load  # noqa: E402
-from cascade.dev.provision import ensure_bucket, ensure_pubsub, push_endpoint  # noqa: E402
 from cascade.runtime.runner import PhaseRunner  # noqa: E402
 from cascade.runtime.settings import Settings  # noqa: E402
-from cascade.ops.date_status import wait_for_phase  # noqa: E402
-from cascade.dev.synthetic import write_raw_files  # noqa: E402
+from emulators.latency_model import STATS_PATH  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 PHASES = [2, 3, 4]

@@ -28,8 +28,8 @@ def main() -> int:
     for f in runtime:
         mod = ("cascade" + f[len("shared"):-3].replace("/", ".")).removesuffix(".__init__")  # shared/ is `cascade`
         importlib.import_module(mod)
+    from cascade.definition.loading import load
     from cascade.runtime.messages import parse
-    from cascade.definition.model import load
     from cascade.runtime.warehouse import Warehouse
 
     for definition in sorted((ROOT / "pipelines").glob("*.yaml")):

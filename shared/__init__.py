@@ -28,7 +28,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "PythonContext": "cascade.runtime.processors.python_callable",
-    "load": "cascade.definition.model",
+    "load": "cascade.definition.loading",
     "Pipeline": "cascade.definition.model",
     "Processor": "cascade.definition.model",
     "Upstream": "cascade.definition.model",
@@ -43,9 +43,10 @@ __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eagerly
     from cascade.definition.calendar import Calendar
+    from cascade.definition.loading import load
+    from cascade.definition.model import Pipeline, Processor, Upstream
     from cascade.errors import CascadeError, PermanentError, TransientError
     from cascade.runtime.messages import Trigger
-    from cascade.definition.model import Pipeline, Processor, Upstream, load
     from cascade.runtime.processors.python_callable import PythonContext
     from cascade.state.status import Status
 

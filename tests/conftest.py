@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-
 import yaml
 
+from cascade.definition.loading import DEFAULT_DEFINITION
 from cascade.dev import faults
 from cascade.dev.localstack import Endpoints, LocalStack
-from cascade.definition.model import DEFAULT_DEFINITION
 
 from .harness import Harness, new_namespace
 

@@ -20,18 +20,18 @@ from typing import Any, Callable
 
 from google.api_core import exceptions as gexc
 
+from cascade.definition.loading import load
+from cascade.dev.local import start_functions
+from cascade.dev.localstack import Endpoints, LocalStack
+from cascade.dev.provision import DeliveryPolicy, ensure_bucket, ensure_pubsub, push_endpoint
+from cascade.dev.synthetic import write_raw_files
+from cascade.errors import TransientError
 from cascade.runtime import clients
 from cascade.runtime.alerts import MemoryAlertSink
 from cascade.runtime.app import App
 from cascade.runtime.entry import handle_cloud_event
-from cascade.errors import TransientError
-from cascade.dev.local import start_functions
-from cascade.dev.localstack import Endpoints, LocalStack
 from cascade.runtime.messages import Trigger, new_correlation_id
-from cascade.definition.model import load
-from cascade.dev.provision import DeliveryPolicy, ensure_bucket, ensure_pubsub, push_endpoint
 from cascade.runtime.settings import Settings
-from cascade.dev.synthetic import write_raw_files
 from cascade.state.tracker import utcnow
 
 ROOT = Path(__file__).resolve().parent.parent

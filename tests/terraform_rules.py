@@ -860,7 +860,7 @@ def definition_problems(inputs: dict[str, Any], described: dict[str, Any]) -> li
 
 
 def _described() -> dict[str, Any]:
-    script = "import json; from cascade.definition.model import load; print(json.dumps(load().describe('p')))"
+    script = "import json; from cascade.definition.loading import load; print(json.dumps(load().describe('p')))"
     proc = subprocess.run([str(_main_python()), "-c", script], cwd=REPO, env=_clean_env(),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 from datetime import date
 
-from cascade.runtime.alerts import Alert, LogAlertSink, local_alert_files, read_alerts
 from cascade.cli import main as cascade
-from cascade.definition.model import DEFAULT_DEFINITION
+from cascade.definition.loading import DEFAULT_DEFINITION
+from cascade.runtime.alerts import Alert, LogAlertSink, local_alert_files, read_alerts
 from cascade.state.status import Status
 
 from .harness import Harness, new_namespace, wait_until

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 from datetime import date
 
-
 from cascade.backfill import BackfillRequest, run_backfill
 
 from .harness import Harness, new_namespace, wait_until

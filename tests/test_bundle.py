@@ -39,7 +39,7 @@ def test_the_runtime_files_alone_import_every_function_and_run_a_fault_hook_as_a
           f"importlib.util.module_from_spec(spec).__loader__.exec_module(importlib.util.module_from_spec(spec))"
           for i, m in enumerate(mains)],
         "from cascade.runtime import hooks; hooks.maybe_fail('publish')  # faults.py is absent: a no-op",
-        "from cascade.definition.model import load; load()",
+        "from cascade.definition.loading import load; load()",
         "bad = [m for m in sys.modules if m == 'cascade.cli' or m.startswith(('cascade.cli.', 'cascade.ui', 'cascade.backfill', "
         "'cascade.dev.localstack', 'cascade.dev.faults', 'cascade.dev.synthetic'))]",
         "assert not bad, bad",
@@ -51,7 +51,7 @@ def test_the_runtime_files_alone_import_every_function_and_run_a_fault_hook_as_a
 
 
 def test_a_pipelines_own_python_modules_ship_beside_its_definition():
-    from cascade.definition.model import load
+    from cascade.definition.loading import load
     from cascade.deploy.tfvars import terraform_inputs
 
     inputs = terraform_inputs(load(ROOT / "pipelines/retail.yaml", namespace=""))

@@ -24,7 +24,7 @@ from cascade.backfill.plan import build_plan, select_processors
 from cascade.backfill.validate import preflight
 from cascade.runtime.checks import Checks
 from cascade.errors import DefinitionError
-from cascade.definition.model import from_dict
+from cascade.definition.loading import from_dict
 from cascade.ops.date_status import date_status
 from cascade.state.tracker import Partition
 

@@ -17,11 +17,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from google.api_core import exceptions as gexc
 
-from cascade.errors import TransientError
 from cascade.state.status import Status
 
 from .harness import FakeClock, wait_until

@@ -9,8 +9,8 @@ from datetime import date
 import pytest
 import yaml
 
+from cascade.definition.loading import DEFAULT_DEFINITION
 from cascade.ops.daily import morning_at, render_table, run_morning, simulate
-from cascade.definition.model import DEFAULT_DEFINITION
 from cascade.ops.date_status import date_status
 
 from .harness import Harness, new_namespace

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cascade.definition.loading import DEFAULT_DEFINITION, from_dict, load
 from cascade.errors import DefinitionError
-from cascade.definition.model import DEFAULT_DEFINITION, from_dict, load
 
 RAW = yaml.safe_load(DEFAULT_DEFINITION.read_text())
 

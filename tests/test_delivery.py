@@ -8,8 +8,8 @@ from datetime import date
 
 import pytest
 
-from cascade.ops.deadletters import list_dead_letters, replay
 from cascade.ops.date_status import date_status, wait_for_phase
+from cascade.ops.deadletters import list_dead_letters, replay
 
 from .harness import Harness, new_namespace
 

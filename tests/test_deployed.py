@@ -7,7 +7,6 @@ checks what the next ``cascade up`` / ``cascade lint`` / ``cascade status`` does
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -17,11 +16,11 @@ from pathlib import Path
 import yaml
 from werkzeug.test import Client
 
+from cascade.definition.loading import load
 from cascade.dev.deployed import local_versions
-from cascade.lint import lint
 from cascade.dev.local import running_functions, start_functions, up
 from cascade.dev.localstack import LocalStack
-from cascade.definition.model import load
+from cascade.lint import lint
 from cascade.ui.server import StatusPage
 
 from .conftest import PROJECT

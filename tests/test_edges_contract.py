@@ -15,10 +15,10 @@ from datetime import date
 import pytest
 from cloudevents.http import CloudEvent
 
+from cascade.ops.sweeper import sweep
 from cascade.runtime.entry import handle_cloud_event
 from cascade.runtime.messages import MAX_RECORDED_BYTES, Completion, Trigger
 from cascade.runtime.processors.gcs_load import coerce
-from cascade.ops.sweeper import sweep
 
 from .harness import FakeClock, cloud_event, utc
 

@@ -13,8 +13,8 @@ from datetime import date
 import pytest
 
 from cascade.dev import faults
-from cascade.errors import TransientError
 from cascade.dev.faults import InjectedCrash
+from cascade.errors import TransientError
 from cascade.ops.date_status import date_status
 from cascade.ops.sweeper import sweep
 

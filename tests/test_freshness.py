@@ -8,13 +8,13 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from cascade.runtime import handoff
 from cascade.backfill.plan import build_plan, select_processors
+from cascade.definition.loading import from_dict
+from cascade.definition.versions import Versions, normalize_sql, processor_version
+from cascade.runtime import handoff
 from cascade.state.freshness import Freshness, input_keys, input_record
-from cascade.definition.model import from_dict
 from cascade.state.status import Status
 from cascade.state.tracker import Partition
-from cascade.definition.versions import Versions, normalize_sql, processor_version
 
 NOW = datetime(2025, 2, 1, 12, tzinfo=timezone.utc)
 D = date(2025, 1, 8)

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cascade.definition.loading import from_dict, load
 from cascade.errors import DefinitionError
 from cascade.runtime.gates import Gates
-from cascade.definition.model import from_dict, load
 from cascade.state.status import Status
 
 D = date(2025, 3, 10)

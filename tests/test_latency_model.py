@@ -17,9 +17,9 @@ from typing import Iterator
 import pytest
 import requests
 
-from emulators.latency_model import STATS_PATH, FifoSlots, check_latency, dml_targets
 from cascade.dev.emulators import BQ_LATENCY_ENV, LocalStackError, emulator_spec
 from cascade.dev.localstack import LocalStack, free_port
+from emulators.latency_model import STATS_PATH, FifoSlots, check_latency, dml_targets
 
 LATENCY = 0.5
 PROJECT = "cascade-latency"

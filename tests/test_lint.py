@@ -15,13 +15,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cascade.definition.columns import COLUMN_TYPES
-from cascade.definition import imports as definition_imports, loading as definition_loading, model as definition_model
-from cascade.definition import schema as definition_schema, validation as definition_validation
 from cascade.cli import main as cascade
+from cascade.definition import imports as definition_imports
+from cascade.definition import loading as definition_loading
+from cascade.definition import model as definition_model
+from cascade.definition import schema as definition_schema
+from cascade.definition import validation as definition_validation
+from cascade.definition.columns import COLUMN_TYPES
+from cascade.definition.loading import from_dict, load
 from cascade.errors import DefinitionError
 from cascade.lint import lint
-from cascade.definition.model import from_dict, load
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = sorted(REPO.glob("pipelines/*.yaml"))

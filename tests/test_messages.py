@@ -7,10 +7,18 @@ from datetime import date
 
 import pytest
 
+from cascade.definition.loading import load
 from cascade.errors import InvalidMessageError, UnknownProcessorError
-from cascade.runtime.messages import (MAX_CORRELATION_ID_LENGTH, MAX_GENERATION, MAX_NAME_LENGTH, MAX_PAYLOAD_BYTES,
-                             MAX_PROCESSORS, Completion, Trigger, parse)
-from cascade.definition.model import load
+from cascade.runtime.messages import (
+    MAX_CORRELATION_ID_LENGTH,
+    MAX_GENERATION,
+    MAX_NAME_LENGTH,
+    MAX_PAYLOAD_BYTES,
+    MAX_PROCESSORS,
+    Completion,
+    Trigger,
+    parse,
+)
 
 from .harness import utc
 

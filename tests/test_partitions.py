@@ -14,12 +14,12 @@ import pytest
 import yaml
 from google.cloud import bigquery
 
-from cascade.dev import faults
 from cascade.backfill.engine import BackfillRequest, run_backfill
 from cascade.backfill.rerun import rerun
-from cascade.runtime.checks import Checks
+from cascade.definition.loading import from_dict
+from cascade.dev import faults
 from cascade.errors import TransientError
-from cascade.definition.model import from_dict
+from cascade.runtime.checks import Checks
 
 from .harness import FakeClock, Harness, wait_until
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cascade.runtime import clients
 from cascade.cli import main as cascade
-from cascade.definition.model import load
+from cascade.definition.loading import load
 from cascade.dev.processor_tests import CaseFileError, Runner, case_files, collect, load_cases, run_suite
+from cascade.runtime import clients
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -7,12 +7,12 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
-import cascade
 import pytest
 import yaml
 
+import cascade
+from cascade.definition.loading import from_dict
 from cascade.errors import DefinitionError, is_transient
-from cascade.definition.model import from_dict
 from cascade.runtime.processors.python_callable import STAGE_ABOVE_ROWS, InvalidRowsError, validate_rows
 from cascade.state.status import Status
 

@@ -9,7 +9,7 @@ from datetime import date, datetime, timezone
 
 import pytest
 
-from cascade.definition.model import load
+from cascade.definition.loading import load
 from cascade.runtime.messages import Trigger
 from cascade.runtime.runner import PhaseRunner
 from cascade.state.status import Status

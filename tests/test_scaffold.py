@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from cascade.cli import main as cascade, use_project_definition
+from cascade.cli import main as cascade
+from cascade.cli import use_project_definition
 from cascade.lint import lint
 
 REPO = Path(__file__).resolve().parent.parent

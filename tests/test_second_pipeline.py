@@ -9,9 +9,9 @@ import json
 from collections import defaultdict
 from datetime import date, timedelta
 
-from cascade.definition.model import DEFAULT_DEFINITION, load
-from cascade.state.status import Status
+from cascade.definition.loading import DEFAULT_DEFINITION, load
 from cascade.dev.synthetic import day_files
+from cascade.state.status import Status
 
 from .harness import Harness, new_namespace, wait_until
 

@@ -10,7 +10,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from cascade.definition.model import load
+from cascade.definition.loading import load
 from cascade.errors import LeaseLostError, TransientError
 from cascade.state.memory import MemoryStore
 from cascade.state.status import Status
@@ -342,6 +342,7 @@ def test_backfill_lease_documents_are_compare_and_set(tracker):
 def test_a_backfill_lease_is_refused_while_live_and_taken_over_once_expired(pipeline, clock):
     from cascade.backfill.lease import BackfillLease
     from cascade.errors import LeaseHeldError
+
     from .memory_app import memory_app
 
     app = memory_app(pipeline, clock)

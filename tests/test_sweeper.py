@@ -56,7 +56,7 @@ def test_a_published_trigger_that_no_function_picked_up_is_republished_by_the_sw
     assert h.deliver(h.trigger(D, strict_mode=False)).downstream == "published"
     lost = h.pull(3)  # phase 3's trigger was published ... and never delivered to a phase 3 function
     assert len(lost) == 1 and h.app.tracker.claim(2, D, 0)["status"] == "published"
-    early = sweep(h.app)
+    sweep(h.app)
     assert h.pull(3) == []  # too recent: its delivery may still be under way
     deadline = not_started_after(h.app.settings)
     clock.advance(deadline + 1)
@@ -83,8 +83,9 @@ def test_a_published_trigger_that_no_function_picked_up_is_republished_by_the_sw
 
 
 def test_status_shows_a_phase_triggered_but_not_started(make_harness, capsys):
-    from cascade.ui.server import StatusPage
     from werkzeug.test import Client
+
+    from cascade.ui.server import StatusPage
 
     h = make_harness()
     h.write_raw(D, D)
@@ -156,8 +157,8 @@ def test_a_phase_function_killed_and_restarted_by_cascade_up_loses_no_trigger(st
     import os
     import signal
 
-    from cascade.runtime import handoff
     from cascade.dev.localstack import _members
+    from cascade.runtime import handoff
 
     from .harness import wait_until
 

@@ -5,11 +5,11 @@ nothing left to do. Time moves with an injected clock.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 
 import pytest
 
-from cascade.definition.model import load
+from cascade.definition.loading import load
 from cascade.ops.sweeper import not_started_after, sweep
 from cascade.state.status import Status
 

@@ -82,7 +82,7 @@ def test_new_phases_need_no_terraform_edit(parsed: dict[str, Any]) -> None:
     script = r"""
 import json, sys, yaml
 from pathlib import Path
-from cascade.definition.model import from_dict
+from cascade.definition.loading import from_dict
 from cascade.deploy.tfvars import terraform_inputs
 raw = yaml.safe_load(Path("pipelines/nba.yaml").read_text())
 last = next(p for p in raw["phases"] if p.get("next") is None)

@@ -22,8 +22,8 @@ import pytest
 import yaml
 
 from cascade.backfill.engine import BackfillRequest, run_backfill
-from cascade.state.status import Status
 from cascade.ops.date_status import date_status
+from cascade.state.status import Status
 
 from .harness import Harness, printed_commands
 

@@ -24,7 +24,7 @@ from werkzeug.serving import make_server
 from werkzeug.test import Client
 
 from cascade.backfill.lease import BackfillLease
-from cascade.definition.model import load
+from cascade.definition.loading import load
 from cascade.ops.date_status import date_status
 from cascade.state.tracker import Partition
 from cascade.ui import matrix as mx

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from cascade.definition.model import from_dict
+from cascade.definition.loading import from_dict
 from cascade.runtime.warehouse import Warehouse
 from cascade.runtime.warehouse import sql as statements
 

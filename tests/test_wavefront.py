@@ -13,8 +13,24 @@ from typing import Callable
 
 import pytest
 
-from cascade.backfill.wavefront import (BLOCKED, BUSY, CRITICAL_PATH, EARLIEST, FAILED, OK, PERMANENT, QUOTA, RETRY,
-                                        SUCCEEDED, TRANSIENT, Finish, Policy, Unit, Wavefront, simulate)
+from cascade.backfill.wavefront import (
+    BLOCKED,
+    BUSY,
+    CRITICAL_PATH,
+    EARLIEST,
+    FAILED,
+    OK,
+    PERMANENT,
+    QUOTA,
+    RETRY,
+    SUCCEEDED,
+    TRANSIENT,
+    Finish,
+    Policy,
+    Unit,
+    Wavefront,
+    simulate,
+)
 
 
 def units(*procs: tuple[str, str | None, range]) -> list[Unit]:

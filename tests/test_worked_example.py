@@ -15,8 +15,9 @@ import pytest
 import yaml
 
 from cascade.definition import schema as definition_schema
+from cascade.definition.imports import import_callable
+from cascade.definition.loading import DEFAULT_DEFINITION, from_dict, load
 from cascade.errors import DefinitionError
-from cascade.definition.model import DEFAULT_DEFINITION, from_dict, import_callable, load
 from cascade.runtime.processors.gcs_export import render
 from cascade.state.status import Status
 

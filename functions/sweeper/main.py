@@ -4,9 +4,9 @@ import json
 
 import functions_framework
 
+from cascade.ops.sweeper import sweep
 from cascade.runtime import logs
 from cascade.runtime.app import default_app
-from cascade.ops.sweeper import sweep
 
 
 @functions_framework.http

@@ -17,19 +17,27 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Callable, TextIO
 
-from cascade.runtime.app import App
-from cascade.runtime.cost import BytesEstimate, JobCost, estimate_range
-from cascade.errors import LeaseHeldError
-from cascade.runtime.recovery import fill_coverage
 from cascade.backfill.digest import collecting_alerts, digest_alert
 from cascade.backfill.executors import EXECUTORS
 from cascade.backfill.lease import BackfillLease, describe_holder, holders
 from cascade.backfill.plan import Plan, UsageError, build_plan, check_range, select_processors
 from cascade.backfill.progress import Progress
 from cascade.backfill.scheduler import RunReport, Scheduler, SchedulerOptions
+from cascade.backfill.validate import (
+    DEFAULT_THRESHOLD,
+    Coverage,
+    Preflight,
+    TableValidation,
+    coverage,
+    outside_inputs,
+    preflight,
+    validate,
+)
 from cascade.backfill.wavefront import ORDERS
-from cascade.backfill.validate import (DEFAULT_THRESHOLD, Coverage, Preflight, TableValidation, coverage, outside_inputs, preflight,
-                       validate)
+from cascade.errors import LeaseHeldError
+from cascade.runtime.app import App
+from cascade.runtime.cost import BytesEstimate, JobCost, estimate_range
+from cascade.runtime.recovery import fill_coverage
 
 
 @dataclass

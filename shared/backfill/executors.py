@@ -27,12 +27,12 @@ import threading
 import time
 from typing import Any, Protocol
 
+from cascade.backfill.plan import Node
 from cascade.runtime.app import App
 from cascade.runtime.messages import Trigger
 from cascade.runtime.runner import Outcome, PhaseRunner
 from cascade.state.status import Status
 from cascade.state.tracker import Partition
-from cascade.backfill.plan import Node
 
 EXECUTORS = ("in-process", "functions")
 # The listener is the wake-up; this bounded re-read only matters if the listener stream broke.

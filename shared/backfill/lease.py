@@ -20,8 +20,8 @@ import uuid
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from cascade.runtime.app import App
 from cascade.errors import LeaseHeldError
+from cascade.runtime.app import App
 from cascade.runtime.logs import get_logger
 
 logger = get_logger("backfill.lease")

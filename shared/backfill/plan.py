@@ -28,10 +28,10 @@ from datetime import date, timedelta
 from typing import Any, Iterable
 
 from cascade.definition.calendar import date_range
-from cascade.runtime import handoff
-from cascade.errors import CascadeError, UnknownProcessorError
-from cascade.state.freshness import Freshness, input_keys
 from cascade.definition.model import Pipeline, Processor
+from cascade.errors import CascadeError, UnknownProcessorError
+from cascade.runtime import handoff
+from cascade.state.freshness import Freshness, input_keys
 from cascade.state.status import Status
 from cascade.state.tracker import Partition
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
-from cascade.runtime.app import App
-from cascade.definition.calendar import date_range
-from cascade.runtime.messages import Trigger, new_correlation_id
 from cascade.backfill.plan import UsageError, check_range
+from cascade.definition.calendar import date_range
+from cascade.runtime.app import App
+from cascade.runtime.messages import Trigger, new_correlation_id
 
 
 @dataclass(frozen=True)

@@ -42,19 +42,32 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Callable, Iterable
 
+from cascade.backfill.executors import executor_for
+from cascade.backfill.plan import Node, Plan, upstream_window
+from cascade.backfill.wavefront import (
+    BUSY,
+    CRITICAL_PATH,
+    FAILED,
+    OK,
+    PERMANENT,
+    QUOTA,
+    SUCCEEDED,
+    TRANSIENT,
+    Finish,
+    Policy,
+    Step,
+    Unit,
+    Wavefront,
+)
+from cascade.definition.model import Pipeline
+from cascade.errors import is_quota, is_transient
 from cascade.runtime import handoff
 from cascade.runtime.app import App
 from cascade.runtime.durations import duration
-from cascade.errors import is_quota, is_transient
 from cascade.runtime.logs import get_logger
 from cascade.runtime.messages import Trigger, new_correlation_id
 from cascade.runtime.runner import Outcome
 from cascade.state.status import Status
-from cascade.backfill.executors import executor_for
-from cascade.backfill.plan import Node, Plan, upstream_window
-from cascade.definition.model import Pipeline
-from cascade.backfill.wavefront import (BUSY, CRITICAL_PATH, FAILED, OK, PERMANENT, QUOTA, SUCCEEDED, TRANSIENT, Finish,
-                                        Policy, Step, Unit, Wavefront)
 
 logger = get_logger("backfill")
 OK_STATUSES = (Status.SUCCESS, Status.DONE, Status.SKIPPED)

@@ -23,11 +23,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any, Iterable
 
+from cascade.backfill.plan import ordered_processors, upstream_window
+from cascade.definition.model import Processor
 from cascade.runtime.app import App
 from cascade.state.freshness import Freshness
-from cascade.definition.model import Processor
 from cascade.state.status import Status
-from cascade.backfill.plan import ordered_processors, upstream_window
 
 DEFAULT_THRESHOLD = 0.95
 

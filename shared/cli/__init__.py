@@ -15,11 +15,21 @@ from pathlib import Path
 
 from google.api_core import exceptions as gexc
 
-from cascade.runtime import logs
-from cascade.errors import CascadeError
+from cascade.cli import (
+    alerts_cmds,
+    backfill_cmds,
+    daily_cmds,
+    init_cmds,
+    lint_cmds,
+    local_cmds,
+    ops_cmds,
+    reliability_cmds,
+    test_cmds,
+    ui_cmds,
+)
 from cascade.cli._common import handle_cascade_error
-from cascade.cli import (alerts_cmds, backfill_cmds, daily_cmds, init_cmds, lint_cmds, local_cmds, ops_cmds,
-                         reliability_cmds, test_cmds, ui_cmds)
+from cascade.errors import CascadeError
+from cascade.runtime import logs
 
 # Command modules, in the order their commands appear in `cascade --help`.
 _MODULES = [init_cmds, lint_cmds, test_cmds, local_cmds, ops_cmds, backfill_cmds, daily_cmds, reliability_cmds, alerts_cmds, ui_cmds]

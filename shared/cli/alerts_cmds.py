@@ -32,9 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _alerts(args: argparse.Namespace) -> int:
-    from cascade.runtime.alerts import local_alert_files, read_alerts
-    from cascade.definition.model import load
+    from cascade.definition.loading import load
     from cascade.deploy.tfvars import alert_log_filter
+    from cascade.runtime.alerts import local_alert_files, read_alerts
 
     pipeline = load()
     since = None

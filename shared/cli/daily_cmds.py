@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from datetime import datetime
 
-from cascade.definition.calendar import parse_date
 from cascade.cli._common import app, date_arg, fail, now
+from cascade.definition.calendar import parse_date
 from cascade.state.status import Status
 
 

@@ -23,8 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _init(args: argparse.Namespace) -> int:
-    from cascade.errors import CascadeError
     from cascade.dev.scaffold import scaffold
+    from cascade.errors import CascadeError
 
     try:
         created = scaffold(Path(args.dir), name=args.name)

@@ -6,9 +6,9 @@ import argparse
 import os
 import sys
 
-from cascade.dev.emulators import LocalStackError
-from cascade.definition.model import load
 from cascade.cli._common import date_arg, state_dir
+from cascade.definition.loading import load
+from cascade.dev.emulators import LocalStackError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -6,9 +6,9 @@ import argparse
 import json
 import sys
 
+from cascade.cli._common import app, bool_arg, date_arg, now, print_json, state_dir
 from cascade.errors import CascadeError
 from cascade.runtime.messages import Trigger, new_correlation_id
-from cascade.cli._common import app, bool_arg, date_arg, now, print_json, state_dir
 from cascade.state.status import Status
 
 
@@ -81,8 +81,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _describe(args: argparse.Namespace) -> int:
-    from cascade.definition.model import load
     import os
+
+    from cascade.definition.loading import load
 
     project = os.environ.get("CASCADE_PROJECT", "cascade-local")
     d = load().describe(project)
@@ -159,9 +160,8 @@ def _last_phase(pipeline, phase: int) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from cascade.ops.date_status import date_status
-
     from cascade.dev.deployed import local_drift
+    from cascade.ops.date_status import date_status
 
     a = app()
     st = date_status(a, args.date)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from cascade.errors import CascadeError
 from cascade.cli._common import app, handle_cascade_error, print_json
+from cascade.errors import CascadeError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

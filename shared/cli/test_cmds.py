@@ -20,8 +20,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from cascade.lint.live import answers
 from cascade.cli._common import print_json, state_dir
+from cascade.lint.live import answers
 
 ENGINE_PROJECT = "cascade-test"
 
@@ -47,8 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _groups(args: argparse.Namespace) -> list[tuple[Path, list[Path] | None]]:
     """(definition, case files or None for all of them) per path given."""
-    from cascade.lint import default_file
     from cascade.dev.processor_tests import CaseFileError, definition_of
+    from cascade.lint import default_file
 
     out: dict[Path, list[Path] | None] = {}
     for text in args.paths or [str(default_file())]:
@@ -88,9 +88,9 @@ def _running_engine() -> tuple[str, str] | None:
 def engine() -> Iterator[tuple[object, str, str]]:
     """(BigQuery client, project, description): the running local stack's engine, else bqemulator
     started alone on a free port (its own state folder) and stopped afterwards."""
-    from cascade.runtime import clients
     from cascade.dev.emulators import emulator_spec
     from cascade.dev.localstack import LocalStack, free_port
+    from cascade.runtime import clients
 
     found = _running_engine()
     saved = os.environ.get("BIGQUERY_EMULATOR_HOST")
@@ -123,8 +123,8 @@ def engine() -> Iterator[tuple[object, str, str]]:
 
 
 def _test(args: argparse.Namespace) -> int:
-    from cascade.errors import CascadeError
     from cascade.dev.processor_tests import CaseFileError, collect, run_suite
+    from cascade.errors import CascadeError
 
     if not args.no_sql:
         try:

@@ -314,22 +314,3 @@ def upstream_map(pipeline: Pipeline) -> dict[str, list[str]]:
 
 def names(items: Iterable[Processor]) -> list[str]:
     return [p.name for p in items]
-
-
-# Names of the definition's neighbours that its readers import from here (``from
-# cascade.definition.model import load, Pipeline``), resolved on first use: the neighbours import this
-# module, so importing them eagerly would be circular. The imports are spelled out so that the function
-# bundle (``cascade.deploy.bundle``, which reads imports from the code) ships the neighbours too.
-_NEIGHBOURS = {
-    "load": "loading", "from_dict": "loading", "DEFAULT_DEFINITION": "loading",
-    "import_callable": "imports", "make_importable": "imports",
-    "FRAMEWORK_COLUMNS": "columns", "MANIFEST_FIELDS": "columns", "all_columns": "columns",
-}
-
-
-def __getattr__(name: str) -> Any:
-    from cascade.definition import columns, imports, loading
-
-    if name in _NEIGHBOURS:
-        return getattr({"loading": loading, "imports": imports, "columns": columns}[_NEIGHBOURS[name]], name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,8 +14,9 @@ from typing import Any
 from cascade.definition.columns import COLUMN_TYPES, MANIFEST_FIELDS, NUMERIC_TYPES
 from cascade.definition.imports import CALLABLE
 from cascade.definition.model import Pipeline, Processor
-from cascade.definition.schema import EXPORT_FORMATS, NAME as _NAME_PATTERN
 from cascade.definition.placeholders import PLACEHOLDER
+from cascade.definition.schema import EXPORT_FORMATS
+from cascade.definition.schema import NAME as _NAME_PATTERN
 from cascade.errors import DefinitionError
 
 # A lowercase identifier: processor, dataset, table, column and gate names.

@@ -98,7 +98,7 @@ def python_source(pipeline: Pipeline, spec: str) -> str:
     be imported (the run itself will fail with the import error)."""
     import inspect
 
-    from cascade.definition.model import import_callable
+    from cascade.definition.imports import import_callable
 
     module = spec.partition(":")[0]
     try:

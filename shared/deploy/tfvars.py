@@ -27,11 +27,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cascade.deploy.bundle import GENERIC_FUNCTION_DIR, REPO_ROOT, runtime_files, runtime_requirements
 from cascade.definition.columns import all_columns, type_to_legacy
 from cascade.definition.loading import load
 from cascade.definition.model import Pipeline
 from cascade.definition.placeholders import tables_in
+from cascade.deploy.bundle import GENERIC_FUNCTION_DIR, REPO_ROOT, runtime_files, runtime_requirements
 
 TFVARS_PATH = REPO_ROOT / "infra" / "terraform" / "pipeline.auto.tfvars.json"
 

@@ -111,9 +111,9 @@ def local_drift(pipeline: Pipeline, state_dir: Path) -> Drift | None:
     """The drift of the functions ``cascade up`` started for ``pipeline`` under ``state_dir`` (None when
     none is running, or all run the local definition and code). The local definition is read again
     from its file: a long-running caller (the status page) compares with what is on disk now."""
-    from cascade.errors import DefinitionError
+    from cascade.definition.loading import load
     from cascade.dev.local import running_functions
-    from cascade.definition.model import load
+    from cascade.errors import DefinitionError
 
     running = running_functions(pipeline, state_dir)
     if not running:

@@ -24,12 +24,12 @@ from datetime import date
 from pathlib import Path
 from typing import Callable
 
-from cascade.runtime import clients
+from cascade.definition.model import Pipeline
 from cascade.dev.deployed import local_versions
 from cascade.dev.localstack import Endpoints, LocalStack, free_port
-from cascade.definition.model import Pipeline
 from cascade.dev.provision import provision_emulators
 from cascade.dev.synthetic import write_raw_files
+from cascade.runtime import clients
 from cascade.runtime.warehouse import Warehouse
 
 REPO = Path(__file__).resolve().parents[2]

@@ -46,10 +46,10 @@ from typing import Any, Callable
 
 import yaml
 
-from cascade.errors import CascadeError
-from cascade.lint.locate import Lines
 from cascade.definition.model import Pipeline, Processor, Table
 from cascade.definition.placeholders import tables_in
+from cascade.errors import CascadeError
+from cascade.lint.locate import Lines
 
 CASE_KEYS = {"name", "date", "given", "expect", "description"}
 EXPECT_KEYS = {"rows", "tolerance", "error"}
@@ -675,7 +675,7 @@ def collect(definition: str | Path, only: list[Path] | None = None,
             processor: str | None = None) -> tuple[Pipeline, list[Case]]:
     """The pipeline at ``definition`` and its cases (from ``only`` files, else all its case files),
     optionally those of one ``processor``. Raises ``CaseFileError`` / ``DefinitionError``."""
-    from cascade.definition.model import load
+    from cascade.definition.loading import load
 
     pipeline = load(definition, namespace="")
     cases: list[Case] = []

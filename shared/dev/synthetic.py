@@ -37,7 +37,9 @@ from typing import Any, Callable
 from google.api_core import exceptions as gexc
 
 from cascade.definition.calendar import date_range
-from cascade.definition.model import Pipeline, Processor, import_callable, load
+from cascade.definition.imports import import_callable
+from cascade.definition.loading import load
+from cascade.definition.model import Pipeline, Processor
 
 DEFAULT_ROWS = 10
 

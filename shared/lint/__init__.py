@@ -119,7 +119,7 @@ class Report:
 
 def default_file() -> Path:
     """The definition in use: ``$CASCADE_PIPELINE_FILE``, ``./pipeline.yaml``, else the reference one."""
-    from cascade.definition.model import DEFAULT_DEFINITION
+    from cascade.definition.loading import DEFAULT_DEFINITION
 
     if os.environ.get("CASCADE_PIPELINE_FILE"):
         return Path(os.environ["CASCADE_PIPELINE_FILE"])
@@ -214,7 +214,7 @@ class _Checker:
         """The definition without the processors that have problems (and those reading them), or None
         when a problem outside the processors leaves nothing to load. Loader errors found on the way
         are reported (once per processor) and set that processor aside too."""
-        from cascade.definition.model import from_dict
+        from cascade.definition.loading import from_dict
 
         if not isinstance(self.raw, dict) or not isinstance(self.raw.get("processors"), list):
             return None
@@ -348,7 +348,7 @@ class _Checker:
 
     def _load(self, schema_problems: bool, graph_problems: bool) -> Any:
         """The ``Pipeline``, or None when it does not load (its error reported unless already covered)."""
-        from cascade.definition.model import from_dict
+        from cascade.definition.loading import from_dict
 
         if schema_problems:
             return None  # the loader would stop at the first of the problems already reported

@@ -28,14 +28,15 @@ import os
 import re
 import tempfile
 import threading
-from pathlib import Path
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable
 
+from cascade.definition.columns import all_columns
+from cascade.definition.model import Pipeline, Processor
 from cascade.errors import CascadeError
-from cascade.definition.model import Pipeline, Processor, all_columns
 
 PROJECT = "cascade-lint"
 

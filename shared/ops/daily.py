@@ -15,14 +15,15 @@ through Pub/Sub to the phase functions, as in production.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, time as dtime, timedelta
+from datetime import date, datetime, timedelta
+from datetime import time as dtime
 from typing import Callable, Iterable
 from zoneinfo import ZoneInfo
 
+from cascade.dev.synthetic import write_day
+from cascade.ops.date_status import date_status, wait_for_phase
 from cascade.runtime.app import App
 from cascade.runtime.messages import Trigger, new_correlation_id
-from cascade.ops.date_status import date_status, wait_for_phase
-from cascade.dev.synthetic import write_day
 from cascade.state.status import Status
 
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any
 
-
 from cascade.runtime.app import App
 from cascade.state.freshness import Freshness
 from cascade.state.status import Status

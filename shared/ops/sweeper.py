@@ -41,15 +41,15 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Callable
 
+from cascade.ops.date_status import begun_at
 from cascade.runtime import handoff, recovery
 from cascade.runtime.alerts import Alert
 from cascade.runtime.app import App
 from cascade.runtime.durations import duration
 from cascade.runtime.logs import get_logger, log
 from cascade.runtime.messages import Trigger, new_correlation_id
-from cascade.state.status import Status
-from cascade.ops.date_status import begun_at
 from cascade.state.partitions import Partition
+from cascade.state.status import Status
 
 logger = get_logger("sweeper")
 

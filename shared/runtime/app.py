@@ -12,14 +12,15 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any, Callable
 
+from cascade.definition.loading import load
+from cascade.definition.model import Pipeline
+from cascade.definition.versions import Versions
 from cascade.runtime import clients
 from cascade.runtime.alerts import AlertSink, LogAlertSink
-from cascade.definition.model import Pipeline, load
 from cascade.runtime.publisher import Publisher
 from cascade.runtime.settings import Settings
-from cascade.state.tracker import Tracker, utcnow
-from cascade.definition.versions import Versions
 from cascade.runtime.warehouse import Warehouse
+from cascade.state.tracker import Tracker, utcnow
 
 
 @dataclass

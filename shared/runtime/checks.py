@@ -36,13 +36,13 @@ from datetime import date, timezone
 from typing import Any
 
 from cascade.definition.calendar import iso
-from cascade.errors import Blocked, TransientError
-from cascade.state.freshness import Freshness
 from cascade.definition.model import Pipeline, Processor
+from cascade.definition.versions import Versions
+from cascade.errors import Blocked, TransientError
 from cascade.runtime.recovery import next_steps
+from cascade.state.freshness import Freshness
 from cascade.state.status import Status
 from cascade.state.tracker import Partition, Tracker
-from cascade.definition.versions import Versions
 
 UPSTREAM_FAILURE = "Upstream Failure"
 DATA_GAPS = "Data Gaps"

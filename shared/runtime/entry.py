@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from cascade.errors import InvalidMessageError, PermanentError
 from cascade.runtime import logs
 from cascade.runtime.app import App, default_app
-from cascade.errors import InvalidMessageError, PermanentError
 from cascade.runtime.logs import get_logger, log
 from cascade.runtime.messages import parse
 from cascade.runtime.runner import PhaseResult, PhaseRunner

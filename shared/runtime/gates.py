@@ -33,8 +33,8 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from cascade.errors import PermanentError, ProcessorError
 from cascade.definition.model import Gate, Pipeline, Processor
+from cascade.errors import PermanentError, ProcessorError
 from cascade.runtime import recovery
 
 SAMPLE_ROWS = 5

@@ -56,8 +56,8 @@ from datetime import date, datetime
 from typing import Any, Mapping
 
 from cascade.definition.calendar import parse_date
-from cascade.errors import InvalidMessageError
 from cascade.definition.model import Pipeline
+from cascade.errors import InvalidMessageError
 from cascade.state.status import Status
 
 SCHEMA_VERSION = 1

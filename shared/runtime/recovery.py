@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, Iterable
 
-from cascade.state.freshness import input_keys
 from cascade.definition.model import Pipeline, Processor
 from cascade.runtime.processors.gcs_load import raw_path
+from cascade.state.freshness import input_keys
 from cascade.state.status import Status
 
 MAX_DEPTH = 12

@@ -27,8 +27,8 @@ from datetime import date
 from typing import Any, Callable, Iterable, Mapping
 
 from cascade.definition.model import Pipeline, Processor
-from cascade.state.status import Status
 from cascade.definition.versions import Versions
+from cascade.state.status import Status
 
 Key = tuple[str, str]  # (processor, ISO date)
 Loader = Callable[[Iterable[Key]], Mapping[Key, Any]]

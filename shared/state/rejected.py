@@ -24,8 +24,13 @@ class Rejected:
         ``MAX_RECORDED_BYTES`` (16 KiB) with its original size in ``data_bytes``; attributes up to
         Pub/Sub's limits (100 of them, keys 256 bytes, values 1024 bytes) with their count.
         """
-        from cascade.runtime.messages import (MAX_ATTRIBUTE_KEY_BYTES, MAX_ATTRIBUTE_VALUE_BYTES, MAX_ATTRIBUTES,
-                                              MAX_RECORDED_BYTES, truncate_utf8)
+        from cascade.runtime.messages import (
+            MAX_ATTRIBUTE_KEY_BYTES,
+            MAX_ATTRIBUTE_VALUE_BYTES,
+            MAX_ATTRIBUTES,
+            MAX_RECORDED_BYTES,
+            truncate_utf8,
+        )
 
         raw = data or b""
         attrs = dict(attributes or {})

@@ -26,9 +26,9 @@ from typing import Any, Mapping
 
 from cascade.definition.calendar import date_range
 from cascade.definition.model import Pipeline
+from cascade.ops.date_status import phase_state, triggered_not_started
 from cascade.runtime import recovery
 from cascade.state.status import Status
-from cascade.ops.date_status import phase_state, triggered_not_started
 from cascade.state.tracker import Partition
 
 # The widest range one page shows (one batched read of days x processors documents).

@@ -31,9 +31,9 @@ from werkzeug.routing import Map, Rule
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from cascade.runtime.app import App
 from cascade.definition.calendar import parse_date
 from cascade.errors import UnknownProcessorError
+from cascade.runtime.app import App
 from cascade.state.freshness import Freshness
 from cascade.state.status import Status
 from cascade.state.tracker import Partition

@@ -26,8 +26,23 @@ from pathlib import Path
 from typing import Any
 
 from cascade.definition.columns import COLUMN_TYPES
+from cascade.definition.schema.nodes import (
+    Bool,
+    Date,
+    Either,
+    Int,
+    Issue,
+    List,
+    Map,
+    Node,
+    Num,
+    Obj,
+    OneKey,
+    Path_,
+    Str,
+    _got,
+)
 from cascade.errors import DefinitionError
-from cascade.definition.schema.nodes import Bool, Date, Either, Int, Issue, List, Map, Node, Num, Obj, OneKey, Path_, Str, _got
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SCHEMA_PATH = REPO_ROOT / "docs" / "definition-schema.json"

@@ -42,8 +42,8 @@ from typing import Any
 
 from google.api_core import exceptions as gexc
 
-from cascade.errors import LeaseLostError, TransientError
 from cascade.definition.model import Processor
+from cascade.errors import LeaseLostError, TransientError
 from cascade.runtime.processors.base import RunContext
 
 CONTENT_TYPES = {"envelope": "application/json", "json_array": "application/json",

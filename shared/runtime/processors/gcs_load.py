@@ -44,8 +44,8 @@ from typing import IO, Any, Callable, Iterator
 
 from google.api_core import exceptions as gexc
 
-from cascade.errors import InvalidSourceError, ProcessorError
 from cascade.definition.model import Processor
+from cascade.errors import InvalidSourceError, ProcessorError
 from cascade.runtime.processors.base import RunContext
 
 _INTEGER_TEXT = re.compile(r"[+-]?\d{1,19}")

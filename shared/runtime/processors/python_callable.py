@@ -46,14 +46,13 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Callable, Iterable, Mapping
 
-from cascade.errors import (CascadeError, InvalidRowsError, PythonImportError, PythonProcessorError,
-                            UndeclaredReadError)
-from cascade.runtime.logs import get_logger, log
 from cascade.definition import imports
-from cascade.runtime import recovery
 from cascade.definition.model import Pipeline, Processor, Upstream
-from cascade.runtime.warehouse import STAGE_ABOVE_ROWS  # above it: NDJSON load into a staging table + one MERGE
+from cascade.errors import CascadeError, InvalidRowsError, PythonImportError, PythonProcessorError, UndeclaredReadError
+from cascade.runtime import recovery
+from cascade.runtime.logs import get_logger, log
 from cascade.runtime.processors.base import RunContext
+from cascade.runtime.warehouse import STAGE_ABOVE_ROWS  # above it: NDJSON load into a staging table + one MERGE
 
 TRACEBACK_CHARS = 1400  # the run record's error keeps the message and the traceback's last frames
 _INT64 = (-2**63, 2**63 - 1)

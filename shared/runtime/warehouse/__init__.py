@@ -4,11 +4,22 @@ source (``refusal``). Nothing else in Cascade talks to BigQuery.
 """
 
 from cascade.runtime.warehouse.base import STAGE_ABOVE_ROWS, Warehouse, gexc
-from cascade.runtime.warehouse.jobs import (DEFAULT_JOB_TIMEOUT_S, FUNCTION_TIMEOUT_S, JobScope, JobStats,
-                                            JobTimeoutError, WarehouseStats)
+from cascade.runtime.warehouse.jobs import (
+                                            DEFAULT_JOB_TIMEOUT_S,
+                                            FUNCTION_TIMEOUT_S,
+                                            JobScope,
+                                            JobStats,
+                                            JobTimeoutError,
+                                            WarehouseStats,
+)
 from cascade.runtime.warehouse.refusal import refused_source
-from cascade.runtime.warehouse.schema import (ColumnChange, SchemaChangeError, rebuild_commands, rebuild_message,
-                                              schema_of)
+from cascade.runtime.warehouse.schema import (
+                                            ColumnChange,
+                                            SchemaChangeError,
+                                            rebuild_commands,
+                                            rebuild_message,
+                                            schema_of,
+)
 from cascade.runtime.warehouse.sql import confinement_check
 
 __all__ = ["Warehouse", "JobStats", "WarehouseStats", "JobScope", "JobTimeoutError", "ColumnChange", "SchemaChangeError", "schema_of", "gexc", "STAGE_ABOVE_ROWS", "FUNCTION_TIMEOUT_S",

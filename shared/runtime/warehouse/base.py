@@ -54,15 +54,23 @@ from google.api_core import exceptions as gexc
 from google.api_core.retry import Retry
 from google.cloud import bigquery
 
-from cascade.runtime.cost import JobCost, of_job
+from cascade.definition.columns import FRAMEWORK_COLUMNS, all_columns
+from cascade.definition.model import Gate, Pipeline, Processor, Table
 from cascade.errors import EmptySourceError, LeaseLostError
-from cascade.definition.model import FRAMEWORK_COLUMNS, Gate, Pipeline, Processor, Table, all_columns
-from cascade.runtime.warehouse.jobs import (_READ, _RUN_PARAMS, DEFAULT_JOB_TIMEOUT_S, FUNCTION_TIMEOUT_S, JobScope,
-                                            JobStats, JobTimeoutError, _params)
-from cascade.runtime.warehouse.refusal import _refusal, refused_source
-from cascade.runtime.warehouse.schema import (_LEGACY_TYPE, ColumnChange, SchemaChangeError, rebuild_message,
-                                              schema_of)
+from cascade.runtime.cost import JobCost, of_job
 from cascade.runtime.warehouse import sql as statements
+from cascade.runtime.warehouse.jobs import (
+    _READ,
+    _RUN_PARAMS,
+    DEFAULT_JOB_TIMEOUT_S,
+    FUNCTION_TIMEOUT_S,
+    JobScope,
+    JobStats,
+    JobTimeoutError,
+    _params,
+)
+from cascade.runtime.warehouse.refusal import _refusal, refused_source
+from cascade.runtime.warehouse.schema import _LEGACY_TYPE, ColumnChange, SchemaChangeError, rebuild_message, schema_of
 from cascade.runtime.warehouse.sql import confinement_check
 
 # Definition column type -> BigQuery query-parameter type (the same names, spelled once here).

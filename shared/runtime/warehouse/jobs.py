@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Callable
 
-from cascade.runtime.cost import JobCost
 from cascade.errors import PermanentError, ProcessorError
+from cascade.runtime.cost import JobCost
 
 
 @dataclass

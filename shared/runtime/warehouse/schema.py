@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Sequence
 
 from google.cloud import bigquery
 
+from cascade.definition.columns import all_columns
+from cascade.definition.model import Processor, Table
 from cascade.errors import CascadeError
-from cascade.definition.model import Processor, Table, all_columns
 
 if TYPE_CHECKING:
     from cascade.runtime.warehouse.base import Warehouse

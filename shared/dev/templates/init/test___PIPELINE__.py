@@ -7,6 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import __MODULE__ as processors
+
 from cascade.lint import lint
 
 HERE = Path(__file__).resolve().parent
