@@ -353,6 +353,37 @@ def test_a_backfill_from_a_processors_history_start_needs_nothing_before_it_and_
     assert date_status(h.app, day)["phases"]["2"]["processors"]["weekly"]["short_window"] == short
 
 
+def test_a_trigger_before_a_processors_own_history_start_skips_it_its_readers_run_and_the_phase_hands_on_once(
+        make_harness, tmp_path):
+    raw = _late_sensor()
+    # A same-phase reader of the late table, with a lookback (strict mode checks its window for gaps).
+    raw["processors"].insert(1, {
+        "name": "daily", "phase": 1, "upstreams": [{"processor": "readings", "lookback_days": 1}],
+        "sql": "SELECT @data_date AS day, COUNT(*) AS n FROM {station_raw.readings} "
+               "WHERE day BETWEEN @window_start AND @data_date",
+        "output": {"table": "station.daily", "date_column": "day", "keys": ["n"],
+                   "columns": {"day": "DATE", "n": "INT64"}}})
+    path = tmp_path / "station.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    h = make_harness(pipeline_file=str(path))
+    day = date(2025, 1, 8)  # before readings' history start (2025-01-10); the pipeline expects it
+    seen = h.pump(h.trigger(day, phase=1))  # `cascade trigger --date 2025-01-08`, daily mode, strict checks
+    part = h.app.tracker.partition("readings", day)
+    assert part.status == "skipped" and "before the history start 2025-01-10 of readings" in part.error, part
+    assert h.app.tracker.runs(processor="readings", day=day)[-1]["status"] == "skipped"  # never ran
+    for name in ("daily", "weekly"):
+        st = h.app.tracker.partition(name, day)
+        assert st.status == "success", (name, st.status, st.error, st.blocked)
+    assert h.rows("daily", day)[0]["n"] == 0 and h.rows("weekly", day)[0]["days_read"] == 0  # empty by declaration
+    assert len(seen[2]) == 1  # phase 1 handed on exactly once
+    st = date_status(h.app, day)
+    assert [st["phases"][n]["status"] for n in ("1", "2")] == ["complete", "complete"], st
+    assert st["phases"]["1"]["processors"]["readings"]["status"] == "skipped"
+    # A second trigger of the date finds nothing to do and hands nothing on again.
+    again = h.pump(h.trigger(day, phase=1))
+    assert again[2] == [] and h.app.tracker.partition("readings", day).status == "skipped"
+
+
 # ====================================================================== the NBA reference: game days from its schedule
 def test_the_nba_reference_takes_its_game_days_from_the_schedule_loaded_date_by_date():
     import importlib.util

@@ -148,3 +148,115 @@ def test_a_complete_phase_is_handed_on_exactly_once(app):
     again = runner.run(trigger(app, 2))  # a redelivery
     assert again.complete and again.downstream != "published"
     assert len(app.publisher.to(app.pipeline.topic(3))) == 1
+
+
+# ---------------------------------------------------------------------- a processor's own history start
+SENSOR_START = date(2025, 1, 10)  # where the readings table starts; the pipeline's dates start earlier
+BEFORE = date(2025, 1, 8)
+
+
+def _late_sensor():
+    """Phase 1: ``readings`` (its own history starts 2025-01-10), ``stations``, and ``calibrated``,
+    which reads both on the same date; phase 2: ``weekly`` reads ``calibrated``."""
+    from cascade.definition.loading import from_dict
+
+    def out(table: str) -> dict:
+        return {"table": table, "date_column": "day", "keys": ["k"], "columns": {"day": "DATE", "k": "STRING"}}
+
+    return from_dict({
+        "pipeline": "sensor", "raw_bucket": "sensor",
+        "calendar": {"timezone": "Europe/Paris",
+                     "seasons": [{"name": "all", "start": "2025-01-01", "end": "2025-12-31"}]},
+        "phases": [{"number": 1, "name": "raw", "next": 2}, {"number": 2, "name": "weekly"}],
+        "processors": [
+            {"name": "readings", "phase": 1, "history_start": SENSOR_START.isoformat(),
+             "source": {"gcs_json": "readings/{date}.json", "records": "rows"}, "output": out("raw.readings")},
+            {"name": "stations", "phase": 1, "source": {"gcs_json": "stations/{date}.json", "records": "rows"},
+             "output": out("raw.stations")},
+            {"name": "calibrated", "phase": 1, "upstreams": [{"processor": "readings"}, {"processor": "stations"}],
+             "sql": "SELECT s.day, s.k FROM {raw.stations} s LEFT JOIN {raw.readings} r USING (day, k) "
+                    "WHERE s.day = @data_date",
+             "output": out("sensor.calibrated")},
+            {"name": "weekly", "phase": 2, "upstreams": [{"processor": "calibrated", "lookback_days": 6}],
+             "sql": "SELECT @data_date AS day, 'all' AS k FROM {sensor.calibrated} "
+                    "WHERE day BETWEEN @window_start AND @data_date LIMIT 1",
+             "output": out("sensor.weekly")}]})
+
+
+class WriteOnlyWarehouse(NoWarehouse):
+    """A run's scope and nothing else: the processors themselves are replaced by ``ran``."""
+
+    project = "unit"
+
+    def run_scope(self, proc, day, generation, fence, should_stop=None):
+        from contextlib import nullcontext
+        from types import SimpleNamespace
+
+        return nullcontext(SimpleNamespace(cost=SimpleNamespace(to_dict=dict)))
+
+
+@pytest.fixture()
+def sensor(clock, monkeypatch):
+    """An in-memory app of the late-sensor pipeline whose processors only note that they ran."""
+    from types import SimpleNamespace
+
+    import cascade.runtime.runner as runner_module
+
+    app = memory_app(_late_sensor(), clock, lease_seconds=LEASE, max_attempts=3, busy_wait_seconds=0)
+    app.warehouse = WriteOnlyWarehouse()  # type: ignore[assignment]
+    app.storage = None  # type: ignore[assignment]
+    app.ran = []  # type: ignore[attr-defined]
+
+    def run(ctx, proc, day):
+        app.ran.append(f"{proc.name}@{day}")
+        return 1
+    monkeypatch.setattr(runner_module, "executor_for", lambda proc: SimpleNamespace(run=run))
+    return app
+
+
+def test_a_processor_before_its_own_history_start_is_skipped_its_readers_run_and_the_phase_hands_on_once(sensor):
+    from cascade.ops.date_status import date_status
+
+    app = sensor
+    # `cascade trigger --date 2025-01-08` (an intent): readings has no data before 2025-01-10.
+    result = PhaseRunner(app).run(trigger(app, 1, BEFORE, generation=None))
+    assert {o.processor: o.status for o in result.outcomes} == {
+        "readings": Status.SKIPPED, "stations": Status.SUCCESS, "calibrated": Status.SUCCESS}
+    assert app.ran == ["stations@2025-01-08", "calibrated@2025-01-08"]  # readings never ran
+    part = app.tracker.partition("readings", BEFORE)
+    assert (part.status, part.error) == (
+        Status.SKIPPED, "no data expected for readings on 2025-01-08 (before the history start 2025-01-10 of readings)")
+    assert result.complete and result.downstream == "published"
+    [msg] = app.publisher.to(app.pipeline.topic(2))
+    assert (msg["phase"], msg["generation"]) == (1, 0)
+    # A redelivery, a trigger at the generation and another intent: nothing runs, nothing is handed on again.
+    for again in (trigger(app, 1, BEFORE), trigger(app, 1, BEFORE, generation=None)):
+        res = PhaseRunner(app).run(again)
+        assert res.complete and res.downstream == "already-claimed", res.summary()
+    assert app.ran == ["stations@2025-01-08", "calibrated@2025-01-08"]
+    assert len(app.publisher.to(app.pipeline.topic(2))) == 1
+    # `cascade status`: the phase is complete; readings says why it was skipped.
+    st = date_status(app, BEFORE)["phases"]["1"]
+    assert st["status"] == Status.COMPLETE and st["triggered_next"]
+    assert st["processors"]["readings"]["status"] == Status.SKIPPED
+    assert "before the history start 2025-01-10 of readings" in st["processors"]["readings"]["error"]
+    # From its history start on it runs like any other.
+    PhaseRunner(app).run(trigger(app, 1, SENSOR_START))
+    assert "readings@2025-01-10" in app.ran
+
+
+def test_a_same_phase_reader_does_not_wait_for_an_upstream_before_its_history_start(sensor):
+    # A backfill runs one partition at a time and never records the upstream's skipped partition.
+    out = PhaseRunner(sensor).run_partition(proc(sensor, "stations"),
+                                            trigger(sensor, 1, BEFORE, processors=("stations",)))
+    assert out.status == Status.SUCCESS
+    out = PhaseRunner(sensor).run_partition(proc(sensor, "calibrated"),
+                                            trigger(sensor, 1, BEFORE, processors=("calibrated",), mode="backfill"))
+    assert out.status == Status.SUCCESS, out.error
+    assert sensor.tracker.partition("readings", BEFORE).status == Status.MISSING
+    from cascade.runtime import handoff
+    done = handoff.hand_off(sensor, 1, BEFORE, mode="backfill", strict_mode=True, correlation_id="c2")
+    assert (done.complete, done.downstream) == (True, "published")
+    from cascade.ops.date_status import date_status
+    st = date_status(sensor, BEFORE)["phases"]["1"]
+    assert st["status"] == Status.COMPLETE and st["processors"]["readings"]["status"] == Status.SKIPPED

@@ -167,6 +167,13 @@ class Calendar:
         data = self.schedule()
         return day in data.dates or self._uncovered(day, data)
 
+    def skipped_by_declaration(self, day: date, processor: str) -> bool:
+        """True when the pipeline expects ``day`` but ``processor``'s table does not (its own history
+        starts later): that partition is done and empty by declaration. A run of its phase records it
+        skipped without running it, a backfill plan leaves it out, its same-phase readers do not wait
+        for it, and its phase completes (and hands on) without it."""
+        return self.is_expected(day) and not self.is_expected(day, processor)
+
     def _uncovered(self, day: date, data: ScheduleDates) -> bool:
         """True when the schedule does not answer for ``day``: nothing read, after its last loaded date,
         or (``unlisted: expected``) no row of any kind for it."""

@@ -11,9 +11,10 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from typing import Any
+from typing import Any, Container
 
 from cascade.runtime.app import App
+from cascade.runtime.handoff import declared_skips
 from cascade.state.freshness import Freshness
 from cascade.state.status import Status
 from cascade.state.tracker import Partition
@@ -24,12 +25,14 @@ COMPLETE, PARTIAL, MISSING = Status.COMPLETE, Status.PARTIAL, Status.MISSING
 _RECHECK_SECONDS = 2.0
 
 
-def phase_state(states: list[Partition], generation: int, now, stale: int = 0) -> str:
+def phase_state(states: list[Partition], generation: int, now, stale: int = 0,
+                declared: Container[str] = frozenset()) -> str:
     """Roll partition states up to a phase state (complete, stale, failed, blocked, waiting, running,
     skipped, partial, missing). Partitions of one phase may be at different generations (an intent
-    reruns only what needed it): the phase is complete when every one succeeded; ``stale`` counts
-    the succeeded ones that are stale."""
-    if states and all(s.status == Status.SUCCESS for s in states):
+    reruns only what needed it): the phase is complete when every one succeeded - a processor in
+    ``declared`` (skipped by declaration: ``handoff.declared_skips``) counts as done, as the hand-off
+    counts it; ``stale`` counts the succeeded ones that are stale."""
+    if states and all(s.status == Status.SUCCESS or s.processor in declared for s in states):
         return Status.STALE if stale else COMPLETE
     if any(s.status == Status.BLOCKED for s in states):
         return Status.BLOCKED
@@ -76,24 +79,28 @@ def date_status(app: App, day: date) -> dict[str, Any]:
         procs = pipeline.processors_of(ph.number)
         ps = [states[(p.name, day.isoformat())] for p in procs]
         gen = max((s.generation for s in ps if s.status != MISSING), default=0)
+        declared = declared_skips(pipeline, day, [p.name for p in procs])
         claim = tracker.claim(ph.number, day, gen) if ph.next is not None else None
         if claim and claim.get("status") == Status.PUBLISHED:
             published[ph.next] = claim
         out["phases"][str(ph.number)] = {
             "name": ph.name,
-            "status": phase_state(ps, gen, now, sum((s.processor, s.data_date) in stale for s in ps)),
+            "status": phase_state(ps, gen, now, sum((s.processor, s.data_date) in stale for s in ps), declared),
             "generation": gen,
             "triggered_next": bool(claim and claim.get("status") == Status.PUBLISHED),
             "next_phase": ph.next,
             "trigger_claim": (claim or {}).get("status"),
             "processors": {
                 s.processor: {
-                    "status": Status.STALE if (s.processor, s.data_date) in stale else s.status,
+                    # Skipped by declaration and never recorded (a backfill leaves it out): shown skipped.
+                    "status": (Status.STALE if (s.processor, s.data_date) in stale
+                               else Status.SKIPPED if s.processor in declared and s.status == MISSING else s.status),
                     **({"stale": stale[(s.processor, s.data_date)].reason} if (s.processor, s.data_date) in stale
                        else {}),
                     "record_count": s.record_count, "run_id": s.run_id or None,
                     "duration_s": s.duration_s, "generation": s.generation, "attempts": s.attempts,
-                    "error": s.error or None, "updated_at": s.raw.get("updated_at"),
+                    "error": s.error or (f"no data expected ({pipeline.calendar.reason_not_expected(day, s.processor)})"
+                                         if s.processor in declared else None), "updated_at": s.raw.get("updated_at"),
                     **({"resolution": (s.blocked or {}).get("resolution")} if s.blocked else {}),
                     **({"short_window": w} if (w := pipeline.processor(s.processor).short_window(
                         day, pipeline.calendar)) else {}),
@@ -141,23 +148,26 @@ def _final_bad(part: Partition) -> bool:
 
 
 def _verdict(phases: dict[int, list[Partition]], chain: list[int], phase: int, since: datetime | None = None,
-             note: str = "no data expected") -> tuple[int, str] | None:
+             note: str = "no data expected", declared: Container[str] = frozenset()) -> tuple[int, str] | None:
     """The verdict of a wait on ``phase`` from the partitions of every phase of ``chain`` (the phases
     before it that cascade into it): 1 when one of them failed or was blocked, 0 when one was skipped
     or ``phase`` is complete, None while pending. With ``since`` (when the trigger the wait follows
     was published) only outcomes recorded at or after it decide: an earlier failure may be re-run by
-    that trigger, an earlier success may be replaced by it, so both count as still pending."""
+    that trigger, an earlier success may be replaced by it, so both count as still pending. A
+    processor in ``declared`` is skipped by declaration (``handoff.declared_skips``): done, its phase
+    goes on (not "phase skipped")."""
     for n in chain:
         states = phases[n]
         bad = [s for s in states if _final_bad(s) and recorded_after(s, since)]
         if bad:
             status = Status.BLOCKED if any(s.status == Status.BLOCKED for s in bad) else Status.FAILED
             return 1, f"phase {n} is {status} ({', '.join(s.processor for s in bad if s.status == status)})"
-        if states and all(s.status == Status.SKIPPED for s in states) and any(recorded_after(s, since) for s in states):
+        if (states and all(s.status == Status.SKIPPED and s.processor not in declared for s in states)
+                and any(recorded_after(s, since) for s in states)):
             return 0, f"phase {n} skipped ({note})"
     states = phases[phase]
     gen = max((s.generation for s in states if s.status != MISSING), default=0)
-    if phase_state(states, gen, None) == COMPLETE and any(recorded_after(s, since) for s in states):
+    if phase_state(states, gen, None, declared=declared) == COMPLETE and any(recorded_after(s, since) for s in states):
         return 0, f"phase {phase} complete"
     return None
 
@@ -213,9 +223,10 @@ def wait_for_phase(app: App, day: date, phase: int, timeout: float, since: datet
             note = pipeline.calendar.reason_not_expected(day) if not pipeline.calendar.is_expected(day) else "no data expected"
             if on_change is not None:
                 on_change(progress_line(date_status(app, day), chain))
-            verdict = _verdict(phases, chain, phase, since, note)
+            declared = declared_skips(pipeline, day, [name for n in chain for name in names[n]])
+            verdict = _verdict(phases, chain, phase, since, note, declared)
             if verdict is None and since is not None:
-                settled = _verdict(phases, chain, phase, None, note)
+                settled = _verdict(phases, chain, phase, None, note, declared)
                 if settled and _answered_since(app, day, chain, since):
                     # The trigger was processed and found nothing to do: the state as it is answers it.
                     verdict = settled[0], f"{settled[1]} (the trigger found nothing to do)"

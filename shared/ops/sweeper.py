@@ -282,7 +282,8 @@ def _stuck(app: App, report: SweepReport, recent_days: int) -> None:
 def _stuck_one(app: App, report: SweepReport, phase: int, day: str, gen: int) -> None:
     names = [p.name for p in app.pipeline.processors_of(phase)]
     states = app.tracker.partitions(names, [day])
-    missing = sorted(n for (n, _), s in states.items() if not s.done_for(gen))
+    declared = handoff.declared_skips(app.pipeline, _d(day), names)  # done and empty by declaration
+    missing = sorted(n for (n, _), s in states.items() if not s.done_for(gen) and n not in declared)
     if not missing:
         return
     if not app.tracker.create_once("alerts", f"stuck__p{phase}__{day}__g{gen}", {"missing": missing}):

@@ -201,8 +201,9 @@ class Checks:
     def missing_inputs(self, proc: Processor, day: date) -> str:
         """For a backfill-mode run (strict mode off): the same-date upstreams of other phases must have
         succeeded - one batched Firestore read. Returns what is missing ("" when all is there)."""
+        cal = self.pipeline.calendar  # an upstream skipped by declaration on the date is done and empty
         names = [u.processor for u in self.pipeline.cross_phase_upstreams(proc)
-                 if u.window(day, self.pipeline.calendar)[1] == day]
+                 if u.window(day, cal)[1] == day and not cal.skipped_by_declaration(day, u.processor)]
         if not names:
             return ""
         states = self.tracker.partitions(names, [day])

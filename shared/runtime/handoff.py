@@ -13,9 +13,12 @@ through this module; the state they read and write goes through the ``Tracker``.
    and fresh for the date". ``resolve_intent`` picks what is missing, failed, blocked, waiting or
    stale, plus every same-phase dependent of those (their input is rebuilt). It runs them at the
    phase's current generation while nothing of it has been handed off yet, else at a new one, so
-   the next phase is triggered again. Nothing to do is answered visibly ("already complete").
-4. **A phase is complete for a date** when every processor of it succeeded. Its completion is
-   claimed at the highest generation among them (the newest work) - exactly one claimer
+   the next phase is triggered again. Nothing to do is answered visibly ("already complete"). A
+   processor skipped by declaration is only recorded skipped (never run, rebuilds nothing).
+4. **A phase is complete for a date** when every processor of it succeeded - or is skipped by
+   declaration (its own ``history_start`` is after the date: ``declared_skips``; a run records it
+   skipped, a backfill leaves it out, either way it is done and empty). Its completion is claimed
+   at the highest generation among them (the newest work) - exactly one claimer
    (``create()``) - then published, then marked published; a claim left unpublished is republished
    after ``republish_after_seconds`` (receivers dedupe).
 5. **Backfill mode never leaks**: a completion is published in daily mode with strict checks on,
@@ -28,7 +31,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any, Iterable, Mapping
+from typing import Any, Container, Iterable, Mapping
 
 from cascade.state.freshness import Freshness, Key
 from cascade.runtime.logs import get_logger, log
@@ -58,6 +61,13 @@ class Intent:
         return f"phase {phase} for {day} is already complete and fresh: nothing to run"
 
 
+def declared_skips(pipeline: Pipeline, day: date, names: Iterable[str]) -> frozenset[str]:
+    """The processors among ``names`` skipped by declaration on ``day``: the pipeline expects the date,
+    their own history starts after it (``Calendar.skipped_by_declaration``, the rule backfill plans
+    follow too). Their partitions are done and empty whatever their state (skipped, or never recorded)."""
+    return frozenset(n for n in names if pipeline.calendar.skipped_by_declaration(day, n))
+
+
 def phase_generation(states: Iterable[Any]) -> int:
     """The current generation of a phase on a date: the highest among its partitions that exist."""
     return max((s.generation for s in states if s.status != Status.MISSING), default=0)
@@ -82,13 +92,19 @@ def resolve_intent(pipeline: Pipeline, phase: int, selected: Iterable[str], day:
     phase's completion at its current generation was already claimed (downstream already read it)."""
     iso = day.isoformat()
     members = [p.name for p in pipeline.processors_of(phase)]
+    declared = declared_skips(pipeline, day, members)
     reasons: dict[str, str] = {}
+    recorded: dict[str, str] = {}  # skipped by declaration, not recorded yet: recorded, never run
     rebuild_success = False
     chosen = set(selected) or set(members)  # none named: the whole phase
     for name in members:
         if name not in chosen:
             continue
         st = states[(name, iso)]
+        if name in declared:
+            if st.status != Status.SKIPPED and not st.lease_alive(now):
+                recorded[name] = f"{pipeline.calendar.reason_not_expected(day, name)}: recorded skipped, not run"
+            continue
         if st.lease_alive(now):
             reasons[name] = f"running (run {st.run_id}): waited for"  # the runner waits, then dedupes
         elif st.status != Status.SUCCESS:
@@ -102,9 +118,11 @@ def resolve_intent(pipeline: Pipeline, phase: int, selected: Iterable[str], day:
         if name not in reasons:
             reasons[name] = "a same-phase input is rebuilt"
             rebuild_success = rebuild_success or states[(name, iso)].status == Status.SUCCESS
-    order = [n for n in members if n in reasons]
+    order = [n for n in members if n in reasons or n in recorded]
     current = phase_generation(states[(n, iso)] for n in members)
-    generation = None if (rebuild_success or handed_off) else current
+    # Recording a skip by declaration changes no data: alone, it keeps the current generation.
+    generation = None if (rebuild_success or (handed_off and bool(reasons))) else current
+    reasons.update(recorded)
     return Intent(tuple(order), generation, reasons)
 
 
@@ -125,25 +143,26 @@ class HandOff:
         return self.downstream == "claimed-unpublished"
 
 
-def completion_generation(states: Iterable[Any]) -> int | None:
-    """The generation a phase completes at (the highest among its partitions), or None while any
-    partition has not succeeded."""
+def completion_generation(states: Iterable[Any], declared: Container[str] = frozenset()) -> int | None:
+    """The generation a phase completes at (the highest among its succeeded or skipped partitions),
+    or None while any partition has not succeeded. A partition of a processor in ``declared`` (skipped
+    by declaration: ``declared_skips``) counts as done whatever its state."""
     states = list(states)
-    if not states or any(s.status != Status.SUCCESS for s in states):
+    if not states or any(s.status != Status.SUCCESS for s in states if s.processor not in declared):
         return None
-    return max(s.generation for s in states)
+    return max((s.generation for s in states if s.status in (Status.SUCCESS, Status.SKIPPED)), default=0)
 
 
 def hand_off(app: Any, phase: int, day: date, *, mode: str, strict_mode: bool, correlation_id: str,
              skip_downstream_trigger: bool = False, claimer: str = "") -> HandOff:
-    """If every processor of ``phase`` succeeded for ``day``: claim the completion at its
-    generation (one claimer), publish it to the next phase's topic and mark it published - or
-    republish a claim left unpublished for too long. Never marks a claim published when nothing was
+    """If every processor of ``phase`` succeeded for ``day`` (or is skipped by declaration): claim the
+    completion at its generation (one claimer), publish it to the next phase's topic and mark it
+    published - or republish a claim left unpublished for too long. Never marks a claim published when nothing was
     published."""
     pipeline, tracker = app.pipeline, app.tracker
     names = [p.name for p in pipeline.processors_of(phase)]
     states = tracker.partitions(names, [day])
-    gen = completion_generation(states.values())
+    gen = completion_generation(states.values(), declared_skips(pipeline, day, names))
     if gen is None:
         return HandOff(False, None, "incomplete")
     nxt = pipeline.phase(phase).next

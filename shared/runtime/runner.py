@@ -3,12 +3,14 @@
 ``PhaseRunner.run(trigger)``, in order:
 
 1. Pick the processors (the trigger's list, or all of the phase) in dependency order.
-2. A date the calendar expects no data on is recorded ``skipped`` and nothing cascades.
+2. A date the calendar expects no data on is recorded ``skipped`` and nothing cascades. A processor
+   whose own history starts after the date is recorded ``skipped`` alone (done and empty by
+   declaration, as a backfill plan leaves it out): its readers run, the phase completes without it.
 3. For each processor: take the partition's lease (``done`` for this generation -> skip: dedupe on
    the business key; ``busy`` -> another delivery runs it); in strict mode run the defensive checks
    (a failure records ``blocked`` with reason + resolution, alerts once, and is acknowledged); run
    the processor (one MERGE) while a heartbeat renews the lease; record success / failure.
-4. When every processor of the phase succeeded for this generation: claim the downstream trigger
+4. When every processor of the phase succeeded (or is skipped by declaration): claim the downstream trigger
    (exactly one claimer), publish the completion to the next phase's topic, mark it published -
    unless ``skip_downstream_trigger``.
 5. If anything failed transiently (or is still running elsewhere, or a claim is unpublished) raise
@@ -231,6 +233,8 @@ class PhaseRunner:
         slot then, before the quality gates' read queries).
         """
         day, gen = trigger.data_date, trigger.generation
+        if self.pipeline.calendar.skipped_by_declaration(day, proc.name):
+            return self._skip_by_declaration(proc, trigger)
         gated = self._gate(proc, trigger)
         if gated is not None:
             return gated
@@ -256,12 +260,32 @@ class PhaseRunner:
                 outcome = self._execute(run, hb)
         return outcome
 
+    def _skip_by_declaration(self, proc: Processor, trigger: Trigger) -> Outcome:
+        """``proc``'s own history starts after the date (the pipeline's does not): its partition is
+        done and empty by declaration, as a backfill plan leaves it out. Recorded skipped with the
+        reason (never over a success or a live run), never run; its readers and the phase go on."""
+        day = trigger.data_date
+        part = self.tracker.partition(proc.name, day)
+        if part.status == Status.SKIPPED and part.generation >= trigger.generation:
+            return Outcome(proc.name, Status.SKIPPED, part.run_id, error=part.error)  # a redelivery
+        why = self.pipeline.calendar.reason_not_expected(day, proc.name)
+        reason = f"no data expected for {proc.name} on {day} ({why})"
+        self.tracker.record_outcome(proc.name, proc.phase, day, trigger.generation, Status.SKIPPED, reason,
+                                    context=self._context(trigger))
+        log(logger, logging.INFO, f"{proc.name} {day} skipped: {reason}", pipeline=self.pipeline.name,
+            processor=proc.name, date=day.isoformat(), generation=trigger.generation)
+        return Outcome(proc.name, Status.SKIPPED, error=reason)
+
     # step 1: gate ---------------------------------------------------------------------------------
     def _gate(self, proc: Processor, trigger: Trigger) -> Outcome | None:
         """Same-phase upstreams ran earlier in this invocation (dependency order) or elsewhere; a
         partition waits for them (busy) or is blocked when they ended badly. None: go on."""
         day, gen = trigger.data_date, trigger.generation
         intra = self.pipeline.intra_phase_upstreams(proc)
+        if not intra:
+            return None
+        # An upstream whose own history starts after the date is done and empty by declaration.
+        intra = [n for n in intra if not self.pipeline.calendar.skipped_by_declaration(day, n)]
         if not intra:
             return None
         states = self.tracker.partitions(intra, [day])

@@ -28,6 +28,7 @@ from cascade.definition.calendar import date_range
 from cascade.definition.model import Pipeline
 from cascade.ops.date_status import phase_state, triggered_not_started
 from cascade.runtime import recovery
+from cascade.runtime.handoff import declared_skips
 from cascade.state.status import Status
 from cascade.state.tracker import Partition
 
@@ -178,7 +179,7 @@ def build_matrix(pipeline: Pipeline, states: Mapping[tuple[str, str], Partition]
             if expected:
                 counts.update(c.status for c in cells)
             n_stale = sum((part.processor, iso) in stale for part in parts)
-            state = str(phase_state(parts, gen, now, n_stale))
+            state = str(phase_state(parts, gen, now, n_stale, declared_skips(pipeline, day, g.processors)))
             if g.number in triggers:  # the claim of the phase before it, at that phase's current generation
                 before = [states.get((p.name, iso)) or Partition(p.name, iso)
                           for p in pipeline.processors_of(triggers[g.number])]

@@ -145,7 +145,9 @@ PROCESSOR = Obj({
                   "definition's folder or PYTHONPATH).", pattern=CALLABLE, examples=["my_pipeline.features:build"]),
     "history_start": Date("The first date this processor's table has data for, when it starts later than the "
                           "pipeline (`calendar.history_start`), e.g. a sensor installed later: its partitions "
-                          "before it are not expected (a backfill skips them, never a gap), and a lookback of a reader "
+                          "before it are not expected (a backfill leaves them out, a run of its phase records "
+                          "them skipped without running them, its phase completes without them, never a gap), "
+                          "and a lookback of a reader "
                           "reaching before it is a short window by declaration (computed on what exists, "
                           "recorded with the run's checks, shown by `cascade status`), never refused by preflight."),
     "allow_empty": Bool("Zero rows on an expected date is a valid result (else refused, existing rows kept).",
