@@ -19,7 +19,6 @@ from google.cloud import bigquery
 
 from cascade.backfill import BackfillRequest, run_backfill
 from cascade.backfill.lease import BackfillLease, holders
-from cascade.backfill.plan import upstream_window
 from cascade.backfill.validate import coverage, validate
 from cascade.cli import main as cascade_main
 from cascade.ops.date_status import date_status
@@ -127,7 +126,7 @@ def test_wavefront_respects_lookback_then_coverage_and_validate_catch_a_gap_and_
         proc = h.pipeline.processor(name)
         day = date.fromisoformat(iso)
         for up in proc.upstreams:
-            lo, hi = upstream_window(up, day)
+            lo, hi = up.window(day, h.pipeline.calendar)
             for w in h.pipeline.calendar.expected_dates(max(START, lo), hi):
                 u = st[(up.processor, w.isoformat())]
                 assert s.started_at >= u.finished_at, f"{name}@{iso} started before {up.processor}@{w} finished"

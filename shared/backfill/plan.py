@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from typing import Any, Iterable
 
 from cascade.definition.calendar import date_range
@@ -274,11 +274,3 @@ def build_plan(pipeline: Pipeline, tracker: Any, processors: list[Processor], st
             nodes.append(Node(p.name, p.phase, d, gen, p.output.logical, order[p.name], runs[(name, iso)]))
     nodes.sort(key=lambda n: (n.day, n.phase, n.order))
     return Plan(pipeline, start, end, processors, dates, cells, states, nodes, force, reasons=reasons)
-
-
-def upstream_window(up: Any, day: date, calendar: Any = None) -> tuple[date, date]:
-    """The dates of upstream ``up`` a run for ``day`` reads (inclusive), e.g. 30 days back to ``day``, or
-    to the day before for ``until: previous_day`` readers, or its last N expected dates."""
-    if hasattr(up, "window"):
-        return up.window(day, calendar)
-    return day - timedelta(days=up.lookback_days), day

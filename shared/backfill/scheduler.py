@@ -43,7 +43,7 @@ from datetime import timedelta
 from typing import Any, Callable, Iterable
 
 from cascade.backfill.executors import executor_for
-from cascade.backfill.plan import Node, Plan, upstream_window
+from cascade.backfill.plan import Node, Plan
 from cascade.backfill.wavefront import (
     BUSY,
     CRITICAL_PATH,
@@ -129,7 +129,7 @@ def partition_deps(pipeline: Pipeline, nodes: Iterable[Node]) -> dict[tuple[str,
     cal = pipeline.calendar
     for node in nodes:
         for up in pipeline.processor(node.processor).upstreams:
-            day, last = upstream_window(up, node.day, cal)
+            day, last = up.window(node.day, cal)
             while day <= last:
                 k = (up.processor, day.isoformat())
                 if k in keys and cal.is_expected(day):

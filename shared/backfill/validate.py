@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any, Iterable
 
-from cascade.backfill.plan import ordered_processors, upstream_window
+from cascade.backfill.plan import ordered_processors
 from cascade.definition.model import Processor
 from cascade.runtime.app import App
 from cascade.state.freshness import Freshness
@@ -248,8 +248,8 @@ def preflight(app: App, processors: list[Processor], start: date, end: date,
     for p in processors:
         for u in p.upstreams:
             if u.processor not in selected:
-                lo, _ = upstream_window(u, start, app.pipeline.calendar)
-                _, hi = upstream_window(u, end, app.pipeline.calendar)
+                lo, _ = u.window(start, app.pipeline.calendar)
+                _, hi = u.window(end, app.pipeline.calendar)
                 first[u.processor] = min(first.get(u.processor, lo), lo)
                 last[u.processor] = max(last.get(u.processor, hi), hi)
     report = Preflight(threshold)

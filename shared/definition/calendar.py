@@ -317,11 +317,6 @@ class Calendar:
         """A copy with its own materialized dates (not shared with this one), attached to nothing."""
         return replace(self, _dates=_Materialized())
 
-    def window(self, day: date, lookback_days: int) -> tuple[date, date]:
-        """The lookback window of ``day``: lookback 30 on 2025-01-31 is 2025-01-01..2025-01-31
-        (never before the history start)."""
-        return min(self.clip(day - timedelta(days=lookback_days)), day), day
-
     def yesterday(self, now: datetime) -> date:
         """The date before ``now`` in the pipeline's time zone (``now`` must be timezone-aware)."""
         if now.tzinfo is None:

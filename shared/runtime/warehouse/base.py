@@ -304,12 +304,14 @@ class Warehouse:
     def _refuse_empty(self, proc: Processor, day: date, kept: int | None = None) -> None:
         if kept is None:
             kept = self.count_rows(proc.output, day)
+        from cascade.runtime.recovery import rerun_command
+
         iso = day.isoformat()
         raise EmptySourceError(
             f"{proc.name} produced no rows for {iso}, a date the calendar expects data on; refused: "
             + (f"the partition's {kept} existing rows were kept. " if kept else "nothing was written. ")
             + f"Check its inputs for {iso} (cascade status --date {iso}), fix them, then re-run: "
-            f"cascade trigger --date {iso} --phase {proc.phase} --processor {proc.name} "
+            f"{rerun_command(proc, iso)} "
             f"(or declare `allow_empty: true` on {proc.name} if no rows is a valid result)",
             processor=proc.name, date=iso, rows_kept=kept)
 
@@ -505,13 +507,15 @@ class Warehouse:
             left = deadline - time.monotonic()
             if left <= 0:
                 self._cancel(job)
+                from cascade.runtime.recovery import trigger_command
+
                 iso = scope.day.isoformat()
                 raise JobTimeoutError(
                     f"{scope.processor} {iso}: BigQuery job {job.job_id} still running after {scope.timeout_s:g} s "
                     f"(the processor's job timeout); it was cancelled and this run wrote nothing. Make its query "
                     f"cheaper or declare a larger `job_timeout_seconds` on {scope.processor} (at most the function "
-                    f"timeout, {FUNCTION_TIMEOUT_S} s), then re-run: cascade trigger --date {iso} --phase "
-                    f"{scope.phase} --processor {scope.processor}",
+                    f"timeout, {FUNCTION_TIMEOUT_S} s), then re-run: "
+                    + trigger_command(iso, scope.phase, [scope.processor]),
                     processor=scope.processor, date=iso, job_id=job.job_id, timeout_s=scope.timeout_s)
             self._tick.wait(min(pause, left))
             pause = min(pause * 2, 1.0)

@@ -37,6 +37,7 @@ def refused_source(proc: Processor, day: date, fields: dict[str, str]) -> "Inval
     """The permanent error for a source the MERGE refused: processor, date, what was wrong (dates,
     keys), and the command that re-runs it once the SELECT is fixed."""
     from cascade.errors import InvalidSourceError
+    from cascade.runtime.recovery import rerun_command
 
     iso, table = day.isoformat(), proc.output
     keys = [k for k in table.merge_keys if k != table.date_column] or [table.date_column]
@@ -54,7 +55,7 @@ def refused_source(proc: Processor, day: date, fields: dict[str, str]) -> "Inval
     return InvalidSourceError(
         f"{proc.name} {iso}: its source was refused before anything was written: " + "; ".join(problems)
         + f". A run writes only its own date, each key once; fix the {proc.kind} source, then re-run: "
-        f"cascade trigger --date {iso} --phase {proc.phase} --processor {proc.name}",
+        + rerun_command(proc, iso),
         processor=proc.name, date=iso, off_date_rows=off, null_key_rows=nulls, duplicate_keys=dups,
         sample=fields.get("dup_sample") or None)
 
