@@ -63,7 +63,7 @@ def succeed(app, name: str, gen: int = 0) -> None:
 
 
 # ---------------------------------------------------------------------- calendar
-def test_a_date_without_games_is_recorded_skipped_and_hands_nothing_on(app):
+def test_a_date_with_no_data_expected_is_recorded_skipped_and_hands_nothing_on(app):
     result = PhaseRunner(app).run(trigger(app, 2, NO_GAMES))
     names = [p.name for p in app.pipeline.processors_of(2)]
     assert {o.processor: o.status for o in result.outcomes} == {n: Status.SKIPPED for n in names}
