@@ -18,7 +18,7 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 
 from cascade.errors import TransientError
-from cascade.ops.date_status import wait_for_phase
+from cascade.ops.date_status import date_status, wait_for_phase
 from cascade.ops.sweeper import sweep
 from cascade.state.tracker import Partition, Tracker
 
@@ -171,3 +171,63 @@ def test_cascade_wait_refuses_a_since_that_is_not_a_time():
     out = subprocess.run([sys.executable, "-m", "cascade.cli", "wait", "--date", D.isoformat(), "--phase", "2",
                           "--since", "yesterday"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "not an ISO 8601 time" in out.stderr, out.stderr
+
+
+# ---------------------------------------------------------------------- cascade status: every problem ends in its next step
+def _next_step(out: str, processor: str) -> str:
+    """The ``next:`` line printed under ``processor`` in a ``cascade status`` output."""
+    lines = out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.split() and line.split()[0] == processor)
+    step = next((line.strip() for line in lines[at + 1:at + 4] if line.strip().startswith("next: ")), None)
+    assert step, f"no next step under {processor}:\n{out}"
+    return step
+
+
+def test_status_ends_each_failed_blocked_or_stale_partition_with_its_next_step_run_verbatim(
+        make_harness, tmp_path, capsys):
+    from .harness import printed_commands
+    from .test_trust_after_change import DAYS, delete_readings, write_definition, write_readings
+
+    h = make_harness(pipeline_file=write_definition(tmp_path))
+    for d in DAYS[:4]:
+        write_readings(h, d)
+    lost, today = DAYS[2], DAYS[3]
+    for d in DAYS[:2]:
+        h.pump(h.trigger(d, phase=1))
+    delete_readings(h, lost)
+    h.pump(h.trigger(lost, phase=1))  # no raw file: readings fails
+    h.pump(h.trigger(today, phase=1))  # station_trend's lookback lacks the lost date: blocked
+    capsys.readouterr()
+    # Failed: the root cause first (the file to restore), then the command, in text and JSON.
+    assert h.run_printed(f"cascade status --date {lost}") == 0
+    out = capsys.readouterr().out
+    step = _next_step(out, "readings")
+    uri = f"gs://{h.pipeline.bucket(h.project)}/readings/{lost}.json"
+    assert step.startswith(f"next: restore {uri}"), step
+    assert printed_commands(step) == [f"cascade trigger --date {lost} --phase 1 --processor readings"], step
+    assert h.run_printed(f"cascade status --date {lost} --json") == 0
+    st = json.loads(capsys.readouterr().out)
+    assert st["phases"]["1"]["processors"]["readings"]["next_step"] == step.removeprefix("next: ")
+    # The error itself says what to restore (no "loader").
+    error = st["phases"]["1"]["processors"]["readings"]["error"]
+    assert uri in error and "loader" not in error, error
+    # Blocked: the root cause (the lost date's file), then one command that rebuilds both dates.
+    assert h.run_printed(f"cascade status --date {today}") == 0
+    blocked = _next_step(capsys.readouterr().out, "station_trend")
+    assert blocked.startswith(f"next: restore {uri}"), blocked
+    write_readings(h, lost)  # restored
+    for command in printed_commands(blocked):
+        assert h.run_printed(command) == 0, command
+    h.pump()
+    for d in (lost, today):
+        assert all(ph["status"] == "complete" for ph in date_status(h.app, d)["phases"].values()), date_status(h.app, d)
+    # Stale: a rerun of the lost date's phase 2 makes today's station_trend stale; its next step rebuilds it.
+    assert h.run_printed(f"cascade rerun --date {lost} --phase 2 --skip-downstream-trigger") == 0
+    h.pump()
+    capsys.readouterr()
+    assert h.run_printed(f"cascade status --date {today}") == 0
+    stale = _next_step(capsys.readouterr().out, "station_trend")
+    (command,) = printed_commands(stale)
+    assert h.run_printed(command) == 0, command
+    h.pump()
+    assert date_status(h.app, today)["phases"]["2"]["status"] == "complete", date_status(h.app, today)

@@ -142,7 +142,8 @@ def test_missing_raw_file_fails_permanently_with_next_step_and_alerts_once(harne
     result = harness.deliver(harness.trigger(D))
     by = {o.processor: o for o in result.outcomes}
     assert by["nbac_schedule"].status == "failed" and not by["nbac_schedule"].retry
-    assert "re-run the loader for 2025-01-15" in by["nbac_schedule"].error
+    assert "not found: restore it (or re-run what writes it), then re-run nbac_schedule for 2025-01-15" \
+        in by["nbac_schedule"].error
     assert harness.pull(3) == []
     assert len([a for a in harness.alerts.alerts if "nbac_schedule" in a.title]) == 1
     # Scenario B: the file arrives, phase 2 is re-run, and the cascade recovers by itself.

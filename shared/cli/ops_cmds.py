@@ -197,7 +197,12 @@ def print_status(st: dict) -> None:
             if p.get("stale"):
                 print(f"   {'':<28} stale: {p['stale']}")
             elif p.get("error") and p["status"] != Status.SUCCESS:
-                print(f"   {'':<28} {p['error']}")  # whole: it may end in the command to run
+                # Whole (it may end in the command to run), but a block's resolution recorded when it
+                # blocked gives way to its next step, derived from the state as it is now.
+                error = p["error"].split("; resolution: ")[0] if p.get("next_step") else p["error"]
+                print(f"   {'':<28} {error}")
+            if p.get("next_step"):  # failed, blocked or stale: the root cause first, then the command
+                print(f"   {'':<28} next: {p['next_step']}")
 
 
 def _since_arg(text: str):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any, Container
 
+from cascade.runtime import recovery
 from cascade.runtime.app import App
 from cascade.runtime.handoff import declared_skips
 from cascade.state.freshness import Freshness
@@ -102,6 +103,8 @@ def date_status(app: App, day: date) -> dict[str, Any]:
                     "error": s.error or (f"no data expected ({pipeline.calendar.reason_not_expected(day, s.processor)})"
                                          if s.processor in declared else None), "updated_at": s.raw.get("updated_at"),
                     **({"resolution": (s.blocked or {}).get("resolution")} if s.blocked else {}),
+                    # failed, blocked or stale: the root cause first, then the command to paste
+                    **({"next_step": step} if (step := _next_step(app, s, stale)) else {}),
                     **({"short_window": w} if (w := pipeline.processor(s.processor).short_window(
                         day, pipeline.calendar)) else {}),
                 } for s in ps
@@ -115,6 +118,14 @@ def date_status(app: App, day: date) -> dict[str, Any]:
             ph["triggered_at"] = claim.get("published_at")
             ph["triggered_generation"] = claim.get("generation")
     return out
+
+
+def _next_step(app: App, part: Partition, stale: dict) -> str:
+    """``recovery.partition_next_step`` of a failed, blocked or stale partition (``""`` for another)."""
+    reason = stale[(part.processor, part.data_date)].reason if (part.processor, part.data_date) in stale else None
+    if part.status not in (Status.FAILED, Status.BLOCKED) and reason is None:
+        return ""
+    return recovery.partition_next_step(app.pipeline, app.tracker, app.project, part, reason)
 
 
 def progress_line(status: dict[str, Any], chain: list[int]) -> str:

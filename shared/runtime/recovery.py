@@ -13,6 +13,9 @@ them into steps an operator pastes verbatim:
    root's to the blocked processor's. A backfill runs synchronously, only what is missing, failed,
    blocked or stale in that range, in dependency order - so the command works whatever state the
    cascade is in when it is pasted (a trigger would race the cascade it starts).
+
+``partition_next_step`` is the step ``cascade status`` ends each failed, blocked or stale partition
+with (a failure: its root cause, then the trigger that re-runs it alone).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from cascade.state.freshness import input_keys
 from cascade.state.status import Status
 
 MAX_DEPTH = 12
+RESTORE_DOC = 'docs/operations.md, "Recovering a date"'  # how to restore or re-create a raw file
 
 
 def trigger_command(day: date | str, phase: int | None = None, processors: Iterable[str] = ()) -> str:
@@ -49,7 +53,7 @@ class RootCause:
     processor: str
     day: str
     status: str
-    detail: str = ""  # e.g. "restore gs://bucket/path (the raw file is missing)"
+    detail: str = ""  # e.g. "restore gs://bucket/path (or re-run what writes it: ...)"
 
 
 def _by_table(pipeline: Pipeline, name: str) -> Processor | None:
@@ -102,7 +106,7 @@ def _fix(pipeline: Pipeline, project: str, key: tuple[str, str], st: Any) -> str
     if proc.source is not None and st.status in (Status.FAILED, Status.MISSING) and (
             st.status == Status.MISSING or "not found" in (st.error or "")):
         return (f"restore gs://{pipeline.bucket(project)}/{raw_path(proc, date.fromisoformat(key[1]))} "
-                f"(the raw file {proc.name} loads for {key[1]})")
+                f"(or re-run what writes it: {RESTORE_DOC})")
     if st.status == Status.FAILED:
         return f"fix {proc.name} for {key[1]} ({(st.error or 'failed')[:160]})"
     return ""
@@ -128,6 +132,29 @@ def next_steps(pipeline: Pipeline, tracker: Any, project: str, proc: Processor, 
     command = backfill_command(pipeline, first_phase, proc.phase, min(first_day, day.isoformat()), day.isoformat())
     steps = "; ".join(fixes[:3]) + ("; ..." if len(fixes) > 3 else "")
     return (f"{steps}, then: {command}" if steps else f"rebuild what is missing or stale: {command}")
+
+
+def partition_next_step(pipeline: Pipeline, tracker: Any, project: str, part: Any, stale: str | None = None) -> str:
+    """The next step of one failed, blocked or stale partition (``""`` for any other): the root cause
+    first, then the command to paste. A block is resolved from the state as it is now (its recorded
+    resolution was written when it blocked); a failure or a stale partition is re-run alone
+    (``rerun_command``: a trigger without a generation makes it complete and fresh, and re-triggers
+    what follows)."""
+    proc = pipeline.processor(part.processor)
+    day = date.fromisoformat(part.data_date)
+    if part.status == Status.BLOCKED:
+        block = part.blocked or {}
+        if block.get("upstream") and block.get("dates") and _by_table(pipeline, str(block["upstream"])) is not None:
+            return next_steps(pipeline, tracker, project, proc, day, str(block["upstream"]), block["dates"])
+        return block.get("resolution") or f"rebuild it: {rerun_command(proc, day)}"
+    if part.status == Status.FAILED:
+        fix = _fix(pipeline, project, (part.processor, part.data_date), part)
+        if part.raw.get("transient"):
+            return f"it is retried on its own; to re-run it now: {rerun_command(proc, day)}"
+        return f"{fix}, then: {rerun_command(proc, day)}"
+    if stale:
+        return f"rebuild it ({stale}): {rerun_command(proc, day)}"
+    return ""
 
 
 def fill_coverage(pipeline: Pipeline, gaps: Iterable[Any], then: str) -> str:

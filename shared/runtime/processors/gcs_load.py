@@ -162,8 +162,9 @@ class GcsJsonLoad:
                 ctx.storage.bucket(bucket).blob(path).download_to_file(raw)
             except gexc.NotFound as exc:
                 raise ProcessorError(
-                    f"raw file {uri} not found; re-run the loader for {day.isoformat()} and re-trigger phase "
-                    f"{proc.phase}", processor=proc.name, date=day.isoformat(), uri=uri) from exc
+                    f"raw file {uri} not found: restore it (or re-run what writes it), then re-run {proc.name} "
+                    f"for {day.isoformat()} (phase {proc.phase})", processor=proc.name, date=day.isoformat(),
+                    uri=uri) from exc
             raw.seek(0)
             rows = self._rows(proc, day, raw, uri)
             return ctx.warehouse.write_rows(proc, day, rows, ctx.run_id, ctx.fence)
