@@ -73,3 +73,14 @@ def test_every_test_the_docs_name_exists():
     named = {ref for doc in _docs() for ref in _TEST_REF.findall(doc.read_text())}
     assert named, "the docs name no test at all: the pattern is wrong"
     assert sorted(f"{f}.py::{t}" for f, t in named - defined) == []
+
+
+def test_the_section_the_recovery_text_points_to_exists_and_says_how_to_restore_a_raw_file():
+    from cascade.runtime.recovery import RESTORE_DOC
+
+    file, _, heading = RESTORE_DOC.partition(", ")
+    doc = ROOT / file
+    assert doc.exists(), RESTORE_DOC
+    assert _slug(heading.strip('"')) in _anchors(doc), RESTORE_DOC
+    section = doc.read_text().split(f"## {heading.strip(chr(34))}", 1)[1].split("\n## ", 1)[0]
+    assert "cascade up --start" in section and "cascade status --date" in section, section
