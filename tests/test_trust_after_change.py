@@ -128,6 +128,29 @@ def test_printed_recovery_command_after_a_rerun_completes_the_date(stations):
     assert h.app.tracker.partition("report", day).generation == h.app.tracker.partition("readings", day).generation
 
 
+def test_rerun_prints_the_wait_of_its_own_outcome_like_trigger_and_it_works_verbatim(stations, capsys):
+    from cascade.ops.date_status import wait_for_phase
+
+    h = loaded(stations)
+    day = DAYS[2]
+    capsys.readouterr()
+    assert h.run_printed(f"cascade rerun --date {day} --phase 2") == 0
+    follow = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("follow it with: "))
+    wait = follow.removeprefix("follow it with: ")
+    assert wait.startswith(f"cascade wait --date {day} --phase 3 --since "), follow  # as cascade trigger prints it
+    since = wait.split("--since ", 1)[1]
+    # Before the rerun ran, the previous generation's completion is not its answer: still pending.
+    from datetime import datetime
+    assert wait_for_phase(h.app, day, 3, 0, since=datetime.fromisoformat(since)).code == 2
+    h.pump()
+    assert h.run_printed(wait) == 0, wait
+    assert h.app.tracker.partition("report", day).generation == 1
+    # Without the cascade, the wait is on the phase rerun itself.
+    assert h.run_printed(f"cascade rerun --date {day} --phase 2 --skip-downstream-trigger") == 0
+    follow = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("follow it with: "))
+    assert follow.startswith(f"follow it with: cascade wait --date {day} --phase 2 --since "), follow
+
+
 def test_a_trigger_with_nothing_to_do_answers_already_complete_visibly(stations, capsys):
     h = loaded(stations)
     day = DAYS[1]

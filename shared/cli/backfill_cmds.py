@@ -11,7 +11,8 @@ import argparse
 import json
 import sys
 
-from cascade.cli._common import app, bool_arg, date_arg, print_json
+from cascade.cli._common import app, bool_arg, date_arg, now, print_json
+from cascade.runtime import recovery
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -194,6 +195,7 @@ def _rerun(args: argparse.Namespace) -> int:
     from cascade.backfill.rerun import rerun
 
     a = app()
+    published_at = now()  # before the first trigger: what the wait that follows it counts from
     published, skipped = rerun(a, args.phase, args.date, args.end or args.date, strict_mode=args.strict_mode,
                                skip_downstream_trigger=args.skip_downstream_trigger)
     if args.json:
@@ -205,8 +207,8 @@ def _rerun(args: argparse.Namespace) -> int:
     for s in skipped:
         print(f"{s}: no games, skipped")
     if published:
-        print(f"follow it with: cascade wait --date {published[0].data_date} --phase "
-              f"{a.pipeline.downstream_phases(args.phase)[-1]}")
+        last = args.phase if args.skip_downstream_trigger else a.pipeline.downstream_phases(args.phase)[-1]
+        print(f"follow it with: {recovery.wait_command(published[0].data_date, last, published_at)}")
     return 0
 
 

@@ -8,6 +8,7 @@ import sys
 
 from cascade.cli._common import app, bool_arg, date_arg, now, print_json, state_dir
 from cascade.errors import CascadeError
+from cascade.runtime import recovery
 from cascade.runtime.messages import Trigger, new_correlation_id
 from cascade.state.status import Status
 
@@ -141,7 +142,6 @@ def _trigger(args: argparse.Namespace) -> int:
     topic = a.pipeline.topic(phase)
     published_at = now()
     message_id = a.publisher.publish(topic, trig.to_json(), trig.attributes())
-    since = published_at.strftime("%Y-%m-%dT%H:%M:%SZ")
     if args.json:
         print_json({"topic": topic, "message_id": message_id, "message": trig.to_dict(), "answer": answer or None,
                     "published_at": published_at.isoformat()})
@@ -150,7 +150,7 @@ def _trigger(args: argparse.Namespace) -> int:
         if answer:
             print(f"{day}: {answer}")
         last = phase if args.skip_downstream_trigger else _last_phase(a.pipeline, phase)
-        print(f"follow it with: cascade wait --date {day} --phase {last} --since {since}")
+        print(f"follow it with: {recovery.wait_command(day, last, published_at)}")
     return 0
 
 

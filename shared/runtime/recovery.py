@@ -21,7 +21,7 @@ with (a failure: its root cause, then the trigger that re-runs it alone).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timezone
 from typing import Any, Iterable
 
 from cascade.definition.model import Pipeline, Processor
@@ -41,6 +41,16 @@ def trigger_command(day: date | str, phase: int | None = None, processors: Itera
     day = day.isoformat() if isinstance(day, date) else day
     return " ".join([f"cascade trigger --date {day}", *([f"--phase {phase}"] if phase is not None else []),
                      *(f"--processor {name}" for name in processors)])
+
+
+def wait_command(day: date | str, phase: int, since: datetime) -> str:
+    """The wait that follows a trigger (or rerun) published at ``since``: only outcomes recorded at or
+    after it answer it (without ``--since`` the previous generation's completion would answer at
+    once). Milliseconds, so an outcome of the same second before it is not taken for its answer:
+    ``cascade wait --date 2025-01-15 --phase 3 --since 2025-01-16T10:00:00.250Z``."""
+    day = day.isoformat() if isinstance(day, date) else day
+    at = since.astimezone(timezone.utc) if since.tzinfo else since
+    return f"cascade wait --date {day} --phase {phase} --since {at:%Y-%m-%dT%H:%M:%S}.{at.microsecond // 1000:03d}Z"
 
 
 def rerun_command(proc: Processor, day: date | str) -> str:
