@@ -105,7 +105,7 @@ def test_expected_dates_from_data_stay_inside_the_seasons_and_the_declared_rules
     listed = [date(2025, 1, 5), date(2025, 1, 12), date(2025, 1, 20), *GAME_DAYS]
     data = cal.with_dates(listed, through=date(2025, 1, 20))
     assert data.expected_dates(date(2025, 1, 1), date(2025, 1, 31)) == GAME_DAYS
-    assert data.reason_not_expected(date(2025, 1, 8)) == "no games in schedule"
+    assert data.reason_not_expected(date(2025, 1, 8)) == "no matching row in schedule"
     assert data.reason_not_expected(date(2025, 1, 12)) == "league day off"
     assert data.reason_not_expected(date(2025, 1, 20)) == "outside the season"
     # lookback_dates counts the schedule's dates: the last 3 game dates of 01-13 are 01-09, 01-11, 01-13.
@@ -117,8 +117,8 @@ def test_a_date_after_the_schedules_last_loaded_date_is_expected_and_the_note_sa
     assert not cal.is_expected(date(2025, 1, 8))  # covered, no game listed
     assert cal.is_expected(date(2025, 1, 15)) and cal.is_unknown(date(2025, 1, 15))  # after 01-13: unknown
     assert cal.note(date(2025, 1, 15)) == ("expected (unknown): schedule is loaded through 2025-01-13; "
-                                           "a date the schedule does not cover counts as a game day")
-    assert cal.note(date(2025, 1, 8)) == "no games: no games in schedule"
+                                           "a date the schedule does not cover counts as expected")
+    assert cal.note(date(2025, 1, 8)) == "no data expected: no matching row in schedule"
     assert cal.note(date(2025, 1, 9)) == ""  # a plain game day
     # The schedule's own partitions are expected on every declared date: it defines the calendar.
     assert cal.expected_dates(date(2025, 1, 6), date(2025, 1, 19), processor="schedule") == \
@@ -156,6 +156,7 @@ def test_a_window_never_reaches_before_the_history_start_and_says_it_is_short():
     assert weekly.short_window(date(2025, 1, 16), cal) == ""  # the whole window exists from here on
     assert not cal.is_expected(date(2025, 1, 9))
     assert cal.reason_not_expected(date(2025, 1, 9)) == "before the history start 2025-01-10"
+    assert cal.note(date(2025, 1, 9)) == "no data expected: before the history start 2025-01-10"  # generic words
 
 
 def test_the_definition_refuses_a_calendar_source_it_cannot_query_safely():
@@ -221,7 +222,7 @@ def test_expected_dates_come_from_the_schedule_table_within_the_seasons(make_har
     report = Checks(h.pipeline, h.app.tracker, h.app.warehouse).run(h.pipeline.processor("form"), date(2025, 1, 11))
     assert report.blocked is None, report.to_dict()  # 01-08 and 01-10 are not gaps: the schedule says so
     st = date_status(h.app, date(2025, 1, 8))
-    assert st["expected"] is False and st["note"] == "no games: no games in schedule"
+    assert st["expected"] is False and st["note"] == "no data expected: no matching row in schedule"
 
 
 def test_a_date_the_schedule_does_not_cover_is_treated_as_expected_and_said_so(make_harness, tmp_path):
@@ -241,7 +242,7 @@ def test_a_date_the_schedule_does_not_cover_is_treated_as_expected_and_said_so(m
     st = date_status(h.app, wednesday)
     assert st["expected"] is True
     assert st["note"] == ("expected (unknown): schedule is loaded through 2025-01-14; "
-                          "a date the schedule does not cover counts as a game day")
+                          "a date the schedule does not cover counts as expected")
     # Strict mode's gap check counts it as a gap, and says why it is expected.
     report = Checks(h.pipeline, h.app.tracker, h.app.warehouse).run(h.pipeline.processor("form"), date(2025, 1, 16))
     assert report.blocked is not None and report.blocked.dates == ["2025-01-15", "2025-01-16"], report.to_dict()
@@ -254,7 +255,7 @@ def test_a_date_the_schedule_does_not_cover_is_treated_as_expected_and_said_so(m
                                               skip_downstream_trigger=True, skip_preflight=True))
     assert res.exit_code == 0
     cal.refresh()
-    assert not cal.is_expected(wednesday) and date_status(h.app, wednesday)["note"] == "no games: no games in schedule"
+    assert not cal.is_expected(wednesday) and date_status(h.app, wednesday)["note"] == "no data expected: no matching row in schedule"
 
 
 def test_a_lookback_reaching_before_the_history_start_is_a_short_window_not_a_gap(make_harness, tmp_path):
@@ -410,6 +411,6 @@ def test_the_nba_reference_takes_its_game_days_from_the_schedule_loaded_date_by_
     assert loaded.is_expected(date(2025, 1, 12)) and loaded.is_unknown(date(2025, 1, 12))
     assert loaded.note(date(2025, 1, 12)).startswith("expected (unknown): nbac_schedule has no row for 2025-01-12")
     assert not loaded.is_expected(date(2025, 1, 14))
-    assert loaded.note(date(2025, 1, 14)) == "no games: no games in nbac_schedule"
+    assert loaded.note(date(2025, 1, 14)) == "no data expected: no matching row in nbac_schedule"
     assert loaded.is_expected(date(2025, 1, 14), "nbac_schedule")  # the schedule's own partition
     assert loaded.reason_not_expected(date(2025, 2, 16)) == "All-Star break"

@@ -85,3 +85,14 @@ def test_every_command_has_help_text():
         assert "usage:" in text, name
     for action in sub._choices_actions:
         assert action.help, f"{action.dest} has no one-line help"
+
+
+def test_help_and_describe_speak_of_expected_dates_not_games():
+    from cascade.cli import build_parser
+    sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
+    worded = {name: text for name, command in sub.choices.items() if "game" in (text := command.format_help()).lower()}
+    assert worded == {}  # generic words: a pipeline need not be about games
+    out = subprocess.run([sys.executable, "-m", "cascade.cli", "describe"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60, env={**os.environ, "CASCADE_PROJECT": "proj", "CASCADE_NAMESPACE": ""})
+    calendar = next(line for line in out.stdout.splitlines() if line.startswith("calendar:"))
+    assert "dates with no data expected" in calendar and "game" not in calendar, calendar

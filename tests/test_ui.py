@@ -71,7 +71,7 @@ def test_a_missing_partition_on_a_no_game_day_is_greyed_with_its_reason():
     m = mx.build_matrix(pipeline, {}, NO_GAME, NO_GAME, NOW)
     (row,) = m.rows
     assert not row.expected and row.note == "All-Star break"
-    assert all(c.css == "s-missing nogame" and "no games: All-Star break" in c.title for c in row.cells)
+    assert all(c.css == "s-missing nogame" and "no data expected: All-Star break" in c.title for c in row.cells)
     assert mx.recovery_commands(pipeline, Partition("nbac_schedule", NO_GAME.isoformat()), NOW) == []
 
 

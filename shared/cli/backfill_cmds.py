@@ -76,7 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_validate)
 
     p = sub.add_parser("rerun", help="re-process a phase and everything downstream with a new generation",
-                       description="For each game day of --date..--end publish a trigger to --phase's topic with a "
+                       description="For each expected date of --date..--end publish a trigger to --phase's topic with a "
                                    "new generation (1 + the highest of the phase's partitions for the date): the "
                                    "phase and every phase after it re-run once; earlier runs stay in the history.")
     p.add_argument("--date", type=date_arg, required=True)
@@ -160,7 +160,7 @@ def _coverage(args: argparse.Namespace) -> int:
         print_json({"start": args.start.isoformat(), "end": args.end.isoformat(),
                     "tables": [{**c.to_dict(), "partition_states": states[c.processor]} for c in cov]})
         return 0
-    print(f"coverage {args.start}..{args.end} ({len(plan.expected_dates)} dates with games)")
+    print(f"coverage {args.start}..{args.end} ({len(plan.expected_dates)} expected dates)")
     for c in cov:
         st = ", ".join(f"{n} {k}" for k, n in sorted(states[c.processor].items()))
         print(f"  phase {c.phase} {c.render()}\n  {'':<8}partitions: {st}")
@@ -205,7 +205,7 @@ def _rerun(args: argparse.Namespace) -> int:
         print(f"{r.data_date}: published phase {args.phase} trigger generation {r.generation} to {r.topic} "
               f"(message {r.message_id})")
     for s in skipped:
-        print(f"{s}: no games, skipped")
+        print(f"{s}: no data expected, skipped")
     if published:
         last = args.phase if args.skip_downstream_trigger else a.pipeline.downstream_phases(args.phase)[-1]
         print(f"follow it with: {recovery.wait_command(published[0].data_date, last, published_at)}")

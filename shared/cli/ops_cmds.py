@@ -95,7 +95,7 @@ def _describe(args: argparse.Namespace) -> int:
     cal = d["calendar"]
     print(f"calendar: time zone {cal['timezone']}; seasons "
           + ", ".join(f"{s['name']} {s['start']}..{s['end']}" for s in cal["seasons"])
-          + f"; {len(cal['no_game'])} no-game dates")
+          + f"; {len(cal['no_game'])} dates with no data expected")
     print(f"raw bucket: gs://{d['raw_bucket']}")
     for ph in d["phases"]:
         nxt = f" -> phase {ph['next']}" if ph["next"] else ""

@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "ui", help="serve a read-only status page (dates x processors matrix, live)",
         description="Serve a read-only web page of the pipeline's state, on the emulators or in production "
                     "(the same clients as every command): a dates x processors matrix grouped by phase, coloured "
-                    "by status, no-game days greyed, refreshed live from one batched Firestore read per poll; "
+                    "by status, dates with no data expected greyed, refreshed live from one batched Firestore read per poll; "
                     "a cell opens the partition (run history, rows, duration, error or blocked reason and the "
                     "exact recovery command); active backfills, dead letters and rejected messages per phase, "
                     "coverage per table. Bound to 127.0.0.1 unless --host says otherwise.")

@@ -238,7 +238,7 @@ class Calendar:
         if self.is_expected(day, processor):
             return ""
         if day in self.no_game_dates:
-            return dict(self.no_game_reasons).get(day, "no games")
+            return dict(self.no_game_reasons).get(day, "declared in calendar.no_game")
         if day.weekday() in self.closed_weekdays:
             return f"closed on {WEEKDAYS[day.weekday()].capitalize()}s"
         start = self.history_start_of(processor)
@@ -246,14 +246,14 @@ class Calendar:
             own = processor is not None and start != self.history_start
             return f"before the history start {start}" + (f" of {processor}" if own else "")
         if self.declared_expected(day) and self.expected_from is not None:
-            return f"no games in {self.expected_from.processor}"
+            return f"no matching row in {self.expected_from.processor}"
         return "outside the season"
 
     def note(self, day: date) -> str:
         """What a person should know about ``day``: why it has no games, or that it is expected only
         because the schedule does not cover it yet; "" for a plain game day."""
         if not self.is_expected(day):
-            return f"no games: {self.reason_not_expected(day)}"
+            return f"no data expected: {self.reason_not_expected(day)}"
         if self.is_unknown(day):
             data, src = self.schedule(), self.expected_from
             assert src is not None
@@ -261,7 +261,7 @@ class Calendar:
                    else f"{src.processor} has no rows yet" if data.through is None
                    else f"{src.processor} is loaded through {data.through}" if day > data.through
                    else f"{src.processor} has no row for {day} (loaded through {data.through})")
-            return f"expected (unknown): {why}; a date the schedule does not cover counts as a game day"
+            return f"expected (unknown): {why}; a date the schedule does not cover counts as expected"
         return ""
 
     # ------------------------------------------------------------------ the materialized dates
@@ -340,7 +340,7 @@ class Calendar:
         for item in raw.get("no_game", []):
             start = _d(item.get("date", item.get("start")))
             end = _d(item.get("end", start))
-            reasons.extend((d, str(item.get("reason", "no games"))) for d in date_range(start, end))
+            reasons.extend((d, str(item.get("reason", "declared in calendar.no_game"))) for d in date_range(start, end))
         ZoneInfo(raw["timezone"])  # validates the zone name
         closed = frozenset(WEEKDAYS.index(str(w).lower()) for w in raw.get("closed_weekdays", []))
         source = None

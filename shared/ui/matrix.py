@@ -196,7 +196,7 @@ def _title(part: Partition, expected: bool, no_game: str, now: datetime, stale: 
     if stale is not None:
         head = f"{part.processor} {part.data_date}: stale - {stale.reason}"
     if not expected and part.status in (Status.MISSING, Status.SKIPPED):
-        return f"{head} (no games: {no_game})"
+        return f"{head} (no data expected: {no_game})"
     bits = [head]
     if part.record_count is not None:
         bits.append(f"{part.record_count} rows")
