@@ -96,3 +96,31 @@ def test_help_and_describe_speak_of_expected_dates_not_games():
                          text=True, timeout=60, env={**os.environ, "CASCADE_PROJECT": "proj", "CASCADE_NAMESPACE": ""})
     calendar = next(line for line in out.stdout.splitlines() if line.startswith("calendar:"))
     assert "dates with no data expected" in calendar and "game" not in calendar, calendar
+
+
+def _describe(tmp_path, edit, *args):
+    """``cascade describe`` of the weather-station test pipeline changed by ``edit``."""
+    from .test_trust_after_change import write_definition
+    path = write_definition(tmp_path, edit)
+    return subprocess.run([sys.executable, "-m", "cascade.cli", "describe", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "CASCADE_PROJECT": "proj", "CASCADE_NAMESPACE": "",
+                                                      "CASCADE_PIPELINE_FILE": path})
+
+
+def test_describe_shows_the_history_start_of_the_pipeline_and_of_each_processor_that_declares_one(tmp_path):
+    def edit(raw):
+        raw["calendar"]["history_start"] = "2025-01-07"
+        raw["processors"][0]["history_start"] = "2025-01-09"
+
+    out = _describe(tmp_path, edit)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    calendar = next(line for line in lines if line.startswith("calendar:"))
+    assert "history starts 2025-01-07" in calendar, calendar
+    at = next(i for i, line in enumerate(lines) if line.split()[:1] == ["readings"])
+    assert "history starts 2025-01-09" in "\n".join(lines[at:at + 3]), out.stdout
+    assert "history starts" not in "\n".join(lines[at + 3:]), out.stdout  # only where one is declared
+    d = json.loads(_describe(tmp_path, edit, "--json").stdout)
+    assert d["calendar"]["history_start"] == "2025-01-07"
+    procs = {p["name"]: p for ph in d["phases"] for p in ph["processors"]}
+    assert procs["readings"]["history_start"] == "2025-01-09" and procs["report"]["history_start"] is None

@@ -95,7 +95,8 @@ def _describe(args: argparse.Namespace) -> int:
     cal = d["calendar"]
     print(f"calendar: time zone {cal['timezone']}; seasons "
           + ", ".join(f"{s['name']} {s['start']}..{s['end']}" for s in cal["seasons"])
-          + f"; {len(cal['no_game'])} dates with no data expected")
+          + f"; {len(cal['no_game'])} dates with no data expected"
+          + (f"; history starts {cal['history_start']}" if cal.get("history_start") else ""))
     print(f"raw bucket: gs://{d['raw_bucket']}")
     for ph in d["phases"]:
         nxt = f" -> phase {ph['next']}" if ph["next"] else ""
@@ -104,6 +105,8 @@ def _describe(args: argparse.Namespace) -> int:
             ups = ", ".join(u["processor"] + _window_text(u) for u in p["upstreams"]) or "-"
             print(f"  {p['name']:<28} -> {p['output_table']}  keys ({p['date_column']}, {', '.join(p['keys'])})")
             print(f"  {'':<28}    upstreams: {ups}")
+            if p.get("history_start"):  # later than the pipeline's: earlier partitions are not expected
+                print(f"  {'':<28}    history starts {p['history_start']}")
     return 0
 
 

@@ -261,6 +261,7 @@ class Pipeline(ResourceNames):
     # ------------------------------------------------------------------ export
     def describe(self, project: str) -> dict[str, Any]:
         """Everything a person, the CLI or Terraform needs to know about the pipeline, as plain data."""
+        starts = dict(self.calendar.processor_starts)  # the processors' own history starts
         return {
             "pipeline": self.name,
             "description": self.description,
@@ -292,6 +293,8 @@ class Pipeline(ResourceNames):
                                            "lookback_dates": u.lookback_dates,
                                            "until_previous_day": u.until_previous_day} for u in p.upstreams],
                             "allow_empty": p.allow_empty,
+                            # its own, when declared (the pipeline's is calendar.history_start)
+                            "history_start": (own.isoformat() if (own := starts.get(p.name)) else None),
                             "lookback_days": p.lookback_days,
                             "source": p.source,
                             "export": p.export,
