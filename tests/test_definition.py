@@ -102,3 +102,13 @@ def test_an_export_with_its_own_bucket_is_a_terraform_bucket_written_by_its_phas
         # Its folder is not granted on the raw bucket.
         assert bucket["prefix"] not in inputs["phases"][str(proc.phase)]["export_prefixes"]
     assert terraform_inputs(load())["export_buckets"] == {}  # NBA exports to its raw bucket
+
+
+def test_a_declared_phase_title_is_kept_as_written_and_only_a_missing_one_is_derived():
+    from .test_trust_after_change import STATIONS
+
+    raw = copy.deepcopy(STATIONS)
+    raw["phases"][0]["title"] = "Ingest trips"
+    raw["phases"][1]["title"] = "zone demand (v2)"
+    titles = {ph.number: ph.title for ph in from_dict(raw).phases}
+    assert titles == {1: "Ingest trips", 2: "zone demand (v2)", 3: "Report"}  # phase 3 declares none: from its name

@@ -41,7 +41,9 @@ def from_dict(raw: dict[str, Any], source_path: str = "") -> Pipeline:
     """Build a ``Pipeline`` from plain data, raising ``DefinitionError`` naming the first problem."""
     validate_structure(raw, source_path)  # keys and types (shared/definition/schema/), before relations
     try:
-        phases = tuple(Phase(int(p["number"]), str(p["name"]), str(p.get("title", p["name"]).title()),
+        # A declared title as written; without one, from the name ("zone_demand": "Zone demand").
+        phases = tuple(Phase(int(p["number"]), str(p["name"]),
+                             str(p["title"]) if p.get("title") else str(p["name"]).replace("_", " ").capitalize(),
                              int(p["next"]) if p.get("next") is not None else None,
                              str(p["schedule"]) if p.get("schedule") else None,
                              str(p.get("default_date", "yesterday")),
