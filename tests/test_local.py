@@ -124,3 +124,21 @@ def test_describe_shows_the_history_start_of_the_pipeline_and_of_each_processor_
     assert d["calendar"]["history_start"] == "2025-01-07"
     procs = {p["name"]: p for ph in d["phases"] for p in ph["processors"]}
     assert procs["readings"]["history_start"] == "2025-01-09" and procs["report"]["history_start"] is None
+
+
+def test_up_lists_every_bucket_it_ensures_the_raw_one_and_each_exports_own(endpoints):
+    from cascade.definition.loading import load
+    from cascade.dev.provision import provision_emulators
+    from cascade.runtime import clients
+
+    from .harness import new_namespace
+
+    pipeline = load(str(ROOT / "pipelines" / "weather.yaml"), namespace=new_namespace())
+    raw, *exports = pipeline.buckets(endpoints.project)
+    assert exports, "the weather pipeline exports to its own bucket"
+    lines: list[str] = []
+    provision_emulators(pipeline, endpoints, {}, progress=lines.append)
+    gcs = [line for line in lines if line.startswith("gcs:")]
+    assert len(gcs) == 1 and all(f"gs://{b}" in gcs[0] for b in [raw, *exports]), lines
+    storage = clients.storage(endpoints.project)
+    assert all(storage.bucket(b).exists() for b in [raw, *exports])

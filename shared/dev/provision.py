@@ -80,14 +80,31 @@ def ensure_pubsub(pipeline: Pipeline, project: str, publisher: Any, subscriber: 
         progress(f"phase {n}: topic {pipeline.topic(n)} -> {push_endpoints[n]} (dead letters: {pipeline.dead_letter_topic(n)})")
 
 
-def ensure_bucket(pipeline: Pipeline, project: str, storage_client: Any) -> str:
-    """Create the raw bucket and every export's own bucket (``export.bucket``); returns the raw one."""
-    for name in pipeline.buckets(project):
+def ensure_bucket(pipeline: Pipeline, project: str, storage_client: Any) -> list[str]:
+    """Create the raw bucket and every export's own bucket (``export.bucket``); returns them all,
+    the raw one first."""
+    names = pipeline.buckets(project)
+    for name in names:
         try:
             storage_client.create_bucket(name)
         except gexc.Conflict:
             pass
-    return pipeline.bucket(project)
+    return names
+
+
+def buckets_line(pipeline: Pipeline, project: str, names: list[str]) -> str:
+    """``gcs: buckets gs://<raw> (raw files), gs://<public> (exports of daily_bulletin)``: every
+    bucket ``cascade up`` ensured, with what it holds."""
+    roles = {name: [] for name in names}
+    roles.setdefault(pipeline.bucket(project), []).append("raw files")
+    exports: dict[str, list[str]] = {}
+    for p in pipeline.processors:
+        if p.export is not None:
+            exports.setdefault(pipeline.export_bucket(p, project), []).append(p.name)
+    for name, procs in exports.items():
+        roles.setdefault(name, []).append(f"exports of {', '.join(procs)}")
+    return f"gcs: bucket{'s' if len(roles) > 1 else ''} " + ", ".join(
+        f"gs://{name} ({'; '.join(what)})" for name, what in roles.items())
 
 
 def push_endpoint(base_url: str, project: str, topic: str) -> str:
@@ -108,7 +125,7 @@ def provision_emulators(pipeline: Pipeline, endpoints: "Endpoints", functions: d
         ensure_pubsub(pipeline, project, pub, sub, urls, policy, progress)
         tables = Warehouse(clients.bigquery(project), pipeline, project).ensure_tables()
         progress(f"bigquery: {len(tables)} tables in datasets {', '.join(pipeline.datasets())}")
-        progress(f"gcs: bucket gs://{ensure_bucket(pipeline, project, clients.storage(project))}")
+        progress(buckets_line(pipeline, project, ensure_bucket(pipeline, project, clients.storage(project))))
     finally:
         os.environ.clear()
         os.environ.update(saved)
