@@ -231,3 +231,22 @@ def test_status_ends_each_failed_blocked_or_stale_partition_with_its_next_step_r
     assert h.run_printed(command) == 0, command
     h.pump()
     assert date_status(h.app, today)["phases"]["2"]["status"] == "complete", date_status(h.app, today)
+
+
+def test_status_says_the_next_phase_ran_in_a_backfill_instead_of_not_triggered(make_harness, tmp_path, capsys):
+    from .test_trust_after_change import DAYS, delete_readings, write_definition, write_readings
+
+    h = make_harness(pipeline_file=write_definition(tmp_path))
+    day = DAYS[0]
+    write_readings(h, day)
+    delete_readings(h, day)
+    h.pump(h.trigger(day, phase=1))  # no raw file: readings fails
+    write_readings(h, day)  # restored; the recovery is a backfill of phases 1 and 2
+    assert h.run_printed(f"cascade backfill --start {day} --end {day} --phase 1 --phase 2") == 0
+    st = date_status(h.app, day)
+    assert st["phases"]["2"]["status"] == "complete", st
+    assert st["phases"]["1"]["next_ran"] == "backfill", st["phases"]["1"]
+    capsys.readouterr()
+    assert h.run_printed(f"cascade status --date {day}") == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("phase 1 "))
+    assert line.endswith("-> phase 2 ran in a backfill"), line

@@ -183,7 +183,8 @@ def print_status(st: dict) -> None:
     for n, ph in st["phases"].items():
         nxt = ""
         if ph["next_phase"]:
-            nxt = f"  -> phase {ph['next_phase']} {'triggered' if ph['triggered_next'] else 'not triggered'}"
+            done = {"backfill": "ran in a backfill", "other": "ran (triggered on its own)"}.get(ph.get("next_ran", ""))
+            nxt = f"  -> phase {ph['next_phase']} {'triggered' if ph['triggered_next'] else done or 'not triggered'}"
         if ph["status"] == Status.TRIGGERED:  # the phase before it triggered it; nothing began since
             at = ph.get("triggered_at")
             print(f"phase {n} {ph['name']:<11} TRIGGERED, NOT STARTED (generation {ph.get('triggered_generation')} "

@@ -65,7 +65,9 @@ def triggered_not_started(rollup: str, states: list[Partition], claim: dict[str,
 
 
 def date_status(app: App, day: date) -> dict[str, Any]:
-    """``{"date", "phases": {"2": {"status", "generation", "triggered_next", "processors": {...}}}}``."""
+    """``{"date", "phases": {"2": {"status", "generation", "triggered_next", "processors": {...}}}}``;
+    ``next_ran`` ("backfill" or "other") when the next phase was not triggered by this one but is
+    complete at its generation or a newer one."""
     pipeline, tracker = app.pipeline, app.tracker
     names = [p.name for p in pipeline.processors]
     states = tracker.partitions(names, [day])
@@ -110,6 +112,15 @@ def date_status(app: App, day: date) -> dict[str, Any]:
                 } for s in ps
             },
         }
+    for ph in out["phases"].values():
+        # Not triggered by this phase, yet the next one is complete at its generation or a newer
+        # one: it ran by other means (a backfill runs the phases it covers itself), not "pending".
+        nxt = out["phases"].get(str(ph["next_phase"])) if ph["next_phase"] is not None else None
+        if nxt and not ph["triggered_next"] and nxt["status"] in (COMPLETE, Status.STALE) \
+                and nxt["generation"] >= ph["generation"]:
+            modes = {states[(p.name, day.isoformat())].raw.get("mode")
+                     for p in pipeline.processors_of(ph["next_phase"])}
+            ph["next_ran"] = "backfill" if modes == {"backfill"} else "other"
     for number, claim in published.items():
         ph = out["phases"].get(str(number))
         ps = [states[(p.name, day.isoformat())] for p in pipeline.processors_of(number)] if ph else []
