@@ -158,8 +158,8 @@ def test_status_and_the_status_page_say_when_the_running_functions_run_another_d
         assert "deployed-drift" not in Client(page).get("/").get_data(as_text=True)
 
         definition(tmp_path / "change.yaml", {"v": "INT64"}, "2 AS v")
-        note = ("the running functions of phase(s) 2 were started with another definition than the local one "
-                "(the definition, the definition file or its Python modules changed")
+        note = ("the running functions of phase(s) 2 were started with another definition than the local one: "
+                "the definition changed (running ")
         text = run_cli(["status", "--date", str(D1)], env)
         assert text.returncode == 0, text.stderr
         assert f"note: {note}" in text.stdout and "run `cascade up` to restart them" in text.stdout
@@ -169,3 +169,23 @@ def test_status_and_the_status_page_say_when_the_running_functions_run_another_d
         assert 'id="deployed-drift"' in html and note in html
     finally:
         functions.stop()
+
+
+def test_the_drift_note_names_only_the_part_that_differs_with_its_own_digests():
+    from cascade.dev.deployed import drift
+
+    local = {"definition": "d" * 16, "files": "f" * 16, "framework": "b" * 16}
+    running = {n: {**local, "framework": "a" * 16} for n in (1, 2, 3)}
+    note = drift(local, running).message
+    assert note.startswith("the running functions of phase(s) 1, 2, 3 were started with other runtime code "), note
+    assert f"Cascade's runtime code changed (running {'a' * 16}, local {'b' * 16})" in note, note
+    assert "d" * 16 not in note and "definition" not in note, note  # what did not change is not named
+    both = drift(local, {2: {**local, "definition": "c" * 16, "files": "e" * 16}})
+    assert both.message.startswith("the running functions of phase(s) 2 were started with another definition "), \
+        both.message
+    assert (f"the definition changed (running {'c' * 16}, local {'d' * 16}), the definition file or its Python "
+            f"modules changed (running {'e' * 16}, local {'f' * 16})") in both.message, both.message
+    assert both.to_dict()["digests"] == {"definition": {"running": "c" * 16, "local": "d" * 16},
+                                         "files": {"running": "e" * 16, "local": "f" * 16}}
+    old = drift(local, {4: {}})  # started by an older Cascade: nothing recorded
+    assert "running unknown" in old.message, old.message

@@ -20,7 +20,7 @@ that the running functions run another definition or code than the local one.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -77,34 +77,42 @@ class Drift:
     changed: list[str]  # which parts differ (of PARTS)
     running_definition: str | None
     local_definition: str
+    # part -> (running, local) digests, for the parts that differ (running: the first phase it differs in)
+    digests: dict[str, tuple[str | None, str]] = field(default_factory=dict)
 
     @property
     def message(self) -> str:
-        what = ", ".join(_LABEL[p] for p in self.changed)
-        return (f"the running functions of phase(s) {', '.join(map(str, self.phases))} were started with another "
-                f"definition than the local one ({what} changed; running definition "
-                f"{self.running_definition or 'unknown'}, local {self.local_definition}): "
-                f"run `cascade up` to restart them")
+        """Only the parts that differ, each with its own digests: ``... were started with other runtime
+        code than the local one: Cascade's runtime code changed (running 1a.., local 2b..); run ...``."""
+        heads = (["another definition"] if {"definition", "files"} & set(self.changed) else []) \
+            + (["other runtime code"] if "framework" in self.changed else [])
+        parts = ", ".join(f"{_LABEL[p]} changed (running {self.digests.get(p, (None, ''))[0] or 'unknown'}, "
+                          f"local {self.digests.get(p, (None, ''))[1] or 'none'})" for p in self.changed)
+        return (f"the running functions of phase(s) {', '.join(map(str, self.phases))} were started with "
+                f"{' and '.join(heads)} than the local one: {parts}; run `cascade up` to restart them")
 
     def to_dict(self) -> dict[str, Any]:
         return {"differs": True, "phases": self.phases, "changed": self.changed,
                 "running_definition": self.running_definition, "local_definition": self.local_definition,
+                "digests": {p: {"running": r, "local": loc} for p, (r, loc) in self.digests.items()},
                 "message": self.message}
 
 
 def drift(local: Mapping[str, str], running: Mapping[int, Mapping[str, Any]]) -> Drift | None:
     """Compare the local versions with each running function's recorded ones (phase -> versions;
     a function recorded without versions was started by an older Cascade: it differs)."""
-    phases, changed = [], set()
+    phases, digests = [], {}
     for phase, recorded in sorted(running.items()):
         diff = [p for p in PARTS if recorded.get(p) != local.get(p)]
         if diff:
             phases.append(phase)
-            changed.update(diff)
+            for p in diff:
+                digests.setdefault(p, (recorded.get(p), local.get(p, "")))
     if not phases:
         return None
     first = running[phases[0]].get("definition")
-    return Drift(phases, [p for p in PARTS if p in changed], first, local["definition"])
+    changed = [p for p in PARTS if p in digests]
+    return Drift(phases, changed, first, local["definition"], {p: digests[p] for p in changed})
 
 
 def local_drift(pipeline: Pipeline, state_dir: Path) -> Drift | None:
