@@ -250,3 +250,23 @@ def test_status_says_the_next_phase_ran_in_a_backfill_instead_of_not_triggered(m
     assert h.run_printed(f"cascade status --date {day}") == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("phase 1 "))
     assert line.endswith("-> phase 2 ran in a backfill"), line
+
+
+def test_status_without_a_date_shows_the_latest_date_with_recorded_activity_and_says_so(make_harness, tmp_path,
+                                                                                        capsys):
+    from .test_trust_after_change import DAYS, write_definition, write_readings
+
+    h = make_harness(pipeline_file=write_definition(tmp_path))
+    assert h.run_printed("cascade status") == 2  # nothing recorded yet: it says to give --date
+    assert "--date" in capsys.readouterr().err
+    for d in DAYS[:2]:
+        write_readings(h, d)
+        h.pump(h.trigger(d, phase=1, skip_downstream_trigger=True))
+    capsys.readouterr()
+    assert h.run_printed("cascade status") == 0
+    out = capsys.readouterr()
+    assert f"no --date: showing {DAYS[1]}, the latest date with recorded activity" in out.out, out
+    assert f"date {DAYS[1]}" in out.out
+    assert h.run_printed("cascade status --json") == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["date"] == DAYS[1].isoformat() and "latest date" in out.err

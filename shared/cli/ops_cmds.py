@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from cascade.cli._common import app, bool_arg, date_arg, now, print_json, state_dir
+from cascade.cli._common import app, bool_arg, date_arg, fail, now, print_json, state_dir
 from cascade.errors import CascadeError
 from cascade.runtime import recovery
 from cascade.runtime.messages import Trigger, new_correlation_id
@@ -39,8 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("status", help="show each phase and processor for a date",
                        description="Show each phase and processor for --date: status, record count, duration, "
-                                   "run id, and whether the next phase was triggered.")
-    p.add_argument("--date", type=date_arg, required=True)
+                                   "run id, and whether the next phase was triggered; each failed, blocked or "
+                                   "stale partition ends with its next step.")
+    p.add_argument("--date", type=date_arg,
+                   help="YYYY-MM-DD (default: the latest date with recorded activity, named in the output)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_status)
 
@@ -167,7 +169,14 @@ def _status(args: argparse.Namespace) -> int:
     from cascade.ops.date_status import date_status
 
     a = app()
-    st = date_status(a, args.date)
+    day = args.date
+    if day is None:
+        day = a.tracker.latest_data_date()
+        if day is None:
+            fail("nothing is recorded yet for this pipeline: give --date YYYY-MM-DD")
+        chose = f"no --date: showing {day}, the latest date with recorded activity"
+        print(chose, file=sys.stderr if args.json else sys.stdout)  # stdout stays JSON with --json
+    st = date_status(a, day)
     drift = local_drift(a.pipeline, state_dir())  # the local functions run another definition?
     if args.json:
         print(json.dumps({**st, "deployed": drift.to_dict() if drift else None}, default=str))
