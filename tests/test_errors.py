@@ -62,7 +62,7 @@ DEFINITION = {
         {"name": "chain_c", "phase": 2, "description": "reads chain_b", "upstreams": ["chain_b"],
          "output": _table("chain_c"), "sql": "SELECT d, k, v + 1 AS v FROM {retries.chain_b} WHERE d = @data_date"},
         {"name": "aborted_key", "phase": 3, "description": "user code raising KeyError('aborted')",
-         "python": "tests.test_retries_and_errors:user_code_raising_aborted", "output": _table("aborted_key")},
+         "python": "tests.test_errors:user_code_raising_aborted", "output": _table("aborted_key")},
     ],
 }
 CHAIN = ("chain_a", "chain_b", "chain_c")

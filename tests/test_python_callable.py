@@ -77,28 +77,28 @@ PY = {
          "output": {"table": "py.base", "date_column": "d", "keys": ["k"],
                     "columns": {"d": "DATE", "k": "INT64", "v": "INT64"}},
          "sql": "SELECT @data_date AS d, k, k * EXTRACT(DAY FROM @data_date) AS v FROM UNNEST([1, 2, 3, 4, 5]) AS k"},
-        {"name": "rolling", "phase": 2, "description": "3-date totals", "python": "tests.test_python_processors:rolling",
+        {"name": "rolling", "phase": 2, "description": "3-date totals", "python": "tests.test_python_callable:rolling",
          "upstreams": [{"processor": "base", "lookback_days": 2}],
          "output": _out("rolling", {"window_start": "DATE", "run_id": "STRING"})},
-        {"name": "raiser", "phase": 2, "description": "raises", "python": "tests.test_python_processors:raiser",
+        {"name": "raiser", "phase": 2, "description": "raises", "python": "tests.test_python_callable:raiser",
          "output": _out("raiser")},
         {"name": "undeclared_reader", "phase": 2, "description": "reads what it did not declare",
-         "python": "tests.test_python_processors:undeclared_reader", "upstreams": ["base"],
+         "python": "tests.test_python_callable:undeclared_reader", "upstreams": ["base"],
          "output": _out("undeclared_reader")},
         {"name": "early_reader", "phase": 2, "description": "reads before its window",
-         "python": "tests.test_python_processors:early_reader", "upstreams": ["base"], "output": _out("early_reader")},
+         "python": "tests.test_python_callable:early_reader", "upstreams": ["base"], "output": _out("early_reader")},
         {"name": "no_module", "phase": 2, "description": "cannot be imported",
          "python": "tests.no_such_module:build", "output": _out("no_module")},
         {"name": "no_attribute", "phase": 2, "description": "names a missing attribute",
-         "python": "tests.test_python_processors:no_such_function", "output": _out("no_attribute")},
+         "python": "tests.test_python_callable:no_such_function", "output": _out("no_attribute")},
         {"name": "sometimes", "phase": 2, "description": "rows, or an exception when told",
-         "python": "tests.test_python_processors:sometimes", "output": _out("sometimes")},
+         "python": "tests.test_python_callable:sometimes", "output": _out("sometimes")},
         {"name": "unavailable", "phase": 2, "description": "raises TransientError",
-         "python": "tests.test_python_processors:unavailable", "output": _out("unavailable")},
+         "python": "tests.test_python_callable:unavailable", "output": _out("unavailable")},
         {"name": "unusable", "phase": 2, "description": "raises PermanentError",
-         "python": "tests.test_python_processors:unusable", "output": _out("unusable")},
+         "python": "tests.test_python_callable:unusable", "output": _out("unusable")},
         {"name": "big", "phase": 2, "description": "more rows than the parameter bound",
-         "python": "tests.test_python_processors:big", "output": _out("big")},
+         "python": "tests.test_python_callable:big", "output": _out("big")},
     ],
 }
 
@@ -162,7 +162,7 @@ def test_a_python_processor_that_raises_fails_with_its_traceback_in_run_history_
     history = py.app.tracker.runs("raiser", D)[0]
     assert history["status"] == Status.FAILED
     error = history["error"]
-    assert "raiser (tests.test_python_processors:raiser) raised ZeroDivisionError" in error
+    assert "raiser (tests.test_python_callable:raiser) raised ZeroDivisionError" in error
     assert "cascade trigger --date 2025-03-12 --phase 2 --processor raiser" in error
     assert "Traceback" in error and "in raiser" in error and len(error) <= 2000
     assert len(py.alerts.alerts) == 1
@@ -184,7 +184,7 @@ def test_a_python_processor_that_cannot_be_imported_is_a_permanent_error_naming_
     assert "cannot import module 'tests.no_such_module' (python: tests.no_such_module:build)" in missing.error
     no_attr = run(py, "no_attribute").outcomes[0]
     assert no_attr.status == Status.FAILED and not no_attr.retry
-    assert "module 'tests.test_python_processors' has no attribute 'no_such_function'" in no_attr.error
+    assert "module 'tests.test_python_callable' has no attribute 'no_such_function'" in no_attr.error
 
 
 def test_a_python_processor_may_read_only_declared_upstreams_within_their_declared_window(py):

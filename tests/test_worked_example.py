@@ -54,7 +54,9 @@ def test_the_worked_example_runs_end_to_end_and_uses_every_definition_key(make_h
         seen = h.pump(h.trigger(day, phase=1))  # daily mode: strict mode on
         assert [len(seen[n]) for n in (1, 2, 3)] == [0, 1, 1], day
         states = h.app.tracker.partitions(names, [day])
-        assert {n: s.status for (n, _), s in states.items()} == {n: Status.SUCCESS for n in names}, day
+        # heavy_rain declares its own history start, a day after the pipeline's: skipped on that date.
+        expected = {n: Status.SKIPPED if n == "heavy_rain" and day < date(2025, 3, 4) else Status.SUCCESS for n in names}
+        assert {n: s.status for (n, _), s in states.items()} == expected, day
 
     last = days[-1]
     # The raw generator's str body (the catalog) and dict body (the readings) both loaded.

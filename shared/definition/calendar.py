@@ -41,7 +41,7 @@ log = logging.getLogger("cascade.definition.calendar")
 # A from-data calendar is read again after this many seconds unless the definition says otherwise.
 DEFAULT_REFRESH_SECONDS = 300
 # What a date without any row of the source (inside its loaded span) means: the first is the default.
-UNLISTED = ("no_games", "expected")
+UNLISTED = ("not_expected", "expected")
 # After a failed read (the schedule's table missing, BigQuery down) the next try waits this long.
 RETRY_AFTER_FAILURE_SECONDS = 30
 
@@ -73,7 +73,7 @@ class DataSource:
     """Where expected dates come from: a declared processor's output table, its rows filtered by
     ``where`` (column -> accepted values, e.g. ``{game_status: [3]}``; values are query parameters,
     columns are declared columns). ``unlisted``: what a date without any row means before the last
-    loaded date - ``no_games`` (a schedule loaded ahead) or ``expected`` (loaded date by date: not
+    loaded date - ``not_expected`` (a schedule loaded ahead) or ``expected`` (loaded date by date: not
     loaded yet)."""
 
     processor: str

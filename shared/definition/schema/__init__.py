@@ -204,10 +204,10 @@ CALENDAR = Obj({
         "refresh_seconds": Int("How long a process keeps the dates it read before reading them again.",
                                minimum=1, default=300),
         "unlisted": Str("What a date without any row of the processor (before its last loaded date) means: "
-                        "`no_games` (the schedule is loaded ahead, a season at a time) or `expected` (it is "
+                        "`not_expected` (the list is loaded ahead, a season at a time) or `expected` (it is "
                         "loaded date by date: that date is not loaded yet, so it is expected, unknown; only "
-                        "a date whose rows all fail `where` has no games).", enum=["no_games", "expected"],
-                        default="no_games"),
+                        "a date whose rows all fail `where` has no data expected).",
+                        enum=["not_expected", "expected"], default="not_expected"),
     }, "Expected dates from data, inside the seasons and the rules above: one query per process (kept "
        "`refresh_seconds`). A date after the processor's last loaded date, or while its table cannot be read, "
        "is expected (unknown), never a hidden gap; the processor's own partitions are expected on every "
