@@ -42,7 +42,7 @@ terraform fmt -check -recursive -diff infra/terraform
 echo "==> structural tests (tests/test_terraform_{deployment,scaling,access,alerting}.py)"
 # --noconftest: tests/conftest.py starts the emulators and imports the runtime stack, which the
 # hcl venv does not have; the structural tests need neither.
-.venv-hcl/bin/python -m pytest -q tests/test_terraform_deployment.py tests/test_terraform_scaling.py tests/test_terraform_access.py tests/test_terraform_alerting.py -p no:cacheprovider --noconftest
+.venv-hcl/bin/python -m pytest -q -p tests.terraform_rules tests/test_terraform_deployment.py tests/test_terraform_scaling.py tests/test_terraform_access.py tests/test_terraform_alerting.py -p no:cacheprovider --noconftest
 
 echo "==> provider schema check (tests/test_terraform_schema.py)"
 .venv-hcl/bin/python -m pytest -q tests/test_terraform_schema.py -p no:cacheprovider --noconftest

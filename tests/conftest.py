@@ -7,17 +7,18 @@ collection carries it), so they never see each other's state and never need a re
 from __future__ import annotations
 
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 import yaml
 
-from cascade.definition.loading import DEFAULT_DEFINITION
+from cascade.definition.loading import DEFAULT_DEFINITION, load
 from cascade.dev import faults
 from cascade.dev.localstack import Endpoints, LocalStack
 
-from .harness import Harness, new_namespace
+from .harness import FakeClock, Harness, new_namespace
 
 PROJECT = "cascade-test"
 
@@ -108,3 +109,18 @@ def inject(monkeypatch):
     yield set_faults
     faults._used.clear()
     faults.release_slow.clear()
+
+
+# ---------------------------------------------------------------------- unit tests on the in-memory store
+UNIT_T0 = datetime(2025, 1, 16, 10, tzinfo=timezone.utc)  # the unit tests' "now" (T0 in those modules)
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    """The reference definition in the namespace "unit", for unit tests without emulators."""
+    return load(namespace="unit")
+
+
+@pytest.fixture()
+def clock() -> FakeClock:
+    return FakeClock(UNIT_T0)

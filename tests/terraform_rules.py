@@ -821,6 +821,17 @@ def root_problems(r: dict[str, Any], m: dict[str, Any], inputs: dict[str, Any]) 
     return out
 
 
+# ====================================================================== fixtures (this module is a pytest plugin: -p tests.terraform_rules)
+@pytest.fixture(scope="module")
+def parsed() -> dict[str, Any]:
+    return parse_all()
+
+
+@pytest.fixture(scope="module")
+def inputs() -> dict[str, Any]:
+    return committed_inputs()
+
+
 # ====================================================================== the main venv
 def _main_python() -> Path:
     if not MAIN_PYTHON.exists():

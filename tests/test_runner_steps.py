@@ -9,12 +9,10 @@ from datetime import date, datetime, timezone
 
 import pytest
 
-from cascade.definition.loading import load
 from cascade.runtime.messages import Trigger
 from cascade.runtime.runner import PhaseRunner
 from cascade.state.status import Status
 
-from .harness import FakeClock
 from .memory_app import memory_app
 
 D = date(2025, 1, 15)
@@ -28,16 +26,6 @@ UPSTREAM, OTHER_UPSTREAM = "team_defense_zone_analysis", "player_shot_zone_analy
 class NoWarehouse:
     def __getattr__(self, name: str):
         raise AssertionError(f"this step must not use the warehouse (warehouse.{name})")
-
-
-@pytest.fixture(scope="module")
-def pipeline():
-    return load(namespace="unit")
-
-
-@pytest.fixture()
-def clock() -> FakeClock:
-    return FakeClock(T0)
 
 
 @pytest.fixture()

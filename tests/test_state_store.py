@@ -10,28 +10,17 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from cascade.definition.loading import load
 from cascade.errors import LeaseLostError, TransientError
 from cascade.state.memory import MemoryStore
 from cascade.state.status import Status
 from cascade.state.store import DocumentStore, Increment, Write
 from cascade.state.tracker import Tracker
 
-from .harness import FakeClock, new_namespace
+from .harness import new_namespace
 
 D = date(2025, 1, 15)
 T0 = datetime(2025, 1, 16, 10, tzinfo=timezone.utc)
 LEASE = 60
-
-
-@pytest.fixture(scope="module")
-def pipeline():
-    return load(namespace="unit")
-
-
-@pytest.fixture()
-def clock() -> FakeClock:
-    return FakeClock(T0)
 
 
 @pytest.fixture()

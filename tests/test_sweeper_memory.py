@@ -9,26 +9,14 @@ from datetime import date, datetime, timezone
 
 import pytest
 
-from cascade.definition.loading import load
 from cascade.ops.sweeper import not_started_after, sweep
 from cascade.state.status import Status
 
-from .harness import FakeClock
 from .memory_app import memory_app
 
 D = date(2025, 1, 15)
 T0 = datetime(2025, 1, 16, 10, tzinfo=timezone.utc)
 LEASE = 60
-
-
-@pytest.fixture(scope="module")
-def pipeline():
-    return load(namespace="unit")
-
-
-@pytest.fixture()
-def clock() -> FakeClock:
-    return FakeClock(T0)
 
 
 @pytest.fixture()

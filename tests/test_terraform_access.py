@@ -1,34 +1,20 @@
 """Bucket access limited to each phase's folders, an export's own bucket, and teardown guarded by
 an explicit variable.
 
-Run with the dedicated venv (see infra/check.sh): ``.venv-hcl/bin/python -m pytest -q tests/test_terraform_access.py``."""
+Run with the dedicated venv and the checks as a plugin (see infra/check.sh):
+``.venv-hcl/bin/python -m pytest -q -p tests.terraform_rules tests/test_terraform_access.py``."""
 
 from __future__ import annotations
 
 import copy
-from typing import Any
-
-import pytest
 
 from .terraform_rules import (
     _compact,
     _mutated,
     _resources,
-    committed_inputs,
     input_problems,
-    parse_all,
     problems,
 )
-
-
-@pytest.fixture(scope="module")
-def inputs() -> dict[str, Any]:
-    return committed_inputs()
-
-
-@pytest.fixture(scope="module")
-def parsed() -> dict[str, Any]:
-    return parse_all()
 
 
 def test_bucket_access_is_limited_to_the_phase_folders(parsed, inputs) -> None:

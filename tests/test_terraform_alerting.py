@@ -1,14 +1,12 @@
 """Alerting: the alert metric's filter matches what the runtime logs, freshness, policies,
 channels and the dashboard.
 
-Run with the dedicated venv (see infra/check.sh): ``.venv-hcl/bin/python -m pytest -q tests/test_terraform_alerting.py``."""
+Run with the dedicated venv and the checks as a plugin (see infra/check.sh):
+``.venv-hcl/bin/python -m pytest -q -p tests.terraform_rules tests/test_terraform_alerting.py``."""
 
 from __future__ import annotations
 
 import copy
-from typing import Any
-
-import pytest
 
 from .terraform_rules import (
     TF_ROOT,
@@ -17,24 +15,12 @@ from .terraform_rules import (
     _mutated,
     _runner_entry,
     _runner_log_lines,
-    committed_inputs,
     input_problems,
     log_filter_matches,
     monitoring_problems,
-    parse_all,
     parse_dir,
     problems,
 )
-
-
-@pytest.fixture(scope="module")
-def inputs() -> dict[str, Any]:
-    return committed_inputs()
-
-
-@pytest.fixture(scope="module")
-def parsed() -> dict[str, Any]:
-    return parse_all()
 
 
 def test_the_alert_metric_counts_exactly_cascade_alert_entries(inputs) -> None:

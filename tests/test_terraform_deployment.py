@@ -1,7 +1,8 @@
 """The Terraform deployment's contract per phase: every phase deployed without a Terraform edit,
 and each check proved by a mutated copy it reports.
 
-Run with the dedicated venv (see infra/check.sh): ``.venv-hcl/bin/python -m pytest -q tests/test_terraform_deployment.py``."""
+Run with the dedicated venv and the checks as a plugin (see infra/check.sh):
+``.venv-hcl/bin/python -m pytest -q -p tests.terraform_rules tests/test_terraform_deployment.py``."""
 
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ import copy
 import json
 import subprocess
 from typing import Any
-
-import pytest
 
 from .terraform_rules import (
     REPO,
@@ -21,22 +20,10 @@ from .terraform_rules import (
     _main_python,
     _mutated,
     _push_sub,
-    committed_inputs,
     hcl2,
     input_problems,
-    parse_all,
     problems,
 )
-
-
-@pytest.fixture(scope="module")
-def inputs() -> dict[str, Any]:
-    return committed_inputs()
-
-
-@pytest.fixture(scope="module")
-def parsed() -> dict[str, Any]:
-    return parse_all()
 
 
 def test_every_tf_file_parses() -> None:

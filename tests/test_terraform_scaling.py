@@ -1,14 +1,12 @@
 """Scaling and bursts: the definition's scaling, concurrency with a full CPU, and a retry policy
 that outlasts the documented burst.
 
-Run with the dedicated venv (see infra/check.sh): ``.venv-hcl/bin/python -m pytest -q tests/test_terraform_scaling.py``."""
+Run with the dedicated venv and the checks as a plugin (see infra/check.sh):
+``.venv-hcl/bin/python -m pytest -q -p tests.terraform_rules tests/test_terraform_scaling.py``."""
 
 from __future__ import annotations
 
 import copy
-from typing import Any
-
-import pytest
 
 from .terraform_rules import (
     PUBSUB_MAX_DELIVERY_ATTEMPTS,
@@ -17,22 +15,10 @@ from .terraform_rules import (
     _number,
     backoff_schedule,
     burst_problems,
-    committed_inputs,
     definition_problems,
     input_problems,
-    parse_all,
     problems,
 )
-
-
-@pytest.fixture(scope="module")
-def inputs() -> dict[str, Any]:
-    return committed_inputs()
-
-
-@pytest.fixture(scope="module")
-def parsed() -> dict[str, Any]:
-    return parse_all()
 
 
 def test_scaling_is_the_definitions_and_concurrent_with_a_full_cpu(inputs) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from cascade.definition.loading import from_dict
+from cascade.lint.sql import RecordingClient
 from cascade.runtime.warehouse import Warehouse
 from cascade.runtime.warehouse import sql as statements
 
@@ -50,28 +51,6 @@ SHOP = {
 
 def rows(ctx):  # the orders processor's callable; never run here
     return []
-
-
-class _Row(dict):
-    pass
-
-
-class _Job:
-    num_dml_affected_rows = 0
-
-    def result(self, timeout: float | None = None) -> list[_Row]:
-        return [_Row()]
-
-
-class RecordingClient:
-    """A stand-in BigQuery client: keeps each query with its parameters, answers one empty row."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, list[Any]]] = []
-
-    def query(self, sql: str, job_config: Any = None, **_kw: Any) -> _Job:
-        self.sent.append((sql, list(getattr(job_config, "query_parameters", None) or [])))
-        return _Job()
 
 
 @pytest.fixture()
@@ -112,8 +91,8 @@ def _names(params: list[Any]) -> set[str]:
 def test_a_named_read_is_one_statement_whose_values_are_all_parameters(shop, read):
     pipeline, client, wh = shop
     READS[read](pipeline, wh)
-    assert len(client.sent) == 1
-    sql, params = client.sent[0]
+    assert len(client.recorded) == 1
+    sql, params = client.recorded[0]
     used = set(re.findall(r"@(\w+)", sql))
     assert used <= _names(params)  # none missing
     if read not in USER_SQL:  # the user's SQL may leave @window_start unused; the warehouse's uses all
@@ -129,14 +108,14 @@ def test_a_named_read_is_one_statement_whose_values_are_all_parameters(shop, rea
 def test_a_named_read_names_only_the_definition_s_tables(shop, read):
     pipeline, client, wh = shop
     READS[read](pipeline, wh)
-    sql, _ = client.sent[0]
+    sql, _ = client.recorded[0]
     assert set(re.findall(r"`([^`]+)`", sql)) == {"proj.t1_shop.orders"}
 
 
 def test_the_built_in_gates_are_one_grouped_count_with_the_range_bounds_as_parameters(shop):
     pipeline, client, wh = shop
     READS["gate_counts"](pipeline, wh)
-    sql, params = client.sent[0]
+    sql, params = client.recorded[0]
     assert sql == ("SELECT order_date AS d, COUNT(*) AS n, COUNTIF(amount IS NULL) AS g1_0, COUNTIF(note IS NULL) AS g1_1, "
                    "COUNTIF(amount IS NOT NULL AND (amount < @g2_min OR amount > @g2_max)) AS g2 "
                    "FROM `proj.t1_shop.orders` WHERE order_date BETWEEN @history_start AND @data_date GROUP BY order_date")
@@ -150,7 +129,7 @@ def test_a_failed_gate_s_sample_orders_by_the_keys_and_names_the_columns_it_judg
     pipeline, client, wh = shop
     READS["null_sample"](pipeline, wh)
     READS["outside_sample"](pipeline, wh)
-    assert [sql for sql, _ in client.sent] == [
+    assert [sql for sql, _ in client.recorded] == [
         "SELECT order_id, amount, note FROM `proj.t1_shop.orders` WHERE order_date = @data_date "
         "AND (amount IS NULL OR note IS NULL) ORDER BY order_id LIMIT 5",
         "SELECT order_id, amount FROM `proj.t1_shop.orders` WHERE order_date = @data_date "
@@ -160,7 +139,7 @@ def test_a_failed_gate_s_sample_orders_by_the_keys_and_names_the_columns_it_judg
 def test_a_sql_gate_is_wrapped_as_the_definition_renders_it(shop):
     pipeline, client, wh = shop
     READS["offending_rows"](pipeline, wh)
-    sql, params = client.sent[0]
+    sql, params = client.recorded[0]
     assert sql == ("SELECT * FROM (\nSELECT order_id FROM `proj.t1_shop.orders` WHERE order_date = @data_date "
                    "AND note = 'bad'\n) AS offending LIMIT 6")
     assert {p.name: p.value for p in params} == {"data_date": DAY, "window_start": DAY}
@@ -169,7 +148,7 @@ def test_a_sql_gate_is_wrapped_as_the_definition_renders_it(shop):
 def test_an_export_sends_its_select_as_rendered_with_its_window(shop):
     pipeline, client, wh = shop
     READS["export_rows"](pipeline, wh)
-    sql, params = client.sent[0]
+    sql, params = client.recorded[0]
     assert sql == pipeline.render_sql(pipeline.processor("daily_file"), PROJECT)
     assert {p.name: p.value for p in params} == {"data_date": DAY, "window_start": date(2025, 3, 8)}
 
@@ -178,18 +157,18 @@ def test_validation_counts_duplicate_keys_and_nulls_of_the_critical_columns_over
     pipeline, client, wh = shop
     READS["duplicate_keys"](pipeline, wh)
     assert READS["null_counts"](pipeline, wh) == {"amount": 0, "note": 0}
-    assert [sql for sql, _ in client.sent] == [
+    assert [sql for sql, _ in client.recorded] == [
         "SELECT order_date, order_id, COUNT(*) AS n FROM `proj.t1_shop.orders` WHERE order_date BETWEEN @start "
         "AND @end GROUP BY order_date, order_id HAVING COUNT(*) > 1 ORDER BY n DESC LIMIT 20",
         "SELECT SUM(CASE WHEN amount IS NULL THEN 1 ELSE 0 END) AS amount, SUM(CASE WHEN note IS NULL THEN 1 ELSE 0 "
         "END) AS note FROM `proj.t1_shop.orders` WHERE order_date BETWEEN @start AND @end"]
-    assert [{p.name: p.value for p in params} for _, params in client.sent] == [{"start": START, "end": END}] * 2
+    assert [{p.name: p.value for p in params} for _, params in client.recorded] == [{"start": START, "end": END}] * 2
 
 
 def test_a_partition_sample_reads_the_declared_columns_in_key_order(shop):
     pipeline, client, wh = shop
     READS["sample_rows"](pipeline, wh)
-    assert client.sent[0][0] == ("SELECT order_date, order_id, amount, note FROM `proj.t1_shop.orders` "
+    assert client.recorded[0][0] == ("SELECT order_date, order_id, amount, note FROM `proj.t1_shop.orders` "
                                  "WHERE order_date = @d ORDER BY order_date, order_id LIMIT 20")
 
 
@@ -204,4 +183,4 @@ def test_a_limit_is_an_integer_never_text(shop):
 def test_emptying_a_table_of_cascade_test_is_one_delete_of_that_table(shop):
     pipeline, client, wh = shop
     wh.delete_all_rows(pipeline.processor("orders").output)
-    assert client.sent == [("DELETE FROM `proj.t1_shop.orders` WHERE TRUE", [])]
+    assert client.recorded == [("DELETE FROM `proj.t1_shop.orders` WHERE TRUE", [])]
