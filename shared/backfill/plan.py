@@ -2,7 +2,7 @@
 
 Owns the request's validation (range, phases, processors), the choice of processors (the cascade
 chain of the first phase by default), the dates x processors status matrix built from ONE batched
-Firestore read plus the calendar (done / stale / missing / failed / blocked / running / no-game),
+Firestore read plus the calendar (done / stale / missing / failed / blocked / running / not expected),
 with the reason of every cell that is not done, the list of partitions to run with the generation
 each runs at, and the estimate of BigQuery jobs. A plan is recomputed from state on every
 invocation, so re-running a command does only what is still missing, failed, blocked or stale -

@@ -32,7 +32,7 @@ class Rerun:
 
 def rerun(app: App, phase: int, start: date, end: date, strict_mode: bool = True,
           skip_downstream_trigger: bool = False) -> tuple[list[Rerun], list[str]]:
-    """Publish a new-generation trigger per expected date; returns (published, skipped no-game dates)."""
+    """Publish a new-generation trigger per expected date; returns (published, skipped dates with no data expected)."""
     check_range(start, end)
     pipeline = app.pipeline
     try:

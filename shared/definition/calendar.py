@@ -1,13 +1,13 @@
-"""The pipeline calendar: which dates are expected to have data (game days) in which time zone.
+"""The pipeline calendar: which dates are expected to have data (expected dates) in which time zone.
 
-A date outside every season, on a declared no-game date (All-Star break, Thanksgiving ...), on a
+A date outside every season, on a declared date without data (``no_game``: a holiday, a break ...), on a
 weekday the pipeline is closed (``closed_weekdays: [sunday]``, e.g. a shop), or before the declared
 ``history_start`` (the pipeline has no data before it) is *not expected*: gap detection never
 reports it and a backfill skips it. Ranges are inclusive on both sides.
 
-**Expected dates from data** (``expected_from: {processor: nbac_schedule, where: {...}}``): inside
+**Expected dates from data** (``expected_from: {processor: schedule, where: {...}}``): inside
 the declared seasons (and the rules above), a date is expected when the declared processor's table
-has a row for it matching ``where`` - e.g. the days the schedule lists a game. The calendar stays a
+has a row for it matching ``where`` - e.g. the days a schedule lists. The calendar stays a
 pure object: those dates are *materialized* once per process (one parameterized query through the
 warehouse over the seasons' span, ``attach``), kept for ``refresh_seconds`` and then read again, so
 every consumer (strict mode, backfills, ``lookback_dates``, the status page, lint) calls the same
@@ -15,11 +15,11 @@ methods on the same answer. What the schedule does not answer is expected, never
 
 * a date after the schedule's last loaded date (its newest row), or any date while the schedule
   could not be read, is **expected, unknown** (``note`` says so): a missing schedule never turns
-  a gap into a no-game day;
-* a date before the schedule's last loaded date without a matching row has no games - unless the
+  a gap into a date with no data expected;
+* a date before the schedule's last loaded date without a matching row has no data expected - unless the
   source says ``unlisted: expected`` (a schedule loaded date by date, with its readers): then a
   date without any row is expected, unknown (its schedule is not loaded yet), and only a date whose
-  rows all fail ``where`` (every game postponed) has no games;
+  rows all fail ``where`` (every event on it cancelled) has no data expected;
 * the schedule processor's own partitions are expected on every date the declared rules expect
   (``is_expected(day, processor)``): it defines the calendar, so a schedule date that failed or
   never loaded shows as a gap of the schedule itself, and its readers become expected again as
@@ -71,7 +71,7 @@ class Season:
 @dataclass(frozen=True)
 class DataSource:
     """Where expected dates come from: a declared processor's output table, its rows filtered by
-    ``where`` (column -> accepted values, e.g. ``{game_status: [3]}``; values are query parameters,
+    ``where`` (column -> accepted values, e.g. ``{status: [final]}``; values are query parameters,
     columns are declared columns). ``unlisted``: what a date without any row means before the last
     loaded date - ``not_expected`` (a schedule loaded ahead) or ``expected`` (loaded date by date: not
     loaded yet)."""
@@ -120,8 +120,8 @@ class _Materialized:
 
 @dataclass(frozen=True)
 class Calendar:
-    """Seasons and no-game dates of a pipeline, plus its time zone (for "yesterday"); optionally the
-    processor whose data says which dates have games, and where the pipeline's history starts."""
+    """Seasons and dates without data of a pipeline, plus its time zone (for "yesterday"); optionally
+    the processor whose data says which dates are expected, and where the pipeline's history starts."""
 
     timezone: str
     seasons: tuple[Season, ...]
@@ -146,7 +146,7 @@ class Calendar:
 
     def declared_expected(self, day: date, processor: str | None = None) -> bool:
         """True when the declared rules expect ``day``: inside a season, from the history start (of
-        ``processor``, when given) on, not a declared no-game date or closed weekday (the data, if any,
+        ``processor``, when given) on, not a declared date without data or a closed weekday (the data, if any,
         is not asked)."""
         if day in self.no_game_dates or day.weekday() in self.closed_weekdays:
             return False
@@ -156,7 +156,7 @@ class Calendar:
         return any(s.start <= day <= s.end for s in self.seasons)
 
     def is_expected(self, day: date, processor: str | None = None) -> bool:
-        """True when ``day`` is a game day: the declared rules expect it and, for a from-data calendar,
+        """True when ``day`` is expected: the declared rules expect it and, for a from-data calendar,
         the schedule lists it or does not cover it (unknown is expected). The schedule processor's own
         partitions (``processor`` = its name) are expected on every declared date. With ``processor``,
         its own history start counts too (nothing of it is expected before)."""
@@ -194,13 +194,13 @@ class Calendar:
         return day not in data.dates and self._uncovered(day, data)
 
     def expected_dates(self, start: date, end: date, processor: str | None = None) -> list[date]:
-        """Game days from ``start`` to ``end`` inclusive, e.g. 2025-02-12..2025-02-21 skips the All-Star break."""
+        """Expected dates from ``start`` to ``end`` inclusive (a declared break inside is skipped)."""
         return [d for d in date_range(start, end) if self.is_expected(d, processor)]
 
     def dates_with_rows(self, start: date, end: date, processor: str) -> list[date]:
         """The dates from ``start`` to ``end`` on which ``processor``'s table should hold rows (a
         presence check: gaps, coverage): its expected dates, except that the schedule of a from-data
-        calendar holds rows only on the dates it lists games (its partition of another declared date
+        calendar holds rows only on the dates it lists (its partition of another declared date
         may be empty)."""
         if self.expected_from is not None and processor == self.expected_from.processor:
             return [d for d in date_range(start, end) if self.declared_expected(d, processor) and self.is_expected(d)]
@@ -215,7 +215,7 @@ class Calendar:
 
     def nth_expected_on_or_before(self, end: date, n: int) -> date:
         """The ``n``-th expected date counting back from ``end`` (inclusive): the start of a window of
-        "the last n game dates". Stops at the first season's start (or the history start) when fewer exist."""
+        "the last n expected dates". Stops at the first season's start (or the history start) when fewer exist."""
         earliest = self.first_date() or end
         day, found = end, 0
         while day >= earliest:
@@ -233,7 +233,7 @@ class Calendar:
         return max(start, first) if first is not None else start
 
     def reason_not_expected(self, day: date, processor: str | None = None) -> str:
-        """Why ``day`` has no games ("All-Star break", "outside the season"), or "" for a game day
+        """Why no data is expected on ``day`` (a declared reason, "outside the season"), or "" for an expected date
         (of ``processor``, when given: before its own history start it has no data either)."""
         if self.is_expected(day, processor):
             return ""
@@ -250,8 +250,8 @@ class Calendar:
         return "outside the season"
 
     def note(self, day: date) -> str:
-        """What a person should know about ``day``: why it has no games, or that it is expected only
-        because the schedule does not cover it yet; "" for a plain game day."""
+        """What a person should know about ``day``: why no data is expected, or that it is expected only
+        because the schedule does not cover it yet; "" for a plain expected date."""
         if not self.is_expected(day):
             return f"no data expected: {self.reason_not_expected(day)}"
         if self.is_unknown(day):

@@ -54,10 +54,10 @@ class Upstream:
     """An input of a processor: another processor's output, for the same date or a lookback window.
 
     ``lookback_days`` 30 on 2025-01-31 means the window 2025-01-01..2025-01-31 (inclusive).
-    ``lookback_dates`` 10 means "the last 10 expected dates" (calendar-aware: no-game days and the
-    off-season do not count), e.g. a player's last 10 game dates, which may reach into last season.
+    ``lookback_dates`` 10 means "the last 10 expected dates" (calendar-aware: dates without data and the
+    off-season do not count), which may reach into last season.
     ``until_previous_day`` ends the window the day before (forward-looking readers, e.g. predictions
-    for today's games, read history up to yesterday): 2025-01-17..2025-01-30 for lookback 14.
+    for today, read history up to yesterday): 2025-01-17..2025-01-30 for lookback 14.
     A window never starts before the calendar's ``history_start``, nor before the upstream processor's
     own ``history_start``: reaching before it is a *short window by declaration* (``short_window`` says
     so), not a gap.
@@ -178,7 +178,7 @@ class Phase:
 
     ``schedule`` (optional) is a cron expression in the pipeline's time zone at which a scheduler
     publishes a date-less trigger; ``default_date`` says which date a date-less trigger means:
-    ``yesterday`` (results of games played) or ``today`` (predictions for today's games).
+    ``yesterday`` (results of the day before) or ``today`` (predictions for the day).
     """
 
     number: int

@@ -8,7 +8,7 @@ One pass reports all of them (not the first only), in this order:
 * **cycle** - processors that (transitively) read each other.
 * **lookback** - a window that reaches past the calendar: ``lookback_days`` longer than the
   longest season (every run would read across a whole off-season - usually "days" written where
-  "the last N game dates", ``lookback_dates``, was meant), or ``lookback_dates`` N above the number
+  "the last N expected dates", ``lookback_dates``, was meant), or ``lookback_dates`` N above the number
   of expected dates in the whole calendar (for every date the window runs into the first season's
   start and silently holds fewer than N dates). A calendar without seasons is not checked.
 * **placeholder** - a ``{dataset.table}`` in SQL that names no declared output table.

@@ -11,7 +11,7 @@ Two checks, both driven by the definition's upstreams (no per-processor code):
   says ``waiting`` and the runner retries with backoff. Earlier dates of a lookback window are
   covered by the gap check (data loaded outside Cascade has no state). A window with no expected
   date (a season's opening day reading "until yesterday") passes.
-* **Data Gaps** (lookback gap detection): every *expected* date (calendar-aware: no-game days are
+* **Data Gaps** (lookback gap detection): every *expected* date (calendar-aware: dates without data are
   not gaps) in the lookback window of every upstream - other phases' and the same phase's - has
   rows in the upstream table. One parameterized query per upstream table covering the whole
   window, never one per date. Lookback 30 on 2025-01-31 checks 2025-01-01..2025-01-31; a lookback

@@ -4,7 +4,7 @@
 days)`` - a single ``get_all``) and the calendar, and returns immutable rows of cells. Each cell
 carries the partition's status exactly as stored (the ``Status`` vocabulary, what
 ``cascade.ops.date_status.date_status`` reports per processor) and whether the calendar expects data that day:
-a no-game date is greyed, never shown as a gap. Each row also carries the phase roll-up
+a date with no data expected is greyed, never shown as a gap. Each row also carries the phase roll-up
 (``cascade.ops.date_status.phase_state``: complete, blocked, failed, running, skipped, partial, missing; and
 ``triggered-not-started`` - "triggered, not started" - when the phase before it published its
 trigger and nothing of it began at that generation, from the trigger claims of the range).
@@ -54,7 +54,7 @@ class Cell:
 
     @property
     def css(self) -> str:
-        """``s-<status>``, plus ``nogame`` when a no-game date has nothing run (greyed)."""
+        """``s-<status>``, plus ``nogame`` when a date with no data expected has nothing run (greyed)."""
         nogame = not self.expected and self.status in (Status.MISSING, Status.SKIPPED)
         return f"s-{self.status}" + (" nogame" if nogame else "")
 

@@ -68,10 +68,10 @@ UPSTREAM = Either(
         "lookback_days": Int("Days before the run's date this processor reads: 30 on 2025-01-31 reads "
                              "2025-01-01..2025-01-31 (inclusive). Strict mode checks every expected date of the "
                              "window is present.", minimum=0, default=0, message=_LOOKBACK),
-        "lookback_dates": Int("The last N expected dates (calendar-aware: no-game days and the off-season do not "
+        "lookback_dates": Int("The last N expected dates (calendar-aware: dates without data and the off-season do not "
                               "count; may reach into the previous season).", minimum=0, default=0, message=_LOOKBACK),
         "until": Str("`previous_day` ends the window the day before the run's date (forward-looking readers, "
-                     "e.g. predictions for today's games).", enum=["same_day", "previous_day"], default="same_day"),
+                     "e.g. predictions for today).", enum=["same_day", "previous_day"], default="same_day"),
     }, "An upstream with a lookback window.", title="Upstream"),
     description="A processor this one reads: its name (same date), or a mapping with a lookback window.")
 
@@ -179,7 +179,7 @@ CALENDAR = Obj({
         "name": Str("Season name.", required=True),
         "start": Date("First date (inclusive).", required=True),
         "end": Date("Last date (inclusive).", required=True),
-    }, "A season: dates from start to end are expected to have data (minus no-game days)."),
+    }, "A season: dates from start to end are expected to have data (minus the declared dates without data)."),
         "Seasons; dates outside every season are not expected."),
     "no_game": List(Obj({
         "date": Date("A single date without data."),
@@ -198,7 +198,7 @@ CALENDAR = Obj({
         "processor": Str("A declared processor (e.g. the schedule loader) whose output table lists the expected "
                          "dates: a date has data when the table has a row for it.", pattern=NAME, required=True),
         "where": Map(Either(Str(), Bool(), Num(), List(Either(Str(), Bool(), Num()), min_items=1)),
-                     "Only rows matching count: column -> value or list of values, e.g. `{game_status: 3}`. "
+                     "Only rows matching count: column -> value or list of values, e.g. `{status: final}`. "
                      "Columns are the processor's declared output columns; values are sent as query "
                      "parameters.", key_pattern=NAME),
         "refresh_seconds": Int("How long a process keeps the dates it read before reading them again.",
