@@ -271,7 +271,8 @@ def naive(app: App, start: date, end: date) -> dict:
         for phase in PHASES:
             for proc in pipeline.processors_of(phase):
                 trig = Trigger(pipeline=pipeline.name, phase=phase, data_date=day, processors=(proc.name,),
-                               mode="backfill", skip_downstream_trigger=True, correlation_id="naive")
+                               generation=0, mode="backfill", skip_downstream_trigger=True,
+                               correlation_id="naive")  # a fresh namespace: the first generation
                 p0 = time.monotonic()
                 out = runner.run_partition(proc, trig)
                 p1 = time.monotonic()

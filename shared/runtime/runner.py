@@ -233,6 +233,9 @@ class PhaseRunner:
         slot then, before the quality gates' read queries).
         """
         day, gen = trigger.data_date, trigger.generation
+        if gen is None:  # an intent ("make it complete and fresh") is resolved by run(), never here
+            raise ValueError(f"run_partition({proc.name}, {day}) needs a trigger with a generation; "
+                             f"a trigger without one is an intent: pass it to PhaseRunner.run")
         if self.pipeline.calendar.skipped_by_declaration(day, proc.name):
             return self._skip_by_declaration(proc, trigger)
         gated = self._gate(proc, trigger)
