@@ -356,7 +356,7 @@ def test_a_partition_returns_its_tables_merge_slot_when_its_write_ends_not_after
         def close(self):
             pass
 
-    monkeypatch.setattr(scheduler_mod, "executor_for", lambda *a, **k: GatedExecutor())
+    monkeypatch.setattr(scheduler_mod, "partition_executor", lambda *a, **k: GatedExecutor())
     report = Scheduler(h.app, plan, SchedulerOptions(workers=2, max_merges_per_table=1), progress=None).run()
     assert len(report.succeeded) == 2 and second_started.is_set(), events
     assert events.index("start 2025-01-07") < events.index("end 2025-01-06"), events

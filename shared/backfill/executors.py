@@ -127,7 +127,7 @@ class FunctionsExecutor:
         self._watch.unsubscribe()
 
 
-def executor_for(name: str, app: App, correlation_id: str, timeout_s: float = 1800.0) -> Any:
+def partition_executor(name: str, app: App, correlation_id: str, timeout_s: float = 1800.0) -> Any:
     if name == "functions":
         return FunctionsExecutor(app, correlation_id, timeout_s)
     return InProcessExecutor(app)

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Callable, Iterable
 
-from cascade.backfill.executors import executor_for
+from cascade.backfill.executors import partition_executor
 from cascade.backfill.plan import Node, Plan
 from cascade.backfill.wavefront import (
     BUSY,
@@ -231,7 +231,7 @@ class Scheduler:
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> RunReport:
-        self.executor = executor_for(self.options.executor, self.app, self.correlation_id,
+        self.executor = partition_executor(self.options.executor, self.app, self.correlation_id,
                                      self.options.partition_timeout_s)
         try:
             return self._run()
