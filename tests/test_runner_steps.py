@@ -248,3 +248,21 @@ def test_a_same_phase_reader_does_not_wait_for_an_upstream_before_its_history_st
     from cascade.ops.date_status import date_status
     st = date_status(sensor, BEFORE)["phases"]["1"]
     assert st["status"] == Status.COMPLETE and st["processors"]["readings"]["status"] == Status.SKIPPED
+
+
+# ---------------------------------------------------------------------- intents
+def test_a_redelivered_intent_whose_work_is_done_is_not_answered_again_but_a_new_message_is(app):
+    names = [p.name for p in app.pipeline.processors_of(2)]
+    for name in names:  # the work message "m1" started is done
+        assert app.tracker.begin(name, 2, D, 0, f"{name}-m1", trigger_id="m1").outcome == Status.RUN
+        app.tracker.finish(name, D, f"{name}-m1", Status.SUCCESS, record_count=1)
+    runner = PhaseRunner(app)
+    redelivered = runner.run(trigger(app, 2, generation=None), "m1")  # Pub/Sub redelivers "m1"
+    assert {o.status for o in redelivered.outcomes} == {Status.DONE} and redelivered.complete
+    assert [r["status"] for r in app.tracker.runs(processor=names[0], day=D)] == [Status.SUCCESS]
+    retriggered = runner.run(trigger(app, 2, generation=None), "m2")  # a person asks again
+    assert {o.status for o in retriggered.outcomes} == {Status.DONE}
+    runs = app.tracker.runs(processor=names[0], day=D)
+    assert sorted(r["status"] for r in runs) == [Status.DONE, Status.SUCCESS]
+    assert "already complete and fresh" in next(r["error"] for r in runs if r["status"] == Status.DONE)
+    assert len(app.publisher.to(app.pipeline.topic(3))) == 1

@@ -13,7 +13,8 @@ through this module; the state they read and write goes through the ``Tracker``.
    and fresh for the date". ``resolve_intent`` picks what is missing, failed, blocked, waiting or
    stale, plus every same-phase dependent of those (their input is rebuilt). It runs them at the
    phase's current generation while nothing of it has been handed off yet, else at a new one, so
-   the next phase is triggered again. Nothing to do is answered visibly ("already complete"). A
+   the next phase is triggered again. Nothing to do is answered visibly ("already complete"), in
+   run history - except to a redelivery of the very message that did the work (the log says it). A
    processor skipped by declaration is only recorded skipped (never run, rebuilds nothing).
 4. **A phase is complete for a date** when every processor of it succeeded - or is skipped by
    declaration (its own ``history_start`` is after the date: ``declared_skips``; a run records it
@@ -51,10 +52,16 @@ class Intent:
     processors: tuple[str, ...]
     generation: int | None
     reasons: Mapping[str, str] = field(default_factory=dict)
+    done_by: frozenset[str] = frozenset()  # the triggers whose runs hold the selected partitions
 
     @property
     def nothing_to_do(self) -> bool:
         return not self.processors
+
+    def redelivery_of(self, trigger_id: str | None) -> bool:
+        """Nothing to do because this very message did the work: Pub/Sub delivered it again (at least
+        once). It is answered in the log only; a new message asking again is answered in run history."""
+        return self.nothing_to_do and bool(trigger_id) and self.done_by == {trigger_id[:200]}
 
     def answer(self, phase: int, day: date) -> str:
         """The visible answer when there is nothing to do."""
@@ -123,7 +130,9 @@ def resolve_intent(pipeline: Pipeline, phase: int, selected: Iterable[str], day:
     # Recording a skip by declaration changes no data: alone, it keeps the current generation.
     generation = None if (rebuild_success or (handed_off and bool(reasons))) else current
     reasons.update(recorded)
-    return Intent(tuple(order), generation, reasons)
+    done_by = frozenset(str(states[(n, iso)].raw.get("trigger_id", "")) for n in members
+                        if n in chosen and n not in declared)
+    return Intent(tuple(order), generation, reasons, done_by)
 
 
 # ---------------------------------------------------------------------- completion and hand-off

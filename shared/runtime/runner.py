@@ -185,9 +185,14 @@ class PhaseRunner:
         if intent.nothing_to_do:
             answer = intent.answer(phase, day)
             names = list(trigger.processors) or [p.name for p in self.pipeline.processors_of(phase)]
-            self.tracker.record_answer(phase, day, names, Status.DONE, answer, self._context(trigger))
-            log(logger, logging.WARNING, answer, pipeline=self.pipeline.name, phase=phase, date=day.isoformat(),
-                message_id=message_id, correlation_id=trigger.correlation_id)
+            if intent.redelivery_of(message_id):  # at-least-once delivery: no second answer in history
+                log(logger, logging.INFO, f"{answer} (message {message_id} delivered again after its work was done)",
+                    pipeline=self.pipeline.name, phase=phase, date=day.isoformat(),
+                    message_id=message_id, correlation_id=trigger.correlation_id)
+            else:
+                self.tracker.record_answer(phase, day, names, Status.DONE, answer, self._context(trigger))
+                log(logger, logging.WARNING, answer, pipeline=self.pipeline.name, phase=phase, date=day.isoformat(),
+                    message_id=message_id, correlation_id=trigger.correlation_id)
             result = PhaseResult(trigger)
             result.outcomes = [Outcome(n, Status.DONE, error=answer) for n in names]
             self.complete(trigger, result)
