@@ -149,6 +149,19 @@ def test_rerun_prints_the_wait_of_its_own_outcome_like_trigger_and_it_works_verb
     assert h.run_printed(f"cascade rerun --date {day} --phase 2 --skip-downstream-trigger") == 0
     follow = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("follow it with: "))
     assert follow.startswith(f"follow it with: cascade wait --date {day} --phase 2 --since "), follow
+    # A rerun of several dates prints one wait that covers all of them, and it works verbatim.
+    first, last = DAYS[1], DAYS[3]
+    before = {d: h.app.tracker.partition("report", d).generation for d in (first, last)}
+    assert h.run_printed(f"cascade rerun --date {first} --end {last} --phase 2") == 0
+    follow = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("follow it with: "))
+    wait = follow.removeprefix("follow it with: ")
+    assert wait.startswith(f"cascade wait --date {first} --end {last} --phase 3 --since "), follow
+    assert h.run_printed(wait + " --timeout 0") == 2  # nothing of the rerun has run yet
+    h.pump()
+    assert h.run_printed(wait) == 0, wait
+    out = capsys.readouterr().out
+    assert all(f"{d}: phase 3 complete" in out for d in DAYS[1:4]), out
+    assert all(h.app.tracker.partition("report", d).generation > before[d] for d in (first, last))
 
 
 def test_a_trigger_with_nothing_to_do_answers_already_complete_visibly(stations, capsys):

@@ -208,7 +208,8 @@ def _rerun(args: argparse.Namespace) -> int:
         print(f"{s}: no data expected, skipped")
     if published:
         last = args.phase if args.skip_downstream_trigger else a.pipeline.downstream_phases(args.phase)[-1]
-        print(f"follow it with: {recovery.wait_command(published[0].data_date, last, published_at)}")
+        wait = recovery.wait_command(published[0].data_date, last, published_at, end=published[-1].data_date)
+        print(f"follow it with: {wait}")
     return 0
 
 

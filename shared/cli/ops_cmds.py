@@ -53,6 +53,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "published) only outcomes recorded at or after that time count: a failure or "
                                    "success recorded before it is still pending.")
     p.add_argument("--date", type=date_arg, required=True)
+    p.add_argument("--end", type=date_arg,
+                   help="last date, inclusive: wait for every expected date of --date..--end (as a rerun of "
+                        "several dates prints it); exit 0 when all are complete, 1 when any failed or was "
+                        "blocked, 2 on timeout (one budget for the whole range)")
     p.add_argument("--phase", type=int, required=True)
     p.add_argument("--timeout", type=float, default=300.0, help="seconds (default 300)")
     p.add_argument("--since", type=_since_arg, metavar="TIMESTAMP",
@@ -229,22 +233,41 @@ def _since_arg(text: str):
 
 
 def _wait(args: argparse.Namespace) -> int:
+    import time
+
     from cascade.ops.date_status import wait_for_phase
 
     a = app()
     a.pipeline.phase(args.phase)
-    last: list[str] = []
+    if args.end is not None and args.end < args.date:
+        return fail(f"--end {args.end} is before --date {args.date}: give the range's first date to --date")
+    days = [args.date] if args.end is None else a.pipeline.calendar.expected_dates(args.date, args.end)
+    if not days:
+        print(f"{args.date}..{args.end}: no data expected on any date: nothing to wait for")
+        return 0
+    deadline = time.monotonic() + args.timeout
+    codes: list[int] = []
+    for i, day in enumerate(days):
+        last: list[str] = []
 
-    def show(line: str) -> None:  # progress on stderr, only when something changed
-        if not last or last[-1] != line:
-            last.append(line)
-            print(f"{args.date}: {line}", file=sys.stderr, flush=True)
+        def show(line: str, day=day, last=last, i=i) -> None:  # progress on stderr, only when something changed
+            if not last or last[-1] != line:
+                last.append(line)
+                prefix = f"[{i + 1}/{len(days)}] " if len(days) > 1 else ""
+                print(f"{prefix}{day}: {line}", file=sys.stderr, flush=True)
 
-    result = wait_for_phase(a, args.date, args.phase, args.timeout, since=args.since, on_change=show)
-    print(f"{args.date}: {result.reason}")
-    if result.code:
-        print_status(result.status)
-    return result.code
+        result = wait_for_phase(a, day, args.phase, max(deadline - time.monotonic(), 0.0), since=args.since,
+                                on_change=show)
+        print(f"{day}: {result.reason}")
+        if result.code:
+            print_status(result.status)
+        codes.append(result.code)
+    if len(days) > 1:
+        done = codes.count(0)
+        print(f"{args.date}..{args.end}: {done}/{len(days)} expected date(s) complete"
+              + (f", {codes.count(1)} failed or blocked" if 1 in codes else "")
+              + (f", {codes.count(2)} still pending at the timeout" if 2 in codes else ""))
+    return 2 if 2 in codes else max(codes)
 
 
 def _check(args: argparse.Namespace) -> int:

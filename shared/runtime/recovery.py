@@ -43,14 +43,17 @@ def trigger_command(day: date | str, phase: int | None = None, processors: Itera
                      *(f"--processor {name}" for name in processors)])
 
 
-def wait_command(day: date | str, phase: int, since: datetime) -> str:
+def wait_command(day: date | str, phase: int, since: datetime, end: date | str | None = None) -> str:
     """The wait that follows a trigger (or rerun) published at ``since``: only outcomes recorded at or
     after it answer it (without ``--since`` the previous generation's completion would answer at
     once). Milliseconds, so an outcome of the same second before it is not taken for its answer:
-    ``cascade wait --date 2025-01-15 --phase 3 --since 2025-01-16T10:00:00.250Z``."""
+    ``cascade wait --date 2025-01-15 --phase 3 --since 2025-01-16T10:00:00.250Z``; with ``end``
+    (a rerun of several dates) it waits for every expected date of ``day``..``end``."""
     day = day.isoformat() if isinstance(day, date) else day
+    end = end.isoformat() if isinstance(end, date) else end
     at = since.astimezone(timezone.utc) if since.tzinfo else since
-    return f"cascade wait --date {day} --phase {phase} --since {at:%Y-%m-%dT%H:%M:%S}.{at.microsecond // 1000:03d}Z"
+    return (f"cascade wait --date {day}" + (f" --end {end}" if end and end != day else "")
+            + f" --phase {phase} --since {at:%Y-%m-%dT%H:%M:%S}.{at.microsecond // 1000:03d}Z")
 
 
 def rerun_command(proc: Processor, day: date | str) -> str:
