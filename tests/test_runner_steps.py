@@ -266,3 +266,27 @@ def test_a_redelivered_intent_whose_work_is_done_is_not_answered_again_but_a_new
     assert sorted(r["status"] for r in runs) == [Status.DONE, Status.SUCCESS]
     assert "already complete and fresh" in next(r["error"] for r in runs if r["status"] == Status.DONE)
     assert len(app.publisher.to(app.pipeline.topic(3))) == 1
+
+
+def test_on_a_date_the_schedule_lists_without_data_its_loader_keeps_its_load_and_the_rest_is_skipped(pipeline, clock):
+    from dataclasses import replace
+
+    # The schedule (a from-data calendar's source) was loaded for D and lists only postponed games:
+    # D is not expected, but the schedule's own partition is (as the backfill plan says): a trigger
+    # of the date keeps that load (it is never turned into "skipped") and skips the readers.
+    from cascade.definition.calendar import ScheduleDates
+
+    cal = pipeline.calendar.detached()
+    app = memory_app(replace(pipeline, calendar=cal), clock, lease_seconds=LEASE, busy_wait_seconds=0)
+    app.warehouse = NoWarehouse()  # type: ignore[assignment]
+    schedule = ScheduleDates(frozenset(), D + (D - D.replace(day=1)), listed=frozenset([D]))
+    cal.attach(lambda _source, _start, _end: schedule)  # what the schedule's table says
+    source = cal.expected_from.processor
+    assert not cal.is_expected(D) and cal.is_expected(D, source)
+    assert app.tracker.begin(source, 2, D, 0, "load", trigger_id="m0").outcome == Status.RUN
+    app.tracker.finish(source, D, "load", Status.SUCCESS, record_count=3)
+    result = PhaseRunner(app).run(trigger(app, 2, generation=None), "m1")
+    outcomes = {o.processor: o.status for o in result.outcomes}
+    assert outcomes.pop(source) == Status.DONE and set(outcomes.values()) == {Status.SKIPPED}
+    assert app.tracker.partition(source, D).status == Status.SUCCESS
+    assert result.downstream == "none" and app.publisher.published == []

@@ -148,21 +148,26 @@ class PhaseRunner:
         log(logger, logging.INFO, f"phase {trigger.phase} triggered for {day} ({len(procs)} processors)",
             message_id=message_id, strict_mode=trigger.checks_enabled,
             skip_downstream_trigger=trigger.skip_downstream_trigger, **labels)
-        if not self.pipeline.calendar.is_expected(day):
-            reason = f"no data expected on {day} ({self.pipeline.calendar.reason_not_expected(day)})"
-            for proc in procs:
+        calendar = self.pipeline.calendar
+        expected = calendar.is_expected(day)
+        reason = "" if expected else f"no data expected on {day} ({calendar.reason_not_expected(day)})"
+        for proc in procs:
+            if not expected and not calendar.is_expected(day, proc.name):
                 self.tracker.record_outcome(proc.name, trigger.phase, day, trigger.generation, Status.SKIPPED, reason,
                                             context=self._context(trigger))
                 result.outcomes.append(Outcome(proc.name, Status.SKIPPED, error=reason))
-            log(logger, logging.INFO, f"phase {trigger.phase} skipped: {reason}", **labels)
-            result.downstream = "none"
-            return result
-        for proc in procs:
+                continue
+            # Runs on an expected date - and, on a date without data, the processor a from-data calendar
+            # reads (its own partitions are expected on every declared date, as a backfill plan says).
             outcome = self.run_partition(proc, trigger, trigger_id=message_id or "")
             if outcome.status == Status.BUSY and outcome.held_by:
                 outcome = self._wait_while_busy(proc, trigger, outcome, message_id or "")
             result.outcomes.append(outcome)
-        self.complete(trigger, result)
+        if not expected:
+            log(logger, logging.INFO, f"phase {trigger.phase} skipped: {reason}", **labels)
+            result.downstream = "none"
+        else:
+            self.complete(trigger, result)
         log(logger, logging.INFO, f"phase {trigger.phase} for {day}: "
             + ", ".join(f"{o.processor}={o.status}" for o in result.outcomes)
             + f"; complete={result.complete} downstream={result.downstream or '-'}", **labels)
