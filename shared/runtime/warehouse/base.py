@@ -19,7 +19,7 @@ Two guards live inside that one MERGE (still one BigQuery job per partition):
   branch runs only when the source has rows, and a source with zero rows is refused
   (``EmptySourceError``: failed with the reason, existing rows kept).
 
-**Jobs.** A run's jobs go through ``run_scope``: each carries the processor's
+**Jobs** (sent by ``jobs.JobRunner``). A run's jobs go through ``run_scope``: each carries the processor's
 ``maximum_bytes_billed`` and is waited on in short polls for at most its ``job_timeout_seconds``
 (default: the function timeout less a margin), while the runner's heartbeat thread renews the lease;
 on timeout or a lost lease the job is cancelled (``JobTimeoutError`` / ``LeaseLostError``). The write
@@ -42,32 +42,21 @@ import itertools
 import json
 import re
 import tempfile
-import threading
 import time
-import uuid
-from contextlib import contextmanager
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, ContextManager, Iterable, Sequence
 
 from google.api_core import exceptions as gexc
-from google.api_core.retry import Retry
 from google.cloud import bigquery
 
 from cascade.definition.columns import FRAMEWORK_COLUMNS, all_columns
 from cascade.definition.model import Gate, Pipeline, Processor, Table
 from cascade.errors import EmptySourceError, LeaseLostError
-from cascade.runtime.cost import JobCost, of_job
 from cascade.runtime.warehouse import sql as statements
 from cascade.runtime.warehouse.jobs import (
-    _READ,
-    _RUN_PARAMS,
-    DEFAULT_JOB_TIMEOUT_S,
-    FUNCTION_TIMEOUT_S,
+    JobRunner,
     JobScope,
-    JobStats,
-    JobTimeoutError,
-    _params,
 )
 from cascade.runtime.warehouse.refusal import _refusal, refused_source
 from cascade.runtime.warehouse.schema import _LEGACY_TYPE, ColumnChange, SchemaChangeError, rebuild_message, schema_of
@@ -85,15 +74,22 @@ class Warehouse:
     """The pipeline's BigQuery side, for one project."""
 
     def __init__(self, client: bigquery.Client, pipeline: Pipeline, project: str, timeout: float = 300.0) -> None:
-        self.client = client
         self.pipeline = pipeline
         self.project = project
         self.timeout = timeout
-        self.stats = JobStats()
-        self._lock = threading.Lock()
-        self._retry = Retry(deadline=timeout)
-        self._local = threading.local()  # the run scope of the thread (``run_scope``)
-        self._tick = threading.Event()  # never set: paces the polls of a running job
+        self.jobs = JobRunner(client, pipeline, timeout)
+        self.stats = self.jobs.stats  # every job this process sent, and what it cost
+        self._lock = self.jobs.lock
+        self._retry = self.jobs.retry
+
+    @property
+    def client(self) -> bigquery.Client:
+        """The BigQuery client every job goes through (one, shared with ``jobs``)."""
+        return self.jobs.client
+
+    @client.setter
+    def client(self, client: bigquery.Client) -> None:
+        self.jobs.client = client
 
     # ------------------------------------------------------------------ provisioning
     def ensure_tables(self) -> list[str]:
@@ -397,135 +393,17 @@ class Warehouse:
 
     # ------------------------------------------------------------------ jobs
     def job_base(self, proc: Processor, day: date, generation: int) -> str:
-        """The deterministic id stem of ``proc``'s jobs for ``day`` at ``generation`` (a run's write job
-        adds ``_f<fence>``): ``cascade_<pipeline>_<namespace>_<processor>_<yyyymmdd>_g<generation>``."""
-        parts = ["cascade", self.pipeline.name, self.pipeline.namespace, proc.name, day.strftime("%Y%m%d"),
-                 f"g{generation}"]
-        return re.sub(r"[^A-Za-z0-9_-]", "_", "_".join(p for p in parts if p))[:900]
+        """The deterministic id stem of ``proc``'s jobs for ``day`` at ``generation`` (``JobRunner.job_base``)."""
+        return self.jobs.job_base(proc, day, generation)
 
-    @contextmanager
     def run_scope(self, proc: Processor, day: date, generation: int, fence: int,
-                  should_stop: Callable[[], bool] = lambda: False) -> Iterator[JobScope]:
+                  should_stop: Callable[[], bool] = lambda: False) -> ContextManager[JobScope]:
         """Every job sent on this thread inside the block belongs to one run (see ``JobScope``)."""
-        scope = JobScope(self.job_base(proc, day, generation), fence,
-                         float(proc.job_timeout_seconds or DEFAULT_JOB_TIMEOUT_S), proc.maximum_bytes_billed,
-                         should_stop, processor=proc.name, phase=proc.phase, day=day)
-        outer = getattr(self._local, "scope", None)
-        self._local.scope = scope
-        try:
-            yield scope
-        finally:
-            self._local.scope = outer
+        return self.jobs.scope(proc, day, generation, fence, should_stop)
 
     def _run(self, sql: str, params: list) -> bigquery.QueryJob:
-        """Send one query job and wait for it. Outside a run: as long as the API deadline allows.
-        Inside a run's scope: with the processor's byte cap, waited on in short polls up to its job
-        timeout, cancelled on timeout or lost lease; a write job under its deterministic id."""
-        scope: JobScope | None = getattr(self._local, "scope", None)
-        config = bigquery.QueryJobConfig(query_parameters=params)
-        if scope is not None and scope.maximum_bytes_billed:
-            config.maximum_bytes_billed = scope.maximum_bytes_billed
-        started = time.perf_counter()
-        job = None
-        try:
-            if scope is None:
-                job = self.client.query(sql, job_config=config, retry=self._retry, timeout=self.timeout)
-                job.result(timeout=self.timeout)
-                return job
-            job = self._start(scope, sql, config)
-            self._wait(job, scope)
-            return job
-        finally:
-            cost = of_job(job) if job is not None else JobCost(jobs=1)
-            with self._lock:
-                self.stats.jobs += 1
-                self.stats.seconds += time.perf_counter() - started
-                self.stats.bytes_processed += cost.bytes_processed
-                self.stats.bytes_billed += cost.bytes_billed
-                self.stats.slot_ms += cost.slot_ms
-            if scope is not None:
-                scope.cost.add(cost)
-
-    def _start(self, scope: JobScope, sql: str, config: bigquery.QueryJobConfig) -> Any:
-        """Insert the job (a read: any id; a write: the run's deterministic id, or the still-running
-        write job of the run this one took over, when it does the same work)."""
-        if _READ.match(sql):
-            return self.client.query(sql, job_config=config, retry=self._retry, timeout=self.timeout)
-        scope.writes += 1
-        job_id = scope.write_job_id(scope.fence, scope.writes)
-        if scope.fence > 1:
-            running = self._previous_write(scope, sql, config)
-            if running is not None:
-                return running
-        try:
-            return self.client.query(sql, job_config=config, job_id=job_id, job_retry=None, retry=self._retry,
-                                     timeout=self.timeout)
-        except gexc.Conflict:
-            # The id exists: our own insert went through before its answer was lost (the API retry
-            # re-sent it) - wait on that job; or the id belongs to a partition state that was reset
-            # (fences restart): that job is not ours, send ours under a fresh suffix.
-            existing = self.client.get_job(job_id, retry=self._retry, timeout=self.timeout)
-            if _params(existing) == _params(config):
-                return existing
-            return self.client.query(sql, job_config=config, job_id=f"{job_id}_{uuid.uuid4().hex[:8]}",
-                                     job_retry=None, retry=self._retry, timeout=self.timeout)
-
-    def _previous_write(self, scope: JobScope, sql: str, config: bigquery.QueryJobConfig) -> Any | None:
-        """The write job of the run this one took over (fence - 1), if it is still running: re-attached
-        when it does this run's work (same statement, same parameters but run id and fence), else
-        cancelled and waited out - never two write jobs of one partition at once."""
-        prev_id = scope.write_job_id(scope.fence - 1, scope.writes)
-        try:
-            prev = self.client.get_job(prev_id, retry=self._retry, timeout=self.timeout)
-        except gexc.NotFound:
-            return None
-        if prev.state == "DONE":
-            return None
-        if getattr(prev, "query", None) == sql and _params(prev, _RUN_PARAMS) == _params(config, _RUN_PARAMS):
-            scope.attached.append(prev_id)
-            return prev
-        self._cancel(prev)
-        try:
-            self._wait(prev, scope)
-        except (JobTimeoutError, LeaseLostError):
-            raise
-        except Exception:  # noqa: BLE001 - the cancelled job ends with its cancellation error
-            pass
-        return None
-
-    def _wait(self, job: Any, scope: JobScope) -> None:
-        """Wait for ``job`` in short polls (the run's heartbeat thread renews the lease meanwhile);
-        cancel it when the lease is lost or its timeout passes; raise the job's own error if it failed."""
-        deadline = time.monotonic() + scope.timeout_s
-        pause = 0.05
-        while not job.done(retry=self._retry, timeout=self.timeout):
-            if scope.should_stop():
-                self._cancel(job)
-                raise LeaseLostError(f"{scope.processor} {scope.day}: the lease was lost while BigQuery job "
-                                     f"{job.job_id} ran; the job was cancelled",
-                                     processor=scope.processor, date=scope.day.isoformat(), job_id=job.job_id)
-            left = deadline - time.monotonic()
-            if left <= 0:
-                self._cancel(job)
-                from cascade.runtime.recovery import trigger_command
-
-                iso = scope.day.isoformat()
-                raise JobTimeoutError(
-                    f"{scope.processor} {iso}: BigQuery job {job.job_id} still running after {scope.timeout_s:g} s "
-                    f"(the processor's job timeout); it was cancelled and this run wrote nothing. Make its query "
-                    f"cheaper or declare a larger `job_timeout_seconds` on {scope.processor} (at most the function "
-                    f"timeout, {FUNCTION_TIMEOUT_S} s), then re-run: "
-                    + trigger_command(iso, scope.phase, [scope.processor]),
-                    processor=scope.processor, date=iso, job_id=job.job_id, timeout_s=scope.timeout_s)
-            self._tick.wait(min(pause, left))
-            pause = min(pause * 2, 1.0)
-        job.result(retry=self._retry, timeout=self.timeout)
-
-    def _cancel(self, job: Any) -> None:
-        try:
-            job.cancel(retry=self._retry, timeout=self.timeout)
-        except gexc.GoogleAPICallError:
-            pass  # already finished or gone: nothing left to stop
+        """Send one query job and wait for it (``JobRunner.run``: inside a run's scope, under its rules)."""
+        return self.jobs.run(sql, params)
 
     def dry_run_bytes(self, proc: Processor, day: date) -> int:
         """Bytes the SQL processor's MERGE for ``day`` would process, from a BigQuery dry run (free;
