@@ -34,10 +34,10 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Container, Iterable, Mapping
 
-from cascade.state.freshness import Freshness, Key
+from cascade.definition.model import Pipeline
 from cascade.runtime.logs import get_logger, log
 from cascade.runtime.messages import Completion, Trigger
-from cascade.definition.model import Pipeline
+from cascade.state.freshness import Freshness, Key
 from cascade.state.status import Status
 
 logger = get_logger("handoff")

@@ -27,20 +27,18 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
-from cascade.runtime import handoff
-from cascade.runtime import hooks
-from cascade.runtime import recovery
+from cascade.definition.model import Processor
+from cascade.errors import PERMANENT, QUOTA, CrashLoopError, InputMissingError, LeaseLostError, TransientError, classify
+from cascade.runtime import handoff, hooks, recovery
 from cascade.runtime.alerts import Alert
 from cascade.runtime.app import App
 from cascade.runtime.checks import Checks
-from cascade.errors import PERMANENT, QUOTA, CrashLoopError, InputMissingError, LeaseLostError, TransientError, classify
-from cascade.state.freshness import input_keys, input_record
 from cascade.runtime.gates import Gates, QualityGateError
 from cascade.runtime.hooks import InjectedCrash
 from cascade.runtime.logs import get_logger, log
 from cascade.runtime.messages import Trigger
-from cascade.definition.model import Processor
 from cascade.runtime.processors import RunContext, executor_for
+from cascade.state.freshness import input_keys, input_record
 from cascade.state.status import Status
 from cascade.state.tracker import Begin, new_run_id
 
