@@ -3,7 +3,8 @@
 ``PhaseRunner.run(trigger)``, in order:
 
 1. Pick the processors (the trigger's list, or all of the phase) in dependency order.
-2. A date the calendar expects no data on is recorded ``skipped`` and nothing cascades. A processor
+2. A date the calendar expects no data on is recorded ``skipped`` and nothing cascades (only the
+   processor a from-data calendar reads still runs: it is expected on every declared date). A processor
    whose own history starts after the date is recorded ``skipped`` alone (done and empty by
    declaration, as a backfill plan leaves it out): its readers run, the phase completes without it.
 3. For each processor: take the partition's lease (``done`` for this generation -> skip: dedupe on
@@ -34,30 +35,17 @@ from cascade.runtime.alerts import Alert
 from cascade.runtime.app import App
 from cascade.runtime.checks import Checks
 from cascade.runtime.gates import Gates, QualityGateError
+from cascade.runtime.heartbeat import Heartbeat
 from cascade.runtime.hooks import InjectedCrash
 from cascade.runtime.logs import get_logger, log
 from cascade.runtime.messages import Trigger
+from cascade.runtime.outcome import Outcome, PhaseResult
 from cascade.runtime.processors import RunContext, executor_for
 from cascade.state.freshness import input_keys, input_record
 from cascade.state.status import Status
 from cascade.state.tracker import Begin, new_run_id
 
 logger = get_logger("runner")
-
-
-@dataclass
-class Outcome:
-    """What happened to one processor in this invocation."""
-
-    processor: str
-    status: str  # success, failed, blocked, skipped, done (already), busy, waiting, superseded, lost
-    run_id: str = ""
-    record_count: int | None = None
-    error: str = ""
-    retry: bool = False
-    checks: dict[str, Any] | None = None
-    quota: bool = False  # failed on a quota or rate limit: retry slowly, attempts not spent
-    held_by: str = ""  # busy: the live run (another delivery) this one may wait for
 
 
 @dataclass
@@ -75,54 +63,6 @@ class _Run:
     on_written: Callable[[], None] | None = None  # called once the write job ended (backfill slots)
     cost: dict[str, int] | None = None  # the run's BigQuery jobs: count, bytes processed / billed, slot-ms
     inputs: dict[str, str] = field(default_factory=dict)  # what it reads: "processor@date" -> run id
-
-
-@dataclass
-class PhaseResult:
-    trigger: Trigger
-    outcomes: list[Outcome] = field(default_factory=list)
-    complete: bool = False
-    downstream: str = ""  # published, already-claimed, skipped-by-request, none (last phase), ""
-
-    @property
-    def retry(self) -> bool:
-        return any(o.retry for o in self.outcomes)
-
-    def summary(self) -> dict[str, Any]:
-        return {"phase": self.trigger.phase, "date": self.trigger.data_date.isoformat(),
-                "generation": self.trigger.generation, "complete": self.complete, "downstream": self.downstream,
-                "processors": {o.processor: o.status for o in self.outcomes}}
-
-
-class _Heartbeat:
-    """Renews a partition's lease every third of the lease until stopped; notices a lost lease."""
-
-    def __init__(self, app: App, proc: str, day, run_id: str) -> None:
-        self.app, self.proc, self.day, self.run_id = app, proc, day, run_id
-        self.lost = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True, name=f"heartbeat-{proc}")
-
-    def __enter__(self) -> "_Heartbeat":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.app.settings.heartbeat_seconds):
-            try:
-                try:
-                    hooks.maybe_fail("heartbeat", self.proc, self.day.isoformat())
-                except InjectedCrash:
-                    continue  # injected: this tick's renewal is lost
-                if not self.app.tracker.heartbeat(self.proc, self.day, self.run_id):
-                    self.lost = True
-                    return
-            except Exception as exc:  # noqa: BLE001 - a missed heartbeat is retried on the next tick
-                log(logger, logging.WARNING, f"heartbeat failed: {exc}", processor=self.proc, run_id=self.run_id)
 
 
 class PhaseRunner:
@@ -265,7 +205,7 @@ class PhaseRunner:
             # crashed, was killed or ran out of memory): running it again would crash again.
             return self._give_up_crash_loop(run, begin, limit)
         # The lease is heartbeated from the moment it is taken: checks included.
-        with _Heartbeat(self.app, proc.name, day, run_id) as hb:
+        with Heartbeat(self.app, proc.name, day, run_id) as hb:
             outcome = self._check(run, inputs_verified)
             if outcome is None:
                 outcome = self._execute(run, hb)
@@ -394,7 +334,7 @@ class PhaseRunner:
         return Outcome(proc.name, Status.BLOCKED, run.run_id, error=blocked.detail, checks=run.checks)
 
     # step 4: execute ------------------------------------------------------------------------------
-    def _execute(self, run: "_Run", hb: "_Heartbeat") -> Outcome:
+    def _execute(self, run: "_Run", hb: "Heartbeat") -> Outcome:
         proc, day, iso = run.proc, run.trigger.data_date, run.trigger.data_date.isoformat()
         if hb.lost:
             return self._lost(run, "lease lost before the write")
