@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from cascade.backfill.engine import BackfillRequest, run_backfill
+from cascade.backfill.reach import cover_for
 from cascade.ops.date_status import date_status
 from cascade.state.status import Status
 
@@ -344,3 +345,48 @@ def test_a_preflight_refusal_prints_the_commands_that_fill_the_gap_and_they_work
     for command in commands:
         assert h.run_printed(command) == 0, command
     assert all(h.app.tracker.partition("station_trend", d).status == Status.SUCCESS for d in DAYS)
+
+
+def test_after_a_code_change_the_next_steps_status_prints_rebuild_the_inputs_first_in_one_backfill(
+        stations, tmp_path, capsys):
+    h = loaded(stations)
+
+    def change(raw):  # a real change of the phase-2 processor every later window reads
+        daily = next(p for p in raw["processors"] if p["name"] == "station_daily")
+        daily["sql"] = daily["sql"].replace("temp FROM", "temp + 0.5 AS temp FROM")
+    changed = Harness(h.endpoints, h.namespace, write_definition(tmp_path, change, "changed.yaml"))
+    day = DAYS[4]
+    st = date_status(changed.app, day, cover=cover_for(changed.app))  # as `cascade status` prints it
+    steps = {n: p["next_step"] for ph in st["phases"].values() for n, p in ph["processors"].items()
+             if p.get("next_step")}
+    # The trend reads 3 days of station_daily, all stale: rebuilding the trend alone would read them.
+    # One backfill reaches back to where nothing it reads is stale (the first date: windows stop there).
+    (trend,) = printed_commands(steps["station_trend"])
+    assert trend == f"cascade backfill --start {DAYS[0]} --end {day} --phase 2", steps
+    # The report (phase 3) starts at the same root: phases 2 and 3 in one command.
+    (report,) = printed_commands(steps["report"])
+    assert report == f"cascade backfill --start {DAYS[0]} --end {day} --phase 2 --phase 3", steps
+    assert changed.run_printed(report) == 0, report
+    st = date_status(changed.app, day)
+    assert all(ph["status"] == Status.COMPLETE for ph in st["phases"].values()), st
+    assert not [k for k, c in backfill(changed, dry_run=True).plan.cells.items() if c == Status.STALE]
+
+
+def test_a_backfill_short_of_stale_history_prints_one_backfill_that_reaches_it_and_it_runs(stations, tmp_path):
+    h = loaded(stations)
+
+    def change(raw):
+        daily = next(p for p in raw["processors"] if p["name"] == "station_daily")
+        daily["sql"] = daily["sql"].replace("temp FROM", "temp + 0.5 AS temp FROM")
+    changed = Harness(h.endpoints, h.namespace, write_definition(tmp_path, change, "changed.yaml"))
+    day = DAYS[4]
+    result = backfill(changed, start=day, end=day, phases=[2])  # the trend's window reads stale dates
+    assert result.exit_code == 1
+    reason = result.report.failed[f"station_trend@{day}"]
+    (command,) = printed_commands(reason)
+    assert command == f"cascade backfill --start {DAYS[0]} --end {day} --phase 2", reason
+    step = date_status(changed.app, day, cover=cover_for(changed.app))["phases"]["2"]["processors"][
+        "station_trend"]["next_step"]
+    assert printed_commands(step) == [command], step  # cascade status says the same
+    assert changed.run_printed(command) == 0, command
+    assert date_status(changed.app, day)["phases"]["2"]["status"] == Status.COMPLETE

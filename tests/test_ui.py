@@ -30,7 +30,7 @@ from cascade.state.tracker import Partition
 from cascade.ui import matrix as mx
 from cascade.ui.server import StatusPage, environment, render_matrix
 
-from .harness import ROOT, Harness, env_for, new_namespace
+from .harness import ROOT, Harness, env_for, new_namespace, printed_commands
 
 START, END = date(2025, 2, 12), date(2025, 2, 22)
 D, YESTERDAY = date(2025, 2, 22), date(2025, 2, 21)
@@ -281,10 +281,15 @@ def test_the_matrix_in_chromium_shows_date_status_greys_no_game_days_and_opens_a
     reason = browser.find_element(By.ID, "detail-reason").text
     assert "blocked: Upstream Failure" in reason and "nbac_player_boxscore" in reason and str(YESTERDAY) in reason
     commands = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#detail-recovery code.command")]
-    # The resolution starts at the root cause (the raw file), then one command for the range.
-    assert commands == [f"cascade backfill --start {YESTERDAY} --end {D} --phase 2 --phase 3"]
-    stored = cascade.app.tracker.partition("player_rolling_form", D).blocked["resolution"]
-    assert all(c in stored for c in commands)
+    # What `cascade status` prints for it: the root cause (the raw file), then one backfill that reaches
+    # every input it needs (the history before 02-12 was never loaded: the window of 02-21 reads it).
+    from cascade.backfill.reach import cover_for
+
+    step = date_status(cascade.app, D, cover=cover_for(cascade.app))["phases"]["3"]["processors"][
+        "player_rolling_form"]["next_step"]
+    assert commands == printed_commands(step) and len(commands) == 1, step
+    assert commands[0].startswith("cascade backfill --start ") and commands[0].endswith(f"--end {D} --phase 2 --phase 3")
+    assert date.fromisoformat(commands[0].split()[3]) < YESTERDAY  # it starts before the blocked range
     copy = browser.find_element(By.CSS_SELECTOR, "#detail-recovery button.copy")
     copy.click()
     wait.until(lambda _: copy.text == "copied")

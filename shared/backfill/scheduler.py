@@ -395,7 +395,7 @@ class Scheduler:
         self.app.tracker.record_outcome(
             node.processor, node.phase, node.day, self.generation[node.key], Status.FAILED, reason,
             context={"mode": "backfill", "correlation_id": self.correlation_id, "strict_mode": False},
-            extra={"transient": False})
+            extra={"transient": False, "input_gap": True})
 
     def _record_blocked(self, node: Node, root_label: str) -> None:
         proc, day = root_label.split("@")

@@ -7,7 +7,8 @@
 * ``outside_inputs(app, plan)``: every input a planned partition reads that the backfill itself does
   not produce - lookback history before ``--start`` (of selected upstreams too), upstreams not
   selected - verified per partition before anything runs: one query per upstream table. A
-  partition whose inputs are short fails with the missing dates and the command that fills them.
+  partition whose inputs are short fails with the missing dates and the one backfill that fills
+  them and runs it (``reach.covering_backfill`` widens the range until nothing outside is lacking).
 * ``preflight(app, processors, start, end, threshold)``: before a backfill, the coverage of what
   the selected processors read but do not produce themselves - upstream tables over the range
   widened by the lookback, or raw files in the bucket for loaders - must reach ``threshold``
@@ -149,8 +150,25 @@ def validate(app: App, start: date, end: date, phases: Iterable[int] | None = No
     return out
 
 
-def outside_inputs(app: App, plan: Any) -> dict[tuple[str, str], str]:
-    """Partitions of ``plan`` (key -> reason) whose inputs outside the backfill are missing.
+@dataclass
+class OutsideNeed:
+    """What one planned partition reads outside the backfill and cannot have: upstream dates without
+    rows (``missing``) and partitions that failed, are blocked or are stale (``unusable``, with why)."""
+
+    missing: dict[str, list[str]] = field(default_factory=dict)  # processor -> ISO dates
+    unusable: dict[str, list[str]] = field(default_factory=dict)
+    why: dict[tuple[str, str], str] = field(default_factory=dict)  # (processor, ISO date) -> state
+
+    def dates(self) -> list[str]:
+        return [d for ds in (*self.missing.values(), *self.unusable.values()) for d in ds]
+
+    def processors(self) -> list[str]:
+        return list(dict.fromkeys([*self.unusable, *self.missing]))
+
+
+def outside_needs(app: App, plan: Any) -> dict[tuple[str, str], OutsideNeed]:
+    """Partitions of ``plan`` (key -> what they lack) whose inputs outside the backfill are missing
+    or cannot be read.
 
     An input is outside when its date is before ``--start`` / after ``--end`` or its processor is not
     selected; inside inputs are the wavefront's own dependencies. Presence is read from the
@@ -181,33 +199,46 @@ def outside_inputs(app: App, plan: Any) -> dict[tuple[str, str], str]:
                      + (f" ({st.error[:120]})" if st.error else ""))
                  for k, st in states.items()
                  if k in stale or st.status in (Status.FAILED, Status.BLOCKED)}
-    out: dict[tuple[str, str], str] = {}
+    out: dict[tuple[str, str], OutsideNeed] = {}
     for key, items in needs.items():
-        missing: dict[str, list[str]] = {}
-        unusable: dict[str, list[str]] = {}
+        need = OutsideNeed()
         for name, d in items:
-            if (name, d.isoformat()) in bad_state:
-                unusable.setdefault(name, []).append(d.isoformat())
+            iso = d.isoformat()
+            if (name, iso) in bad_state:
+                need.unusable.setdefault(name, []).append(iso)
+                need.why[(name, iso)] = bad_state[(name, iso)]
             elif d not in present[name]:
-                missing.setdefault(name, []).append(d.isoformat())
-        if not missing and not unusable:
-            continue
-        name, dates = next(iter({**unusable, **missing}.items()))
-        up = pipeline.processor(name)
-        table = f"{pipeline.dataset_id(up.output.dataset)}.{up.output.name}"
+                need.missing.setdefault(name, []).append(iso)
+        if need.missing or need.unusable:
+            out[key] = need
+    return out
+
+
+def outside_inputs(app: App, plan: Any) -> dict[tuple[str, str], str]:
+    """Partitions of ``plan`` (key -> reason) whose inputs outside the backfill are missing or cannot
+    be read, each reason ending with the one backfill that reaches every input it needs
+    (``reach.covering_backfill``: the range widened until nothing outside it is lacking)."""
+    from cascade.backfill.reach import covering_backfill
+
+    pipeline = app.pipeline
+    needs = outside_needs(app, plan)
+    if not needs:
+        return {}
+    cover = covering_backfill(app, plan.processors, plan.start, plan.end, needs).command(pipeline)
+    out: dict[tuple[str, str], str] = {}
+    for key, need in needs.items():
         what = []
-        if missing:
+        if need.missing:
             what.append("inputs outside the backfill are missing: "
                         + "; ".join(f"{pipeline.dataset_id(pipeline.processor(n).output.dataset)}."
-                                    f"{pipeline.processor(n).output.name} lacks {_short(ds, 6)}" for n, ds in missing.items()))
-        if unusable:
+                                    f"{pipeline.processor(n).output.name} lacks {_short(ds, 6)}"
+                                    for n, ds in need.missing.items()))
+        if need.unusable:
             what.append("inputs outside the backfill cannot be read: "
-                        + "; ".join(f"{n}@{ds[0]} is {bad_state[(n, ds[0])]}"
+                        + "; ".join(f"{n}@{ds[0]} is {need.why[(n, ds[0])]}"
                                     + (f" (and {len(ds) - 1} more date(s))" if len(ds) > 1 else "")
-                                    for n, ds in unusable.items()))
-        out[key] = ("; ".join(what)
-                    + f"; fill them first: cascade backfill --start {min(dates)} --end {max(dates)} --processor {name}"
-                    + f" (then re-run this backfill; {table} is read by {key[0]} for {key[1]})")
+                                    for n, ds in need.unusable.items()))
+        out[key] = "; ".join(what) + f"; one backfill reaches every input it needs: {cover}"
     return out
 
 

@@ -180,7 +180,9 @@ def _status(args: argparse.Namespace) -> int:
             fail("nothing is recorded yet for this pipeline: give --date YYYY-MM-DD")
         chose = f"no --date: showing {day}, the latest date with recorded activity"
         print(chose, file=sys.stderr if args.json else sys.stdout)  # stdout stays JSON with --json
-    st = date_status(a, day)
+    from cascade.backfill.reach import cover_for
+
+    st = date_status(a, day, cover=cover_for(a))  # next steps whose backfill reaches every input it needs
     drift = local_drift(a.pipeline, state_dir())  # the local functions run another definition?
     if args.json:
         print(json.dumps({**st, "deployed": drift.to_dict() if drift else None}, default=str))
@@ -235,9 +237,11 @@ def _since_arg(text: str):
 def _wait(args: argparse.Namespace) -> int:
     import time
 
+    from cascade.backfill.reach import cover_for
     from cascade.ops.date_status import wait_for_phase
 
     a = app()
+    cover = cover_for(a)
     a.pipeline.phase(args.phase)
     if args.end is not None and args.end < args.date:
         return fail(f"--end {args.end} is before --date {args.date}: give the range's first date to --date")
@@ -257,7 +261,7 @@ def _wait(args: argparse.Namespace) -> int:
                 print(f"{prefix}{day}: {line}", file=sys.stderr, flush=True)
 
         result = wait_for_phase(a, day, args.phase, max(deadline - time.monotonic(), 0.0), since=args.since,
-                                on_change=show)
+                                on_change=show, cover=cover)
         print(f"{day}: {result.reason}")
         if result.code:
             print_status(result.status)

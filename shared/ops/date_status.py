@@ -64,10 +64,12 @@ def triggered_not_started(rollup: str, states: list[Partition], claim: dict[str,
             and not begun_at(states, int(claim.get("generation", 0))))
 
 
-def date_status(app: App, day: date) -> dict[str, Any]:
+def date_status(app: App, day: date, steps: bool = True, cover: recovery.Cover | None = None) -> dict[str, Any]:
     """``{"date", "phases": {"2": {"status", "generation", "triggered_next", "processors": {...}}}}``;
     ``next_ran`` ("backfill" or "other") when the next phase was not triggered by this one but is
-    complete at its generation or a newer one."""
+    complete at its generation or a newer one. ``steps``: each failed, blocked or stale partition
+    carries its ``next_step`` (a progress line does without); ``cover`` (``backfill.reach.cover_for``,
+    given by the CLI and the status page) widens its backfill until it reaches every input it needs."""
     pipeline, tracker = app.pipeline, app.tracker
     names = [p.name for p in pipeline.processors]
     states = tracker.partitions(names, [day])
@@ -106,7 +108,7 @@ def date_status(app: App, day: date) -> dict[str, Any]:
                                          if s.processor in declared else None), "updated_at": s.raw.get("updated_at"),
                     **({"resolution": (s.blocked or {}).get("resolution")} if s.blocked else {}),
                     # failed, blocked or stale: the root cause first, then the command to paste
-                    **({"next_step": step} if (step := _next_step(app, s, stale)) else {}),
+                    **({"next_step": step} if steps and (step := _next_step(app, s, stale, cover)) else {}),
                     **({"short_window": w} if (w := pipeline.processor(s.processor).short_window(
                         day, pipeline.calendar)) else {}),
                 } for s in ps
@@ -131,12 +133,14 @@ def date_status(app: App, day: date) -> dict[str, Any]:
     return out
 
 
-def _next_step(app: App, part: Partition, stale: dict) -> str:
-    """``recovery.partition_next_step`` of a failed, blocked or stale partition (``""`` for another)."""
+def _next_step(app: App, part: Partition, stale: dict, cover: recovery.Cover | None = None) -> str:
+    """``recovery.partition_next_step`` of a failed, blocked or stale partition (``""`` for another);
+    with ``cover``, its backfill widened until it reaches every input it needs."""
     reason = stale[(part.processor, part.data_date)].reason if (part.processor, part.data_date) in stale else None
     if part.status not in (Status.FAILED, Status.BLOCKED) and reason is None:
         return ""
-    return recovery.partition_next_step(app.pipeline, app.tracker, app.project, part, reason)
+    return recovery.partition_next_step(app.pipeline, app.tracker, app.project, part, reason, cover)
+
 
 
 def progress_line(status: dict[str, Any], chain: list[int]) -> str:
@@ -222,7 +226,7 @@ def _answered_since(app: App, day: date, chain: list[int], since: datetime) -> b
 
 
 def wait_for_phase(app: App, day: date, phase: int, timeout: float, since: datetime | None = None,
-                   on_change: Any = None) -> WaitResult:
+                   on_change: Any = None, cover: recovery.Cover | None = None) -> WaitResult:
     """Wait until ``phase`` is complete for ``day`` (0), it or an earlier phase failed/blocked (1), or timeout (2).
 
     Woken by a Firestore listener on the date's partitions: no polling sleeps. With ``since`` (the
@@ -244,7 +248,7 @@ def wait_for_phase(app: App, day: date, phase: int, timeout: float, since: datet
             phases = {n: [states[(name, day.isoformat())] for name in names[n]] for n in chain}
             note = pipeline.calendar.reason_not_expected(day) if not pipeline.calendar.is_expected(day) else "no data expected"
             if on_change is not None:
-                on_change(progress_line(date_status(app, day), chain))
+                on_change(progress_line(date_status(app, day, steps=False), chain))
             declared = declared_skips(pipeline, day, [name for n in chain for name in names[n]])
             verdict = _verdict(phases, chain, phase, since, note, declared)
             if verdict is None and since is not None:
@@ -253,7 +257,7 @@ def wait_for_phase(app: App, day: date, phase: int, timeout: float, since: datet
                     # The trigger was processed and found nothing to do: the state as it is answers it.
                     verdict = settled[0], f"{settled[1]} (the trigger found nothing to do)"
             if verdict:
-                status = date_status(app, day)
+                status = date_status(app, day, cover=cover)
                 if verdict[0] == 0 and status["phases"][str(phase)]["status"] == Status.STALE:
                     # Complete, but not fresh: what it read was rebuilt or its code changed.
                     stale = {n: p["stale"] for n, p in status["phases"][str(phase)]["processors"].items()
@@ -264,7 +268,7 @@ def wait_for_phase(app: App, day: date, phase: int, timeout: float, since: datet
                 return WaitResult(verdict[0], status, verdict[1])
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                status = date_status(app, day)
+                status = date_status(app, day, cover=cover)
                 return WaitResult(2, status, f"timed out after {timeout:.0f} s waiting for phase {phase}"
                                   + _earlier(phases, since) + _not_started_note(status, chain))
             # Woken by the listener; the bounded re-check only matters if the listener stream broke.

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from cascade.definition.model import Pipeline, Processor
 from cascade.runtime.processors.gcs_load import raw_path
@@ -118,11 +118,21 @@ def _fix(pipeline: Pipeline, project: str, key: tuple[str, str], st: Any) -> str
     proc = pipeline.processor(key[0])
     if proc.source is not None and st.status in (Status.FAILED, Status.MISSING) and (
             st.status == Status.MISSING or "not found" in (st.error or "")):
-        return (f"restore gs://{pipeline.bucket(project)}/{raw_path(proc, date.fromisoformat(key[1]))} "
-                f"(or re-run what writes it: {RESTORE_DOC})")
+        path = f"gs://{pipeline.bucket(project)}/{raw_path(proc, date.fromisoformat(key[1]))}"
+        if st.status == Status.MISSING:  # never loaded: its file may be there, waiting for the run below
+            return f"restore {path} if it is missing (or re-run what writes it: {RESTORE_DOC})"
+        return f"restore {path} (or re-run what writes it: {RESTORE_DOC})"
     if st.status == Status.FAILED:
-        return f"fix {proc.name} for {key[1]} ({(st.error or 'failed')[:160]})"
+        return f"fix {proc.name} for {key[1]} ({_clip(st.error or 'failed', 160)})"
     return ""
+
+
+def _clip(error: str, limit: int) -> str:
+    """A recorded error shortened for a next step: never a command cut in the middle (a command it
+    quotes is left out - the step ends with its own), at most ``limit`` characters."""
+    if "cascade " in error:
+        error = error[:error.index("cascade ")].rstrip(" :;,") or "failed"
+    return error if len(error) <= limit else error[:limit - 3].rstrip() + "..."
 
 
 def backfill_command(pipeline: Pipeline, first_phase: int, last_phase: int, start: str, end: str) -> str:
@@ -132,8 +142,14 @@ def backfill_command(pipeline: Pipeline, first_phase: int, last_phase: int, star
     return f"cascade backfill --start {start} --end {end} " + " ".join(f"--phase {n}" for n in phases)
 
 
+# ``cover(first_phase, last_phase, start, end)``: a backfill of that range widened until it reaches every
+# input it needs (``backfill.reach``), or None when the range itself does. Given by callers that may
+# read the warehouse (``cascade status``); a phase function's resolution goes without it.
+Cover = Callable[[int, int, str, str], "str | None"]
+
+
 def next_steps(pipeline: Pipeline, tracker: Any, project: str, proc: Processor, day: date, upstream: str,
-               dates: Iterable[str]) -> str:
+               dates: Iterable[str], cover: Cover | None = None) -> str:
     """The resolution of ``proc`` on ``day`` lacking ``upstream`` on ``dates``: fixes, then one command."""
     dates = sorted(dates)
     roots = root_causes(pipeline, tracker, project, upstream, dates)
@@ -142,31 +158,46 @@ def next_steps(pipeline: Pipeline, tracker: Any, project: str, proc: Processor, 
     first_phase = min([pipeline.processor(r.processor).phase for r in roots]
                       + ([up.phase] if up is not None else [proc.phase]))
     fixes = list(dict.fromkeys(r.detail for r in roots if r.detail))
-    command = backfill_command(pipeline, first_phase, proc.phase, min(first_day, day.isoformat()), day.isoformat())
+    start = min(first_day, day.isoformat())
+    command = (cover(first_phase, proc.phase, start, day.isoformat()) if cover is not None else None) \
+        or backfill_command(pipeline, first_phase, proc.phase, start, day.isoformat())
     steps = "; ".join(fixes[:3]) + ("; ..." if len(fixes) > 3 else "")
     return (f"{steps}, then: {command}" if steps else f"rebuild what is missing or stale: {command}")
 
 
-def partition_next_step(pipeline: Pipeline, tracker: Any, project: str, part: Any, stale: str | None = None) -> str:
+def partition_next_step(pipeline: Pipeline, tracker: Any, project: str, part: Any, stale: str | None = None,
+                        cover: Cover | None = None) -> str:
     """The next step of one failed, blocked or stale partition (``""`` for any other): the root cause
     first, then the command to paste. A block is resolved from the state as it is now (its recorded
     resolution was written when it blocked); a failure or a stale partition is re-run alone
     (``rerun_command``: a trigger without a generation makes it complete and fresh, and re-triggers
-    what follows)."""
+    what follows) - unless what it reads must be rebuilt first: then, with ``cover``, the one
+    backfill that rebuilds its inputs and it."""
     proc = pipeline.processor(part.processor)
     day = date.fromisoformat(part.data_date)
+    iso = day.isoformat()
+
+    def wider() -> str | None:  # the one backfill, when its inputs must be rebuilt first
+        return cover(proc.phase, proc.phase, iso, iso) if cover is not None else None
+
     if part.status == Status.BLOCKED:
         block = part.blocked or {}
         if block.get("upstream") and block.get("dates") and _by_table(pipeline, str(block["upstream"])) is not None:
-            return next_steps(pipeline, tracker, project, proc, day, str(block["upstream"]), block["dates"])
-        return block.get("resolution") or f"rebuild it: {rerun_command(proc, day)}"
+            return next_steps(pipeline, tracker, project, proc, day, str(block["upstream"]), block["dates"], cover)
+        return block.get("resolution") or f"rebuild it: {wider() or rerun_command(proc, day)}"
     if part.status == Status.FAILED:
-        fix = _fix(pipeline, project, (part.processor, part.data_date), part)
         if part.raw.get("transient"):
             return f"it is retried on its own; to re-run it now: {rerun_command(proc, day)}"
-        return f"{fix}, then: {rerun_command(proc, day)}"
+        if part.raw.get("input_gap"):  # a backfill could not read its inputs: rebuild them, then it
+            return (f"rebuild what it reads, then it: "
+                    f"{wider() or backfill_command(pipeline, proc.phase, proc.phase, iso, iso)}")
+        fix = _fix(pipeline, project, (part.processor, part.data_date), part)
+        return f"{fix}, then: {wider() or rerun_command(proc, day)}"
     if stale:
-        return f"rebuild it ({stale}): {rerun_command(proc, day)}"
+        command = wider()
+        if command:
+            return f"rebuild it ({_clip(stale, 160)}) with what it reads, in one backfill: {command}"
+        return f"rebuild it ({_clip(stale, 160)}): {rerun_command(proc, day)}"
     return ""
 
 

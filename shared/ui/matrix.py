@@ -214,9 +214,12 @@ def _title(part: Partition, expected: bool, no_game: str, now: datetime, stale: 
     return text
 
 
-def recovery_commands(pipeline: Pipeline, part: Partition, now: datetime, stale: Any = None) -> list[str]:
+def recovery_commands(pipeline: Pipeline, part: Partition, now: datetime, stale: Any = None,
+                      step: str = "") -> list[str]:
     """The exact commands that recover ``part`` ([] when nothing is to be done).
 
+    * failed, blocked or stale with a ``step`` (``recovery.partition_next_step``, as ``cascade status``
+      prints it): its ``cascade`` commands, in order;
     * blocked: the ``cascade`` commands of ``blocked.resolution``, in order;
     * failed, stale, or missing on an expected date: ``cascade trigger --date D --phase N --processor P``
       (a trigger without a generation makes it complete and fresh, and re-triggers what follows);
@@ -225,6 +228,9 @@ def recovery_commands(pipeline: Pipeline, part: Partition, now: datetime, stale:
     day = date.fromisoformat(part.data_date)
     phase = pipeline.processor(part.processor).phase
     trigger = recovery.trigger_command(part.data_date, phase, [part.processor])
+    from_step = [c.strip() for c in _COMMAND.findall(step)]
+    if from_step and (part.status in (Status.FAILED, Status.BLOCKED) or stale is not None):
+        return from_step
     if part.status == Status.BLOCKED:
         resolution = (part.blocked or {}).get("resolution") or ""
         found = [c.strip() for c in _COMMAND.findall(resolution)]

@@ -216,11 +216,19 @@ class StatusPage:
         part: Partition = self.app.tracker.partition(name, day)
         stale = self._stale({(name, day.isoformat()): part}).get((name, day.isoformat()))
         runs = self.app.tracker.runs(processor=name, day=day, limit=50)
+        step = ""
+        if part.status in (Status.FAILED, Status.BLOCKED) or stale is not None:  # as `cascade status` says it
+            from cascade.backfill.reach import cover_for
+            from cascade.runtime.recovery import partition_next_step
+
+            step = partition_next_step(self.app.pipeline, self.app.tracker, self.app.project, part,
+                                       getattr(stale, "reason", stale), cover_for(self.app))
         cal = self.app.pipeline.calendar
         html = self.env.get_template("_detail.html").render(
             p=part, proc=proc, phase=self.app.pipeline.phase(proc.phase), runs=runs,
             expected=cal.is_expected(day), no_game=cal.reason_not_expected(day),
-            lease_alive=part.lease_alive(now), commands=mx.recovery_commands(self.app.pipeline, part, now, stale), stale=stale,
+            lease_alive=part.lease_alive(now), commands=mx.recovery_commands(self.app.pipeline, part, now, stale, step),
+            stale=stale,
             checks=(part.raw.get("checks") or {}).get("results") or [])
         return Response(html, mimetype="text/html")
 
