@@ -186,6 +186,7 @@ def test_forced_backfill_of_a_processor_retriggers_every_later_phase(stations):
     trends = run_ids(h, "station_trend")
     result = backfill(h, processors=["station_daily"], force=True)
     assert result.exit_code == 0, result.render()
+    assert "; 0 were already done and fresh (not run)" in result.render()  # --force ran every one of them
     # The same-phase dependent reads the rebuilt partitions: rebuilt in the same wavefront, not blocked.
     assert not result.report.blocked
     assert all(trends[d] != rid for d, rid in run_ids(h, "station_trend").items())

@@ -163,7 +163,8 @@ class BackfillResult:
         r = self.report
         assert r is not None
         rate = r.finished / r.elapsed_s if r.elapsed_s else 0.0
-        done_before = self.plan.counts().get("done", 0)
+        planned = {n.key for n in self.plan.nodes}  # --force runs done partitions too: those are not "not run"
+        done_before = sum(1 for k, c in self.plan.cells.items() if c == "done" and k not in planned)
         lines.append(f"backfill {req.start}..{req.end} phases {self.plan.phases}: ran {r.total} partitions in "
                      f"{r.elapsed_s:.1f} s ({rate:.1f}/s): {len(r.succeeded)} succeeded, {len(r.failed)} failed, "
                      f"{len(r.blocked)} blocked, {len(r.not_run)} not run"

@@ -27,7 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _range(p)
     p.add_argument("--phase", type=int, action="append", default=[],
                    help="phase to backfill (repeatable; default: the first phase and every phase it cascades to)")
-    p.add_argument("--processor", action="append", default=[], help="only this processor (repeatable)")
+    p.add_argument("--processor", action="append", default=[],
+                   help="only this processor and what reads it in its own phase (rebuilt with it, as the phase "
+                        "is handed on whole) (repeatable)")
     p.add_argument("--workers", type=int, default=4, help="partitions run at once (default 4)")
     p.add_argument("--max-merges-per-table", type=int, default=2,
                    help="concurrent MERGEs into one table (default 2, BigQuery's concurrent-DML limit)")
