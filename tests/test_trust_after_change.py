@@ -391,3 +391,16 @@ def test_a_backfill_short_of_stale_history_prints_one_backfill_that_reaches_it_a
     assert printed_commands(step) == [command], step  # cascade status says the same
     assert changed.run_printed(command) == 0, command
     assert date_status(changed.app, day)["phases"]["2"]["status"] == Status.COMPLETE
+
+
+def test_a_rebuild_says_which_later_partitions_it_left_stale_and_the_backfill_it_prints_rebuilds_them(stations):
+    h = loaded(stations)
+    result = backfill(h, start=DAYS[0], end=DAYS[2], phases=[2], force=True, skip_downstream_trigger=True)
+    assert result.exit_code == 0, result.render()
+    # The trend of DAYS[3] and DAYS[4] reads station_daily of DAYS[1..2] (3-day windows); the report reads it.
+    n, command = result.stale_after
+    assert n == 4 and command == f"cascade backfill --start {DAYS[3]} --end {DAYS[4]} --phase 2 --phase 3", result.stale_after
+    assert f"read what this backfill rebuilt (their lookback windows reach into it) and are stale now; " \
+           f"rebuild them: {command}" in result.render()
+    assert h.run_printed(command) == 0, command
+    assert backfill(h, start=DAYS[3], end=DAYS[4], phases=[2, 3], dry_run=True).plan.nodes == []

@@ -114,6 +114,7 @@ class BackfillResult:
     bigquery_cost: JobCost = field(default_factory=JobCost)  # this process's jobs (validation included)
     runs_cost: JobCost = field(default_factory=JobCost)  # recorded by the partitions' runs (any executor)
     bytes_estimate: BytesEstimate | None = None  # --dry-run: from dry runs of one date per processor
+    stale_after: tuple[int, str] | None = None  # partitions after --end left stale by this rebuild, the fix
 
     @property
     def problems(self) -> list[str]:
@@ -143,7 +144,9 @@ class BackfillResult:
                 "firestore_ops": self.firestore_ops, "digest_alert_sent": self.digest_sent,
                 "bigquery_cost": {"runs": self.runs_cost.to_dict(), "this_process": self.bigquery_cost.to_dict()},
                 "bytes_estimate": self.bytes_estimate.to_dict() if self.bytes_estimate else None,
-                "resume_command": self.request.command()}
+                "resume_command": self.request.command(),
+                "stale_after": ({"partitions": self.stale_after[0], "command": self.stale_after[1]}
+                                if self.stale_after else None)}
 
     def render(self) -> str:
         req, lines = self.request, []
@@ -198,6 +201,10 @@ class BackfillResult:
                      f"{self.firestore_ops}" + ("; one digest alert sent" if self.digest_sent else ""))
         lines.append(f"BigQuery cost of the partitions' runs: {self.runs_cost.render()} (all jobs of this "
                      f"process, validation included: {self.bigquery_cost.render()})")
+        if self.stale_after:
+            n, command = self.stale_after
+            lines.append(f"note: {n} partition(s) after {req.end} read what this backfill rebuilt (their lookback "
+                         f"windows reach into it) and are stale now; rebuild them: {command}")
         if r.interrupted or r.failed or r.blocked or r.not_run:
             lines.append(f"to resume (runs only what is missing, failed or blocked): {req.command()}")
         return "\n".join(lines)
@@ -269,6 +276,10 @@ def run_backfill(app: App, req: BackfillRequest, progress_stream: TextIO | None 
     result.firestore_ops = app.tracker.ops - ops0
     result.bigquery_cost = _delta(app.warehouse.stats.cost(), cost0)
     result.runs_cost = _runs_cost(app, plan)
+    if report.succeeded and not report.interrupted:
+        from cascade.backfill.reach import stale_after
+
+        result.stale_after = stale_after(app, plan)
     return result
 
 

@@ -17,7 +17,7 @@ there) or when it would not change the range.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from functools import lru_cache
 from typing import Any, Callable, Iterable, Mapping
 
@@ -99,3 +99,45 @@ def cover_for(app: Any) -> Callable[[int, int, str, str], str | None]:
         return reach.command(app.pipeline)
 
     return cover
+
+
+def readers_after(pipeline: Pipeline, phases: Iterable[int], end: date) -> tuple[date, date] | None:
+    """The dates after ``end`` whose lookback windows read a date up to ``end`` of ``phases`` (or of the
+    phases after them, transitively): where a rebuild of ``..end`` leaves readers stale. None when no
+    window reaches across ``end`` (pure: the definition and the calendar)."""
+    cal = pipeline.calendar
+    first = min(phases)
+    hi = end
+    for proc in pipeline.processors:
+        if proc.phase < first:
+            continue
+        for u in proc.upstreams:
+            if u.lookback_days > 0:
+                hi = max(hi, end + timedelta(days=u.lookback_days))
+            if u.lookback_dates > 0:
+                day, seen = end, 0
+                while seen < u.lookback_dates and day < end + timedelta(days=400):
+                    day += timedelta(days=1)
+                    seen += cal.is_expected(day)
+                hi = max(hi, day)
+    return (end + timedelta(days=1), hi) if hi > end else None
+
+
+def stale_after(app: Any, plan: Any) -> tuple[int, str] | None:
+    """After a backfill of ``plan``: how many partitions after its end read what it rebuilt (their
+    windows reach into the range) and are stale now, with the one backfill that rebuilds them; None
+    when there are none."""
+    span = readers_after(app.pipeline, plan.phases, plan.end)
+    if span is None:
+        return None
+    phases = [ph.number for ph in app.pipeline.phases if ph.number >= min(plan.phases)]
+    procs = select_processors(app.pipeline, phases=phases)
+    after = build_plan(app.pipeline, app.tracker, procs, span[0], span[1], versions=app.versions)
+    stale = [k for k, c in after.cells.items() if c == "stale"]
+    if not stale:
+        return None
+    last = max(date.fromisoformat(d) for _, d in stale)
+    first_phase = min(app.pipeline.processor(n).phase for n, _ in stale)
+    reach = covering_backfill(app, select_processors(app.pipeline, phases=[
+        ph.number for ph in app.pipeline.phases if ph.number >= first_phase]), span[0], last)
+    return len(stale), reach.command(app.pipeline)
