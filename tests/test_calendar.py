@@ -414,3 +414,15 @@ def test_the_nba_reference_takes_its_game_days_from_the_schedule_loaded_date_by_
     assert loaded.note(date(2025, 1, 14)) == "no data expected: no matching row in nbac_schedule"
     assert loaded.is_expected(date(2025, 1, 14), "nbac_schedule")  # the schedule's own partition
     assert loaded.reason_not_expected(date(2025, 2, 16)) == "All-Star break"
+
+
+def test_a_lookback_of_expected_dates_cut_by_the_history_start_is_a_short_window_too():
+    raw = _station()
+    raw["processors"][1]["upstreams"] = [{"processor": "readings", "lookback_dates": 5}]
+    p = from_dict(raw)
+    weekly, cal = p.processor("weekly"), p.calendar
+    assert weekly.upstreams[0].window(date(2025, 1, 12), cal) == (HISTORY_START, date(2025, 1, 12))
+    assert weekly.short_window(date(2025, 1, 12), cal) == (
+        "short window by declaration: readings: 2025-01-10..2025-01-12 holds 3 of the last 5 expected dates "
+        "(history starts 2025-01-10)")
+    assert weekly.short_window(date(2025, 1, 14), cal) == ""  # five expected dates exist from here on

@@ -98,9 +98,15 @@ class Upstream:
             return ""
         declared = self.declared_window(day, calendar)
         start, end = self.window(day, calendar)
-        if start <= declared[0]:
-            return ""
-        return f"{self.processor}: {start}..{end} of {declared[0]}..{declared[1]} (history starts {first})"
+        if start > declared[0]:
+            return f"{self.processor}: {start}..{end} of {declared[0]}..{declared[1]} (history starts {first})"
+        if self.lookback_dates > 0 and calendar is not None and start <= first:
+            # "The last N expected dates" stops at the history start: fewer than N exist before it.
+            have = len(calendar.expected_dates(start, end))
+            if have < self.lookback_dates:
+                return (f"{self.processor}: {start}..{end} holds {have} of the last {self.lookback_dates} "
+                        f"expected dates (history starts {first})")
+        return ""
 
 
 @dataclass(frozen=True)
