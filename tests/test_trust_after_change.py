@@ -404,3 +404,25 @@ def test_a_rebuild_says_which_later_partitions_it_left_stale_and_the_backfill_it
            f"rebuild them: {command}" in result.render()
     assert h.run_printed(command) == 0, command
     assert backfill(h, start=DAYS[3], end=DAYS[4], phases=[2, 3], dry_run=True).plan.nodes == []
+
+
+def test_strict_mode_refuses_a_stale_input_of_its_own_phase_in_the_lookback_window(stations, tmp_path):
+    h = loaded(stations)
+
+    def change(raw):
+        daily = next(p for p in raw["processors"] if p["name"] == "station_daily")
+        daily["sql"] = daily["sql"].replace("temp FROM", "temp + 0.5 AS temp FROM")
+    changed = Harness(h.endpoints, h.namespace, write_definition(tmp_path, change, "changed.yaml"))
+    day = DAYS[4]
+    before = changed.app.tracker.partition("station_trend", day).run_id
+    # Re-running the reader alone would read the 3 stale dates of station_daily in its window.
+    assert changed.run_printed(f"cascade trigger --date {day} --phase 2 --processor station_trend") == 0
+    changed.pump()
+    part = changed.app.tracker.partition("station_trend", day)
+    assert part.status == Status.BLOCKED, part
+    assert part.blocked["upstream"] == "station_daily" and "stale" in part.error, part.error
+    assert part.run_id != before and changed.rows("station_trend", day)  # its previous rows are kept
+    (command,) = printed_commands(date_status(changed.app, day, cover=cover_for(changed.app))["phases"]["2"][
+        "processors"]["station_trend"]["next_step"])
+    assert changed.run_printed(command) == 0, command
+    assert date_status(changed.app, day)["phases"]["2"]["status"] == Status.COMPLETE

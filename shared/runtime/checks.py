@@ -3,7 +3,8 @@
 Two checks, both driven by the definition's upstreams (no per-processor code):
 
 * **Upstream Failure** (status check): for the expected dates the run needs, the latest state of
-  each upstream processor in an earlier phase is ``success`` and fresh (``freshness``: a stale
+  each upstream processor in an earlier phase - and of a same-phase upstream read over a lookback
+  window - is ``success`` and fresh (``freshness``: a stale
   input - its code changed, or what it read was rebuilt - is as good as a missing one). ``failed``,
   ``blocked``, ``stale``, a ``running`` whose lease expired, a ``waiting`` that expired, or a
   missing partition *on the last date of the window* (the run's own date, or yesterday for
@@ -121,6 +122,17 @@ class Checks:
             if expected:  # an empty expected window (a season's opening day) needs nothing
                 needed[u.processor] = expected
                 must_exist[u.processor] = expected[-1]
+        # A same-phase upstream read over a lookback window: its partitions in the window must not be
+        # failed, blocked or stale either (the same-phase gate already waited for the run's own date;
+        # a date without a partition is the gap check's).
+        same = [u for u in proc.upstreams if u.has_lookback and u not in ups]
+        for u in same:
+            start, end = u.window(day, self.pipeline.calendar)
+            expected = self.pipeline.calendar.expected_dates(start, end, u.processor)
+            if expected:
+                needed[u.processor] = sorted(set(needed.get(u.processor, [])) | set(expected))
+                must_exist.setdefault(u.processor, date.max)  # never "missing on the run date" here
+        ups = [*ups, *same]
         all_dates = sorted({d for ds in needed.values() for d in ds})
         states = self.tracker.partitions(needed.keys(), all_dates) if needed else {}
         # A stale input (its code changed, or what it read was rebuilt) is as good as a missing one.
@@ -146,7 +158,7 @@ class Checks:
         elapsed = time.perf_counter() - started
         label = ", ".join(needed) or "no upstream of another phase"
         if not needed:
-            reason = ("reads no other phase" if not ups else
+            reason = ("reads no other phase (nor a lookback of its own phase)" if not ups else
                       "no expected date in its upstreams' windows (nothing to check)")
             return CheckResult(UPSTREAM_FAILURE, label, True, elapsed, 0, reason)
         if live and not bad:
