@@ -62,9 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     use_project_definition()
     parser = build_parser()
     args = parser.parse_args(argv)
-    # Library log records go to stderr as Cloud Logging JSON lines (stdout stays the command's output).
+    # Library log records go to stderr (stdout stays the command's output): short text lines for a
+    # person, or Cloud Logging JSON lines with CASCADE_LOG_FORMAT=json.
     logs.configure(level=getattr(logging, os.environ.get("CASCADE_LOG_LEVEL", "WARNING").upper(), logging.WARNING),
-                   stream=sys.stderr)
+                   stream=sys.stderr, plain=os.environ.get("CASCADE_LOG_FORMAT", "text").lower() != "json")
     # Errors are handled here, once: a CascadeError (bad input, unknown phase or processor, an
     # impossible range, a refused message) says what is wrong and what to do; an unreachable
     # backend says which and how to bring it up. Exit 2 for both.

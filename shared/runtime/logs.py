@@ -40,16 +40,39 @@ class CloudLoggingFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class PlainFormatter(logging.Formatter):
+    """One short line for a person at a terminal (the ``cascade`` CLI): ``warning: <message>``, the
+    message cut at ``limit`` characters (an alert's full record is in the local alert log, listed by
+    ``cascade alerts``)."""
+
+    def __init__(self, limit: int = 600) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if len(message) > self.limit:
+            message = message[:self.limit - 3].rstrip() + "..."
+        alert = bool((getattr(record, "fields", {}) or {}).get("alert"))
+        line = f"{record.levelname.lower()}: " + ("alert: " if alert else "") + message
+        if alert:
+            line += "  (the whole record: cascade alerts)"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
 _configured = False
 
 
-def configure(level: int = logging.INFO, stream: Any = None) -> None:
-    """Route the ``cascade`` loggers to ``stream`` (stdout) as JSON lines. Idempotent."""
+def configure(level: int = logging.INFO, stream: Any = None, plain: bool = False) -> None:
+    """Route the ``cascade`` loggers to ``stream`` (stdout) as JSON lines - or, with ``plain`` (the CLI,
+    for a person), as short text lines. Idempotent."""
     global _configured
     if _configured:
         return
     handler = logging.StreamHandler(stream or sys.stdout)
-    handler.setFormatter(CloudLoggingFormatter())
+    handler.setFormatter(PlainFormatter() if plain else CloudLoggingFormatter())
     root = logging.getLogger("cascade")
     root.addHandler(handler)
     root.setLevel(level)
