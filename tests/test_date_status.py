@@ -270,3 +270,20 @@ def test_status_without_a_date_shows_the_latest_date_with_recorded_activity_and_
     assert h.run_printed("cascade status --json") == 0
     out = capsys.readouterr()
     assert json.loads(out.out)["date"] == DAYS[1].isoformat() and "latest date" in out.err
+
+
+def test_a_trigger_of_a_date_without_data_says_so_and_its_wait_returns_at_once(make_harness, tmp_path, capsys):
+    from .test_trust_after_change import write_definition
+
+    def closed_sundays(raw):
+        raw["calendar"]["closed_weekdays"] = ["sunday"]
+    h = make_harness(pipeline_file=write_definition(tmp_path, closed_sundays))
+    sunday = date(2025, 1, 12)
+    assert h.run_printed(f"cascade trigger --date {sunday} --phase 1") == 0
+    out = capsys.readouterr().out
+    assert f"{sunday}: no data expected (closed on Sundays): phase 1 records its processors skipped and hands " \
+           f"nothing on" in out, out
+    (wait,) = [line.removeprefix("follow it with: ") for line in out.splitlines() if line.startswith("follow it")]
+    h.pump()
+    assert h.run_printed(wait) == 0
+    assert h.app.tracker.partition("readings", sunday).status == "skipped"

@@ -142,7 +142,14 @@ def _trigger(args: argparse.Namespace) -> int:
     from cascade.runtime.messages import parse
     parse(trig.to_json(), a.pipeline, phase, now())  # the phase would reject it: refuse here, same reason
     answer = ""
-    if trig.is_intent and a.pipeline.calendar.is_expected(day):
+    cal = a.pipeline.calendar
+    if not cal.is_expected(day):
+        runs = [p.name for p in a.pipeline.processors_of(phase) if cal.is_expected(day, p.name)
+                and (not trig.processors or p.name in trig.processors)]
+        answer = (f"no data expected ({cal.reason_not_expected(day)}): phase {phase} records its processors "
+                  f"skipped and hands nothing on" + (f"; {', '.join(runs)} still runs (the calendar reads it)"
+                                                    if runs else ""))
+    elif trig.is_intent:
         from cascade.runtime.handoff import intent_for
 
         intent = intent_for(a, phase, day, trig.processors)
