@@ -426,3 +426,18 @@ def test_a_lookback_of_expected_dates_cut_by_the_history_start_is_a_short_window
         "short window by declaration: readings: 2025-01-10..2025-01-12 holds 3 of the last 5 expected dates "
         "(history starts 2025-01-10)")
     assert weekly.short_window(date(2025, 1, 14), cal) == ""  # five expected dates exist from here on
+
+
+def test_a_plan_estimates_the_quality_gates_queries_of_the_partitions_it_runs():
+    from cascade.backfill.plan import build_plan, gate_queries, select_processors
+
+    raw = _station()
+    raw["processors"][0]["gates"] = [
+        {"not_null": ["temp"]}, {"range": {"column": "temp", "min": -60, "max": 60}},
+        {"name": "no_null_temp", "sql": "SELECT * FROM {station_raw.readings} WHERE day = @data_date AND temp IS NULL"}]
+    p = from_dict(raw)
+    assert gate_queries(p.processor("readings")) == 2 and gate_queries(p.processor("weekly")) == 0
+    plan = build_plan(p, _NoState(), select_processors(p, phases=[1, 2]), date(2025, 1, 10), date(2025, 1, 12))
+    est = plan.estimate()
+    assert (est["merge_jobs"], est["gate_queries"]) == (6, 6)  # 3 dates x 2 processors; readings' 2 per date
+    assert est["bigquery_jobs"] == 12 and "6 quality-gate queries" in plan.render()

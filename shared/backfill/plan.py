@@ -108,6 +108,11 @@ def check_range(start: date, end: date) -> None:
                          f"- split it into several commands")
 
 
+def gate_queries(proc: Processor) -> int:
+    """The queries ``proc``'s quality gates send after a write that passes them (``runtime.gates``)."""
+    return (1 if any(g.kind != "sql" for g in proc.gates) else 0) + sum(1 for g in proc.gates if g.kind == "sql")
+
+
 def cell_state(p: Partition, expected: bool, now, stale: bool = False) -> str:
     if not expected:
         return NO_GAME
@@ -148,10 +153,13 @@ class Plan:
 
     def estimate(self) -> dict[str, int]:
         """BigQuery jobs: one MERGE per partition to run (strict checks are skipped in backfill mode),
-        plus the preflight and validation queries."""
+        the quality gates' queries after each write (one for the built-in gates, one per ``sql`` gate;
+        a failing gate's sample of rows adds one), plus the preflight and validation queries."""
         merges = len(self.nodes)
-        est = {"partitions": merges, "merge_jobs": merges, "check_queries": 0, **self.extra_queries}
-        est["bigquery_jobs"] = merges + sum(self.extra_queries.values())
+        gates = sum(gate_queries(self.pipeline.processor(n.processor)) for n in self.nodes)
+        est = {"partitions": merges, "merge_jobs": merges, "check_queries": 0, "gate_queries": gates,
+               **self.extra_queries}
+        est["bigquery_jobs"] = merges + gates + sum(self.extra_queries.values())
         return est
 
     def to_dict(self, matrix: bool = True) -> dict[str, Any]:
@@ -198,8 +206,8 @@ class Plan:
         by = Counter(n.processor for n in self.nodes)
         lines.append(f"will run {len(self.nodes)} partitions"
                      + (" (" + ", ".join(f"{n} {by[n]}" for n in names if by[n]) + ")" if by else ""))
-        lines.append(f"estimated BigQuery jobs: {e['bigquery_jobs']} ({e['merge_jobs']} MERGEs, 0 strict-mode check "
-                     f"queries in backfill mode"
+        lines.append(f"estimated BigQuery jobs: {e['bigquery_jobs']} ({e['merge_jobs']} MERGEs, "
+                     f"{e['gate_queries']} quality-gate queries, 0 strict-mode check queries in backfill mode"
                      + "".join(f", {v} {k.replace('_', ' ')}" for k, v in self.extra_queries.items()) + ")")
         return "\n".join(lines)
 
