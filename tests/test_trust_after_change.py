@@ -229,6 +229,15 @@ def test_rerun_of_a_date_makes_the_dependents_whose_windows_read_it_stale(statio
     assert h.run_printed(rebuild) == 0, rebuild
     assert date_status(h.app, DAYS[3])["phases"]["2"]["status"] == Status.COMPLETE
     capsys.readouterr()
+    # Coverage ends with the backfill that rebuilds what is still stale in phase 2; pasted, it does.
+    assert h.run_printed(f"cascade coverage --start {DAYS[0]} --end {DAYS[-1]} --phase 2") == 0
+    (rebuild,) = [line.removeprefix("next: ") for line in capsys.readouterr().out.splitlines()
+                  if line.startswith("next: ")]
+    assert rebuild == f"cascade backfill --start {DAYS[2]} --end {DAYS[4]} --phase 2", rebuild
+    assert h.run_printed(rebuild) == 0, rebuild
+    plan = backfill(h, phases=[2], dry_run=True).plan
+    assert not [k for k, c in plan.cells.items() if c == Status.STALE], plan.render()
+    capsys.readouterr()
     # The stale readers (and what reads them) are rebuilt by a plain backfill; then nothing is stale.
     result = backfill(h)
     assert result.exit_code == 0, result.render()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import date
 
 from cascade.cli._common import app, bool_arg, date_arg, now, print_json
 from cascade.runtime import recovery
@@ -166,6 +167,16 @@ def _coverage(args: argparse.Namespace) -> int:
     for c in cov:
         st = ", ".join(f"{n} {k}" for k, n in sorted(states[c.processor].items()))
         print(f"  phase {c.phase} {c.render()}\n  {'':<8}partitions: {st}")
+    short = [c for c in cov if c.missing or c.stale]
+    if short:  # what fills the gaps and rebuilds the stale dates, reaching every input it needs
+        from cascade.backfill.reach import covering_backfill
+
+        days = [date.fromisoformat(d) for c in short for d in (*c.missing, *c.stale)]
+        first = min(a.pipeline.processor(c.processor).phase for c in short)
+        last = max(a.pipeline.processor(c.processor).phase for c in short)
+        chosen = [p for p in a.pipeline.processors if first <= p.phase <= last]
+        reach = covering_backfill(a, chosen, min(days), max(days))
+        print(f"next: {reach.command(a.pipeline)}")
     return 0
 
 
