@@ -154,7 +154,8 @@ def test_rerun_prints_the_wait_of_its_own_outcome_like_trigger_and_it_works_verb
     first, last = DAYS[1], DAYS[3]
     before = {d: h.app.tracker.partition("report", d).generation for d in (first, last)}
     assert h.run_printed(f"cascade rerun --date {first} --end {last} --phase 2") == 0
-    follow = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("follow it with: "))
+    printed = capsys.readouterr().out
+    follow = next(line for line in printed.splitlines() if line.startswith("follow it with: "))
     wait = follow.removeprefix("follow it with: ")
     assert wait.startswith(f"cascade wait --date {first} --end {last} --phase 3 --since "), follow
     assert h.run_printed(wait + " --timeout 0") == 2  # nothing of the rerun has run yet
@@ -163,6 +164,12 @@ def test_rerun_prints_the_wait_of_its_own_outcome_like_trigger_and_it_works_verb
     out = capsys.readouterr().out
     assert all(f"{d}: phase 3 complete" in out for d in DAYS[1:4]), out
     assert all(h.app.tracker.partition("report", d).generation > before[d] for d in (first, last))
+    # The trend of the next date reads the rerun dates (3-day window): the rerun said how to rebuild it.
+    (then,) = [line.split(": ", 1)[1] for line in printed.splitlines() if line.startswith("then rebuild")]
+    assert then == f"cascade backfill --start {DAYS[4]} --end {DAYS[4]} --phase 2 --phase 3", then
+    assert date_status(h.app, DAYS[4])["phases"]["2"]["status"] == Status.STALE
+    assert h.run_printed(then) == 0, then
+    assert date_status(h.app, DAYS[4])["phases"]["2"]["status"] == Status.COMPLETE
 
 
 def test_a_trigger_with_nothing_to_do_answers_already_complete_visibly(stations, capsys):

@@ -223,6 +223,16 @@ def _rerun(args: argparse.Namespace) -> int:
         last = args.phase if args.skip_downstream_trigger else a.pipeline.downstream_phases(args.phase)[-1]
         wait = recovery.wait_command(published[0].data_date, last, published_at, end=published[-1].data_date)
         print(f"follow it with: {wait}")
+        from cascade.backfill.reach import readers_after
+
+        end = date.fromisoformat(str(published[-1].data_date))
+        span = readers_after(a.pipeline, [args.phase], end)
+        latest = a.tracker.latest_data_date()  # nothing after the latest recorded date can be stale
+        if span is not None and latest is not None and latest >= span[0]:
+            # Later windows read the rerun dates: their partitions are stale once it has run.
+            command = recovery.backfill_command(a.pipeline, args.phase, max(ph.number for ph in a.pipeline.phases),
+                                                span[0].isoformat(), min(span[1], latest).isoformat())
+            print(f"then rebuild the later dates whose lookback windows read them: {command}")
     return 0
 
 
