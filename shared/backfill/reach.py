@@ -128,11 +128,12 @@ def stale_after(app: Any, plan: Any) -> tuple[int, str] | None:
     windows reach into the range) and are stale now, with the one backfill that rebuilds them; None
     when there are none."""
     span = readers_after(app.pipeline, plan.phases, plan.end)
-    if span is None:
-        return None
+    latest = app.tracker.latest_data_date() if span is not None else None
+    if span is None or latest is None or latest < span[0]:
+        return None  # no window reaches across the end, or nothing after it was ever recorded
     phases = [ph.number for ph in app.pipeline.phases if ph.number >= min(plan.phases)]
     procs = select_processors(app.pipeline, phases=phases)
-    after = build_plan(app.pipeline, app.tracker, procs, span[0], span[1], versions=app.versions)
+    after = build_plan(app.pipeline, app.tracker, procs, span[0], min(span[1], latest), versions=app.versions)
     stale = [k for k, c in after.cells.items() if c == "stale"]
     if not stale:
         return None
