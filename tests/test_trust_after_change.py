@@ -402,6 +402,10 @@ def test_a_backfill_short_of_stale_history_prints_one_backfill_that_reaches_it_a
     reason = result.report.failed[f"station_trend@{day}"]
     (command,) = printed_commands(reason)
     assert command == f"cascade backfill --start {DAYS[0]} --end {day} --phase 2", reason
+    shown = result.render()  # the widened command once, as the way to resume, not on every failed line
+    assert f"to resume, rebuilding first what the failed partitions read outside the range (--widen: an " \
+           f"earlier start, earlier phases): cascade backfill --start {day} --end {day} --phase 2 --widen" in shown
+    assert shown.count("one backfill reaches") == 0, shown
     step = date_status(changed.app, day, cover=cover_for(changed.app))["phases"]["2"]["processors"][
         "station_trend"]["next_step"]
     assert printed_commands(step) == [command], step  # cascade status says the same
@@ -438,7 +442,8 @@ def test_strict_mode_refuses_a_stale_input_of_its_own_phase_in_the_lookback_wind
     assert part.status == Status.BLOCKED, part
     assert part.blocked["upstream"] == "station_daily" and "stale" in part.error, part.error
     assert part.run_id != before and changed.rows("station_trend", day)  # its previous rows are kept
-    (command,) = printed_commands(date_status(changed.app, day, cover=cover_for(changed.app))["phases"]["2"][
-        "processors"]["station_trend"]["next_step"])
+    # The block's resolution (what its alert says) works when pasted: the backfill widens itself.
+    (command,) = printed_commands(part.blocked["resolution"])
+    assert command.endswith(" --widen"), command
     assert changed.run_printed(command) == 0, command
     assert date_status(changed.app, day)["phases"]["2"]["status"] == Status.COMPLETE

@@ -13,7 +13,7 @@ bad usage, 130 interrupted.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any, Callable, TextIO
 
@@ -39,6 +39,8 @@ from cascade.runtime.app import App
 from cascade.runtime.cost import BytesEstimate, JobCost, estimate_range
 from cascade.runtime.recovery import fill_coverage
 
+REACH = "; one backfill reaches every input it needs: "  # how a gap's reason ends (validate.outside_inputs)
+
 
 @dataclass
 class BackfillRequest:
@@ -61,6 +63,7 @@ class BackfillRequest:
     executor: str = "in-process"  # or "functions": each partition dispatched to its phase function
     partition_timeout_s: float = 1800.0  # functions executor: a partition with no final state by then fails
     order: str = "critical-path"  # of ready partitions (wavefront.ORDERS): "earliest" for date first
+    widen: bool = False  # reach every input first: an earlier start / earlier phases (``reach.covering_backfill``)
 
     def check(self) -> None:
         check_range(self.start, self.end)
@@ -94,6 +97,8 @@ class BackfillRequest:
             parts.append(f"--executor {self.executor}")
         if self.skip_downstream_trigger:
             parts.append("--skip-downstream-trigger")
+        if self.widen:
+            parts.append("--widen")
         return " ".join(parts)
 
 
@@ -115,6 +120,7 @@ class BackfillResult:
     runs_cost: JobCost = field(default_factory=JobCost)  # recorded by the partitions' runs (any executor)
     bytes_estimate: BytesEstimate | None = None  # --dry-run: from dry runs of one date per processor
     stale_after: tuple[int, str] | None = None  # partitions after --end left stale by this rebuild, the fix
+    widened: str = ""  # --widen: what the range became and why ("" when it was not widened)
 
     @property
     def problems(self) -> list[str]:
@@ -144,12 +150,14 @@ class BackfillResult:
                 "firestore_ops": self.firestore_ops, "digest_alert_sent": self.digest_sent,
                 "bigquery_cost": {"runs": self.runs_cost.to_dict(), "this_process": self.bigquery_cost.to_dict()},
                 "bytes_estimate": self.bytes_estimate.to_dict() if self.bytes_estimate else None,
-                "resume_command": self.request.command(),
+                "resume_command": self.request.command(), "widened": self.widened or None,
                 "stale_after": ({"partitions": self.stale_after[0], "command": self.stale_after[1]}
                                 if self.stale_after else None)}
 
     def render(self) -> str:
         req, lines = self.request, []
+        if self.widened:
+            lines.append(self.widened)
         if req.dry_run:
             lines.append(self.plan.render())
             if self.bytes_estimate is not None:
@@ -174,8 +182,11 @@ class BackfillResult:
                      + (f", {len(r.already_done)} done meanwhile by another run" if r.already_done else "")
                      + f"; {done_before} were already done and fresh (not run); {r.retries} retries"
                      + ("; INTERRUPTED" if r.interrupted else ""))
+        gaps = False
         for label, err in sorted(r.failed.items()):
-            lines.append(f"  FAILED  {label}: {err[:400]}")
+            reason, sep, _ = err.partition(REACH)
+            gaps = gaps or bool(sep)  # its inputs outside the range: the widened command comes once, below
+            lines.append(f"  FAILED  {label}: {reason[:400]}")
         by_reason: dict[str, list[str]] = {}
         for label, reason in r.blocked.items():
             by_reason.setdefault(reason, []).append(label)
@@ -205,7 +216,10 @@ class BackfillResult:
             n, command = self.stale_after
             lines.append(f"note: {n} partition(s) after {req.end} read what this backfill rebuilt (their lookback "
                          f"windows reach into it) and are stale now; rebuild them: {command}")
-        if r.interrupted or r.failed or r.blocked or r.not_run:
+        if gaps:
+            lines.append(f"to resume, rebuilding first what the failed partitions read outside the range "
+                         f"(--widen: an earlier start, earlier phases): {replace(req, widen=True).command()}")
+        elif r.interrupted or r.failed or r.blocked or r.not_run:
             lines.append(f"to resume (runs only what is missing, failed or blocked): {req.command()}")
         return "\n".join(lines)
 
@@ -216,6 +230,20 @@ def run_backfill(app: App, req: BackfillRequest, progress_stream: TextIO | None 
     """Plan and (unless dry-run) run a backfill. Raises UsageError for bad input."""
     req.check()
     procs = select_processors(app.pipeline, req.phases, req.processors)
+    widened = ""
+    if req.widen:  # reach every input the range reads outside it first (its own check, judged the same way)
+        from cascade.backfill.reach import covering_backfill
+
+        reach = covering_backfill(app, procs, req.start, req.end)
+        phases = sorted({p.phase for p in procs})
+        if (reach.start, reach.first_phase) != (req.start, phases[0]):
+            widened = (f"--widen: {req.start}..{req.end} phases {phases} reads inputs outside it that must be "
+                       f"rebuilt too: running {reach.start}..{reach.end} phases "
+                       f"{list(range(reach.first_phase, reach.last_phase + 1))} ({reach.command(app.pipeline)})")
+            req = replace(req, start=reach.start, processors=[],
+                          phases=[ph.number for ph in app.pipeline.phases
+                                  if reach.first_phase <= ph.number <= reach.last_phase])
+            procs = select_processors(app.pipeline, req.phases, req.processors)
     plan = build_plan(app.pipeline, app.tracker, procs, req.start, req.end, force=req.force,
                       allocate=None if req.dry_run else app.tracker.new_generation, versions=app.versions)
     selected = {p.name for p in procs}
@@ -225,7 +253,7 @@ def run_backfill(app: App, req: BackfillRequest, progress_stream: TextIO | None 
                                                 for u in app.pipeline.processor(n.processor).upstreams}),
                           "validation_queries": (3 * len(procs) - sum(1 for p in procs if not p.output.critical))
                           if req.validate else 0}
-    result = BackfillResult(req, plan)
+    result = BackfillResult(req, plan, widened=widened)
     if req.dry_run:
         result.holders = {n: describe_holder(d) for n, d in holders(app, sorted(selected)).items()}
         result.bytes_estimate = estimate_range(app.warehouse, plan)

@@ -48,6 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="where partitions run: in this process (default), or dispatched to the deployed phase "
                         "functions as backfill-mode triggers and followed in Firestore (stopping the CLI loses "
                         "nothing: dispatched partitions finish, re-running resumes)")
+    p.add_argument("--widen", action="store_true",
+                   help="first widen the range (an earlier start, earlier phases) until every input it reads "
+                        "outside it - lookback history, phases not selected - is present and fresh, then run "
+                        "that (the plan says what it became); a range that reaches everything is unchanged")
     p.add_argument("--partition-timeout", type=float, default=1800.0,
                    help="functions executor: seconds a dispatched partition may take to reach a final state "
                         "(default 1800)")
@@ -121,7 +125,7 @@ def _backfill(args: argparse.Namespace) -> int:
                           max_rate=args.max_rate, skip_downstream_trigger=args.skip_downstream_trigger,
                           dry_run=args.dry_run, force=args.force, skip_preflight=args.skip_preflight,
                           preflight_threshold=args.preflight_threshold, validate=not args.skip_validation,
-                          executor=args.executor, partition_timeout_s=args.partition_timeout)
+                          executor=args.executor, partition_timeout_s=args.partition_timeout, widen=args.widen)
     result = run_backfill(app(), req)
     print_result(result, args.json)
     if result.refused:

@@ -41,18 +41,23 @@ class CloudLoggingFormatter(logging.Formatter):
 
 
 class PlainFormatter(logging.Formatter):
-    """One short line for a person at a terminal (the ``cascade`` CLI): ``warning: <message>``, the
-    message cut at ``limit`` characters (an alert's full record is in the local alert log, listed by
-    ``cascade alerts``)."""
+    """One short line for a person at a terminal (the ``cascade`` CLI): ``warning: <message>``, its
+    first line cut at ``limit`` characters, never inside a command (an alert's full record is in the
+    local alert log, listed by ``cascade alerts``)."""
 
     def __init__(self, limit: int = 600) -> None:
         super().__init__()
         self.limit = limit
 
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
-        if len(message) > self.limit:
-            message = message[:self.limit - 3].rstrip() + "..."
+        lines = record.getMessage().splitlines() or [""]
+        message = lines[0] + (" ..." if len(lines) > 1 else "")
+        if len(message) > self.limit:  # never a command cut in the middle: leave it out instead
+            cut = message[:self.limit]
+            at = cut.rfind("cascade ")
+            if at > 0 and ";" not in cut[at:]:
+                cut = cut[:at].rstrip(" :;,")
+            message = cut.rstrip() + " ..."
         alert = bool((getattr(record, "fields", {}) or {}).get("alert"))
         line = f"{record.levelname.lower()}: " + ("alert: " if alert else "") + message
         if alert:

@@ -144,7 +144,8 @@ def backfill_command(pipeline: Pipeline, first_phase: int, last_phase: int, star
 
 # ``cover(first_phase, last_phase, start, end)``: a backfill of that range widened until it reaches every
 # input it needs (``backfill.reach``), or None when the range itself does. Given by callers that may
-# read the warehouse (``cascade status``); a phase function's resolution goes without it.
+# read the warehouse (``cascade status``); a phase function's resolution goes without it and prints
+# ``cascade backfill ... --widen`` instead (the backfill widens itself when it runs).
 Cover = Callable[[int, int, str, str], "str | None"]
 
 
@@ -159,8 +160,11 @@ def next_steps(pipeline: Pipeline, tracker: Any, project: str, proc: Processor, 
                       + ([up.phase] if up is not None else [proc.phase]))
     fixes = list(dict.fromkeys(r.detail for r in roots if r.detail))
     start = min(first_day, day.isoformat())
-    command = (cover(first_phase, proc.phase, start, day.isoformat()) if cover is not None else None) \
-        or backfill_command(pipeline, first_phase, proc.phase, start, day.isoformat())
+    if cover is not None:  # the widened range, computed now
+        command = cover(first_phase, proc.phase, start, day.isoformat()) \
+            or backfill_command(pipeline, first_phase, proc.phase, start, day.isoformat())
+    else:  # computed when it runs: what the range reads outside it may need rebuilding too
+        command = backfill_command(pipeline, first_phase, proc.phase, start, day.isoformat()) + " --widen"
     steps = "; ".join(fixes[:3]) + ("; ..." if len(fixes) > 3 else "")
     return (f"{steps}, then: {command}" if steps else f"rebuild what is missing or stale: {command}")
 
