@@ -447,3 +447,26 @@ def test_strict_mode_refuses_a_stale_input_of_its_own_phase_in_the_lookback_wind
     assert command.endswith(" --widen"), command
     assert changed.run_printed(command) == 0, command
     assert date_status(changed.app, day)["phases"]["2"]["status"] == Status.COMPLETE
+
+
+def test_a_gate_failed_on_data_corrected_at_the_source_is_recovered_by_the_reload_it_prints(make_harness, tmp_path):
+    def gated(raw):  # three stations report every day
+        daily = next(p for p in raw["processors"] if p["name"] == "station_daily")
+        daily["gates"] = [{"row_count": {"min": 3}}]
+    h = make_harness(pipeline_file=write_definition(tmp_path, gated))
+    day = DAYS[0]
+    write_readings(h, day, {"paris": 5.0, "lyon": 3.0})  # one station's readings missing from the file
+    h.pump(h.trigger(day, phase=1))
+    part = h.app.tracker.partition("station_daily", day)
+    assert part.status == Status.FAILED and "row_count" in part.error
+    alert = next(a for a in h.alerts.alerts if f"station_daily FAILED for {day}" in a.title)
+    step = date_status(h.app, day, cover=cover_for(h.app))["phases"]["2"]["processors"]["station_daily"]["next_step"]
+    # Fixed in its code or gate: re-run it; corrected at the source: reload from the first phase it reads.
+    assert printed_commands(step) == [f"cascade trigger --date {day} --phase 2 --processor station_daily",
+                                      f"cascade rerun --date {day} --phase 1"], step
+    assert printed_commands(alert.message)[-2:] == printed_commands(step), alert.message
+    write_readings(h, day, {"paris": 5.0, "lyon": 3.0, "nice": 9.0})  # the file is delivered again, complete
+    assert h.run_printed(printed_commands(step)[1]) == 0
+    h.pump()
+    assert date_status(h.app, day)["phases"]["3"]["status"] == Status.COMPLETE, date_status(h.app, day)
+    assert len(h.rows("station_daily", day)) == 3

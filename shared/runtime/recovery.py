@@ -61,6 +61,27 @@ def rerun_command(proc: Processor, day: date | str) -> str:
     return trigger_command(day, proc.phase, [proc.name])
 
 
+def gate_failed_step(pipeline: Pipeline, proc: Processor, day: date | str) -> str:
+    """The next step of a quality gate ``proc`` failed on ``day``: re-run it once its code or gate is
+    fixed - or, when the data it read was wrong and is corrected at the source since (a raw file
+    delivered again), reload from the first phase it reads from: a corrected file is not a change
+    Cascade sees, so a trigger would answer "already complete" for those loads."""
+    day = day.isoformat() if isinstance(day, date) else day
+    step = rerun_command(proc, day)
+    if not proc.upstreams:
+        return step
+    first, seen, todo = proc.phase, set(), [u.processor for u in proc.upstreams]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            up = pipeline.processor(name)
+            first = min(first, up.phase)
+            todo += [u.processor for u in up.upstreams]
+    return (f"{step} (its code or gate fixed); or, when the data it read was corrected at the source, reload "
+            f"from there: cascade rerun --date {day} --phase {first}")
+
+
 @dataclass(frozen=True)
 class RootCause:
     processor: str
@@ -196,6 +217,8 @@ def partition_next_step(pipeline: Pipeline, tracker: Any, project: str, part: An
             return (f"rebuild what it reads, then it: "
                     f"{wider() or backfill_command(pipeline, proc.phase, proc.phase, iso, iso)}")
         fix = _fix(pipeline, project, (part.processor, part.data_date), part)
+        if (part.raw.get("gates") or {}).get("passed") is False:
+            return f"{fix}, then: {gate_failed_step(pipeline, proc, day)}"
         return f"{fix}, then: {wider() or rerun_command(proc, day)}"
     if stale:
         command = wider()

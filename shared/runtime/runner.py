@@ -413,9 +413,10 @@ class PhaseRunner:
                                                                  **(extra or {})})
         except LeaseLostError:
             return self._lost(run, "lease lost while failing")
-        next_step = (recovery.rerun_command(proc, iso)
-                     if run.trigger.mode != "backfill" else
-                     f"cascade backfill --start {iso} --end {iso} --processor {proc.name}")
+        next_step = (f"cascade backfill --start {iso} --end {iso} --processor {proc.name}"
+                     if run.trigger.mode == "backfill" else
+                     recovery.gate_failed_step(self.pipeline, proc, iso) if isinstance(exc, QualityGateError)
+                     else recovery.rerun_command(proc, iso))
         log(logger, logging.WARNING if retry else logging.ERROR,
             f"{proc.name} failed for {iso} (attempt {run.attempt}): {error}"
             + ("; will retry" if retry else f"; fix it, then: {next_step}"), **run.labels)
