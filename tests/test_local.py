@@ -142,3 +142,12 @@ def test_up_lists_every_bucket_it_ensures_the_raw_one_and_each_exports_own(endpo
     assert len(gcs) == 1 and all(f"gs://{b}" in gcs[0] for b in [raw, *exports]), lines
     storage = clients.storage(endpoints.project)
     assert all(storage.bucket(b).exists() for b in [raw, *exports])
+
+
+def test_output_into_a_closed_pipe_stops_quietly_not_as_a_backend_error():
+    proc = subprocess.Popen([sys.executable, "-m", "cascade.cli", "describe"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # like `cascade describe | head -0`: the reader is gone before anything is written
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 141, err
+    assert "cannot reach a backend" not in err and "Traceback" not in err, err

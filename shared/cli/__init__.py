@@ -70,10 +70,17 @@ def main(argv: list[str] | None = None) -> int:
     # impossible range, a refused message) says what is wrong and what to do; an unreachable
     # backend says which and how to bring it up. Exit 2 for both.
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe is found here, not at the interpreter's exit
+        return code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (`cascade status | head`): not a backend problem. Point
+        # stdout at nothing so the interpreter's final flush does not fail again, and stop quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # the shell's code for a process ended by SIGPIPE
     except CascadeError as exc:
         return handle_cascade_error(exc)
     except (gexc.ServiceUnavailable, gexc.RetryError, ConnectionError) as exc:
