@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Publish a trigger for --date to a phase's topic (the same JSON message any "
                                    "Pub/Sub client can publish to $CASCADE_TRIGGER_TOPIC).")
     p.add_argument("--date", type=date_arg, help="YYYY-MM-DD (default: yesterday in the pipeline's time zone)")
-    p.add_argument("--phase", type=int, help="phase to trigger (default: the first phase)")
+    p.add_argument("--phase", type=int,
+                   help="phase to trigger (default: the phase of the --processor named, else the first phase)")
     p.add_argument("--processor", action="append", default=[], help="only this processor (repeatable)")
     p.add_argument("--skip-downstream-trigger", action="store_true", help="run the phase but do not cascade")
     p.add_argument("--mode", choices=["daily", "backfill"], default="daily")
@@ -102,6 +103,8 @@ def _describe(args: argparse.Namespace) -> int:
     print(f"calendar: time zone {cal['timezone']}; seasons "
           + ", ".join(f"{s['name']} {s['start']}..{s['end']}" for s in cal["seasons"])
           + f"; {len(cal['no_game'])} dates with no data expected"
+          + (f"; closed on {', '.join(w.capitalize() + 's' for w in cal['closed_weekdays'])}"
+             if cal.get("closed_weekdays") else "")
           + (f"; history starts {cal['history_start']}" if cal.get("history_start") else ""))
     print(f"raw bucket: gs://{d['raw_bucket']}")
     for ph in d["phases"]:
@@ -130,6 +133,9 @@ def _window_text(u: dict) -> str:
 
 def _trigger(args: argparse.Namespace) -> int:
     a = app()
+    named = {a.pipeline.processor(n).phase for n in args.processor}
+    if args.phase is None and len(named) == 1:  # --processor alone: its phase
+        args.phase = next(iter(named))
     phase = args.phase or a.pipeline.phases[0].number
     a.pipeline.phase(phase)
     for name in args.processor:
