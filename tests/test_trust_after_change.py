@@ -389,7 +389,8 @@ def test_after_a_code_change_the_next_steps_status_prints_rebuild_the_inputs_fir
     assert not [k for k, c in backfill(changed, dry_run=True).plan.cells.items() if c == Status.STALE]
 
 
-def test_a_backfill_short_of_stale_history_prints_one_backfill_that_reaches_it_and_it_runs(stations, tmp_path):
+def test_a_backfill_short_of_stale_history_prints_the_fill_and_the_resume_that_reach_it_and_they_run(
+        stations, tmp_path):
     h = loaded(stations)
 
     def change(raw):
@@ -400,18 +401,22 @@ def test_a_backfill_short_of_stale_history_prints_one_backfill_that_reaches_it_a
     result = backfill(changed, start=day, end=day, phases=[2])  # the trend's window reads stale dates
     assert result.exit_code == 1
     reason = result.report.failed[f"station_trend@{day}"]
-    (command,) = printed_commands(reason)
-    assert command == f"cascade backfill --start {DAYS[0]} --end {day} --phase 2", reason
-    shown = result.render()  # the widened command once, as the way to resume, not on every failed line
+    # The fill rebuilds station_daily over the window - and, with --widen, what that rebuild needs in
+    # turn (its same-phase reader over earlier windows) - in one command; then this backfill again.
+    (fill,) = printed_commands(reason)
+    assert fill == f"cascade backfill --start {DAYS[1]} --end {DAYS[3]} --processor station_daily --widen", reason
+    shown = result.render()  # one command resumes it all, printed once
+    resume = (f"cascade backfill --start {day} --end {day} --phase 2 --widen")
     assert f"to resume, rebuilding first what the failed partitions read outside the range (--widen: an " \
-           f"earlier start, earlier phases): cascade backfill --start {day} --end {day} --phase 2 --widen" in shown
-    assert shown.count("one backfill reaches") == 0, shown
+           f"earlier start, earlier phases): {resume}" in shown, shown
+    assert shown.count("fill them first") == 0, shown
     step = date_status(changed.app, day, cover=cover_for(changed.app))["phases"]["2"]["processors"][
         "station_trend"]["next_step"]
-    assert printed_commands(step) == [command], step  # cascade status says the same
-    assert changed.run_printed(command) == 0, command
+    assert printed_commands(step) == [f"cascade backfill --start {DAYS[0]} --end {day} --phase 2"], step
+    assert changed.run_printed(fill) == 0, fill
+    assert changed.run_printed(resume) == 0, resume
     assert date_status(changed.app, day)["phases"]["2"]["status"] == Status.COMPLETE
-
+    assert not [k for k, c in backfill(changed, phases=[2], dry_run=True).plan.cells.items() if c == Status.STALE]
 
 def test_a_rebuild_says_which_later_partitions_it_left_stale_and_the_backfill_it_prints_rebuilds_them(stations):
     h = loaded(stations)

@@ -25,6 +25,7 @@ from cascade.backfill.progress import Progress
 from cascade.backfill.scheduler import RunReport, Scheduler, SchedulerOptions
 from cascade.backfill.validate import (
     DEFAULT_THRESHOLD,
+    FILL_FIRST,
     Coverage,
     Preflight,
     TableValidation,
@@ -38,8 +39,6 @@ from cascade.errors import LeaseHeldError
 from cascade.runtime.app import App
 from cascade.runtime.cost import BytesEstimate, JobCost, estimate_range
 from cascade.runtime.recovery import fill_coverage
-
-REACH = "; one backfill reaches every input it needs: "  # how a gap's reason ends (validate.outside_inputs)
 
 
 @dataclass
@@ -184,8 +183,8 @@ class BackfillResult:
                      + ("; INTERRUPTED" if r.interrupted else ""))
         gaps = False
         for label, err in sorted(r.failed.items()):
-            reason, sep, _ = err.partition(REACH)
-            gaps = gaps or bool(sep)  # its inputs outside the range: the widened command comes once, below
+            reason, sep, _ = err.partition(FILL_FIRST)
+            gaps = gaps or bool(sep)  # short of inputs outside the range: one command for all, below
             lines.append(f"  FAILED  {label}: {reason[:400]}")
         by_reason: dict[str, list[str]] = {}
         for label, reason in r.blocked.items():

@@ -7,8 +7,8 @@
 * ``outside_inputs(app, plan)``: every input a planned partition reads that the backfill itself does
   not produce - lookback history before ``--start`` (of selected upstreams too), upstreams not
   selected - verified per partition before anything runs: one query per upstream table. A
-  partition whose inputs are short fails with the missing dates and the one backfill that fills
-  them and runs it (``reach.covering_backfill`` widens the range until nothing outside is lacking).
+  partition whose inputs are short fails with the missing dates and the backfill that fills them
+  (``--widen``: what they need in turn is rebuilt by the same command), then this one again.
 * ``preflight(app, processors, start, end, threshold)``: before a backfill, the coverage of what
   the selected processors read but do not produce themselves - upstream tables over the range
   widened by the lookback, or raw files in the bucket for loaders - must reach ``threshold``
@@ -216,17 +216,12 @@ def outside_needs(app: App, plan: Any) -> dict[tuple[str, str], OutsideNeed]:
 
 def outside_inputs(app: App, plan: Any) -> dict[tuple[str, str], str]:
     """Partitions of ``plan`` (key -> reason) whose inputs outside the backfill are missing or cannot
-    be read, each reason ending with the one backfill that reaches every input it needs
-    (``reach.covering_backfill``: the range widened until nothing outside it is lacking)."""
-    from cascade.backfill.reach import covering_backfill
-
+    be read, each reason ending with the backfill that fills them - with ``--widen``, so what those
+    inputs need in turn (a lookback reading a lookback, a stale chain) is rebuilt by the same command
+    - then "re-run this backfill"."""
     pipeline = app.pipeline
-    needs = outside_needs(app, plan)
-    if not needs:
-        return {}
-    cover = covering_backfill(app, plan.processors, plan.start, plan.end, needs).command(pipeline)
     out: dict[tuple[str, str], str] = {}
-    for key, need in needs.items():
+    for key, need in outside_needs(app, plan).items():
         what = []
         if need.missing:
             what.append("inputs outside the backfill are missing: "
@@ -238,8 +233,14 @@ def outside_inputs(app: App, plan: Any) -> dict[tuple[str, str], str]:
                         + "; ".join(f"{n}@{ds[0]} is {need.why[(n, ds[0])]}"
                                     + (f" (and {len(ds) - 1} more date(s))" if len(ds) > 1 else "")
                                     for n, ds in need.unusable.items()))
-        out[key] = "; ".join(what) + f"; one backfill reaches every input it needs: {cover}"
+        dates = need.dates()
+        fill = (f"cascade backfill --start {min(dates)} --end {max(dates)} "
+                + " ".join(f"--processor {n}" for n in need.processors()) + " --widen")
+        out[key] = "; ".join(what) + f"{FILL_FIRST}{fill}, then re-run this backfill"
     return out
+
+
+FILL_FIRST = "; fill them first: "  # how the reason of a partition short of outside inputs gives its fix
 
 
 @dataclass
