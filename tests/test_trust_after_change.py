@@ -90,6 +90,15 @@ def run_ids(h: Harness, processor: str, days=DAYS) -> dict[str, str]:
     return {d.isoformat(): h.app.tracker.partition(processor, d).run_id for d in days}
 
 
+def with_station_daily_changed(h: Harness, tmp_path: Path) -> Harness:
+    """``h``'s namespace seen through a definition whose ``station_daily`` SQL changed (a real change
+    of its rows): every partition of it, and what reads them, is stale."""
+    def change(raw):
+        daily = next(p for p in raw["processors"] if p["name"] == "station_daily")
+        daily["sql"] = daily["sql"].replace("temp FROM", "temp + 0.5 AS temp FROM")
+    return Harness(h.endpoints, h.namespace, write_definition(tmp_path, change, "changed.yaml"))
+
+
 @pytest.fixture()
 def stations(make_harness, tmp_path) -> Harness:
     h = make_harness(pipeline_file=write_definition(tmp_path))
@@ -368,10 +377,7 @@ def test_after_a_code_change_the_next_steps_status_prints_rebuild_the_inputs_fir
         stations, tmp_path, capsys):
     h = loaded(stations)
 
-    def change(raw):  # a real change of the phase-2 processor every later window reads
-        daily = next(p for p in raw["processors"] if p["name"] == "station_daily")
-        daily["sql"] = daily["sql"].replace("temp FROM", "temp + 0.5 AS temp FROM")
-    changed = Harness(h.endpoints, h.namespace, write_definition(tmp_path, change, "changed.yaml"))
+    changed = with_station_daily_changed(h, tmp_path)  # every later window reads what it rebuilds
     day = DAYS[4]
     st = date_status(changed.app, day, cover=cover_for(changed.app))  # as `cascade status` prints it
     steps = {n: p["next_step"] for ph in st["phases"].values() for n, p in ph["processors"].items()
@@ -393,10 +399,7 @@ def test_a_backfill_short_of_stale_history_prints_the_fill_and_the_resume_that_r
         stations, tmp_path):
     h = loaded(stations)
 
-    def change(raw):
-        daily = next(p for p in raw["processors"] if p["name"] == "station_daily")
-        daily["sql"] = daily["sql"].replace("temp FROM", "temp + 0.5 AS temp FROM")
-    changed = Harness(h.endpoints, h.namespace, write_definition(tmp_path, change, "changed.yaml"))
+    changed = with_station_daily_changed(h, tmp_path)  # every later window reads what it rebuilds
     day = DAYS[4]
     result = backfill(changed, start=day, end=day, phases=[2])  # the trend's window reads stale dates
     assert result.exit_code == 1
@@ -434,10 +437,7 @@ def test_a_rebuild_says_which_later_partitions_it_left_stale_and_the_backfill_it
 def test_strict_mode_refuses_a_stale_input_of_its_own_phase_in_the_lookback_window(stations, tmp_path):
     h = loaded(stations)
 
-    def change(raw):
-        daily = next(p for p in raw["processors"] if p["name"] == "station_daily")
-        daily["sql"] = daily["sql"].replace("temp FROM", "temp + 0.5 AS temp FROM")
-    changed = Harness(h.endpoints, h.namespace, write_definition(tmp_path, change, "changed.yaml"))
+    changed = with_station_daily_changed(h, tmp_path)  # every later window reads what it rebuilds
     day = DAYS[4]
     before = changed.app.tracker.partition("station_trend", day).run_id
     # Re-running the reader alone would read the 3 stale dates of station_daily in its window.
