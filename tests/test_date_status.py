@@ -287,6 +287,9 @@ def test_a_trigger_of_a_date_without_data_says_so_and_its_wait_returns_at_once(m
     h.pump()
     assert h.run_printed(wait) == 0
     assert h.app.tracker.partition("readings", sunday).status == "skipped"
+    assert h.run_printed(f"cascade status --date {sunday}") == 0
+    shown = capsys.readouterr().out
+    assert "(no data expected: closed on Sundays)" in shown and "phase 3 report      NO DATA" in shown, shown
     # --processor alone triggers its phase; describe names the closed weekdays.
     assert h.run_printed(f"cascade trigger --date {sunday} --processor station_daily") == 0
     assert "phase 2 records its processors skipped" in capsys.readouterr().out

@@ -219,7 +219,9 @@ def print_status(st: dict) -> None:
                   f"triggered{f' at {at:%Y-%m-%d %H:%M:%S} UTC' if at else ''}; no run began since - "
                   f"`cascade sweep` re-publishes a trigger nobody picked up)")
         else:
-            print(f"phase {n} {ph['name']:<11} {ph['status'].upper():<9} generation {ph['generation']}{nxt}")
+            # A date without data: nothing recorded is not "missing" (the top line says why).
+            state = "NO DATA" if not st.get("expected", True) and ph["status"] == Status.MISSING else ph["status"].upper()
+            print(f"phase {n} {ph['name']:<11} {state:<9} generation {ph['generation']}{nxt}")
         for name, p in ph["processors"].items():
             rc = "-" if p["record_count"] is None else p["record_count"]
             dur = "-" if p["duration_s"] is None else f"{p['duration_s']:.2f}s"
