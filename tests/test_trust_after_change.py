@@ -434,7 +434,7 @@ def test_a_rebuild_says_which_later_partitions_it_left_stale_and_the_backfill_it
     assert backfill(h, start=DAYS[3], end=DAYS[4], phases=[2, 3], dry_run=True).plan.nodes == []
 
 
-def test_strict_mode_refuses_a_stale_input_of_its_own_phase_in_the_lookback_window(stations, tmp_path):
+def test_strict_mode_refuses_a_stale_input_of_its_own_phase_in_the_lookback_window(stations, tmp_path, capsys):
     h = loaded(stations)
 
     changed = with_station_daily_changed(h, tmp_path)  # every later window reads what it rebuilds
@@ -442,6 +442,12 @@ def test_strict_mode_refuses_a_stale_input_of_its_own_phase_in_the_lookback_wind
     before = changed.app.tracker.partition("station_trend", day).run_id
     # Re-running the reader alone would read the 3 stale dates of station_daily in its window.
     assert changed.run_printed(f"cascade trigger --date {day} --phase 2 --processor station_trend") == 0
+    said = capsys.readouterr().out
+    check = f"cascade check --phase 2 --date {day}"
+    assert "will run station_trend (stale: " in said and f"once strict mode's checks pass (what they find " \
+           f"now: {check})" in said, said
+    assert changed.run_printed(check) == 1  # pasted: it finds the block before the trigger is processed
+    assert "station_trend: BLOCKED" in capsys.readouterr().out
     changed.pump()
     part = changed.app.tracker.partition("station_trend", day)
     assert part.status == Status.BLOCKED, part

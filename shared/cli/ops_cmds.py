@@ -160,7 +160,9 @@ def _trigger(args: argparse.Namespace) -> int:
 
         intent = intent_for(a, phase, day, trig.processors)
         answer = intent.answer(phase, day) if intent.nothing_to_do else (
-            "will run " + ", ".join(f"{n} ({r})" for n, r in intent.reasons.items()))
+            "will run " + ", ".join(f"{n} ({r})" for n, r in intent.reasons.items())
+            + (f" once strict mode's checks pass (what they find now: cascade check --phase {phase} --date {day})"
+               if trig.checks_enabled else ""))
     topic = a.pipeline.topic(phase)
     published_at = now()
     message_id = a.publisher.publish(topic, trig.to_json(), trig.attributes())
