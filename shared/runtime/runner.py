@@ -88,7 +88,9 @@ class PhaseRunner:
             skip_downstream_trigger=trigger.skip_downstream_trigger, **labels)
         calendar = self.pipeline.calendar
         expected = calendar.is_expected(day)
-        reason = "" if expected else f"no data expected on {day} ({calendar.reason_not_expected(day)})"
+        reason = ""
+        if not expected:  # the log line below ("phase N skipped: ...") is what the freshness alerts count
+            reason = f"no data expected on {day} ({calendar.reason_not_expected(day)})"
         for proc in procs:
             if not expected and not calendar.is_expected(day, proc.name):
                 self.tracker.record_outcome(proc.name, trigger.phase, day, trigger.generation, Status.SKIPPED, reason,
