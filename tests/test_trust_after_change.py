@@ -481,3 +481,16 @@ def test_a_gate_failed_on_data_corrected_at_the_source_is_recovered_by_the_reloa
     h.pump()
     assert date_status(h.app, day)["phases"]["3"]["status"] == Status.COMPLETE, date_status(h.app, day)
     assert len(h.rows("station_daily", day)) == 3
+
+
+def test_widen_runs_the_whole_phase_when_a_selected_processor_reads_a_stale_one_of_its_phase(stations, tmp_path):
+    changed = with_station_daily_changed(loaded(stations), tmp_path)
+    # station_trend alone would read station_daily, stale and not selected: --widen takes the phase.
+    result = backfill(changed, processors=["station_trend"], widen=True)
+    assert result.exit_code == 0, result.render()
+    assert result.widened.startswith(f"--widen: {DAYS[0]}..{DAYS[-1]} phases [2] reads inputs outside it"), \
+        result.widened
+    plan = backfill(changed, phases=[2], dry_run=True).plan
+    assert not [k for k, c in plan.cells.items() if c == Status.STALE], plan.render()
+    # Nothing lacking: --widen changes nothing and says nothing.
+    assert backfill(changed, phases=[2], widen=True).widened == ""

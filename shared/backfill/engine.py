@@ -232,10 +232,14 @@ def run_backfill(app: App, req: BackfillRequest, progress_stream: TextIO | None 
     widened = ""
     if req.widen:  # reach every input the range reads outside it first (its own check, judged the same way)
         from cascade.backfill.reach import covering_backfill
+        from cascade.backfill.validate import outside_needs
 
-        reach = covering_backfill(app, procs, req.start, req.end)
         phases = sorted({p.phase for p in procs})
-        if (reach.start, reach.first_phase) != (req.start, phases[0]):
+        as_asked = build_plan(app.pipeline, app.tracker, procs, req.start, req.end, force=req.force,
+                              versions=app.versions)
+        # Widened only when the backfill as asked would lack inputs outside it; then to whole phases.
+        reach = covering_backfill(app, procs, req.start, req.end) if outside_needs(app, as_asked) else None
+        if reach is not None:
             widened = (f"--widen: {req.start}..{req.end} phases {phases} reads inputs outside it that must be "
                        f"rebuilt too: running {reach.start}..{reach.end} phases "
                        f"{list(range(reach.first_phase, reach.last_phase + 1))} ({reach.command(app.pipeline)})")
